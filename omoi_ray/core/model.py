@@ -1,0 +1,194 @@
+"""Plain data the core works on: priorities, retry policy, tasks, attempts, agents, events.
+
+Rules:
+- Times are floats, seconds since the epoch, taken from the caller's clock (the core never
+  reads a clock).
+- These are dataclasses with slots: the scheduler keeps every live task in memory, so a task's
+  footprint matters (see ``benchmarks/scale.py``).
+- Validation of user input happens before these are built (``omoi_ray.specs``); the core trusts
+  field types and checks only graph-level rules.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Any
+
+from omoi_ray.core.task_state import TaskStatus
+
+
+class Priority(IntEnum):
+    """Higher runs first; within one priority, earlier submissions run first."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, value: Any) -> Priority:
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, str) and value.upper() in cls.__members__:
+            return cls[value.upper()]
+        if isinstance(value, int) and not isinstance(value, bool) and value in cls._value2member_map_:
+            return cls(value)
+        names = ", ".join(cls.__members__)
+        raise ValueError(f"priority must be one of {names}, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how late a failed attempt is retried.
+
+    Retry ``n`` (0 for the first retry) waits ``base * 2**n * U(1 - jitter, 1 + jitter)``
+    seconds, capped at ``cap``. ``max_retries`` bounds attempts of every kind: a task makes at
+    most ``max_retries + 1`` attempts, whether they end in an error, a timeout or a lost agent.
+    """
+
+    max_retries: int = 3
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    jitter: float = 0.25
+
+    def delay(self, retry_number: int, rng: random.Random) -> float:
+        raw = self.backoff_base * (2.0 ** min(retry_number, 60))
+        factor = rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        return min(raw * factor, self.backoff_cap)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(slots=True)
+class NewTask:
+    """A validated task definition, as submitted."""
+
+    id: str
+    type: str
+    payload: Any = None
+    requires: frozenset[str] = frozenset()
+    priority: Priority = Priority.MEDIUM
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy = DEFAULT_RETRY
+    timeout: float | None = None
+    ticket_id: str | None = None
+    phase: str | None = None
+    idempotency_key: str | None = None
+    fingerprint: str = ""  # hash of the definition; equal fingerprints mean "same task"
+
+
+@dataclass(slots=True)
+class Task:
+    """A task the scheduler holds in memory (every task not yet in a terminal status)."""
+
+    id: str
+    seq: int
+    type: str
+    payload: Any
+    requires: frozenset[str]
+    priority: Priority
+    depends_on: tuple[str, ...]
+    retry: RetryPolicy
+    timeout: float | None
+    ticket_id: str | None
+    phase: str | None
+    idempotency_key: str | None
+    fingerprint: str
+    created_at: float
+    status: TaskStatus = TaskStatus.PENDING
+    attempt: int = 0
+    waiting_on: int = 0
+    not_before: float | None = None
+    agent_id: str | None = None
+    agent_incarnation: str | None = None
+    claim_request_id: str | None = None
+    deadline: float | None = None
+    result: Any = None
+    error: str | None = None
+    reason: str | None = None
+    upstream: str | None = None  # for upstream_failed: the task whose failure doomed this one
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+
+
+class AttemptOutcome(str, Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # the handler raised a retryable error
+    PERMANENT_FAILURE = "permanent_failure"  # the handler raised PermanentError (or similar)
+    TIMED_OUT = "timed_out"
+    LOST = "lost"  # the agent died or its lease ran out
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at running a task on one agent."""
+
+    task_id: str
+    attempt: int
+    agent_id: str
+    agent_incarnation: str
+    claimed_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: AttemptOutcome | None = None
+    error: str | None = None
+    released_at: float | None = None  # when the agent reported the handler ended (slot freed)
+
+
+class AgentStatus(str, Enum):
+    ALIVE = "alive"
+    LOST = "lost"  # died, or its lease ran out
+    STOPPED = "stopped"  # left on purpose
+
+
+@dataclass(slots=True)
+class Agent:
+    """An agent as the scheduler sees it: what it can do, and which attempts occupy its slots."""
+
+    id: str
+    incarnation: str
+    capabilities: frozenset[str]
+    capacity: int
+    registered_at: float
+    lease_expires_at: float
+    status: AgentStatus = AgentStatus.ALIVE
+    #: (task id, attempt) -> claimed_at, for every attempt whose handler has not yet ended
+    busy: dict[tuple[str, int], float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # node, pid: shown, never interpreted
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.capacity - len(self.busy))
+
+
+@dataclass(slots=True)
+class Event:
+    """A fact worth telling the world, written in the same transaction as the change it describes."""
+
+    type: str
+    entity_type: str
+    entity_id: str
+    at: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    task_id: str | None = None
+    agent_id: str | None = None
+    ticket_id: str | None = None
+    request_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(slots=True)
+class CancelSignal:
+    """Tell an agent to stop an attempt (its result will be discarded anyway)."""
+
+    agent_id: str
+    agent_incarnation: str
+    task_id: str
+    attempt: int
+    reason: str

@@ -1,0 +1,125 @@
+"""Every error omoi-ray raises on purpose, in one module.
+
+Rules:
+- Each error says what is wrong and, where there is one, what to do about it, naming the
+  offending task id, field, agent or cycle.
+- Errors cross Ray process boundaries, so each one pickles: it keeps its message as its only
+  positional argument and any structured detail as attributes (restored from ``__dict__``).
+- Errors raised for bad input are raised before anything is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OmoiError(Exception):
+    """Base class of every error omoi-ray raises on purpose."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- bad input (nothing was stored) -------------------------------------------------------
+
+
+class InvalidSubmissionError(OmoiError, ValueError):
+    """A submission was rejected as a whole; nothing from it was stored."""
+
+
+class InvalidTaskSpecError(InvalidSubmissionError):
+    """A task field has a value omoi-ray cannot accept (the message names task and field)."""
+
+
+class DuplicateTaskError(InvalidSubmissionError):
+    """The same task id appears twice in one submission."""
+
+
+class TaskExistsError(InvalidSubmissionError):
+    """A task with this id already exists with a different definition."""
+
+
+class IdempotencyConflictError(InvalidSubmissionError):
+    """An idempotency key was reused for a task with a different definition."""
+
+
+class UnknownDependencyError(InvalidSubmissionError):
+    """A task depends on a task id that is neither in the submission nor stored."""
+
+
+class CycleError(InvalidSubmissionError):
+    """The submitted tasks depend on each other in a cycle (``cycle`` lists it)."""
+
+
+class InvalidAgentSpecError(OmoiError, ValueError):
+    """An agent's name, capabilities, capacity or handler is not acceptable."""
+
+
+# --- lookups --------------------------------------------------------------------------------
+
+
+class TaskNotFoundError(OmoiError, LookupError):
+    """No task with that id exists."""
+
+
+class AgentNotFoundError(OmoiError, LookupError):
+    """No agent with that name exists."""
+
+
+# --- state machine ----------------------------------------------------------------------------
+
+
+class IllegalTransitionError(OmoiError):
+    """A task was asked to move between two statuses the transition table does not connect."""
+
+
+class StaleAttemptError(OmoiError):
+    """A report, heartbeat or result came from an attempt that is no longer the current one."""
+
+
+# --- raised by or for handlers ------------------------------------------------------------------
+
+
+class PermanentError(OmoiError):
+    """Raise this (or a subclass) from a handler to fail the task without retrying."""
+
+
+class TaskCancelledError(OmoiError):
+    """Raised inside a handler by ``ctx.raise_if_cancelled()`` once its attempt is cancelled."""
+
+
+class ResultNotSerializableError(PermanentError):
+    """A handler returned a value that is not JSON-serialisable."""
+
+
+class HandlerNotFoundError(PermanentError):
+    """An agent has no handler for a task's type, or an import path does not resolve."""
+
+
+# --- runtime and configuration -------------------------------------------------------------------
+
+
+class ConfigurationError(OmoiError):
+    """Settings are invalid or inconsistent with the running runtime."""
+
+
+class DatabaseNotMigratedError(ConfigurationError):
+    """The database schema is behind the code; run ``omoi-ray db upgrade``."""
+
+
+class RuntimeUnavailableError(OmoiError):
+    """The runtime's actors could not be reached in time."""
+
+
+class WaitTimeoutError(OmoiError, TimeoutError):
+    """``wait`` gave up before every task reached a final status."""
+
+
+class PayloadTooLargeError(InvalidSubmissionError):
+    """A payload or result is larger than the configured limit."""

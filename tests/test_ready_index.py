@@ -1,0 +1,103 @@
+"""The ready index returns exactly what a full scan would, for any capability set."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omoi_ray.core.ready_index import ReadyIndex
+
+CAPS = ["a", "b", "c"]
+
+
+def test_priority_then_submission_order():
+    idx = ReadyIndex()
+    idx.push("low", frozenset(), 1, seq=1)
+    idx.push("high-late", frozenset(), 3, seq=5)
+    idx.push("high-early", frozenset(), 3, seq=2)
+    idx.push("crit", frozenset(), 4, seq=9)
+    assert idx.pop_for(frozenset(), 10) == ["crit", "high-early", "high-late", "low"]
+    assert len(idx) == 0
+
+
+def test_capabilities_filter_and_unclaimable():
+    idx = ReadyIndex()
+    idx.push("gpu", frozenset({"gpu"}), 4, seq=1)
+    idx.push("plain", frozenset(), 1, seq=2)
+    assert idx.pop_for(frozenset({"cpu"}), 10) == ["plain"]
+    assert idx.unclaimable([frozenset({"cpu"})]) == {frozenset({"gpu"}): 1}
+    assert idx.unclaimable([frozenset({"cpu", "gpu"})]) == {}
+    assert idx.pop_for(frozenset({"gpu"}), 10) == ["gpu"]
+
+
+def test_discarded_tasks_are_never_returned_and_can_come_back():
+    idx = ReadyIndex()
+    for i in range(5):
+        idx.push(f"t{i}", frozenset(), 2, seq=i)
+    assert idx.discard("t1") and not idx.discard("t1")
+    idx.push("t1", frozenset(), 2, seq=1)
+    idx.discard("t3")
+    assert idx.pop_for(frozenset(), 10) == ["t0", "t1", "t2", "t4"]
+
+
+def test_limit_is_respected():
+    idx = ReadyIndex()
+    for i in range(10):
+        idx.push(f"t{i}", frozenset(), 2, seq=i)
+    assert idx.pop_for(frozenset(), 3) == ["t0", "t1", "t2"]
+    assert len(idx) == 7
+
+
+def test_many_discards_trigger_compaction_without_losing_members():
+    idx = ReadyIndex()
+    for i in range(3000):
+        idx.push(f"t{i}", frozenset(), 2, seq=i)
+    for i in range(0, 3000, 3):
+        idx.discard(f"t{i}")
+    expected = [f"t{i}" for i in range(3000) if i % 3]
+    assert idx.pop_for(frozenset(), 5000) == expected
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("push"),
+            st.integers(0, 30),
+            st.frozensets(st.sampled_from(CAPS), max_size=2),
+            st.integers(1, 4),
+        ),
+        st.tuples(st.just("discard"), st.integers(0, 30)),
+        st.tuples(st.just("pop"), st.frozensets(st.sampled_from(CAPS)), st.integers(0, 5)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_matches_a_brute_force_model(operations):
+    idx = ReadyIndex()
+    model: dict[str, tuple[frozenset[str], int, int]] = {}
+    seq = 0
+    for op in operations:
+        if op[0] == "push":
+            _, n, req, prio = op
+            tid = f"t{n}"
+            seq += 1
+            if tid not in model:
+                model[tid] = (req, prio, seq)
+            idx.push(tid, req, prio, seq)
+        elif op[0] == "discard":
+            tid = f"t{op[1]}"
+            assert idx.discard(tid) == (tid in model)
+            model.pop(tid, None)
+        else:
+            _, caps, limit = op
+            eligible = sorted(
+                (tid for tid, (req, _, _) in model.items() if req <= caps),
+                key=lambda tid: (-model[tid][1], model[tid][2]),
+            )[:limit]
+            assert idx.pop_for(caps, limit) == eligible
+            for tid in eligible:
+                del model[tid]
+        assert len(idx) == len(model)
