@@ -1,0 +1,102 @@
+"""One settings object, read from ``OMOI_*`` environment variables.
+
+Rules:
+- With nothing configured the store is a SQLite file under ``~/.omoi-ray`` (the embedded
+  default); ``OMOI_DATABASE_URL`` points it at PostgreSQL (or another SQLite file).
+- Secrets (database and Redis passwords) are ``SecretStr``: they never show in ``repr``, logs or
+  error messages. Use ``safe_database_url`` whenever a URL is shown to a person.
+- Settings are resolved once, in the driver, and handed to the actors as an object, so every
+  process of one runtime agrees on them (actors may run with another working directory).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from omoi_ray.errors import ConfigurationError
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("OMOI_HOME") or Path.home() / ".omoi-ray").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMOI_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=default_home)
+    database_url: SecretStr | None = None
+    namespace: str = "omoi"
+    workspace_dir: Path | None = None
+    lease_ttl: float = 30.0
+    long_poll: float = 30.0
+    payload_max_bytes: int = 1_000_000
+    result_max_bytes: int = 1_000_000
+    max_submission: int = 100_000
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                "namespace must be 1-64 characters of letters, digits, '_', '.', '-'"
+            )
+        return value
+
+    @field_validator("lease_ttl", "long_poll")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("payload_max_bytes", "result_max_bytes", "max_submission")
+    @classmethod
+    def _positive_int(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a positive integer")
+        return value
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database was configured and the SQLite file under ``home`` is used."""
+        return self.database_url is None
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, with the driver spelled out. Contains the password: never show it."""
+        if self.database_url is None:
+            return f"sqlite:///{(self.home / 'omoi.db').resolve()}"
+        url = self.database_url.get_secret_value().strip()
+        if not url:
+            raise ConfigurationError("OMOI_DATABASE_URL is set but empty")
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    def safe_database_url(self) -> str:
+        """The database URL with any password masked, fit for logs and messages."""
+        return mask_url(self.resolved_database_url())
+
+    def resolved_workspace_dir(self) -> Path:
+        return (self.workspace_dir or self.home / "workspaces").expanduser().resolve()
+
+
+def mask_url(url: str) -> str:
+    """Mask the password of a URL (and any ``password=`` query parameter)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: mask by pattern
+        masked = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+        return re.sub(r"(password=)[^&]*", r"\1***", masked)

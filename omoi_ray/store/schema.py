@@ -1,0 +1,173 @@
+"""The database schema as SQLAlchemy 2.0 models (the Alembic migrations create exactly this).
+
+Rules:
+- Times are stored as ``UTCDateTime``: timezone-aware UTC in PostgreSQL (``timestamptz``), naive
+  UTC text in SQLite; both read back as aware UTC datetimes.
+- JSON columns use JSONB on PostgreSQL and JSON text on SQLite.
+- Single writer per table: tasks, task_dependencies, task_attempts, agents and tickets are
+  written by the scheduler alone; every writer appends to ``events`` in the same transaction as
+  the change an event describes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every dialect."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, (int, float)):
+            value = datetime.fromtimestamp(value, tz=timezone.utc)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    title: Mapped[str | None] = mapped_column(sa.String(500))
+    phase: Mapped[str | None] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(32), default="open")
+    meta: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    ticket_id: Mapped[str | None] = mapped_column(sa.ForeignKey("tickets.id"), index=True)
+    phase: Mapped[str | None] = mapped_column(sa.String(128))
+    type: Mapped[str] = mapped_column(sa.String(128))
+    payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    requires: Mapped[Any] = mapped_column(JSONType)
+    priority: Mapped[int] = mapped_column(sa.SmallInteger)
+    status: Mapped[str] = mapped_column(sa.String(20), index=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    max_retries: Mapped[int] = mapped_column(sa.Integer)
+    backoff_base: Mapped[float] = mapped_column(sa.Float)
+    backoff_cap: Mapped[float] = mapped_column(sa.Float)
+    backoff_jitter: Mapped[float] = mapped_column(sa.Float)
+    timeout_s: Mapped[float | None] = mapped_column(sa.Float)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(256), unique=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    agent_id: Mapped[str | None] = mapped_column(sa.String(128))
+    agent_incarnation: Mapped[str | None] = mapped_column(sa.String(64))
+    claim_request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    upstream: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskDependencyRow(Base):
+    __tablename__ = "task_dependencies"
+
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class TaskAttemptRow(Base):
+    __tablename__ = "task_attempts"
+    __table_args__ = (
+        sa.Index(
+            "ix_task_attempts_open",
+            "agent_id",
+            postgresql_where=sa.text("released_at IS NULL"),
+            sqlite_where=sa.text("released_at IS NULL"),
+        ),
+    )
+
+    task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(128))
+    agent_incarnation: Mapped[str] = mapped_column(sa.String(64))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(sa.String(32))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(sa.String(64))
+    capabilities: Mapped[Any] = mapped_column(JSONType)
+    capacity: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    info: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(64), index=True)
+    entity_type: Mapped[str] = mapped_column(sa.String(32))
+    entity_id: Mapped[str] = mapped_column(sa.String(128))
+    payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    task_id: Mapped[str | None] = mapped_column(sa.String(128))
+    agent_id: Mapped[str | None] = mapped_column(sa.String(128))
+    ticket_id: Mapped[str | None] = mapped_column(sa.String(128))
+    request_id: Mapped[str | None] = mapped_column(sa.String(64))
+
+    __table_args__ = (sa.Index("ix_events_entity", "entity_type", "entity_id"),)
+
+
+tickets = TicketRow.__table__
+tasks = TaskRow.__table__
+task_dependencies = TaskDependencyRow.__table__
+task_attempts = TaskAttemptRow.__table__
+agents = AgentRow.__table__
+events = EventRow.__table__

@@ -1,0 +1,423 @@
+"""The only module that speaks SQL: load the scheduler's state, write change sets, answer reads.
+
+Rules:
+- ``apply`` writes one ``ChangeSet`` in one transaction, and is idempotent: inserts skip rows
+  that exist (by primary key or event id) and updates write absolute values, so a batch whose
+  commit outcome is unknown (the connection dropped during COMMIT) can simply be applied again.
+- Bulk statements only: one executemany per table per batch, never a statement per row.
+- The caller owns threading: a ``Store`` is used from one thread at a time.
+- URLs are shown masked; SQL errors are re-raised with the masked URL, never the password.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from omoi_ray.core.model import (
+    Agent,
+    AgentStatus,
+    Attempt,
+    AttemptOutcome,
+    Priority,
+    RetryPolicy,
+    Task,
+)
+from omoi_ray.core.task_graph import ChangeSet, StoredTask
+from omoi_ray.core.task_state import TERMINAL, TaskStatus
+from omoi_ray.settings import mask_url
+from omoi_ray.store import schema as t
+
+LIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL]
+_CHUNK = 500  # ids per IN (...) lookup
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything the scheduler needs to rebuild its memory."""
+
+    tasks: list[Task]
+    dependencies: list[tuple[str, str, TaskStatus]]
+    agents: list[Agent]
+    open_attempts: list[Attempt]
+    next_seq: int
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine with sensible settings for each dialect (SQLite: WAL, foreign keys, busy wait)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            path = url.removeprefix("sqlite:///")
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.safe_url = mask_url(url)
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self._prepare_statements()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.safe_url!r})"
+
+    # ------------------------------------------------------------------ statements
+
+    def _prepare_statements(self) -> None:
+        b = sa.bindparam
+        self._ins_ticket = self._insert(t.tickets).on_conflict_do_nothing()
+        self._ins_task = self._insert(t.tasks).on_conflict_do_nothing()
+        self._ins_dep = self._insert(t.task_dependencies).on_conflict_do_nothing()
+        self._ins_attempt = self._insert(t.task_attempts).on_conflict_do_nothing()
+        self._ins_event = self._insert(t.events).on_conflict_do_nothing(index_elements=["event_id"])
+        agent_ins = self._insert(t.agents)
+        self._upsert_agent = agent_ins.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: agent_ins.excluded[c] for c in ("incarnation", "capabilities", "capacity", "status", "info", "registered_at", "updated_at")},
+        )
+        mutable = (
+            "status", "attempt", "not_before", "agent_id", "agent_incarnation", "claim_request_id",
+            "deadline", "result", "error", "reason", "upstream", "updated_at", "started_at", "finished_at",
+        )
+        self._upd_task = (
+            t.tasks.update().where(t.tasks.c.id == b("b_id")).values({c: b(c) for c in mutable})
+        )
+        self._upd_attempt = (
+            t.task_attempts.update()
+            .where(t.task_attempts.c.task_id == b("b_task_id"))
+            .where(t.task_attempts.c.attempt == b("b_attempt"))
+            .values({c: b(c) for c in ("started_at", "finished_at", "released_at", "outcome", "error")})
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, changes: ChangeSet) -> None:
+        """Write a change set in one transaction (idempotent; see the module rules)."""
+        now = _ts(time.time())
+        with self.engine.begin() as conn:
+            tickets = {task.ticket_id for task in changes.created if task.ticket_id}
+            if tickets:
+                conn.execute(
+                    self._ins_ticket,
+                    [{"id": tid, "status": "open", "created_at": now, "updated_at": now} for tid in sorted(tickets)],
+                )
+            if changes.created:
+                conn.execute(self._ins_task, [self._task_row(task) for task in changes.created])
+            if changes.dependencies:
+                conn.execute(
+                    self._ins_dep,
+                    [{"task_id": a, "depends_on_id": b} for a, b in changes.dependencies],
+                )
+            if changes.updated:
+                conn.execute(self._upd_task, [self._task_update(task) for task in changes.updated])
+            new = [a for a in changes.attempts if (a.task_id, a.attempt) in changes.new_attempts]
+            if new:
+                conn.execute(self._ins_attempt, [self._attempt_row(a) for a in new])
+            if changes.attempts:
+                conn.execute(self._upd_attempt, [self._attempt_update(a) for a in changes.attempts])
+            if changes.agents:
+                conn.execute(self._upsert_agent, [self._agent_row(a, now) for a in changes.agents])
+            if changes.events:
+                conn.execute(
+                    self._ins_event,
+                    [
+                        {
+                            "event_id": e.id,
+                            "type": e.type,
+                            "entity_type": e.entity_type,
+                            "entity_id": e.entity_id,
+                            "payload": e.payload,
+                            "created_at": _ts(e.at),
+                            "task_id": e.task_id,
+                            "agent_id": e.agent_id,
+                            "ticket_id": e.ticket_id,
+                            "request_id": e.request_id,
+                        }
+                        for e in changes.events
+                    ],
+                )
+
+    @staticmethod
+    def _task_row(task: Task) -> dict[str, Any]:
+        return {
+            "id": task.id,
+            "seq": task.seq,
+            "ticket_id": task.ticket_id,
+            "phase": task.phase,
+            "type": task.type,
+            "payload": task.payload,
+            "requires": sorted(task.requires),
+            "priority": int(task.priority),
+            "status": task.status.value,
+            "attempt": task.attempt,
+            "max_retries": task.retry.max_retries,
+            "backoff_base": task.retry.backoff_base,
+            "backoff_cap": task.retry.backoff_cap,
+            "backoff_jitter": task.retry.jitter,
+            "timeout_s": task.timeout,
+            "idempotency_key": task.idempotency_key,
+            "fingerprint": task.fingerprint,
+            "not_before": _ts(task.not_before),
+            "agent_id": task.agent_id,
+            "agent_incarnation": task.agent_incarnation,
+            "claim_request_id": task.claim_request_id,
+            "deadline": _ts(task.deadline),
+            "result": task.result,
+            "error": task.error,
+            "reason": task.reason,
+            "upstream": task.upstream,
+            "created_at": _ts(task.created_at),
+            "updated_at": _ts(task.updated_at),
+            "started_at": _ts(task.started_at),
+            "finished_at": _ts(task.finished_at),
+        }
+
+    @staticmethod
+    def _task_update(task: Task) -> dict[str, Any]:
+        return {
+            "b_id": task.id,
+            "status": task.status.value,
+            "attempt": task.attempt,
+            "not_before": _ts(task.not_before),
+            "agent_id": task.agent_id,
+            "agent_incarnation": task.agent_incarnation,
+            "claim_request_id": task.claim_request_id,
+            "deadline": _ts(task.deadline),
+            "result": task.result,
+            "error": task.error,
+            "reason": task.reason,
+            "upstream": task.upstream,
+            "updated_at": _ts(task.updated_at),
+            "started_at": _ts(task.started_at),
+            "finished_at": _ts(task.finished_at),
+        }
+
+    @staticmethod
+    def _attempt_row(a: Attempt) -> dict[str, Any]:
+        return {
+            "task_id": a.task_id,
+            "attempt": a.attempt,
+            "agent_id": a.agent_id,
+            "agent_incarnation": a.agent_incarnation,
+            "claimed_at": _ts(a.claimed_at),
+            "started_at": _ts(a.started_at),
+            "finished_at": _ts(a.finished_at),
+            "released_at": _ts(a.released_at),
+            "outcome": a.outcome.value if a.outcome else None,
+            "error": a.error,
+        }
+
+    @staticmethod
+    def _attempt_update(a: Attempt) -> dict[str, Any]:
+        return {
+            "b_task_id": a.task_id,
+            "b_attempt": a.attempt,
+            "started_at": _ts(a.started_at),
+            "finished_at": _ts(a.finished_at),
+            "released_at": _ts(a.released_at),
+            "outcome": a.outcome.value if a.outcome else None,
+            "error": a.error,
+        }
+
+    @staticmethod
+    def _agent_row(a: Agent, now: datetime | None) -> dict[str, Any]:
+        return {
+            "id": a.id,
+            "incarnation": a.incarnation,
+            "capabilities": sorted(a.capabilities),
+            "capacity": a.capacity,
+            "status": a.status.value,
+            "info": a.info,
+            "registered_at": _ts(a.registered_at),
+            "updated_at": now,
+        }
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> Snapshot:
+        """Read every live task, its dependency edges, live agents and open attempts."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.tasks).where(t.tasks.c.status.in_(LIVE_STATUSES))).mappings()
+            tasks = [self._task_from_row(r) for r in rows]
+            dep = t.task_dependencies
+            upstream = t.tasks.alias("upstream")
+            edges = conn.execute(
+                sa.select(dep.c.task_id, dep.c.depends_on_id, upstream.c.status)
+                .join(t.tasks, t.tasks.c.id == dep.c.task_id)
+                .join(upstream, upstream.c.id == dep.c.depends_on_id)
+                .where(t.tasks.c.status.in_(LIVE_STATUSES))
+            ).all()
+            agents = [
+                Agent(
+                    id=r.id,
+                    incarnation=r.incarnation,
+                    capabilities=frozenset(r.capabilities or []),
+                    capacity=r.capacity,
+                    registered_at=_epoch(r.registered_at) or 0.0,
+                    lease_expires_at=0.0,
+                    status=AgentStatus(r.status),
+                    info=dict(r.info or {}),
+                )
+                for r in conn.execute(sa.select(t.agents).where(t.agents.c.status == AgentStatus.ALIVE.value))
+            ]
+            attempts = [
+                Attempt(
+                    task_id=r.task_id,
+                    attempt=r.attempt,
+                    agent_id=r.agent_id,
+                    agent_incarnation=r.agent_incarnation,
+                    claimed_at=_epoch(r.claimed_at) or 0.0,
+                    started_at=_epoch(r.started_at),
+                    finished_at=_epoch(r.finished_at),
+                    outcome=AttemptOutcome(r.outcome) if r.outcome else None,
+                    error=r.error,
+                )
+                for r in conn.execute(sa.select(t.task_attempts).where(t.task_attempts.c.released_at.is_(None)))
+            ]
+            next_seq = (conn.execute(sa.select(sa.func.max(t.tasks.c.seq))).scalar() or 0) + 1
+        return Snapshot(
+            tasks=tasks,
+            dependencies=[(a, b, TaskStatus(s)) for a, b, s in edges],
+            agents=agents,
+            open_attempts=attempts,
+            next_seq=next_seq,
+        )
+
+    @staticmethod
+    def _task_from_row(r: Any) -> Task:
+        return Task(
+            id=r["id"],
+            seq=r["seq"],
+            type=r["type"],
+            payload=r["payload"],
+            requires=frozenset(r["requires"] or []),
+            priority=Priority(r["priority"]),
+            depends_on=(),
+            retry=RetryPolicy(
+                max_retries=r["max_retries"],
+                backoff_base=r["backoff_base"],
+                backoff_cap=r["backoff_cap"],
+                jitter=r["backoff_jitter"],
+            ),
+            timeout=r["timeout_s"],
+            ticket_id=r["ticket_id"],
+            phase=r["phase"],
+            idempotency_key=r["idempotency_key"],
+            fingerprint=r["fingerprint"],
+            created_at=_epoch(r["created_at"]) or 0.0,
+            status=TaskStatus(r["status"]),
+            attempt=r["attempt"],
+            not_before=_epoch(r["not_before"]),
+            agent_id=r["agent_id"],
+            agent_incarnation=r["agent_incarnation"],
+            claim_request_id=r["claim_request_id"],
+            deadline=_epoch(r["deadline"]),
+            result=r["result"],
+            error=r["error"],
+            reason=r["reason"],
+            upstream=r["upstream"],
+            started_at=_epoch(r["started_at"]),
+            finished_at=_epoch(r["finished_at"]),
+            updated_at=_epoch(r["updated_at"]) or 0.0,
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    def lookup(
+        self, ids: Iterable[str], keys: Iterable[str] = ()
+    ) -> tuple[dict[str, StoredTask], dict[str, StoredTask]]:
+        """Stored tasks by id and by idempotency key (for submissions naming tasks not in memory)."""
+        by_id: dict[str, StoredTask] = {}
+        by_key: dict[str, StoredTask] = {}
+        cols = (t.tasks.c.id, t.tasks.c.status, t.tasks.c.fingerprint, t.tasks.c.idempotency_key)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(ids))):
+                for r in conn.execute(sa.select(*cols).where(t.tasks.c.id.in_(chunk))):
+                    by_id[r.id] = StoredTask(r.id, TaskStatus(r.status), r.fingerprint, r.idempotency_key)
+            for chunk in _chunks(sorted(set(keys))):
+                for r in conn.execute(sa.select(*cols).where(t.tasks.c.idempotency_key.in_(chunk))):
+                    by_key[r.idempotency_key] = StoredTask(
+                        r.id, TaskStatus(r.status), r.fingerprint, r.idempotency_key
+                    )
+        return by_id, by_key
+
+    def task_rows(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Full rows (plus ``depends_on``) of the given task ids that exist."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for r in conn.execute(sa.select(t.tasks).where(t.tasks.c.id.in_(chunk))).mappings():
+                    out[r["id"]] = dict(r, depends_on=[])
+                dep = t.task_dependencies
+                for a, b in conn.execute(
+                    sa.select(dep.c.task_id, dep.c.depends_on_id).where(dep.c.task_id.in_(chunk))
+                ):
+                    if a in out:
+                        out[a]["depends_on"].append(b)
+        return out
+
+    def attempt_rows(self, task_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.task_attempts)
+                .where(t.task_attempts.c.task_id == task_id)
+                .order_by(t.task_attempts.c.attempt)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def status_counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            query = sa.select(t.tasks.c.status, sa.func.count()).group_by(t.tasks.c.status)
+            if ids is None:
+                return {s: n for s, n in conn.execute(query)}
+            out: dict[str, int] = {}
+            for chunk in _chunks(list(ids)):
+                for s, n in conn.execute(query.where(t.tasks.c.id.in_(chunk))):
+                    out[s] = out.get(s, 0) + n
+            return out
+
+    def events_of(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            query = sa.select(t.events).order_by(t.events.c.id).limit(limit)
+            if entity_id is not None:
+                query = query.where(t.events.c.entity_id == entity_id)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
