@@ -328,3 +328,12 @@ def test_a_timed_out_attempt_cannot_complete_the_retry_running_elsewhere():
     assert h.status("a") == "running" and slow.free_slots == 1
     assert h.finish(fast, "a", 2, outcome=OK, result="fresh") is None
     assert {t.id: t.result for t in h.drain().created} == {"a": "fresh"}
+
+
+def test_tasks_sharing_an_idempotency_key_in_one_submission():
+    h = Harness()
+    assert h.submit(spec("a", key="k", fingerprint="f"), spec("b", key="k", fingerprint="f"), spec("c", "b")) == ["a", "a", "c"]
+    assert set(h.graph.tasks) == {"a", "c"} and h.graph.tasks["c"].depends_on == ("a",)
+    with pytest.raises(IdempotencyConflictError, match="share idempotency key 'k2'"):
+        h.submit(spec("x", key="k2", fingerprint="1"), spec("y", key="k2", fingerprint="2"))
+    assert "x" not in h.graph.tasks

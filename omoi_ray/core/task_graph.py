@@ -224,10 +224,24 @@ class TaskGraph:
         stored_keys = stored_keys or {}
         alias: dict[str, str] = {}
         fresh: list[NewTask] = []
+        batch_keys: dict[str, NewTask] = {}
         for spec in new:
             existing = self._existing(spec, stored, stored_keys)
+            first = batch_keys.get(spec.idempotency_key) if spec.idempotency_key else None
+            if existing is None and first is not None:
+                if first.fingerprint != spec.fingerprint:
+                    raise IdempotencyConflictError(
+                        f"tasks '{first.id}' and '{spec.id}' share idempotency key "
+                        f"'{spec.idempotency_key}' but differ",
+                        task_id=spec.id,
+                        idempotency_key=spec.idempotency_key,
+                    )
+                alias[spec.id] = first.id
+                continue
             if existing is None:
                 fresh.append(spec)
+                if spec.idempotency_key:
+                    batch_keys[spec.idempotency_key] = spec
             else:
                 alias[spec.id] = existing.id
                 if existing.id not in self.tasks:

@@ -1,0 +1,356 @@
+"""The agent actor: runs handlers for the tasks the scheduler hands it, within its capacity.
+
+Rules:
+- At most ``capacity`` handlers run at once: the scheduler never hands out more than the free
+  slots it knows of, and a local semaphore holds the line regardless.
+- Two loops talk to the scheduler through ``exchange``: the claimer asks for work (long poll)
+  whenever a slot is free, carrying whatever reports are pending; the reporter sends reports
+  that appear while the claimer is parked. Reports accumulated during a call form the next
+  batch, so the number of calls stays low under load.
+- Every call carries a request id and is retried with the same id until the scheduler answers:
+  scheduler restarts lose nothing and double nothing.
+- A handler exception never kills the agent; it becomes the attempt's outcome. A rejected or
+  cancelled attempt is told to stop (``ctx.cancelled()``; async handlers are cancelled).
+- The agent's lease is renewed by every call and by a heartbeat every third of the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from omoi_ray.core.model import AttemptOutcome
+from omoi_ray.core.task_graph import Report
+from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
+from omoi_ray.naming import SCHEDULER_NAME
+from omoi_ray.logs import setup_actor_logging
+from omoi_ray.handlers import HandlerTable, TaskContext, TaskView
+from omoi_ray.protocol import Assignment, ExchangeReply
+from omoi_ray.settings import Settings
+from omoi_ray.specs import AgentSpec, json_size
+
+log = logging.getLogger("omoi_ray.agent")
+
+TIMED_OUT = "timed out"
+
+
+@dataclass(eq=False)
+class _Running:
+    assignment: Assignment
+    ctx: TaskContext
+    inner: asyncio.Future[Any] | None = None
+
+
+class AgentActor:
+    def __init__(self, spec: AgentSpec, settings: Settings) -> None:
+        setup_actor_logging()
+        self.spec = spec
+        self.settings = settings
+        self.name = spec.name
+        self.capabilities = list(spec.capabilities)
+        self.capacity = spec.capacity
+        # A bad handler must reach the driver as its typed error: Ray keeps only the text of
+        # exceptions raised in a constructor, so the error is held and raised by ``ready``.
+        self.init_error: OmoiError | None = None
+        try:
+            self.handlers = HandlerTable(spec.handlers, spec.handler)
+        except OmoiError as exc:
+            self.init_error = exc
+        self.incarnation = uuid.uuid4().hex
+        self.workspace_root = settings.resolved_workspace_dir()
+        self.pool = ThreadPoolExecutor(max_workers=spec.capacity, thread_name_prefix=f"omoi-{spec.name}")
+        self.slots = asyncio.Semaphore(spec.capacity)
+        self.running: dict[tuple[str, int], _Running] = {}
+        self.outbox: list[Report] = []
+        self.unacked: set[tuple[str, int]] = set()
+        self.reports_ready = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.registered = asyncio.Event()
+        self.incarnation_ended = asyncio.Event()  # set when this incarnation stops or is replaced
+        self.stopped = asyncio.Event()
+        self.stopping = False
+        self.last_call = 0.0
+        self.stats = {"started": 0, "finished": 0, "rejected": 0, "max_running": 0}
+        self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
+        self.me = ray.get_runtime_context().current_actor
+        self.loops = [] if self.init_error else [asyncio.get_event_loop().create_task(self._main())]
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name}, capabilities={self.capabilities}, capacity={self.capacity})"
+
+    # ------------------------------------------------------------------ public methods
+
+    async def ready(self) -> dict[str, Any]:
+        """Return once the agent is registered with the scheduler (raise if it cannot start)."""
+        if self.init_error is not None:
+            raise self.init_error
+        await self.registered.wait()
+        return {"name": self.name, "incarnation": self.incarnation, "pid": os.getpid()}
+
+    async def watch(self, incarnation: str) -> str:
+        """Parked by the scheduler: returns when this incarnation ends; fails if the process dies."""
+        if incarnation == self.incarnation:
+            await self.incarnation_ended.wait()
+        return "stopped" if incarnation == self.incarnation else f"incarnation {self.incarnation}"
+
+    async def cancel_attempts(self, items: list[tuple[str, int, str]]) -> int:
+        """Stop the given attempts (sent by the scheduler after a cancel or timeout)."""
+        stopped = 0
+        for task_id, attempt, reason in items:
+            stopped += self._stop_attempt((task_id, attempt), reason)
+        return stopped
+
+    async def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "incarnation": self.incarnation,
+            "capabilities": self.capabilities,
+            "capacity": self.capacity,
+            "running": sorted(self.running),
+            "stats": dict(self.stats),
+            "pid": os.getpid(),
+        }
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Leave gracefully: stop claiming, let running handlers finish (cancelling them after
+        ``timeout`` seconds), report, and deregister. Whatever is left is requeued."""
+        self.stopping = True
+        self.slot_freed.set()
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            self.slot_freed.clear()
+            try:
+                await asyncio.wait_for(self.slot_freed.wait(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+        for key in list(self.running):
+            self._stop_attempt(key, "agent stopping")
+        reports = self._take_reports()
+        if reports:
+            await self._exchange(reports, wait=None)
+        await self._call("deregister", self.name, self.incarnation)
+        self.stopped.set()
+        self.incarnation_ended.set()
+        for task in self.loops:
+            task.cancel()
+        return dict(self.stats)
+
+    # ------------------------------------------------------------------ loops
+
+    async def _main(self) -> None:
+        await self._register()
+        self.loops += [
+            asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer")),
+            asyncio.get_running_loop().create_task(self._guard(self._reporter, "reporter")),
+            asyncio.get_running_loop().create_task(self._guard(self._heartbeat, "heartbeat")),
+        ]
+
+    async def _guard(self, body: Any, what: str) -> None:
+        """Keep a loop alive across unexpected errors (logged, then retried after a pause)."""
+        pause = 0.1
+        while not self.stopped.is_set():
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a loop must survive anything but cancellation
+                log.exception("agent %s: %s loop failed; restarting it in %.1fs", self.name, what, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _register(self) -> None:
+        info = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "host": socket.gethostname()}
+        await self._call(
+            "register", self.name, self.incarnation, self.capabilities, self.capacity, info, self.me
+        )
+        self.registered.set()
+
+    async def _claimer(self) -> None:
+        while not self.stopping:
+            if self.capacity - len(self.running) <= 0:
+                self.slot_freed.clear()
+                if self.capacity - len(self.running) <= 0 and not self.stopping:
+                    await self.slot_freed.wait()
+                continue
+            reply = await self._exchange(self._take_reports(), wait=self.settings.long_poll)
+            if reply is None:
+                continue
+            for assignment in reply.tasks:
+                self._start(assignment)
+            if reply.shutting_down:
+                await asyncio.sleep(self.settings.long_poll)  # the runtime is going away
+
+    async def _reporter(self) -> None:
+        while not self.stopped.is_set():
+            await self.reports_ready.wait()
+            self.reports_ready.clear()
+            reports = self._take_reports()
+            if reports:
+                await self._exchange(reports, wait=None)
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.lease_ttl / 3
+        while not self.stopped.is_set():
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_call >= interval * 0.9:
+                await self._exchange(self._take_reports(), wait=None)
+
+    # ------------------------------------------------------------------ talking to the scheduler
+
+    async def _exchange(self, reports: list[Report], wait: float | None) -> ExchangeReply | None:
+        request_id = uuid.uuid4().hex
+        held = [*self.running, *self.unacked]
+        reply: ExchangeReply = await self._call(
+            "exchange", self.name, self.incarnation, request_id, reports, held, wait
+        )
+        self.last_call = time.monotonic()
+        for report in reports:
+            if report.kind == "finished":
+                self.unacked.discard((report.task_id, report.attempt))
+        if reply.reregister:
+            await self._reregister()
+            return None
+        for rejection in reply.rejected:
+            self.stats["rejected"] += 1
+            self._stop_attempt((rejection.task_id, rejection.attempt), rejection.reason)
+        return reply
+
+    async def _reregister(self) -> None:
+        """The scheduler no longer knows this incarnation (it declared us lost): start afresh."""
+        log.warning("agent %s: the scheduler does not know incarnation %s; registering again", self.name, self.incarnation)
+        for key in list(self.running):
+            self._stop_attempt(key, "the agent was declared lost")
+        self.outbox.clear()
+        self.unacked.clear()
+        self.incarnation = uuid.uuid4().hex
+        old, self.incarnation_ended = self.incarnation_ended, asyncio.Event()
+        old.set()
+        await self._register()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """Call the scheduler, retrying with the same arguments until it answers."""
+        delay = 0.05
+        while True:
+            try:
+                return await getattr(self.scheduler, method).remote(*args)
+            except ray.exceptions.ActorDiedError:
+                self._refresh_scheduler()
+            except ray.exceptions.RayActorError:
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _refresh_scheduler(self) -> None:
+        try:
+            self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.settings.namespace)
+        except ValueError:
+            log.warning("agent %s: no scheduler in namespace %s; waiting", self.name, self.settings.namespace)
+
+    # ------------------------------------------------------------------ running attempts
+
+    def _start(self, assignment: Assignment) -> None:
+        key = (assignment.task_id, assignment.attempt)
+        if key in self.running or key in self.unacked:
+            return  # a repeated delivery of an attempt we already have
+        workspace = self.workspace_root / assignment.task_id / f"attempt-{assignment.attempt}"
+        ctx = TaskContext(
+            task_id=assignment.task_id,
+            attempt=assignment.attempt,
+            agent_id=self.name,
+            workspace=workspace,
+            timeout=assignment.timeout,
+        )
+        run = _Running(assignment, ctx)
+        self.running[key] = run
+        self.stats["max_running"] = max(self.stats["max_running"], len(self.running))
+        asyncio.get_running_loop().create_task(self._run(run))
+
+    async def _run(self, run: _Running) -> None:
+        a, ctx = run.assignment, run.ctx
+        key = (a.task_id, a.attempt)
+        loop = asyncio.get_running_loop()
+        async with self.slots:
+            self.stats["started"] += 1
+            self._report(Report("started", a.task_id, a.attempt))
+            timer = loop.call_later(a.timeout, self._stop_attempt, key, TIMED_OUT) if a.timeout else None
+            outcome, result, error = AttemptOutcome.FAILED, None, None
+            try:
+                bound = self.handlers.for_type(a.type)
+                ctx.workspace.mkdir(parents=True, exist_ok=True)
+                view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase)
+                if bound.is_async:
+                    run.inner = asyncio.ensure_future(bound.call(view, ctx))
+                    if ctx.cancelled():
+                        run.inner.cancel()
+                    value = await run.inner
+                else:
+                    value = await loop.run_in_executor(self.pool, bound.call, view, ctx)
+                result = self._check_result(a.task_id, value)
+                outcome = AttemptOutcome.COMPLETED
+            except PermanentError as exc:
+                outcome, error = AttemptOutcome.PERMANENT_FAILURE, _describe(exc)
+            except (asyncio.CancelledError, TaskCancelledError) as exc:
+                outcome, error = AttemptOutcome.CANCELLED, ctx.cancel_reason or _describe(exc)
+            except Exception as exc:  # noqa: BLE001 - any handler error is the attempt's outcome
+                log.warning("agent %s: task %s attempt %d raised", self.name, a.task_id, a.attempt, exc_info=True)
+                outcome, error = AttemptOutcome.FAILED, _describe(exc)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if ctx.cancel_reason == TIMED_OUT:
+                # A result that arrives after the deadline does not count.
+                outcome, result, error = AttemptOutcome.TIMED_OUT, None, f"timed out after {a.timeout:g}s"
+        del self.running[key]
+        self.unacked.add(key)
+        self.stats["finished"] += 1
+        self._report(Report("finished", a.task_id, a.attempt, outcome, result, error))
+        self.slot_freed.set()
+
+    def _check_result(self, task_id: str, value: Any) -> Any:
+        try:
+            size = json_size(value, "result")
+        except ValueError as exc:
+            raise ResultNotSerializableError(
+                f"task '{task_id}' returned a {type(value).__name__}, which is not JSON-serialisable: {exc}"
+            ) from None
+        if size > self.settings.result_max_bytes:
+            raise ResultNotSerializableError(
+                f"task '{task_id}' returned {size} bytes of JSON, over the limit of "
+                f"{self.settings.result_max_bytes} (OMOI_RESULT_MAX_BYTES); store it elsewhere and return a reference"
+            )
+        return value
+
+    def _stop_attempt(self, key: tuple[str, int], reason: str) -> int:
+        run = self.running.get(key)
+        if run is None:
+            return 0
+        run.ctx._cancel(reason)
+        if run.inner is not None and not run.inner.done():
+            run.inner.cancel()
+        return 1
+
+    def _report(self, report: Report) -> None:
+        self.outbox.append(report)
+        self.reports_ready.set()
+
+    def _take_reports(self) -> list[Report]:
+        reports, self.outbox = self.outbox, []
+        return reports
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,155 @@
+"""Group commit: change sets are written in order, one transaction per batch of them.
+
+Rules:
+- ``add`` queues a change set and returns at once; ``sync`` waits until everything added before
+  it is committed. An actor replies only after ``sync``, so nothing is visible before it is
+  durable, while many callers share one transaction.
+- One writer thread, one transaction at a time; change sets queued during a commit form the
+  next batch, so batches grow with load and latency stays one commit when idle.
+- A failed commit is retried with backoff (writes are idempotent, see ``Store.apply``). When the
+  database stays unreachable past ``give_up_after`` seconds the process exits so that Ray
+  restarts the actor, which rebuilds its memory from whatever the database committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from omoi_ray.core.task_graph import ChangeSet
+
+log = logging.getLogger("omoi_ray.commit")
+
+
+def merge(batches: list[ChangeSet]) -> ChangeSet:
+    """One change set equivalent to applying ``batches`` in order."""
+    if len(batches) == 1:
+        return batches[0]
+    out = ChangeSet()
+    updated: dict[str, object] = {}
+    attempts: dict[tuple[str, int], object] = {}
+    agents: dict[str, object] = {}
+    for b in batches:
+        out.created.extend(b.created)
+        out.dependencies.extend(b.dependencies)
+        out.events.extend(b.events)
+        out.signals.extend(b.signals)
+        out.finished.extend(b.finished)
+        out.new_attempts |= b.new_attempts
+        for task in b.updated:
+            updated[task.id] = task
+        for attempt in b.attempts:
+            attempts[(attempt.task_id, attempt.attempt)] = attempt
+        for agent in b.agents:
+            agents[agent.id] = agent
+    out.updated = list(updated.values())  # type: ignore[arg-type]
+    out.attempts = list(attempts.values())  # type: ignore[arg-type]
+    out.agents = list(agents.values())  # type: ignore[arg-type]
+    return out
+
+
+class GroupCommit:
+    def __init__(
+        self,
+        write: Callable[[ChangeSet], None],
+        on_committed: Callable[[ChangeSet], None],
+        *,
+        give_up_after: float = 120.0,
+    ) -> None:
+        self._write = write
+        self._on_committed = on_committed
+        self._give_up_after = give_up_after
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omoi-db")
+        self._pending: list[ChangeSet] = []
+        self._added = 0
+        self._done = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._flushing = False
+        self.commits = 0
+        self.last_batch_size = 0
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The database thread; run reads on it too, so they see every committed batch."""
+        return self._executor
+
+    def add(self, changes: ChangeSet) -> None:
+        if not changes and not changes.signals and not changes.finished:
+            return
+        self._pending.append(changes)
+        self._added += 1
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+
+    async def sync(self) -> None:
+        target = self._added
+        if self._done >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = merge(self._pending), []
+                target = self._added
+                if batch:
+                    await loop.run_in_executor(self._executor, self._write_with_retry, batch)
+                self.commits += 1
+                self.last_batch_size = len(batch.events)
+                self._done = target
+                self._on_committed(batch)
+                still_waiting = []
+                for wanted, future in self._waiters:
+                    if wanted <= self._done:
+                        if not future.done():
+                            future.set_result(None)
+                    else:
+                        still_waiting.append((wanted, future))
+                self._waiters = still_waiting
+        finally:
+            self._flushing = False
+
+    def _write_with_retry(self, batch: ChangeSet) -> None:
+        started = time.monotonic()
+        delay = 0.05
+        while True:
+            try:
+                self._write(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure is retried or fatal below
+                if _is_bug(exc) or time.monotonic() - started > self._give_up_after:
+                    log.critical(
+                        "cannot commit a batch of %d events (%s: %s); exiting so that Ray restarts "
+                        "this actor from the database",
+                        len(batch.events),
+                        type(exc).__name__,
+                        _short(exc),
+                    )
+                    logging.shutdown()
+                    os._exit(70)
+                log.warning("commit failed (%s: %s); retrying in %.2fs", type(exc).__name__, _short(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def _is_bug(exc: Exception) -> bool:
+    """Errors that retrying cannot fix: constraint violations and programming errors."""
+    import sqlalchemy.exc as sa_exc
+
+    return isinstance(exc, (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.ArgumentError, TypeError))
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:300]

@@ -1,0 +1,508 @@
+"""The scheduler actor: the one writer of tasks, attempts and agents.
+
+A thin shell around ``TaskGraph`` (decisions), ``Store`` (SQL) and ``GroupCommit`` (durability).
+
+Rules:
+- Every public method applies its decisions to the graph, queues the resulting change set, and
+  replies only after ``GroupCommit.sync``: nothing is acknowledged before it is committed.
+- Singleton: created by ``omoi_ray.runtime`` with a fixed name and namespace, ``get_if_exists``,
+  ``num_cpus=0``, ``max_restarts=-1``, detached. The constructor rebuilds memory from the
+  database, so a restart carries on where the last committed batch left off.
+- Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready; the
+  only timer is the graph's next deadline. Nothing here polls.
+- Ray reports agent deaths: the scheduler keeps one outstanding ``watch`` call per agent, which
+  fails when the agent's process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from actors.group_commit import GroupCommit
+from omoi_ray.core.model import AgentStatus, Task
+from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
+from omoi_ray.core.task_state import TERMINAL, TaskStatus
+from omoi_ray.errors import InvalidSubmissionError, TaskNotFoundError
+from omoi_ray.logs import setup_actor_logging
+from omoi_ray.naming import agent_actor_name
+from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
+from omoi_ray.settings import Settings
+from omoi_ray.specs import AttemptInfo, TaskInfo, parse_task_specs
+from omoi_ray.store.store import Store
+
+log = logging.getLogger("omoi_ray.scheduler")
+
+
+
+@dataclass(eq=False)
+class _Parked:
+    agent_id: str
+    request_id: str
+    future: asyncio.Future[list[Task]]
+
+
+@dataclass(eq=False)
+class _Countdown:
+    remaining: int
+    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def tick(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+class SchedulerActor:
+    def __init__(self, settings: Settings) -> None:
+        setup_actor_logging()
+        self.settings = settings
+        url = settings.resolved_database_url()
+        from omoi_ray.store import migrate  # only this process needs alembic
+
+        migrate.check(url)
+        self.store = Store(url)
+        self.graph = TaskGraph(lease_ttl=settings.lease_ttl)
+        snapshot = self.store.load()
+        now = time.time()
+        self.graph.restore(
+            snapshot.tasks,
+            snapshot.dependencies,
+            snapshot.agents,
+            snapshot.open_attempts,
+            snapshot.next_seq,
+            now,
+        )
+        self.commit = GroupCommit(self.store.apply, self._on_committed)
+        self.parked: dict[str, _Parked] = {}
+        self.handles: dict[str, Any] = {}
+        self.watches: dict[str, asyncio.Task[None]] = {}
+        self.task_waiters: dict[str, list[_Countdown]] = {}
+        self.submit_lock = asyncio.Lock()
+        self.timer_wake = asyncio.Event()
+        self.stopping = False
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        # Re-attach to the agents the database believes alive; those Ray no longer knows are lost.
+        for agent in list(self.graph.agents.values()):
+            if agent.status is not AgentStatus.ALIVE:
+                continue
+            try:
+                handle = ray.get_actor(agent_actor_name(agent.id), namespace=settings.namespace)
+            except ValueError:
+                self.graph.agent_lost(agent.id, agent.incarnation, now, "not found after a scheduler restart")
+                continue
+            self._watch(agent.id, agent.incarnation, handle)
+        loop = asyncio.get_event_loop()
+        loop.create_task(self._timer_loop())
+        self._after_change()
+        log.info(
+            "scheduler up (%s): %d live tasks, %d agents, database %s",
+            "restarted" if self.restarted else "new",
+            len(self.graph.tasks),
+            len(self.handles),
+            self.store.safe_url,
+        )
+
+    def __repr__(self) -> str:
+        return f"Scheduler(namespace={self.settings.namespace!r})"
+
+    # ------------------------------------------------------------------ driver API
+
+    async def describe(self) -> dict[str, Any]:
+        return {
+            "database": self.store.safe_url,
+            "namespace": self.settings.namespace,
+            "pid": os.getpid(),
+            "restarted": self.restarted,
+        }
+
+    async def submit(self, items: Sequence[Any], request_id: str | None = None) -> list[str]:
+        """Validate and store a whole submission atomically; return the task ids in order."""
+        if len(items) > self.settings.max_submission:
+            raise InvalidSubmissionError(
+                f"a submission holds {len(items)} tasks, over the limit of "
+                f"{self.settings.max_submission} (OMOI_MAX_SUBMISSION); split it"
+            )
+        specs = parse_task_specs(items, self.settings.payload_max_bytes)
+        new = [spec.to_new_task() for spec in specs]
+        async with self.submit_lock:
+            ids = {t.id for t in new if t.id not in self.graph.tasks}
+            ids |= {d for t in new for d in t.depends_on if d not in self.graph.tasks}
+            keys = {t.idempotency_key for t in new if t.idempotency_key and t.idempotency_key not in self.graph.by_key}
+            stored, stored_keys = {}, {}
+            if ids or keys:
+                await self.commit.sync()
+                stored, stored_keys = await self._db(self.store.lookup, ids, keys)
+            task_ids = self.graph.submit(new, time.time(), stored, stored_keys, request_id=request_id)
+            self._after_change()
+        await self.commit.sync()
+        return task_ids
+
+    async def get(self, task_ids: Sequence[str]) -> list[TaskInfo]:
+        """Current state of each task, in order; raise ``TaskNotFoundError`` for unknown ids."""
+        await self.commit.sync()
+        missing = [tid for tid in task_ids if tid not in self.graph.tasks]
+        rows = await self._db(self.store.task_rows, missing) if missing else {}
+        unknown = [tid for tid in missing if tid not in rows]
+        if unknown:
+            raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
+        out = []
+        for tid in task_ids:
+            task = self.graph.tasks.get(tid)
+            out.append(_info_from_task(task) if task is not None else _info_from_row(rows[tid]))
+        return out
+
+    async def attempts(self, task_id: str) -> list[AttemptInfo]:
+        await self.commit.sync()
+        rows = await self._db(self.store.attempt_rows, task_id)
+        if not rows and task_id not in self.graph.tasks:
+            found = await self._db(self.store.task_rows, [task_id])
+            if not found:
+                raise TaskNotFoundError(_unknown_message([task_id]), task_ids=[task_id])
+        return [
+            AttemptInfo(
+                task_id=r["task_id"],
+                attempt=r["attempt"],
+                agent_id=r["agent_id"],
+                outcome=r["outcome"],
+                error=r["error"],
+                claimed_at=r["claimed_at"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+            )
+            for r in rows
+        ]
+
+    async def wait(self, task_ids: Sequence[str], timeout: float) -> WaitReply:
+        """Wait up to ``timeout`` seconds for every task to be final; report progress either way."""
+        live = [tid for tid in task_ids if tid in self.graph.tasks]
+        if live and timeout > 0:
+            countdown = _Countdown(len(live))
+            for tid in live:
+                self.task_waiters.setdefault(tid, []).append(countdown)
+            try:
+                await asyncio.wait({countdown.future}, timeout=timeout)
+            finally:
+                for tid in live:
+                    waiters = self.task_waiters.get(tid)
+                    if waiters and countdown in waiters:
+                        waiters.remove(countdown)
+                        if not waiters:
+                            del self.task_waiters[tid]
+        await self.commit.sync()
+        counts: dict[str, int] = {}
+        gone = []
+        for tid in task_ids:
+            task = self.graph.tasks.get(tid)
+            if task is None:
+                gone.append(tid)
+            else:
+                counts[task.status.value] = counts.get(task.status.value, 0) + 1
+        finished: dict[str, str] = {}
+        if gone:
+            rows = await self._db(self.store.lookup, gone)
+            unknown = [tid for tid in gone if tid not in rows[0]]
+            if unknown:
+                raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
+            finished = {tid: rows[0][tid].status.value for tid in gone}
+        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable())
+
+    async def cancel(self, task_ids: Sequence[str], reason: str = "cancelled by request") -> dict[str, str]:
+        """Cancel tasks; return each one's status afterwards (final tasks are left as they are)."""
+        now = time.time()
+        result: dict[str, str] = {}
+        for tid in task_ids:
+            status = self.graph.cancel(tid, now, reason)
+            if status is not None:
+                result[tid] = status.value
+        self._after_change()
+        await self.commit.sync()
+        rest = [tid for tid in task_ids if tid not in result]
+        if rest:
+            by_id, _ = await self._db(self.store.lookup, rest)
+            unknown = [tid for tid in rest if tid not in by_id]
+            if unknown:
+                raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
+            result.update({tid: by_id[tid].status.value for tid in rest})
+        return result
+
+    async def status(self) -> RuntimeStatus:
+        await self.commit.sync()
+        counts = await self._db(self.store.status_counts)
+        agents = [
+            AgentView(
+                id=a.id,
+                status=a.status.value,
+                capabilities=sorted(a.capabilities),
+                capacity=a.capacity,
+                busy=len(a.busy),
+                info=dict(a.info),
+            )
+            for a in sorted(self.graph.agents.values(), key=lambda a: a.id)
+        ]
+        return RuntimeStatus(
+            database=self.store.safe_url,
+            namespace=self.settings.namespace,
+            tasks=counts,
+            agents=agents,
+            unclaimable=self._unclaimable(),
+            ready=len(self.graph.ready),
+        )
+
+    async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        await self.commit.sync()
+        return await self._db(self.store.events_of, entity_id, limit)
+
+    async def shutdown(self) -> None:
+        """Release every parked agent (they stop asking) before the actor is killed."""
+        self.stopping = True
+        for parked in list(self.parked.values()):
+            if not parked.future.done():
+                parked.future.set_result([])
+        self.parked.clear()
+        await self.commit.sync()
+
+    # ------------------------------------------------------------------ agent API
+
+    async def register(
+        self,
+        agent_id: str,
+        incarnation: str,
+        capabilities: list[str],
+        capacity: int,
+        info: dict[str, Any],
+        handle: Any,
+    ) -> None:
+        self.graph.register_agent(agent_id, incarnation, frozenset(capabilities), capacity, time.time(), info)
+        self._watch(agent_id, incarnation, handle)
+        self._after_change()
+        await self.commit.sync()
+
+    async def deregister(self, agent_id: str, incarnation: str) -> None:
+        """The agent is leaving on purpose; what it still holds is requeued."""
+        if self.graph.agent_stopped(agent_id, incarnation, time.time()):
+            self._release_parked(agent_id)
+            self._after_change()
+        await self.commit.sync()
+
+    @ray.method(enable_task_events=False)
+    async def exchange(
+        self,
+        agent_id: str,
+        incarnation: str,
+        request_id: str,
+        reports: Sequence[Report],
+        held: Sequence[tuple[str, int]] | None,
+        wait: float | None,
+    ) -> ExchangeReply:
+        """Apply an agent's reports, renew its lease, and (unless ``wait`` is None) hand it up to
+        its free slots of ready tasks, parking up to ``wait`` seconds when there are none."""
+        now = time.time()
+        agent = self.graph.live_agent(agent_id, incarnation)
+        if agent is None:
+            return ExchangeReply(reregister=True)
+        self.graph.renew(agent, now)
+        rejected: list[Rejection] = []
+        for report in reports:
+            rejection = self.graph.apply_report(agent, report, now)
+            if rejection is not None:
+                rejected.append(rejection)
+        if held is not None:
+            for task_id, attempt in self.graph.heartbeat(agent, held, now):
+                rejected.append(Rejection(task_id, attempt, "stop: this attempt no longer counts"))
+        tasks: list[Task] = []
+        if wait is not None and not self.stopping:
+            tasks = self.graph.claimed_by_request(agent, request_id) or self.graph.claim(
+                agent, agent.free_slots, now, request_id
+            )
+            if not tasks and wait > 0:
+                tasks = await self._park(agent_id, request_id, wait)
+        self._after_change()
+        await self.commit.sync()
+        return ExchangeReply(
+            tasks=[Assignment.of(t) for t in tasks], rejected=rejected, shutting_down=self.stopping
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    async def _park(self, agent_id: str, request_id: str, wait: float) -> list[Task]:
+        self._release_parked(agent_id)
+        parked = _Parked(agent_id, request_id, asyncio.get_running_loop().create_future())
+        self.parked[agent_id] = parked
+        self._after_change()  # commit this call's reports while it waits
+        try:
+            await asyncio.wait({parked.future}, timeout=wait)
+        finally:
+            if self.parked.get(agent_id) is parked:
+                del self.parked[agent_id]
+        return parked.future.result() if parked.future.done() else []
+
+    def _release_parked(self, agent_id: str) -> None:
+        old = self.parked.pop(agent_id, None)
+        if old is not None and not old.future.done():
+            old.future.set_result([])
+
+    def _dispatch(self, now: float) -> None:
+        """Hand ready tasks to parked agents, longest-waiting first."""
+        if not self.parked or not len(self.graph.ready):
+            return
+        for agent_id in list(self.parked):
+            parked = self.parked[agent_id]
+            agent = self.graph.agents.get(agent_id)
+            if agent is None or agent.status is not AgentStatus.ALIVE:
+                self._release_parked(agent_id)
+                continue
+            tasks = self.graph.claim(agent, agent.free_slots, now, parked.request_id)
+            if tasks:
+                del self.parked[agent_id]
+                parked.future.set_result(tasks)
+            if not len(self.graph.ready):
+                break
+
+    def _after_change(self) -> None:
+        """Dispatch, queue the change log for commit, and re-arm the timer."""
+        self._dispatch(time.time())
+        changes = self.graph.take_changes()
+        self.commit.add(changes)
+        self.timer_wake.set()
+
+    def _on_committed(self, batch: ChangeSet) -> None:
+        """After a commit: wake waiters on finished tasks, tell agents to stop cancelled attempts."""
+        for tid in batch.finished:
+            for countdown in self.task_waiters.pop(tid, ()):
+                countdown.tick()
+        by_agent: dict[str, list[tuple[str, int, str]]] = {}
+        for signal in batch.signals:
+            by_agent.setdefault(signal.agent_id, []).append((signal.task_id, signal.attempt, signal.reason))
+        for agent_id, items in by_agent.items():
+            handle = self.handles.get(agent_id)
+            if handle is not None:
+                asyncio.get_running_loop().create_task(_fire_and_forget(handle.cancel_attempts.remote(items)))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self.timer_wake.clear()
+            due = self.graph.next_due()
+            timeout = None if due is None else max(0.0, due - time.time())
+            if timeout is None or timeout > 0:
+                try:
+                    await asyncio.wait_for(self.timer_wake.wait(), timeout)
+                    continue  # something changed: recompute the next deadline
+                except asyncio.TimeoutError:
+                    pass
+            self.graph.advance(time.time())
+            self._after_change()
+
+    def _watch(self, agent_id: str, incarnation: str, handle: Any) -> None:
+        self.handles[agent_id] = handle
+        old = self.watches.pop(agent_id, None)
+        if old is not None:
+            old.cancel()
+        self.watches[agent_id] = asyncio.get_event_loop().create_task(
+            self._watch_agent(agent_id, incarnation, handle)
+        )
+
+    async def _watch_agent(self, agent_id: str, incarnation: str, handle: Any) -> None:
+        try:
+            outcome = await handle.watch.remote(incarnation)
+            reason = None if outcome == "stopped" else f"restarted as a new incarnation ({outcome})"
+        except ray.exceptions.RayActorError as exc:
+            reason = f"died ({type(exc).__name__})"
+        except asyncio.CancelledError:
+            return
+        now = time.time()
+        if reason is None:
+            changed = self.graph.agent_stopped(agent_id, incarnation, now)
+        else:
+            changed = self.graph.agent_lost(agent_id, incarnation, now, reason)
+            if changed:
+                log.warning("agent %s %s; its attempts are requeued", agent_id, reason)
+        if changed:
+            self._release_parked(agent_id)
+            self._after_change()
+        if self.watches.get(agent_id) is asyncio.current_task():
+            del self.watches[agent_id]
+
+    def _unclaimable(self) -> list[tuple[list[str], int]]:
+        return [(sorted(req), n) for req, n in sorted(self.graph.unclaimable().items(), key=lambda kv: sorted(kv[0]))]
+
+    async def _db(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.commit.executor, fn, *args)
+
+
+async def _fire_and_forget(ref: Any) -> None:
+    try:
+        await ref
+    except Exception:  # noqa: BLE001 - the agent is gone; its watch will report it
+        pass
+
+
+def _unknown_message(ids: Sequence[str]) -> str:
+    shown = ", ".join(f"'{i}'" for i in ids[:5])
+    more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+    return f"no task with id {shown}{more}"
+
+
+def _info_from_task(task: Task) -> TaskInfo:
+    from datetime import datetime, timezone
+
+    def ts(v: float | None) -> datetime | None:
+        return None if v is None else datetime.fromtimestamp(v, tz=timezone.utc)
+
+    return TaskInfo(
+        id=task.id,
+        type=task.type,
+        status=task.status.value,
+        priority=task.priority.name,
+        attempt=task.attempt,
+        depends_on=list(task.depends_on),
+        requires=sorted(task.requires),
+        result=task.result,
+        error=task.error,
+        reason=task.reason,
+        agent_id=task.agent_id,
+        ticket_id=task.ticket_id,
+        phase=task.phase,
+        created_at=ts(task.created_at),
+        started_at=ts(task.started_at),
+        finished_at=ts(task.finished_at),
+    )
+
+
+def _info_from_row(row: dict[str, Any]) -> TaskInfo:
+    from omoi_ray.core.model import Priority
+
+    return TaskInfo(
+        id=row["id"],
+        type=row["type"],
+        status=row["status"],
+        priority=Priority(row["priority"]).name,
+        attempt=row["attempt"],
+        depends_on=row["depends_on"],
+        requires=row["requires"] or [],
+        result=row["result"],
+        error=row["error"],
+        reason=row["reason"],
+        agent_id=row["agent_id"],
+        ticket_id=row["ticket_id"],
+        phase=row["phase"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def terminal(status: str) -> bool:
+    return TaskStatus(status) in TERMINAL
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex

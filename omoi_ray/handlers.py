@@ -1,0 +1,136 @@
+"""What a handler sees: the task it runs and the context of this attempt; and handler lookup.
+
+Rules:
+- A handler is a plain function, sync or async, called as ``handler(task, ctx)`` (or
+  ``handler(task)`` if it takes one argument). What it returns becomes the task's result and must
+  be JSON-serialisable.
+- Raise ``PermanentError`` to fail without retrying; any other exception is retried under the
+  task's retry policy.
+- Cancellation and timeouts are cooperative for sync handlers (check ``ctx.cancelled()`` or call
+  ``ctx.raise_if_cancelled()``) and immediate for async ones (``asyncio.CancelledError`` is
+  raised at the next await).
+- Each attempt gets its own empty workspace directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omoi_ray.errors import HandlerNotFoundError, TaskCancelledError
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """The task as a handler sees it (read-only)."""
+
+    id: str
+    type: str
+    payload: Any
+    attempt: int
+    priority: str
+    ticket_id: str | None = None
+    phase: str | None = None
+
+
+@dataclass(eq=False)
+class TaskContext:
+    """The context of one attempt."""
+
+    task_id: str
+    attempt: int
+    agent_id: str
+    workspace: Path
+    timeout: float | None = None
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancel_reason: str | None = None
+
+    def cancelled(self) -> bool:
+        """True once this attempt was cancelled or timed out; stop as soon as you can."""
+        return self._cancelled.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``TaskCancelledError`` if this attempt was cancelled or timed out."""
+        if self._cancelled.is_set():
+            raise TaskCancelledError(
+                f"task '{self.task_id}' attempt {self.attempt}: {self.cancel_reason or 'cancelled'}"
+            )
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds until the attempt is cancelled; True if it was."""
+        return self._cancelled.wait(timeout)
+
+    def _cancel(self, reason: str) -> None:
+        if not self._cancelled.is_set():
+            self.cancel_reason = reason
+            self._cancelled.set()
+
+
+def resolve_handler(handler: Callable[..., Any] | str) -> Callable[..., Any]:
+    """Turn an import path ``pkg.module:function`` into the function (or return the callable)."""
+    if callable(handler):
+        return handler
+    module_name, _, attr = handler.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerNotFoundError(f"handler '{handler}': cannot import module '{module_name}' ({exc})") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise HandlerNotFoundError(f"handler '{handler}': module '{module_name}' has no '{attr}'") from None
+    if not callable(target):
+        raise HandlerNotFoundError(f"handler '{handler}' is not callable")
+    return target
+
+
+@dataclass(frozen=True)
+class BoundHandler:
+    fn: Callable[..., Any]
+    is_async: bool
+    wants_context: bool
+
+    @classmethod
+    def of(cls, handler: Callable[..., Any] | str) -> BoundHandler:
+        fn = resolve_handler(handler)
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        try:
+            params = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+            ]
+            wants_context = len(params) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+        except (TypeError, ValueError):
+            wants_context = True
+        return cls(fn, is_async, wants_context)
+
+    def call(self, task: TaskView, ctx: TaskContext) -> Any:
+        return self.fn(task, ctx) if self.wants_context else self.fn(task)
+
+
+class HandlerTable:
+    """Handlers by task type, with an optional fallback for every other type."""
+
+    def __init__(self, handlers: Mapping[str, Any], default: Any = None) -> None:
+        self._by_type = {task_type: BoundHandler.of(h) for task_type, h in handlers.items()}
+        self._default = BoundHandler.of(default) if default is not None else None
+
+    def for_type(self, task_type: str) -> BoundHandler:
+        bound = self._by_type.get(task_type, self._default)
+        if bound is None:
+            known = ", ".join(sorted(self._by_type)) or "none"
+            raise HandlerNotFoundError(
+                f"this agent has no handler for task type '{task_type}' (it handles: {known})"
+            )
+        return bound
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._by_type)

@@ -1,0 +1,381 @@
+"""The driver API: connect to (or start) a runtime, spawn agents, submit tasks, wait, inspect.
+
+Rules:
+- ``connect`` starts a local Ray or joins ``RAY_ADDRESS``/``address``, checks the database schema
+  (or migrates it when asked), and gets or creates the scheduler singleton in the runtime's
+  namespace. A second driver connecting later gets the same scheduler and sees the same state;
+  connecting with a different database than the running scheduler's is refused.
+- Calls are retried while the scheduler restarts (every driver call is idempotent: task ids are
+  fixed on the driver before submission), and give up with ``RuntimeUnavailableError``.
+- Errors raised inside actors reach the caller as the original typed ``OmoiError``, not wrapped
+  in Ray's exception types.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import ray
+
+from actors.agent import AgentActor
+from actors.scheduler import SchedulerActor
+from omoi_ray.errors import (
+    ConfigurationError,
+    InvalidAgentSpecError,
+    OmoiError,
+    RuntimeUnavailableError,
+    TaskNotFoundError,
+    WaitTimeoutError,
+)
+from omoi_ray.naming import SCHEDULER_NAME, agent_actor_name
+from omoi_ray.protocol import RuntimeStatus, WaitReply
+from omoi_ray.settings import Settings
+from omoi_ray.specs import AgentSpec, AttemptInfo, TaskInfo, TaskSpec, parse_agent_spec
+
+log = logging.getLogger("omoi_ray")
+
+_RemoteScheduler = ray.remote(SchedulerActor)
+_RemoteAgent = ray.remote(AgentActor)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The ``OmoiError`` behind a Ray exception, if there is one."""
+    seen = 0
+    current: Any = exc
+    while current is not None and seen < 5:
+        if isinstance(current, OmoiError):
+            return current
+        current = getattr(current, "cause", None) or getattr(current, "__cause__", None)
+        seen += 1
+    return exc
+
+
+def call(ref_factory: Callable[[], Any], *, retry_for: float = 60.0, timeout: float | None = None) -> Any:
+    """Run ``ray.get(ref_factory())``, retrying while the actor is unavailable (restarting)."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            return ray.get(ref_factory(), timeout=timeout)
+        except ray.exceptions.RayTaskError as exc:
+            inner = unwrap(exc)
+            if inner is not exc:
+                raise inner from None
+            raise
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise RuntimeUnavailableError(
+                    f"the omoi-ray scheduler did not come back within {retry_for:g}s"
+                ) from None
+        except ray.exceptions.ActorDiedError as exc:
+            inner = unwrap(exc)
+            if inner is not exc:
+                raise inner from None
+            raise RuntimeUnavailableError(
+                "the omoi-ray scheduler is dead (killed without restart?); connect() again to recreate it"
+            ) from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+class AgentRef:
+    """A handle on one agent actor."""
+
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name = name
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"AgentRef({self.name!r})"
+
+    def info(self) -> dict[str, Any]:
+        return call(lambda: self.handle.info.remote())
+
+    def pid(self) -> int:
+        return call(lambda: self.handle.pid.remote())
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Stop gracefully (running handlers get ``timeout`` seconds), then end the actor."""
+        try:
+            stats = ray.get(self.handle.stop.remote(timeout))
+        except ray.exceptions.RayActorError:
+            stats = {}
+        _kill_and_wait(self.handle)
+        return stats
+
+    def kill(self, restart: bool = False) -> None:
+        """End the actor abruptly (as a crash would); with ``restart`` Ray starts it again."""
+        ray.kill(self.handle, no_restart=not restart)
+
+
+class Runtime:
+    """A connection to one omoi-ray runtime (one namespace, one database)."""
+
+    def __init__(self, settings: Settings, scheduler: Any) -> None:
+        self.settings = settings
+        self.scheduler = scheduler
+
+    def __repr__(self) -> str:
+        return f"Runtime(namespace={self.settings.namespace!r}, database={self.settings.safe_database_url()!r})"
+
+    # ------------------------------------------------------------------ agents
+
+    def spawn_agent(
+        self,
+        name: str,
+        *,
+        capabilities: Sequence[str] = (),
+        capacity: int = 1,
+        handler: Callable[..., Any] | str | None = None,
+        handlers: Mapping[str, Callable[..., Any] | str] | None = None,
+        num_cpus: float = 0.0,
+        resources: Mapping[str, float] | None = None,
+        max_restarts: int = -1,
+        exist_ok: bool = False,
+    ) -> AgentRef:
+        """Start an agent actor (named ``omoi.agent.<name>``) and wait until it is registered.
+
+        ``handler`` runs every task type; ``handlers`` maps task types to their own handlers.
+        Handlers are callables or import paths ``pkg.module:function``. With ``exist_ok`` an
+        agent of that name that is already running is returned as it is.
+        """
+        spec = parse_agent_spec(
+            name=name,
+            capabilities=list(capabilities),
+            capacity=capacity,
+            handler=handler,
+            handlers=dict(handlers or {}),
+            num_cpus=num_cpus,
+            resources=dict(resources or {}),
+            max_restarts=max_restarts,
+        )
+        actor_name = agent_actor_name(spec.name)
+        try:
+            existing = ray.get_actor(actor_name, namespace=self.settings.namespace)
+        except ValueError:
+            existing = None
+        if existing is not None:
+            if not exist_ok:
+                raise InvalidAgentSpecError(
+                    f"an agent named '{spec.name}' is already running; stop it first, pick another "
+                    "name, or pass exist_ok=True"
+                )
+            return AgentRef(spec.name, existing)
+        handle = _RemoteAgent.options(
+            name=actor_name,
+            namespace=self.settings.namespace,
+            lifetime="detached",
+            num_cpus=spec.num_cpus,
+            resources=spec.resources or None,
+            max_restarts=spec.max_restarts,
+            max_concurrency=max(1000, spec.capacity * 4),
+        ).remote(spec, self.settings)
+        try:
+            ray.get(handle.ready.remote(), timeout=120)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            _kill_and_wait(handle)
+            inner = unwrap(exc)
+            if inner is not exc:
+                raise inner from None
+            raise
+        return AgentRef(spec.name, handle)
+
+    def agent(self, name: str) -> AgentRef:
+        try:
+            return AgentRef(name, ray.get_actor(agent_actor_name(name), namespace=self.settings.namespace))
+        except ValueError:
+            from omoi_ray.errors import AgentNotFoundError
+
+            raise AgentNotFoundError(f"no running agent named '{name}'") from None
+
+    # ------------------------------------------------------------------ tasks
+
+    def submit(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[str]:
+        """Submit tasks (a whole DAG at once if you like); returns their ids, in order.
+
+        The submission is validated as a whole: any bad field, duplicate id, unknown dependency
+        or cycle raises a typed ``InvalidSubmissionError`` and stores nothing. Submitting a task
+        again with the same id and definition is a no-op.
+        """
+        items = [_with_id(item) for item in tasks]
+        request_id = uuid.uuid4().hex
+        return call(lambda: self.scheduler.submit.remote(items, request_id))
+
+    def run(
+        self,
+        tasks: Iterable[TaskSpec | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> dict[str, TaskInfo]:
+        """Submit, wait for every task to be final, and return each one's state."""
+        ids = self.submit(tasks)
+        self.wait(ids, timeout=timeout, progress=progress)
+        return {info.id: info for info in self.get_many(ids)}
+
+    def wait(
+        self,
+        task_ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+        progress: bool = False,
+        description: str = "tasks",
+    ) -> dict[str, str]:
+        """Block until every task is final; return each one's final status.
+
+        Raises ``WaitTimeoutError`` after ``timeout`` seconds. With ``progress`` a live bar shows
+        counts per status and warns about ready tasks that no live agent is able to run.
+        """
+        pending = list(dict.fromkeys(task_ids))
+        finished: dict[str, str] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tick = 0.25 if progress else 30.0
+        bar = None
+        if progress:
+            from omoi_ray.progress import ProgressBar
+
+            bar = ProgressBar(total=len(pending), description=description)
+        try:
+            while pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise WaitTimeoutError(
+                        f"{len(pending)} of {len(finished) + len(pending)} tasks were not final after "
+                        f"{timeout:g}s",
+                        pending=pending,
+                    )
+                step = tick if remaining is None else max(0.0, min(tick, remaining))
+                reply: WaitReply = call(lambda: self.scheduler.wait.remote(pending, step))
+                finished.update(reply.finished)
+                pending = [tid for tid in pending if tid not in reply.finished]
+                if bar is not None:
+                    bar.update(finished, reply.live, reply.unclaimable)
+        finally:
+            if bar is not None:
+                bar.close()
+        return {tid: finished[tid] for tid in dict.fromkeys(task_ids)}
+
+    def get(self, task_id: str) -> TaskInfo:
+        return self.get_many([task_id])[0]
+
+    def get_many(self, task_ids: Sequence[str]) -> list[TaskInfo]:
+        return call(lambda: self.scheduler.get.remote(list(task_ids)))
+
+    def result(self, task_id: str) -> Any:
+        """The result of a completed task; raises ``OmoiError`` naming the status otherwise."""
+        info = self.get(task_id)
+        if info.status != "completed":
+            raise OmoiError(
+                f"task '{task_id}' is {info.status}, not completed"
+                + (f": {info.error}" if info.error else "")
+                + (f" ({info.reason})" if info.reason else ""),
+                task_id=task_id,
+                status=info.status,
+            )
+        return info.result
+
+    def attempts(self, task_id: str) -> list[AttemptInfo]:
+        return call(lambda: self.scheduler.attempts.remote(task_id))
+
+    def cancel(self, *task_ids: str, reason: str = "cancelled by request") -> dict[str, str]:
+        """Cancel tasks: pending and ready ones at once; running ones are told to stop and any
+        later result is discarded. Returns each task's status afterwards."""
+        if not task_ids:
+            return {}
+        return call(lambda: self.scheduler.cancel.remote(list(task_ids), reason))
+
+    def status(self) -> RuntimeStatus:
+        return call(lambda: self.scheduler.status.remote())
+
+    def events(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        return call(lambda: self.scheduler.events.remote(entity_id, limit))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def shutdown(self, *, agents_timeout: float = 5.0) -> None:
+        """Stop every agent of this runtime, then the scheduler (its state stays in the database)."""
+        for view in self.status().agents:
+            if view.status != "alive":
+                continue
+            try:
+                self.agent(view.id).stop(timeout=agents_timeout)
+            except (OmoiError, ray.exceptions.RayActorError):
+                pass
+        try:
+            ray.get(self.scheduler.shutdown.remote(), timeout=30)
+        except ray.exceptions.RayError:
+            pass
+        ray.kill(self.scheduler)
+
+
+def connect(
+    settings: Settings | None = None,
+    *,
+    address: str | None = None,
+    migrate: bool = False,
+    ray_init: Mapping[str, Any] | None = None,
+) -> Runtime:
+    """Connect to the runtime in ``settings.namespace``, creating its scheduler if needed.
+
+    Starts a local Ray when none is running and no address is given (``RAY_ADDRESS`` counts as
+    one). With ``migrate`` the database is upgraded to the code's schema first; otherwise a
+    database that is behind raises ``DatabaseNotMigratedError``.
+    """
+    from omoi_ray.store import migrate as migrations  # alembic: only drivers that connect need it
+
+    settings = settings or Settings()
+    url = settings.resolved_database_url()
+    if migrate:
+        migrations.upgrade(url)
+    else:
+        migrations.check(url)
+    if not ray.is_initialized():
+        options = {"namespace": settings.namespace, "log_to_driver": False, **(ray_init or {})}
+        if address is not None:
+            options["address"] = address
+        ray.init(**options)
+    scheduler = _RemoteScheduler.options(
+        name=SCHEDULER_NAME,
+        namespace=settings.namespace,
+        get_if_exists=True,
+        lifetime="detached",
+        num_cpus=0,
+        max_restarts=-1,
+        max_concurrency=10_000,
+    ).remote(settings)
+    described = call(lambda: scheduler.describe.remote(), retry_for=120)
+    if described["database"] != settings.safe_database_url():
+        raise ConfigurationError(
+            f"the runtime in namespace '{settings.namespace}' uses the database "
+            f"{described['database']}, but this driver is configured for "
+            f"{settings.safe_database_url()}; use the same OMOI_DATABASE_URL or another "
+            "OMOI_NAMESPACE"
+        )
+    return Runtime(settings, scheduler)
+
+
+def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:
+    """Kill an actor and return once Ray reports it dead (its name is then free again)."""
+    ray.kill(handle)
+    try:
+        ray.get(handle.pid.remote(), timeout=timeout)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        pass
+
+
+def _with_id(item: TaskSpec | Mapping[str, Any]) -> TaskSpec | dict[str, Any]:
+    """Fix each task's id on the driver, so a retried submission names the same tasks."""
+    if isinstance(item, TaskSpec):
+        return item
+    if isinstance(item, Mapping):
+        out = dict(item)
+        out.setdefault("id", uuid.uuid4().hex)
+        return out
+    return item  # the scheduler rejects it with a message naming its position
+
+
+__all__ = ["AgentRef", "Runtime", "connect", "TaskNotFoundError"]

@@ -1,0 +1,156 @@
+"""Shared fixtures: databases on SQLite and PostgreSQL, one Ray instance, runtimes per backend.
+
+- PostgreSQL tests use ``OMOI_TEST_DATABASE_URL``; each test (or runtime) gets its own schema,
+  dropped afterwards. Without the variable they skip with a reason, unless
+  ``OMOI_REQUIRE_SERVICES=1`` (CI), where a missing service fails the run.
+- Ray starts once per session (``ray.init`` costs ~5 s here); workers can import ``tests.*``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("OMOI_REQUIRE_SERVICES") == "1"
+TEST_NAMESPACE = "omoi-tests"
+
+
+def _pg_base_url() -> str | None:
+    url = os.environ.get("OMOI_TEST_DATABASE_URL")
+    if not url:
+        if REQUIRE_SERVICES:
+            pytest.fail("OMOI_REQUIRE_SERVICES=1 but OMOI_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL tests need OMOI_TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class PgSchemas:
+    """Creates throwaway schemas and URLs that put them first on the search path."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.engine = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError as exc:
+            self.engine.dispose()
+            message = f"PostgreSQL at OMOI_TEST_DATABASE_URL is not reachable: {str(exc).splitlines()[0]}"
+            if REQUIRE_SERVICES:
+                pytest.fail(message)
+            pytest.skip(message)
+        self.created: list[str] = []
+
+    def new(self) -> str:
+        name = f"omoi_test_{uuid.uuid4().hex[:12]}"
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        self.created.append(name)
+        sep = "&" if "?" in self.base_url else "?"
+        return f"{self.base_url}{sep}options=-csearch_path%3D{name}"
+
+    def drop(self, url: str) -> None:
+        name = url.rsplit("%3D", 1)[1]
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        self.created.remove(name)
+
+    def close(self) -> None:
+        for name in list(self.created):
+            with self.engine.connect() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        self.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[PgSchemas]:
+    schemas = PgSchemas(_pg_base_url())  # type: ignore[arg-type]
+    yield schemas
+    schemas.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each backend, migrated to head."""
+    from omoi_ray.store import migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'omoi.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    schemas: PgSchemas = request.getfixturevalue("pg_schemas")
+    url = schemas.new()
+    migrate.upgrade(url)
+    yield url
+    schemas.drop(url)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace=TEST_NAMESPACE,
+            object_store_memory=150 * 1024 * 1024,
+            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        )
+    yield
+    ray.shutdown()
+
+
+def make_settings(tmp: Path, url: str | None, namespace: str, **overrides):
+    from pydantic import SecretStr
+
+    from omoi_ray.settings import Settings
+
+    return Settings(
+        home=tmp,
+        database_url=SecretStr(url) if url else None,
+        namespace=namespace,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str | None]]:
+    """("sqlite", None) or ("postgres", url of a fresh schema) for session-long runtimes."""
+    if request.param == "sqlite":
+        yield "sqlite", None
+        return
+    schemas: PgSchemas = request.getfixturevalue("pg_schemas")
+    url = schemas.new()
+    yield "postgres", url
+
+
+@pytest.fixture(scope="session")
+def runtime(ray_session: None, backend: tuple[str, str | None], tmp_path_factory: pytest.TempPathFactory):
+    """A runtime shared by the end-to-end tests of one backend, with its own namespace."""
+    import omoi_ray as omoi
+
+    name, url = backend
+    home = tmp_path_factory.mktemp(f"home-{name}")
+    settings = make_settings(home, url, f"e2e-{name}-{uuid.uuid4().hex[:6]}", lease_ttl=6.0, long_poll=5.0)
+    rt = omoi.connect(settings, migrate=True)
+    yield rt
+    rt.shutdown(agents_timeout=2.0)
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique prefix for task ids, so tests sharing a runtime never collide."""
+    return uuid.uuid4().hex[:8]

@@ -1,0 +1,116 @@
+"""Handlers used by the end-to-end tests; their behaviour is driven by the task payload.
+
+Blocking is event-driven: handlers wait on a named ``Gate`` actor, never on a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import ray
+
+from omoi_ray.errors import PermanentError
+
+GATE_NAME = "omoi-test-gate"
+GATE_NAMESPACE = "omoi-tests-gates"
+
+
+@ray.remote(num_cpus=0)
+class Gate:
+    """Named events across processes: ``open(key)`` releases every ``wait(key)``."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, asyncio.Event] = {}
+
+    def _event(self, key: str) -> asyncio.Event:
+        return self.events.setdefault(key, asyncio.Event())
+
+    async def open(self, key: str) -> None:
+        self._event(key).set()
+
+    async def wait(self, key: str, timeout: float = 60.0) -> bool:
+        try:
+            await asyncio.wait_for(self._event(key).wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def is_open(self, key: str) -> bool:
+        return self._event(key).is_set()
+
+
+def gate():
+    return Gate.options(name=GATE_NAME, namespace=GATE_NAMESPACE, get_if_exists=True, lifetime="detached").remote()
+
+
+def _record(payload: dict, ctx, what: str) -> None:
+    path = payload.get("log")
+    if path:
+        line = json.dumps({"task": ctx.task_id, "agent": ctx.agent_id, "attempt": ctx.attempt, "what": what, "t": time.time()})
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def behave(task, ctx):
+    p = task.payload or {}
+    op = p.get("op", "echo")
+    _record(p, ctx, "start")
+    try:
+        if p.get("started_gate"):
+            ray.get(gate().open.remote(f"{p['started_gate']}:{task.attempt}"))
+        if op == "echo":
+            return {"id": task.id, "agent": ctx.agent_id, "attempt": task.attempt, "workspace": str(ctx.workspace)}
+        if op == "work":
+            time.sleep(p.get("seconds", 0.02))  # stands for real work; not a wait for an event
+            return {"agent": ctx.agent_id}
+        if op == "fail":
+            if task.attempt <= p.get("times", 1):
+                raise RuntimeError(f"failure on attempt {task.attempt}")
+            return {"attempt": task.attempt}
+        if op == "permanent":
+            raise PermanentError("this input can never work")
+        if op == "bad_result":
+            return {"set": {1, 2}}
+        if op == "wait_gate":
+            ray.get(gate().wait.remote(p["gate"], p.get("max", 60)))
+            return {"released": True, "agent": ctx.agent_id}
+        if op == "wait_cancel":
+            saw = ctx.wait_cancelled(p.get("max", 60))
+            if saw and p.get("cancel_gate"):
+                ray.get(gate().open.remote(p["cancel_gate"]))
+            if p.get("then_return"):
+                return {"late": True}
+            ctx.raise_if_cancelled()
+            return {"cancelled": False}
+        if op == "die_on_agent" and ctx.agent_id == p["agent"]:
+            ray.get(gate().wait.remote(p["gate"], p.get("max", 60)))
+            return {"survived": True}
+        if op == "die_on_agent":
+            return {"agent": ctx.agent_id}
+        raise ValueError(f"unknown op {op!r}")
+    finally:
+        _record(p, ctx, "end")
+
+
+async def behave_async(task, ctx):
+    p = task.payload or {}
+    if p.get("started_gate"):
+        await gate().open.remote(f"{p['started_gate']}:{task.attempt}")
+    if p.get("op") == "sleep_forever":
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if p.get("cancel_gate"):
+                await gate().open.remote(p["cancel_gate"])
+            raise
+    return {"async": True, "agent": ctx.agent_id}
+
+
+def one_arg_handler(task):
+    return {"only_task": task.id}

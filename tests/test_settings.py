@@ -1,0 +1,63 @@
+"""Settings: the embedded default, URL normalisation, and passwords that never show."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from omoi_ray.errors import DatabaseNotMigratedError
+from omoi_ray.settings import Settings, mask_url
+from omoi_ray.store import migrate
+from omoi_ray.store.store import Store
+
+SECRET = "s3cr3t-Pa55"
+
+
+def test_embedded_default_is_a_sqlite_file_under_home(tmp_path):
+    s = Settings(home=tmp_path)
+    assert s.embedded
+    assert s.resolved_database_url() == f"sqlite:///{tmp_path.resolve() / 'omoi.db'}"
+
+
+def test_environment_configures_the_database(monkeypatch, tmp_path):
+    monkeypatch.setenv("OMOI_DATABASE_URL", f"postgresql://app:{SECRET}@db.example:5432/omoi")
+    monkeypatch.setenv("OMOI_NAMESPACE", "team-a")
+    s = Settings(home=tmp_path)
+    assert s.resolved_database_url().startswith("postgresql+psycopg://app:")
+    assert s.namespace == "team-a"
+
+
+def test_passwords_never_appear_in_reprs_logs_or_errors(tmp_path, caplog):
+    url = f"postgresql://app:{SECRET}@127.0.0.1:1/omoi"
+    s = Settings(home=tmp_path, database_url=SecretStr(url))
+    assert SECRET not in repr(s) and SECRET not in str(s)
+    assert SECRET not in s.safe_database_url()
+    assert SECRET not in repr(Store(s.resolved_database_url()))
+    assert SECRET not in mask_url("redis://:" + SECRET + "@host:6379/0")
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(Exception) as err:
+            migrate.check(s.resolved_database_url())
+    assert SECRET not in str(err.value)
+    assert SECRET not in caplog.text
+
+
+def test_a_not_migrated_message_masks_the_password(tmp_path, monkeypatch):
+    from omoi_ray.store import migrate as m
+
+    monkeypatch.setattr(m, "current_revision", lambda url: None)
+    url = f"postgresql+psycopg://app:{SECRET}@127.0.0.1:1/omoi"
+    with pytest.raises(DatabaseNotMigratedError) as err:
+        m.check(url)
+    assert SECRET not in str(err.value) and "***" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("namespace", "bad name!"), ("lease_ttl", 0), ("long_poll", float("nan")), ("payload_max_bytes", -1)],
+)
+def test_bad_settings_are_rejected(field, value, tmp_path):
+    with pytest.raises(ValidationError) as err:
+        Settings(home=tmp_path, **{field: value})
+    assert field in str(err.value)

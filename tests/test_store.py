@@ -1,0 +1,121 @@
+"""The store on SQLite and PostgreSQL: schema, idempotent writes, and rebuilding the scheduler."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from omoi_ray.core.model import AttemptOutcome
+from omoi_ray.core.task_graph import TaskGraph
+from omoi_ray.core.task_state import TaskStatus
+from omoi_ray.errors import DatabaseNotMigratedError
+from omoi_ray.store import migrate
+from omoi_ray.store import schema as t
+from omoi_ray.store.schema import Base
+from omoi_ray.store.store import Store
+from tests.graph_harness import Harness, spec
+
+
+def test_migrations_build_exactly_the_models(db_url):
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, Base.metadata) == []
+    engine.dispose()
+    migrate.check(db_url)
+
+
+def test_a_database_behind_the_code_is_refused_with_the_command_to_run(db_url):
+    command.downgrade(migrate.alembic_config(db_url), "base")
+    with pytest.raises(DatabaseNotMigratedError) as err:
+        migrate.check(db_url)
+    assert "omoi-ray db upgrade" in str(err.value)
+    assert migrate.upgrade(db_url) == migrate.head_revision()
+    migrate.check(db_url)
+
+
+def _run_some_work(h: Harness) -> None:
+    h.submit(spec("a"), spec("b", "a"), spec("c", max_retries=0), spec("d", "c"), spec("e"), spec("f", key="k-f"))
+    ag = h.agent(capacity=4)
+    h.claim(ag)  # a, c, e, f
+    h.run(ag, "a", result={"rows": 3, "name": "α"})
+    h.run(ag, "c", outcome=AttemptOutcome.PERMANENT_FAILURE, error="PermanentError: no")
+    h.start(ag, "e")
+
+
+def test_changes_round_trip_through_a_restart(db_url):
+    store = Store(db_url)
+    h = Harness()
+    _run_some_work(h)
+    store.apply(h.graph.take_changes())
+
+    snap = store.load()
+    rebuilt = TaskGraph(lease_ttl=30.0, rng=random.Random(1))
+    rebuilt.restore(snap.tasks, snap.dependencies, snap.agents, snap.open_attempts, snap.next_seq, h.now)
+    assert {tid: task.status for tid, task in rebuilt.tasks.items()} == {
+        tid: task.status for tid, task in h.graph.tasks.items()
+    }
+    assert rebuilt.tasks["e"].status is TaskStatus.RUNNING
+    assert set(rebuilt.agents["a1"].busy) == {("e", 1), ("f", 1)}
+    assert rebuilt.next_seq == h.graph.next_seq
+    assert rebuilt.by_key == {"k-f": "f"}
+    assert "b" in rebuilt.ready and "e" not in rebuilt.ready
+
+    rows = store.task_rows(["a", "d"])
+    assert rows["a"]["result"] == {"rows": 3, "name": "α"} and rows["a"]["status"] == "completed"
+    assert rows["d"]["status"] == "upstream_failed" and rows["d"]["reason"] == "upstream task 'c' failed"
+    attempts = store.attempt_rows("c")
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "permanent_failure")]
+    store.dispose()
+
+
+def test_applying_a_change_set_twice_changes_nothing(db_url):
+    store = Store(db_url)
+    h = Harness()
+    _run_some_work(h)
+    changes = h.graph.take_changes()
+    store.apply(changes)
+    store.apply(changes)  # a commit whose outcome was unknown, retried
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.events)).scalar() == len(changes.events)
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.tasks)).scalar() == 6
+    engine.dispose()
+    store.dispose()
+
+
+def test_events_are_written_with_the_change_they_describe(db_url):
+    store = Store(db_url)
+    h = Harness()
+    _run_some_work(h)
+    store.apply(h.graph.take_changes())
+    types = [e["type"] for e in store.events_of("a")]
+    assert types == ["task.created", "task.ready", "task.claimed", "task.started", "task.completed"]
+    assert [e["type"] for e in store.events_of("a1")] == ["agent.registered"]
+    store.dispose()
+
+
+def test_lookup_by_id_and_idempotency_key(db_url):
+    store = Store(db_url)
+    h = Harness()
+    _run_some_work(h)
+    store.apply(h.graph.take_changes())
+    by_id, by_key = store.lookup(["a", "nope"], ["k-f", "k-none"])
+    assert set(by_id) == {"a"} and by_id["a"].status is TaskStatus.COMPLETED
+    assert by_key["k-f"].id == "f" and by_key["k-f"].status is TaskStatus.CLAIMED
+    store.dispose()
+
+
+def test_many_tasks_are_written_in_one_batch(db_url):
+    store = Store(db_url)
+    h = Harness()
+    n = 3000
+    h.submit(*[spec(f"t{i}", *([f"t{i-1}"] if i else [])) for i in range(n)])
+    store.apply(h.graph.take_changes())
+    assert store.status_counts() == {"ready": 1, "pending": n - 1}
+    store.dispose()
