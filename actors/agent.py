@@ -74,6 +74,8 @@ class AgentActor:
         self.unacked: set[tuple[str, int]] = set()
         self.reports_ready = asyncio.Event()
         self.slot_freed = asyncio.Event()
+        self.state_changed = asyncio.Event()  # a slot freed, a report call ended, or stopping
+        self.reporting = False  # a report call (which also claims) is under way
         self.registered = asyncio.Event()
         self.incarnation_ended = asyncio.Event()  # set when this incarnation stops or is replaced
         self.stopped = asyncio.Event()
@@ -128,6 +130,7 @@ class AgentActor:
         ``timeout`` seconds), report, and deregister. Whatever is left is requeued."""
         self.stopping = True
         self.slot_freed.set()
+        self.state_changed.set()
         deadline = time.monotonic() + timeout
         while self.running and time.monotonic() < deadline:
             self.slot_freed.clear()
@@ -179,27 +182,45 @@ class AgentActor:
         self.registered.set()
 
     async def _claimer(self) -> None:
+        """Park on the scheduler for work while slots are free and nothing else will ask for it."""
         while not self.stopping:
-            if self.capacity - len(self.running) <= 0:
-                self.slot_freed.clear()
-                if self.capacity - len(self.running) <= 0 and not self.stopping:
-                    await self.slot_freed.wait()
+            if self._free_slots() <= 0 or self.reporting or self.outbox:
+                self.state_changed.clear()
+                if self._free_slots() <= 0 or self.reporting or self.outbox:
+                    await self.state_changed.wait()
                 continue
-            reply = await self._exchange(self._take_reports(), wait=self.settings.long_poll)
-            if reply is None:
-                continue
-            for assignment in reply.tasks:
-                self._start(assignment)
-            if reply.shutting_down:
-                await asyncio.sleep(self.settings.long_poll)  # the runtime is going away
+            reply = await self._exchange([], wait=self.settings.long_poll)
+            if reply is not None:
+                self._start_all(reply)
+                if reply.shutting_down:
+                    await asyncio.sleep(self.settings.long_poll)  # the runtime is going away
 
     async def _reporter(self) -> None:
+        """Send reports as they appear, and take the next tasks in the same call's reply."""
         while not self.stopped.is_set():
             await self.reports_ready.wait()
             self.reports_ready.clear()
+            if self.running and self.settings.report_linger > 0:
+                # Handlers finishing together share one call (and a start shares it with its end).
+                await asyncio.sleep(self.settings.report_linger)
             reports = self._take_reports()
-            if reports:
-                await self._exchange(reports, wait=None)
+            if not reports:
+                continue
+            self.reporting = True
+            try:
+                reply = await self._exchange(reports, wait=None if self.stopping else 0.0)
+            finally:
+                self.reporting = False
+                self.state_changed.set()
+            if reply is not None:
+                self._start_all(reply)
+
+    def _start_all(self, reply: ExchangeReply) -> None:
+        for assignment in reply.tasks:
+            self._start(assignment)
+
+    def _free_slots(self) -> int:
+        return self.capacity - len(self.running)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.lease_ttl / 3
@@ -270,8 +291,10 @@ class AgentActor:
             task_id=assignment.task_id,
             attempt=assignment.attempt,
             agent_id=self.name,
-            workspace=workspace,
+            workspace_path=workspace,
             timeout=assignment.timeout,
+            depends_on=assignment.depends_on,
+            _scheduler=self.scheduler,
         )
         run = _Running(assignment, ctx)
         self.running[key] = run
@@ -289,8 +312,7 @@ class AgentActor:
             outcome, result, error = AttemptOutcome.FAILED, None, None
             try:
                 bound = self.handlers.for_type(a.type)
-                ctx.workspace.mkdir(parents=True, exist_ok=True)
-                view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase)
+                view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase, a.depends_on)
                 if bound.is_async:
                     run.inner = asyncio.ensure_future(bound.call(view, ctx))
                     if ctx.cancelled():
@@ -318,6 +340,7 @@ class AgentActor:
         self.stats["finished"] += 1
         self._report(Report("finished", a.task_id, a.attempt, outcome, result, error))
         self.slot_freed.set()
+        self.state_changed.set()
 
     def _check_result(self, task_id: str, value: Any) -> Any:
         try:

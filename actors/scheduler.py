@@ -81,14 +81,16 @@ class SchedulerActor:
             snapshot.next_seq,
             now,
         )
-        self.commit = GroupCommit(self.store.apply, self._on_committed)
+        self.commit = GroupCommit(self.store.prepare, self.store.write, self._on_committed)
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.task_waiters: dict[str, list[_Countdown]] = {}
         self.submit_lock = asyncio.Lock()
         self.timer_wake = asyncio.Event()
+        self.timer_due: float | None = None  # the deadline the timer loop is sleeping towards
         self.stopping = False
+        self.stats: dict[str, int] = {"exchanges": 0, "claimed": 0, "reports": 0}
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         # Re-attach to the agents the database believes alive; those Ray no longer knows are lost.
         for agent in list(self.graph.agents.values()):
@@ -122,6 +124,15 @@ class SchedulerActor:
             "namespace": self.settings.namespace,
             "pid": os.getpid(),
             "restarted": self.restarted,
+            "stats": {
+                **self.stats,
+                "commits": self.commit.commits,
+                "events_written": self.commit.events_written,
+                "commit_seconds": round(self.commit.commit_seconds, 3),
+                "write_seconds": round(self.commit.write_seconds, 3),
+                "live_tasks": len(self.graph.tasks),
+                "parked_agents": len(self.parked),
+            },
         }
 
     async def submit(self, items: Sequence[Any], request_id: str | None = None) -> list[str]:
@@ -306,6 +317,8 @@ class SchedulerActor:
         """Apply an agent's reports, renew its lease, and (unless ``wait`` is None) hand it up to
         its free slots of ready tasks, parking up to ``wait`` seconds when there are none."""
         now = time.time()
+        self.stats["exchanges"] += 1
+        self.stats["reports"] += len(reports)
         agent = self.graph.live_agent(agent_id, incarnation)
         if agent is None:
             return ExchangeReply(reregister=True)
@@ -320,11 +333,15 @@ class SchedulerActor:
                 rejected.append(Rejection(task_id, attempt, "stop: this attempt no longer counts"))
         tasks: list[Task] = []
         if wait is not None and not self.stopping:
+            parked = self.parked.get(agent_id)
+            if parked is not None and parked.request_id != request_id:
+                self._release_parked(agent_id)  # this call takes the work instead
             tasks = self.graph.claimed_by_request(agent, request_id) or self.graph.claim(
                 agent, agent.free_slots, now, request_id
             )
             if not tasks and wait > 0:
                 tasks = await self._park(agent_id, request_id, wait)
+        self.stats["claimed"] += len(tasks)
         self._after_change()
         await self.commit.sync()
         return ExchangeReply(
@@ -372,7 +389,9 @@ class SchedulerActor:
         self._dispatch(time.time())
         changes = self.graph.take_changes()
         self.commit.add(changes)
-        self.timer_wake.set()
+        due = self.graph.next_due()
+        if due is not None and (self.timer_due is None or due < self.timer_due):
+            self.timer_wake.set()
 
     def _on_committed(self, batch: ChangeSet) -> None:
         """After a commit: wake waiters on finished tasks, tell agents to stop cancelled attempts."""
@@ -390,7 +409,7 @@ class SchedulerActor:
     async def _timer_loop(self) -> None:
         while True:
             self.timer_wake.clear()
-            due = self.graph.next_due()
+            due = self.timer_due = self.graph.next_due()
             timeout = None if due is None else max(0.0, due - time.time())
             if timeout is None or timeout > 0:
                 try:

@@ -36,6 +36,7 @@ class TaskView:
     priority: str
     ticket_id: str | None = None
     phase: str | None = None
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -45,10 +46,18 @@ class TaskContext:
     task_id: str
     attempt: int
     agent_id: str
-    workspace: Path
+    workspace_path: Path
     timeout: float | None = None
+    depends_on: tuple[str, ...] = ()
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None
+    _scheduler: Any = field(default=None, repr=False)
+
+    @property
+    def workspace(self) -> Path:
+        """This attempt's own directory, created on first use (empty at the start)."""
+        self.workspace_path.mkdir(parents=True, exist_ok=True)
+        return self.workspace_path
 
     def cancelled(self) -> bool:
         """True once this attempt was cancelled or timed out; stop as soon as you can."""
@@ -65,10 +74,32 @@ class TaskContext:
         """Block up to ``timeout`` seconds until the attempt is cancelled; True if it was."""
         return self._cancelled.wait(timeout)
 
+    def upstream_results(self) -> dict[str, Any]:
+        """Results of the tasks this one depends on, by id (they all completed: that is why it
+        runs). Blocks, so call it from sync handlers; async handlers use
+        ``await ctx.upstream_results_async()``."""
+        import ray
+
+        return _by_id(self._get_infos(ray.get))
+
+    async def upstream_results_async(self) -> dict[str, Any]:
+        if not self.depends_on:
+            return {}
+        return _by_id(await self._scheduler.get.remote(list(self.depends_on)))
+
+    def _get_infos(self, get: Callable[[Any], Any]) -> list[Any]:
+        if not self.depends_on:
+            return []
+        return get(self._scheduler.get.remote(list(self.depends_on)))
+
     def _cancel(self, reason: str) -> None:
         if not self._cancelled.is_set():
             self.cancel_reason = reason
             self._cancelled.set()
+
+
+def _by_id(infos: list[Any]) -> dict[str, Any]:
+    return {info.id: info.result for info in infos}
 
 
 def resolve_handler(handler: Callable[..., Any] | str) -> Callable[..., Any]:

@@ -1,4 +1,4 @@
-"""Messages between the scheduler, agents and drivers (plain dataclasses, cheap to pickle).
+"""Messages between the scheduler, agents and drivers (tuples and small dataclasses).
 
 Rules:
 - Agents talk to the scheduler through one method, ``exchange``: it carries the agent's reports
@@ -13,15 +13,14 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from omoi_ray.core.model import Task
 from omoi_ray.core.task_graph import Rejection, Report
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """One attempt handed to an agent."""
+class Assignment(NamedTuple):
+    """One attempt handed to an agent (a tuple: cheap to pickle, it crosses Ray per task)."""
 
     task_id: str
     attempt: int
@@ -31,6 +30,7 @@ class Assignment:
     timeout: float | None
     ticket_id: str | None
     phase: str | None
+    depends_on: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, task: Task) -> Assignment:
@@ -43,6 +43,7 @@ class Assignment:
             timeout=task.timeout,
             ticket_id=task.ticket_id,
             phase=task.phase,
+            depends_on=task.depends_on,
         )
 
 

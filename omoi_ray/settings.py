@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     workspace_dir: Path | None = None
     lease_ttl: float = 30.0
     long_poll: float = 30.0
+    #: an agent with handlers still running waits this long before reporting, so that reports
+    #: of handlers finishing together travel in one call
+    report_linger: float = 0.002
     payload_max_bytes: int = 1_000_000
     result_max_bytes: int = 1_000_000
     max_submission: int = 100_000
@@ -55,6 +58,13 @@ class Settings(BaseSettings):
     def _positive_seconds(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("report_linger")
+    @classmethod
+    def _linger(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 <= value <= 1):
+            raise ValueError("must be between 0 and 1 second")
         return value
 
     @field_validator("payload_max_bytes", "result_max_bytes", "max_submission")

@@ -142,7 +142,11 @@ class TaskSpec(BaseModel):
         return value
 
     def fingerprint(self) -> str:
-        body = self.model_dump(mode="json", exclude={"id", "idempotency_key"})
+        """A hash of everything that defines the task except its id and idempotency key."""
+        body = [
+            self.type, self.payload, self.requires, int(self.priority), self.depends_on, self.timeout,
+            self.max_retries, self.backoff_base, self.backoff_cap, self.ticket_id, self.phase,
+        ]
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -103,10 +103,10 @@ def test_killing_the_scheduler_twice_loses_nothing_and_completes_nothing_twice(o
     pids = []
     for upto in (n // 3, 2 * n // 3):
         rt.wait(ids[:upto], timeout=120)
-        pids.append(ray.get(rt.scheduler.describe.remote())["pid"])
+        pids.append(rt.describe()["pid"])
         ray.kill(rt.scheduler, no_restart=False)
     statuses = rt.wait(ids, timeout=180)
-    described = ray.get(rt.scheduler.describe.remote())
+    described = rt.describe()
     assert described["restarted"] and described["pid"] not in pids
     assert Counter(statuses.values()) == {"completed": n}
     assert all(count == 1 for count in completed_events(rt, ids).values())

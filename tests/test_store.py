@@ -119,3 +119,14 @@ def test_many_tasks_are_written_in_one_batch(db_url):
     store.apply(h.graph.take_changes())
     assert store.status_counts() == {"ready": 1, "pending": n - 1}
     store.dispose()
+
+
+def test_prepared_rows_are_a_snapshot_that_later_changes_do_not_move(db_url):
+    store = Store(db_url)
+    h = Harness()
+    h.submit(spec("a"))
+    prepared = store.prepare(h.graph.take_changes())
+    h.claim(h.agent())  # the live task moves on before the write
+    store.write(prepared)
+    assert store.task_rows(["a"])["a"]["status"] == "ready"
+    store.dispose()

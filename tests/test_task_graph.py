@@ -303,15 +303,6 @@ def test_dependencies_on_stored_tasks_use_their_final_status():
     assert by_id["c"].status is TaskStatus.UPSTREAM_FAILED and by_id["c"].upstream == "bad"
 
 
-def test_change_snapshots_do_not_move_with_the_live_task():
-    h = Harness()
-    h.submit(spec("a"))
-    created = h.drain().created[0]
-    ag = h.agent()
-    h.claim(ag)
-    assert created.status is TaskStatus.READY
-
-
 def test_a_timed_out_attempt_cannot_complete_the_retry_running_elsewhere():
     h = Harness()
     h.submit(spec("a", timeout=5, max_retries=2))

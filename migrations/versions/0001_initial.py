@@ -144,8 +144,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_events"),
         sa.UniqueConstraint("event_id", name="uq_events_event_id"),
     )
-    op.create_index("ix_events_type", "events", ["type"])
-    op.create_index("ix_events_created_at", "events", ["created_at"])
     op.create_index("ix_events_entity", "events", ["entity_type", "entity_id"])
 
 

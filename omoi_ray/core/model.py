@@ -11,8 +11,9 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import random
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
@@ -167,6 +168,15 @@ class Agent:
         return max(0, self.capacity - len(self.busy))
 
 
+_EVENT_PREFIX = secrets.token_hex(8)  # differs per process, so ids never repeat across restarts
+_EVENT_COUNTER = itertools.count(1)
+
+
+def new_event_id() -> str:
+    """A unique event id: 16 random hex digits of this process, then a counter (32 chars at most)."""
+    return f"{_EVENT_PREFIX}{next(_EVENT_COUNTER):016x}"
+
+
 @dataclass(slots=True)
 class Event:
     """A fact worth telling the world, written in the same transaction as the change it describes."""
@@ -180,7 +190,7 @@ class Event:
     agent_id: str | None = None
     ticket_id: str | None = None
     request_id: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_event_id)
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from omoi_ray.core.dag import validate_submission
 from omoi_ray.core.model import (
@@ -76,7 +76,7 @@ class StoredTask:
 
 @dataclass(slots=True)
 class ChangeSet:
-    """Everything changed since the last ``take_changes``, as snapshots safe to write elsewhere."""
+    """Everything changed since the last ``take_changes`` (live task and attempt objects)."""
 
     created: list[Task] = field(default_factory=list)
     dependencies: list[tuple[str, str]] = field(default_factory=list)
@@ -92,9 +92,8 @@ class ChangeSet:
         return bool(self.created or self.updated or self.attempts or self.agents or self.events)
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What an agent says about one attempt.
+class Report(NamedTuple):
+    """What an agent says about one attempt (a tuple: it crosses Ray on every call).
 
     ``kind`` is ``"started"`` or ``"finished"``; a finished report carries the outcome and either
     the result or the error text.
@@ -108,8 +107,7 @@ class Report:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(NamedTuple):
     task_id: str
     attempt: int
     reason: str
@@ -169,6 +167,7 @@ class TaskGraph:
             task = self.tasks.get(task_id)
             if task is None:
                 continue
+            task.depends_on = (*task.depends_on, dep_id)
             if dep_id in self.tasks:
                 task.waiting_on += 1
                 self.dependents.setdefault(dep_id, []).append(task_id)
@@ -622,12 +621,17 @@ class TaskGraph:
     # ---------------------------------------------------------------- change log
 
     def take_changes(self) -> ChangeSet:
-        """Drain the change log as snapshots (safe to hand to another thread)."""
+        """Drain the change log.
+
+        Tasks and attempts are the live objects (agents are copied: they are small and their
+        slots churn). Whoever persists a change set must turn it into rows before the graph is
+        changed again (``Store.prepare``), or copy it.
+        """
         changes = ChangeSet(
-            created=[copy.copy(t) for t in self._created.values()],
+            created=list(self._created.values()),
             dependencies=self._deps,
-            updated=[copy.copy(t) for tid, t in self._dirty.items() if tid not in self._created],
-            attempts=[copy.copy(a) for a in self._dirty_attempts.values()],
+            updated=[t for tid, t in self._dirty.items() if tid not in self._created],
+            attempts=list(self._dirty_attempts.values()),
             new_attempts=self._new_attempts,
             agents=[_agent_snapshot(a) for a in self._dirty_agents.values()],
             events=self._events,

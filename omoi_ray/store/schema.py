@@ -152,11 +152,11 @@ class EventRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(sa.String(32), unique=True)
-    type: Mapped[str] = mapped_column(sa.String(64), index=True)
+    type: Mapped[str] = mapped_column(sa.String(64))
     entity_type: Mapped[str] = mapped_column(sa.String(32))
     entity_id: Mapped[str] = mapped_column(sa.String(128))
     payload: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     task_id: Mapped[str | None] = mapped_column(sa.String(128))
     agent_id: Mapped[str | None] = mapped_column(sa.String(128))
     ticket_id: Mapped[str | None] = mapped_column(sa.String(128))
