@@ -291,6 +291,11 @@ class Runtime:
     def status(self) -> RuntimeStatus:
         return call(lambda: self.scheduler.status.remote())
 
+    def describe(self) -> dict[str, Any]:
+        """The scheduler's database (masked), namespace, pid, whether it was restarted, and its
+        counters (exchanges, commits, events written, time spent committing)."""
+        return call(lambda: self.scheduler.describe.remote())
+
     def events(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return call(lambda: self.scheduler.events.remote(entity_id, limit))
 
@@ -347,7 +352,7 @@ def connect(
         max_restarts=-1,
         max_concurrency=10_000,
     ).remote(settings)
-    described = call(lambda: scheduler.describe.remote(), retry_for=120)
+    described = call(lambda: scheduler.describe.remote(), retry_for=120)  # waits out a restart
     if described["database"] != settings.safe_database_url():
         raise ConfigurationError(
             f"the runtime in namespace '{settings.namespace}' uses the database "

@@ -1,0 +1,142 @@
+"""The ``omoi-ray`` command: demo, database migrations, runtime status and teardown."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pydantic import SecretStr
+
+
+def _settings(args: argparse.Namespace):
+    from omoi_ray.settings import Settings
+
+    overrides = {}
+    if getattr(args, "db", None):
+        overrides["database_url"] = SecretStr(args.db)
+    if getattr(args, "namespace", None):
+        overrides["namespace"] = args.namespace
+    if getattr(args, "home", None):
+        overrides["home"] = Path(args.home)
+    return Settings(**overrides)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from omoi_ray.demo import run_demo
+
+    settings = _settings(args)
+    result = run_demo(
+        directory=Path(args.dir) if args.dir else None,
+        files=args.files,
+        settings=settings,
+        ray_init={"num_cpus": args.num_cpus} if args.num_cpus else None,
+        progress=not args.no_progress,
+    )
+    return 0 if result["statuses"].get("completed") == result["tasks"] else 1
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from omoi_ray.store import migrate
+
+    settings = _settings(args)
+    url = settings.resolved_database_url()
+    if args.action == "upgrade":
+        revision = migrate.upgrade(url)
+        print(f"{settings.safe_database_url()} is at revision {revision} (head)")
+    else:
+        current = migrate.current_revision(url)
+        head = migrate.head_revision()
+        state = "up to date" if current == head else f"behind head {head}: run `omoi-ray db upgrade`"
+        print(f"{settings.safe_database_url()}: revision {current or '(none)'}, {state}")
+        return 0 if current == head else 1
+    return 0
+
+
+def _connect(args: argparse.Namespace):
+    import omoi_ray as omoi
+
+    if not os.environ.get("RAY_ADDRESS") and not args.address:
+        print("set RAY_ADDRESS (or --address) to the Ray cluster the runtime runs on", file=sys.stderr)
+        raise SystemExit(2)
+    return omoi.connect(_settings(args), address=args.address)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    status = _connect(args).status()
+    console = Console()
+    console.print(f"namespace {status.namespace}, database {status.database}, {status.ready} ready")
+    tasks = Table(title="tasks")
+    tasks.add_column("status")
+    tasks.add_column("count", justify="right")
+    for name, n in sorted(status.tasks.items()):
+        tasks.add_row(name, str(n))
+    console.print(tasks)
+    agents = Table(title="agents")
+    for col in ("agent", "status", "capabilities", "busy/capacity"):
+        agents.add_column(col)
+    for a in status.agents:
+        agents.add_row(a.id, a.status, ", ".join(a.capabilities), f"{a.busy}/{a.capacity}")
+    console.print(agents)
+    for requires, count in status.unclaimable:
+        console.print(f"[yellow]{count} ready tasks need [{', '.join(requires)}]: no live agent can run them[/yellow]")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    _connect(args).shutdown()
+    print("runtime stopped (its state stays in the database)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", help="database URL (default: OMOI_DATABASE_URL, else ~/.omoi-ray/omoi.db)")
+        p.add_argument("--home", help="directory for the embedded database and workspaces (OMOI_HOME)")
+        p.add_argument("--namespace", help="Ray namespace of the runtime (OMOI_NAMESPACE, default omoi)")
+
+    demo = sub.add_parser("demo", help="run the demo DAG on a local Ray with three agents")
+    common(demo)
+    demo.add_argument("--dir", help="directory of .py files to analyse (default: parts of the stdlib)")
+    demo.add_argument("--files", type=int, default=60, help="at most this many files (default 60)")
+    demo.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    demo.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    demo.set_defaults(func=cmd_demo, namespace=None)
+
+    db = sub.add_parser("db", help="database schema: upgrade to head, or show the current revision")
+    db.add_argument("action", choices=["upgrade", "current"])
+    common(db)
+    db.set_defaults(func=cmd_db)
+
+    for name, func, text in (
+        ("status", cmd_status, "show tasks, agents and unclaimable work of a running runtime"),
+        ("down", cmd_down, "stop a running runtime's agents and scheduler"),
+    ):
+        p = sub.add_parser(name, help=text)
+        common(p)
+        p.add_argument("--address", help="Ray address (default RAY_ADDRESS)")
+        p.set_defaults(func=func)
+
+    args = parser.parse_args(argv)
+    if args.command == "demo" and not args.namespace:
+        args.namespace = "omoi-demo"
+    try:
+        return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - show typed errors as one line, not a traceback
+        from omoi_ray.errors import OmoiError
+
+        if isinstance(exc, OmoiError):
+            print(f"omoi-ray: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
