@@ -56,12 +56,14 @@ def merge(batches: list[ChangeSet]) -> ChangeSet:
 class GroupCommit:
     def __init__(
         self,
+        apply: Callable[[ChangeSet], None],
         prepare: Callable[[ChangeSet], Any],
         write: Callable[[Any], None],
         on_committed: Callable[[ChangeSet], None],
         *,
         give_up_after: float = 120.0,
     ) -> None:
+        self._apply = apply
         self._prepare = prepare
         self._write = write
         self._on_committed = on_committed
@@ -111,9 +113,9 @@ class GroupCommit:
                     if self._pending:
                         batch, self._pending = merge([batch, *self._pending]), []
                         target = self._added
-                    # Rows are built now, in the same step as the write: nothing changes between.
-                    prepared = self._prepare(batch)
-                    if not self._write_inline(prepared):
+                    # Written in this same step: the objects cannot change while rows are built.
+                    if not self._write_inline(batch):
+                        prepared = self._prepare(batch)  # a snapshot, before anything else runs
                         await loop.run_in_executor(self._executor, self._write_with_retry, prepared)
                     self.commit_seconds += time.perf_counter() - started
                     self.commits += 1
@@ -131,13 +133,13 @@ class GroupCommit:
         finally:
             self._flushing = False
 
-    def _write_inline(self, prepared: Any) -> bool:
+    def _write_inline(self, batch: ChangeSet) -> bool:
         """Write on the event loop's own thread: no thread hand-offs, and calls that arrive
         meanwhile queue up to form the next batch. False if it failed: the caller then retries
         on the database thread, so an outage never blocks the loop in a sleep."""
         try:
             t0 = time.perf_counter()
-            self._write(prepared)
+            self._apply(batch)
             self.write_seconds += time.perf_counter() - t0
             return True
         except Exception as exc:  # noqa: BLE001 - retried (or judged fatal) by _write_with_retry

@@ -36,10 +36,11 @@ from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import agent_actor_name
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, parse_task_specs
+from omoi_ray.specs import AttemptInfo, TaskInfo, parse_new_tasks
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
+
 
 
 
@@ -81,7 +82,7 @@ class SchedulerActor:
             snapshot.next_seq,
             now,
         )
-        self.commit = GroupCommit(self.store.prepare, self.store.write, self._on_committed)
+        self.commit = GroupCommit(self.store.apply, self.store.prepare, self.store.write, self._on_committed)
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.watches: dict[str, asyncio.Task[None]] = {}
@@ -142,8 +143,7 @@ class SchedulerActor:
                 f"a submission holds {len(items)} tasks, over the limit of "
                 f"{self.settings.max_submission} (OMOI_MAX_SUBMISSION); split it"
             )
-        specs = parse_task_specs(items, self.settings.payload_max_bytes)
-        new = [spec.to_new_task() for spec in specs]
+        new = parse_new_tasks(items, self.settings.payload_max_bytes)
         async with self.submit_lock:
             ids = {t.id for t in new if t.id not in self.graph.tasks}
             ids |= {d for t in new for d in t.depends_on if d not in self.graph.tasks}
@@ -151,7 +151,8 @@ class SchedulerActor:
             stored, stored_keys = {}, {}
             if ids or keys:
                 await self.commit.sync()
-                stored, stored_keys = await self._db(self.store.lookup, ids, keys)
+                # A keyed read: done inline, a hop to the database thread would cost more.
+                stored, stored_keys = self.store.lookup(ids, keys)
             task_ids = self.graph.submit(new, time.time(), stored, stored_keys, request_id=request_id)
             self._after_change()
         await self.commit.sync()

@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -158,11 +159,7 @@ class TaskSpec(BaseModel):
             requires=frozenset(self.requires),
             priority=self.priority,
             depends_on=tuple(self.depends_on),
-            retry=RetryPolicy(
-                max_retries=self.max_retries,
-                backoff_base=self.backoff_base,
-                backoff_cap=self.backoff_cap,
-            ),
+            retry=_retry_policy(self.max_retries, self.backoff_base, self.backoff_cap),
             timeout=self.timeout,
             ticket_id=self.ticket_id,
             phase=self.phase,
@@ -171,11 +168,25 @@ class TaskSpec(BaseModel):
         )
 
 
+@functools.lru_cache(maxsize=256)
+def _retry_policy(max_retries: int, backoff_base: float, backoff_cap: float) -> RetryPolicy:
+    """Policies are immutable: tasks with the same one share a single object."""
+    return RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_cap=backoff_cap)
+
+
 def parse_task_specs(
     items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int
 ) -> list[TaskSpec]:
     """Validate a submission; raise ``InvalidTaskSpecError`` naming the task and field."""
-    specs: list[TaskSpec] = []
+    return list(iter_task_specs(items, payload_max_bytes))
+
+
+def parse_new_tasks(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int) -> list[NewTask]:
+    """Validate a submission straight into the core's form (one ``TaskSpec`` alive at a time)."""
+    return [spec.to_new_task() for spec in iter_task_specs(items, payload_max_bytes)]
+
+
+def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int) -> Any:
     for index, item in enumerate(items):
         if isinstance(item, TaskSpec):
             spec = item
@@ -195,8 +206,7 @@ def parse_task_specs(
                 f"{payload_max_bytes} (OMOI_PAYLOAD_MAX_BYTES); pass a reference instead",
                 task_id=spec.id,
             )
-        specs.append(spec)
-    return specs
+        yield spec
 
 
 def _describe(exc: ValidationError, task_id: Any, index: int) -> str:

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -39,6 +39,7 @@ from omoi_ray.store import schema as t
 
 LIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL]
 _CHUNK = 500  # ids per IN (...) lookup
+_WRITE_CHUNK = 2000  # rows built and sent per executemany
 
 
 _TASK_MUTABLE = (
@@ -158,6 +159,7 @@ class Store:
         }
         # Named parameters on both drivers (sqlite3 accepts dicts with the "named" style).
         dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
+        self._read_dialect = dialect
         self._compiled = {name: str(stmt.compile(dialect=dialect)) for name, stmt in self._sql.items()}
         self._time_form = _sqlite_time if self.dialect == "sqlite" else _ts
         self._time: Any = self._time_form
@@ -165,37 +167,47 @@ class Store:
     # ------------------------------------------------------------------ writes
 
     def apply(self, changes: ChangeSet) -> None:
-        """Write a change set in one transaction (idempotent; see the module rules)."""
-        self.write(self.prepare(changes))
+        """Write a change set in one transaction (idempotent; see the module rules).
+
+        Rows are built and written a chunk at a time, so a large batch never exists twice in
+        memory. The change set must not change meanwhile (the caller writes it synchronously).
+        """
+        with self.engine.begin() as conn, self._batched(conn):
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for name, rows in self._rows(changes):
+                    for chunk in _chunks(rows, _WRITE_CHUNK):
+                        cursor.executemany(self._compiled[name], [row() for row in chunk])
+            finally:
+                cursor.close()
 
     def prepare(self, changes: ChangeSet) -> list[tuple[str, list[dict[str, Any]]]]:
-        """Rows to write, as plain values, statement by statement (in dependency order).
+        """All rows of a change set as plain values: a snapshot, safe to keep or to hand to
+        another thread (used to retry a failed write off the event loop)."""
+        return [(name, [row() for row in rows]) for name, rows in self._rows(changes)]
 
-        The change set refers to live objects; the rows are a snapshot of them, safe to keep or
-        to hand to another thread.
-        """
+    def _rows(self, changes: ChangeSet) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
+        """Statement by statement, in dependency order: a row builder per row (built on demand)."""
         # Most times in a batch are a handful of distinct values: convert each once.
         self._time = functools.lru_cache(maxsize=4096)(self._time_form)
         now = self._time(time.time())
-        out: list[tuple[str, list[dict[str, Any]]]] = []
+        out: list[tuple[str, list[Callable[[], dict[str, Any]]]]] = []
+
+        def add(name: str, builder: Callable[[Any], dict[str, Any]], items: Iterable[Any]) -> None:
+            rows = [functools.partial(builder, item) for item in items]
+            if rows:
+                out.append((name, rows))
+
         tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})
-        if tickets:
-            out.append(("ticket", [{"id": i, "status": "open", "created_at": now, "updated_at": now} for i in tickets]))
-        if changes.created:
-            out.append(("task", [self._task_row(task) for task in changes.created]))
-        if changes.dependencies:
-            out.append(("dep", [{"task_id": a, "depends_on_id": b} for a, b in changes.dependencies]))
-        if changes.updated:
-            out.append(("task_update", [self._task_update(task) for task in changes.updated]))
-        new = [a for a in changes.attempts if (a.task_id, a.attempt) in changes.new_attempts]
-        if new:
-            out.append(("attempt", [self._attempt_row(a) for a in new]))
-        if changes.attempts:
-            out.append(("attempt_update", [self._attempt_update(a) for a in changes.attempts]))
-        if changes.agents:
-            out.append(("agent", [self._agent_row(a, now) for a in changes.agents]))
-        if changes.events:
-            out.append(("event", [self._event_row(e) for e in changes.events]))
+        add("ticket", lambda i: {"id": i, "status": "open", "created_at": now, "updated_at": now}, tickets)
+        add("task", self._task_row, changes.created)
+        add("dep", lambda d: {"task_id": d[0], "depends_on_id": d[1]}, changes.dependencies)
+        add("task_update", self._task_update, changes.updated)
+        add("attempt", self._attempt_row,
+            [a for a in changes.attempts if (a.task_id, a.attempt) in changes.new_attempts])
+        add("attempt_update", self._attempt_update, changes.attempts)
+        add("agent", lambda a: self._agent_row(a, now), changes.agents)
+        add("event", self._event_row, changes.events)
         return out
 
     def write(self, prepared: list[tuple[str, list[dict[str, Any]]]]) -> None:
@@ -402,20 +414,30 @@ class Store:
     def lookup(
         self, ids: Iterable[str], keys: Iterable[str] = ()
     ) -> tuple[dict[str, StoredTask], dict[str, StoredTask]]:
-        """Stored tasks by id and by idempotency key (for submissions naming tasks not in memory)."""
+        """Stored tasks by id and by idempotency key (for submissions naming tasks not in memory).
+
+        On the submission path, so it skips SQLAlchemy's per-execution work like ``write``.
+        """
         by_id: dict[str, StoredTask] = {}
         by_key: dict[str, StoredTask] = {}
-        cols = (t.tasks.c.id, t.tasks.c.status, t.tasks.c.fingerprint, t.tasks.c.idempotency_key)
         with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(set(ids))):
-                for r in conn.execute(sa.select(*cols).where(t.tasks.c.id.in_(chunk))):
-                    by_id[r.id] = StoredTask(r.id, TaskStatus(r.status), r.fingerprint, r.idempotency_key)
-            for chunk in _chunks(sorted(set(keys))):
-                for r in conn.execute(sa.select(*cols).where(t.tasks.c.idempotency_key.in_(chunk))):
-                    by_key[r.idempotency_key] = StoredTask(
-                        r.id, TaskStatus(r.status), r.fingerprint, r.idempotency_key
-                    )
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for column, values, out in (("id", ids, by_id), ("idempotency_key", keys, by_key)):
+                    for chunk in _chunks(sorted(set(values))):
+                        cursor.execute(self._lookup_sql(column, len(chunk)), {f"p{i}": v for i, v in enumerate(chunk)})
+                        for tid, status, fingerprint, key in cursor.fetchall():
+                            ref = StoredTask(tid, TaskStatus(status), fingerprint, key)
+                            out[tid if column == "id" else key] = ref
+            finally:
+                cursor.close()
         return by_id, by_key
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one Store per process; sizes are bounded
+    def _lookup_sql(self, column: str, count: int) -> str:
+        cols = (t.tasks.c.id, t.tasks.c.status, t.tasks.c.fingerprint, t.tasks.c.idempotency_key)
+        stmt = sa.select(*cols).where(t.tasks.c[column].in_([sa.bindparam(f"p{i}") for i in range(count)]))
+        return str(stmt.compile(dialect=self._read_dialect))
 
     def task_rows(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Full rows (plus ``depends_on``) of the given task ids that exist."""
@@ -460,6 +482,6 @@ class Store:
             return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
