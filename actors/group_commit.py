@@ -6,9 +6,11 @@ Rules:
   durable, while many callers share one transaction.
 - One writer thread, one transaction at a time; change sets queued during a commit form the
   next batch, so batches grow with load and latency stays one commit when idle.
-- A failed commit is retried with backoff (writes are idempotent, see ``Store.apply``). When the
-  database stays unreachable past ``give_up_after`` seconds the process exits so that Ray
-  restarts the actor, which rebuilds its memory from whatever the database committed.
+- Each batch carries a commit mark (writer, epoch, batch number). A failed commit is retried
+  with backoff, off the event loop; before each retry the mark says whether the failed attempt
+  committed after all (the connection can drop during COMMIT), so nothing is written twice.
+  When the database stays unreachable past ``give_up_after`` seconds the process exits so that
+  Ray restarts the actor, which rebuilds its memory from whatever the database committed.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from omoi_ray.core.task_graph import ChangeSet
+from omoi_ray.store.writes import Mark, is_permanent_error
 
 log = logging.getLogger("omoi_ray.commit")
 
@@ -56,16 +60,16 @@ def merge(batches: list[ChangeSet]) -> ChangeSet:
 class GroupCommit:
     def __init__(
         self,
-        apply: Callable[[ChangeSet], None],
-        prepare: Callable[[ChangeSet], Any],
-        write: Callable[[Any], None],
+        store: Any,
         on_committed: Callable[[ChangeSet], None],
         *,
+        writer: str,
         give_up_after: float = 120.0,
     ) -> None:
-        self._apply = apply
-        self._prepare = prepare
-        self._write = write
+        self._store = store
+        self._writer = writer
+        self._epoch = uuid.uuid4().hex
+        self._batch = 0
         self._on_committed = on_committed
         self._give_up_after = give_up_after
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omoi-db")
@@ -113,10 +117,12 @@ class GroupCommit:
                     if self._pending:
                         batch, self._pending = merge([batch, *self._pending]), []
                         target = self._added
+                    self._batch += 1
+                    mark = Mark(self._writer, self._epoch, self._batch)
                     # Written in this same step: the objects cannot change while rows are built.
-                    if not self._write_inline(batch):
-                        prepared = self._prepare(batch)  # a snapshot, before anything else runs
-                        await loop.run_in_executor(self._executor, self._write_with_retry, prepared)
+                    if not self._write_inline(batch, mark):
+                        prepared = self._store.prepare(batch)  # a snapshot, before anything else runs
+                        await loop.run_in_executor(self._executor, self._write_with_retry, prepared, mark)
                     self.commit_seconds += time.perf_counter() - started
                     self.commits += 1
                     self.events_written += len(batch.events)
@@ -133,30 +139,32 @@ class GroupCommit:
         finally:
             self._flushing = False
 
-    def _write_inline(self, batch: ChangeSet) -> bool:
+    def _write_inline(self, batch: ChangeSet, mark: Mark) -> bool:
         """Write on the event loop's own thread: no thread hand-offs, and calls that arrive
         meanwhile queue up to form the next batch. False if it failed: the caller then retries
         on the database thread, so an outage never blocks the loop in a sleep."""
         try:
             t0 = time.perf_counter()
-            self._apply(batch)
+            self._store.apply(batch, mark)
             self.write_seconds += time.perf_counter() - t0
             return True
         except Exception as exc:  # noqa: BLE001 - retried (or judged fatal) by _write_with_retry
             log.warning("commit failed (%s: %s); retrying off the event loop", type(exc).__name__, _short(exc))
             return False
 
-    def _write_with_retry(self, prepared: Any) -> None:
+    def _write_with_retry(self, prepared: Any, mark: Mark) -> None:
         started = time.monotonic()
         delay = 0.05
         while True:
             try:
+                if self._store.committed(mark):
+                    return  # the attempt that "failed" had committed
                 t0 = time.perf_counter()
-                self._write(prepared)
+                self._store.write(prepared, mark)
                 self.write_seconds += time.perf_counter() - t0
                 return
             except Exception as exc:  # noqa: BLE001 - every failure is retried or fatal below
-                if _is_bug(exc) or time.monotonic() - started > self._give_up_after:
+                if is_permanent_error(exc) or time.monotonic() - started > self._give_up_after:
                     log.critical(
                         "cannot commit a batch (%s: %s); exiting so that Ray restarts "
                         "this actor from the database",
@@ -171,13 +179,6 @@ class GroupCommit:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-
-
-def _is_bug(exc: Exception) -> bool:
-    """Errors that retrying cannot fix: constraint violations and programming errors."""
-    import sqlalchemy.exc as sa_exc
-
-    return isinstance(exc, (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.ArgumentError, TypeError))
 
 
 def _short(exc: Exception) -> str:

@@ -82,7 +82,7 @@ class SchedulerActor:
             snapshot.next_seq,
             now,
         )
-        self.commit = GroupCommit(self.store.apply, self.store.prepare, self.store.write, self._on_committed)
+        self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler")
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.watches: dict[str, asyncio.Task[None]] = {}

@@ -34,7 +34,7 @@ from omoi_ray.errors import (
 from omoi_ray.naming import SCHEDULER_NAME, agent_actor_name
 from omoi_ray.protocol import RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AgentSpec, AttemptInfo, TaskInfo, TaskSpec, parse_agent_spec
+from omoi_ray.specs import AttemptInfo, TaskInfo, TaskSpec, parse_agent_spec
 
 log = logging.getLogger("omoi_ray")
 

@@ -15,9 +15,9 @@ from omoi_ray.core.task_graph import TaskGraph
 from omoi_ray.core.task_state import TaskStatus
 from omoi_ray.errors import DatabaseNotMigratedError
 from omoi_ray.store import migrate
-from omoi_ray.store import schema as t
 from omoi_ray.store.schema import Base
 from omoi_ray.store.store import Store
+from omoi_ray.store.writes import Mark, is_permanent_error
 from tests.graph_harness import Harness, spec
 
 
@@ -74,18 +74,32 @@ def test_changes_round_trip_through_a_restart(db_url):
     store.dispose()
 
 
-def test_applying_a_change_set_twice_changes_nothing(db_url):
+def test_a_commit_mark_tells_whether_a_batch_committed(db_url):
     store = Store(db_url)
     h = Harness()
     _run_some_work(h)
-    changes = h.graph.take_changes()
-    store.apply(changes)
-    store.apply(changes)  # a commit whose outcome was unknown, retried
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.events)).scalar() == len(changes.events)
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.tasks)).scalar() == 6
-    engine.dispose()
+    mark = Mark("scheduler", "epoch-1", 7)
+    assert not store.committed(mark)
+    store.apply(h.graph.take_changes(), mark)
+    assert store.committed(mark)
+    assert not store.committed(mark._replace(batch=8))
+    assert not store.committed(mark._replace(epoch="epoch-2"))
+    store.dispose()
+
+
+def test_a_failed_transaction_leaves_nothing_behind(db_url):
+    store = Store(db_url)
+    h = Harness()
+    _run_some_work(h)
+    prepared = store.prepare(h.graph.take_changes())
+    broken = [(name, [dict(r, type=None) if name == "event" else r for r in rows]) for name, rows in prepared]
+    with pytest.raises(Exception) as err:
+        store.write(broken, Mark("scheduler", "e", 1))
+    assert is_permanent_error(err.value)  # so a writer gives up instead of retrying it
+    assert not store.committed(Mark("scheduler", "e", 1))
+    assert store.status_counts() == {}
+    store.write(prepared, Mark("scheduler", "e", 1))
+    assert store.status_counts() == {"completed": 1, "failed": 1, "upstream_failed": 1, "running": 1, "claimed": 1, "ready": 1}
     store.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Initial schema: tickets, tasks, task dependencies, task attempts, agents, events.
+"""Initial schema: tickets, tasks, task dependencies, task attempts, agents, events, writer commits.
 
 Revision ID: 0001
 Revises:
@@ -145,9 +145,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", name="uq_events_event_id"),
     )
     op.create_index("ix_events_entity", "events", ["entity_type", "entity_id"])
+    op.create_table(
+        "writer_commits",
+        sa.Column("writer", sa.String(64), nullable=False),
+        sa.Column("epoch", sa.String(32), nullable=False),
+        sa.Column("batch", sa.BigInteger(), nullable=False),
+        sa.Column("committed_at", TS, nullable=False),
+        sa.PrimaryKeyConstraint("writer", name="pk_writer_commits"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("writer_commits")
     op.drop_table("events")
     op.drop_table("agents")
     op.drop_table("task_attempts")

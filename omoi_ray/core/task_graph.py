@@ -56,7 +56,7 @@ from omoi_ray.core.task_state import (
     event_for,
 )
 from omoi_ray.core.timers import Timers
-from omoi_ray.errors import IdempotencyConflictError, TaskExistsError, TaskNotFoundError
+from omoi_ray.errors import IdempotencyConflictError, TaskExistsError
 
 S = TaskStatus
 AttemptKey = tuple[str, int]

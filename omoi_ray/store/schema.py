@@ -165,9 +165,22 @@ class EventRow(Base):
     __table_args__ = (sa.Index("ix_events_entity", "entity_type", "entity_id"),)
 
 
+class WriterCommitRow(Base):
+    """The last batch each writer process committed: lets a retry tell whether a commit whose
+    outcome was unknown went through."""
+
+    __tablename__ = "writer_commits"
+
+    writer: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    epoch: Mapped[str] = mapped_column(sa.String(32))
+    batch: Mapped[int] = mapped_column(sa.BigInteger)
+    committed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 tickets = TicketRow.__table__
 tasks = TaskRow.__table__
 task_dependencies = TaskDependencyRow.__table__
 task_attempts = TaskAttemptRow.__table__
 agents = AgentRow.__table__
 events = EventRow.__table__
+writer_commits = WriterCommitRow.__table__

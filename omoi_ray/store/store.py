@@ -1,27 +1,25 @@
-"""The only module that speaks SQL: load the scheduler's state, write change sets, answer reads.
+"""The store: load the scheduler's state, write change sets, answer reads.
+
+Together with ``writes`` (the write path) this package is the only place that speaks SQL.
 
 Rules:
-- ``apply`` writes one ``ChangeSet`` in one transaction, and is idempotent: inserts skip rows
-  that exist (by primary key or event id) and updates write absolute values, so a batch whose
-  commit outcome is unknown (the connection dropped during COMMIT) can simply be applied again.
-- Bulk statements only: one executemany per table per batch, never a statement per row.
+- ``apply`` writes one ``ChangeSet`` in one transaction, with a commit mark that tells a retry
+  whether a commit of unknown outcome went through (``committed``).
+- Bulk statements only: never a statement per row.
 - The caller owns threading: a ``Store`` is used from one thread at a time.
-- URLs are shown masked; SQL errors are re-raised with the masked URL, never the password.
+- URLs are shown masked (``safe_url``); passwords never reach a log or a message.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from omoi_ray.core.model import (
     Agent,
@@ -36,33 +34,10 @@ from omoi_ray.core.task_graph import ChangeSet, StoredTask
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
 from omoi_ray.store import schema as t
+from omoi_ray.store.writes import BatchWriter, Mark, Rows
 
 LIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL]
 _CHUNK = 500  # ids per IN (...) lookup
-_WRITE_CHUNK = 2000  # rows built and sent per executemany
-
-
-_TASK_MUTABLE = (
-    "status", "attempt", "not_before", "agent_id", "agent_incarnation", "claim_request_id", "deadline",
-    "result", "error", "reason", "upstream", "updated_at", "started_at", "finished_at",
-)
-_ATTEMPT_MUTABLE = ("started_at", "finished_at", "released_at", "outcome", "error")
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
-
-
-def _sqlite_time(value: float | None) -> str | None:
-    """UTC in the text form SQLAlchemy's SQLite DateTime reads back (microseconds always)."""
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _json(value: Any) -> str | None:
-    """JSON text for a JSON column; ``None`` is SQL NULL (read back as None)."""
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -109,8 +84,8 @@ class Store:
         self.safe_url = mask_url(url)
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
-        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        self._prepare_statements()
+        self.writer = BatchWriter(self.engine)
+        self._read_dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -118,207 +93,20 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.safe_url!r})"
 
-    # ------------------------------------------------------------------ statements
-
-    def _prepare_statements(self) -> None:
-        """Compile the hot write statements once for this dialect.
-
-        SQLAlchemy generates the SQL from the table definitions; execution skips its per-row bind
-        processing (``exec_driver_sql`` with plain rows), which is most of the cost of small
-        batches. ``_row_*`` below therefore convert values themselves: times to the dialect's
-        form, JSON to text.
-        """
-        b = sa.bindparam
-        ins = self._insert
-        task_cols = [c.name for c in t.tasks.columns]
-        attempt_cols = [c.name for c in t.task_attempts.columns]
-        event_cols = [c.name for c in t.events.columns if c.name != "id"]
-        agent_cols = [c.name for c in t.agents.columns]
-        agent_insert = ins(t.agents).values({c: b(c) for c in agent_cols})
-        self._sql = {
-            "ticket": ins(t.tickets).values({c: b(c) for c in ("id", "status", "created_at", "updated_at")})
-            .on_conflict_do_nothing(),
-            "task": ins(t.tasks).values({c: b(c) for c in task_cols}).on_conflict_do_nothing(),
-            "dep": ins(t.task_dependencies).values(task_id=b("task_id"), depends_on_id=b("depends_on_id"))
-            .on_conflict_do_nothing(),
-            "attempt": ins(t.task_attempts).values({c: b(c) for c in attempt_cols}).on_conflict_do_nothing(),
-            # inline: the database assigns ids; nothing is pre-fetched or returned
-            "event": ins(t.events).inline().values({c: b(c) for c in event_cols})
-            .on_conflict_do_nothing(index_elements=["event_id"]),
-            "agent": agent_insert.on_conflict_do_update(
-                index_elements=["id"],
-                set_={c: agent_insert.excluded[c] for c in agent_cols if c != "id"},
-            ),
-            "task_update": t.tasks.update()
-            .where(t.tasks.c.id == b("b_id"))
-            .values({c: b(c) for c in _TASK_MUTABLE}),
-            "attempt_update": t.task_attempts.update()
-            .where(t.task_attempts.c.task_id == b("b_task_id"))
-            .where(t.task_attempts.c.attempt == b("b_attempt"))
-            .values({c: b(c) for c in _ATTEMPT_MUTABLE}),
-        }
-        # Named parameters on both drivers (sqlite3 accepts dicts with the "named" style).
-        dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
-        self._read_dialect = dialect
-        self._compiled = {name: str(stmt.compile(dialect=dialect)) for name, stmt in self._sql.items()}
-        self._time_form = _sqlite_time if self.dialect == "sqlite" else _ts
-        self._time: Any = self._time_form
-
     # ------------------------------------------------------------------ writes
 
-    def apply(self, changes: ChangeSet) -> None:
-        """Write a change set in one transaction (idempotent; see the module rules).
+    def apply(self, changes: ChangeSet, mark: Mark | None = None) -> None:
+        """Write a change set in one transaction (see ``writes.BatchWriter.apply``)."""
+        self.writer.apply(changes, mark)
 
-        Rows are built and written a chunk at a time, so a large batch never exists twice in
-        memory. The change set must not change meanwhile (the caller writes it synchronously).
-        """
-        with self.engine.begin() as conn, self._batched(conn):
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                for name, rows in self._rows(changes):
-                    for chunk in _chunks(rows, _WRITE_CHUNK):
-                        cursor.executemany(self._compiled[name], [row() for row in chunk])
-            finally:
-                cursor.close()
+    def prepare(self, changes: ChangeSet) -> Rows:
+        return self.writer.prepare(changes)
 
-    def prepare(self, changes: ChangeSet) -> list[tuple[str, list[dict[str, Any]]]]:
-        """All rows of a change set as plain values: a snapshot, safe to keep or to hand to
-        another thread (used to retry a failed write off the event loop)."""
-        return [(name, [row() for row in rows]) for name, rows in self._rows(changes)]
+    def write(self, prepared: Rows, mark: Mark | None = None) -> None:
+        self.writer.write(prepared, mark)
 
-    def _rows(self, changes: ChangeSet) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
-        """Statement by statement, in dependency order: a row builder per row (built on demand)."""
-        # Most times in a batch are a handful of distinct values: convert each once.
-        self._time = functools.lru_cache(maxsize=4096)(self._time_form)
-        now = self._time(time.time())
-        out: list[tuple[str, list[Callable[[], dict[str, Any]]]]] = []
-
-        def add(name: str, builder: Callable[[Any], dict[str, Any]], items: Iterable[Any]) -> None:
-            rows = [functools.partial(builder, item) for item in items]
-            if rows:
-                out.append((name, rows))
-
-        tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})
-        add("ticket", lambda i: {"id": i, "status": "open", "created_at": now, "updated_at": now}, tickets)
-        add("task", self._task_row, changes.created)
-        add("dep", lambda d: {"task_id": d[0], "depends_on_id": d[1]}, changes.dependencies)
-        add("task_update", self._task_update, changes.updated)
-        add("attempt", self._attempt_row,
-            [a for a in changes.attempts if (a.task_id, a.attempt) in changes.new_attempts])
-        add("attempt_update", self._attempt_update, changes.attempts)
-        add("agent", lambda a: self._agent_row(a, now), changes.agents)
-        add("event", self._event_row, changes.events)
-        return out
-
-    def write(self, prepared: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        """Execute prepared rows in one transaction: one executemany per statement."""
-        with self.engine.begin() as conn, self._batched(conn):
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                for name, rows in prepared:
-                    cursor.executemany(self._compiled[name], rows)
-            finally:
-                cursor.close()
-
-    def _batched(self, conn: sa.Connection) -> Any:
-        """On PostgreSQL, psycopg's pipeline mode: the transaction's statements go out together
-        instead of one network round trip each."""
-        if self.dialect != "postgresql":
-            return contextlib.nullcontext()
-        return conn.connection.dbapi_connection.pipeline()  # type: ignore[union-attr]
-
-    def _task_row(self, task: Task) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "id": task.id,
-            "seq": task.seq,
-            "ticket_id": task.ticket_id,
-            "phase": task.phase,
-            "type": task.type,
-            "payload": _json(task.payload),
-            "requires": _json(sorted(task.requires)),
-            "priority": int(task.priority),
-            "max_retries": task.retry.max_retries,
-            "backoff_base": task.retry.backoff_base,
-            "backoff_cap": task.retry.backoff_cap,
-            "backoff_jitter": task.retry.jitter,
-            "timeout_s": task.timeout,
-            "idempotency_key": task.idempotency_key,
-            "fingerprint": task.fingerprint,
-            "created_at": ts(task.created_at),
-            **self._task_mutable(task),
-        }
-
-    def _task_update(self, task: Task) -> dict[str, Any]:
-        return {"b_id": task.id, **self._task_mutable(task)}
-
-    def _task_mutable(self, task: Task) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "status": task.status.value,
-            "attempt": task.attempt,
-            "not_before": ts(task.not_before),
-            "agent_id": task.agent_id,
-            "agent_incarnation": task.agent_incarnation,
-            "claim_request_id": task.claim_request_id,
-            "deadline": ts(task.deadline),
-            "result": _json(task.result),
-            "error": task.error,
-            "reason": task.reason,
-            "upstream": task.upstream,
-            "updated_at": ts(task.updated_at),
-            "started_at": ts(task.started_at),
-            "finished_at": ts(task.finished_at),
-        }
-
-    def _attempt_row(self, a: Attempt) -> dict[str, Any]:
-        return {
-            "task_id": a.task_id,
-            "attempt": a.attempt,
-            "agent_id": a.agent_id,
-            "agent_incarnation": a.agent_incarnation,
-            "claimed_at": self._time(a.claimed_at),
-            **self._attempt_mutable(a),
-        }
-
-    def _attempt_update(self, a: Attempt) -> dict[str, Any]:
-        return {"b_task_id": a.task_id, "b_attempt": a.attempt, **self._attempt_mutable(a)}
-
-    def _attempt_mutable(self, a: Attempt) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "started_at": ts(a.started_at),
-            "finished_at": ts(a.finished_at),
-            "released_at": ts(a.released_at),
-            "outcome": a.outcome.value if a.outcome else None,
-            "error": a.error,
-        }
-
-    def _agent_row(self, a: Agent, now: Any) -> dict[str, Any]:
-        return {
-            "id": a.id,
-            "incarnation": a.incarnation,
-            "capabilities": _json(sorted(a.capabilities)),
-            "capacity": a.capacity,
-            "status": a.status.value,
-            "info": _json(a.info),
-            "registered_at": self._time(a.registered_at),
-            "updated_at": now,
-        }
-
-    def _event_row(self, e: Any) -> dict[str, Any]:
-        return {
-            "event_id": e.id,
-            "type": e.type,
-            "entity_type": e.entity_type,
-            "entity_id": e.entity_id,
-            "payload": _json(e.payload),
-            "created_at": self._time(e.at),
-            "task_id": e.task_id,
-            "agent_id": e.agent_id,
-            "ticket_id": e.ticket_id,
-            "request_id": e.request_id,
-        }
+    def committed(self, mark: Mark) -> bool:
+        return self.writer.committed(mark)
 
     # ------------------------------------------------------------------ loading
 
