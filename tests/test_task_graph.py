@@ -325,6 +325,6 @@ def test_tasks_sharing_an_idempotency_key_in_one_submission():
     h = Harness()
     assert h.submit(spec("a", key="k", fingerprint="f"), spec("b", key="k", fingerprint="f"), spec("c", "b")) == ["a", "a", "c"]
     assert set(h.graph.tasks) == {"a", "c"} and h.graph.tasks["c"].depends_on == ("a",)
-    with pytest.raises(IdempotencyConflictError, match="share idempotency key 'k2'"):
+    with pytest.raises(IdempotencyConflictError, match="key 'k2' of task 'y' was already used by task 'x'"):
         h.submit(spec("x", key="k2", fingerprint="1"), spec("y", key="k2", fingerprint="2"))
     assert "x" not in h.graph.tasks

@@ -220,30 +220,21 @@ class TaskGraph:
         ``InvalidSubmissionError`` (and changes nothing) for conflicts and graph-rule breaches.
         """
         stored = dict(stored or {})
-        stored_keys = stored_keys or {}
+        known_keys = dict(stored_keys or {})  # grows with keys first seen in this submission
+        submitted = {spec.id for spec in new}
         alias: dict[str, str] = {}
         fresh: list[NewTask] = []
-        batch_keys: dict[str, NewTask] = {}
         for spec in new:
-            existing = self._existing(spec, stored, stored_keys)
-            first = batch_keys.get(spec.idempotency_key) if spec.idempotency_key else None
-            if existing is None and first is not None:
-                if first.fingerprint != spec.fingerprint:
-                    raise IdempotencyConflictError(
-                        f"tasks '{first.id}' and '{spec.id}' share idempotency key "
-                        f"'{spec.idempotency_key}' but differ",
-                        task_id=spec.id,
-                        idempotency_key=spec.idempotency_key,
-                    )
-                alias[spec.id] = first.id
-                continue
+            existing = self._existing(spec, stored, known_keys)
             if existing is None:
                 fresh.append(spec)
                 if spec.idempotency_key:
-                    batch_keys[spec.idempotency_key] = spec
+                    known_keys[spec.idempotency_key] = StoredTask(
+                        spec.id, TaskStatus.PENDING, spec.fingerprint, spec.idempotency_key
+                    )
             else:
                 alias[spec.id] = existing.id
-                if existing.id not in self.tasks:
+                if existing.id not in self.tasks and existing.id not in submitted:
                     stored[existing.id] = existing
         if alias:
             fresh = [
