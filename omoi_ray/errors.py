@@ -83,6 +83,45 @@ class StaleAttemptError(OmoiError):
     """A report, heartbeat or result came from an attempt that is no longer the current one."""
 
 
+# --- locks -----------------------------------------------------------------------------------------
+
+
+class LockError(OmoiError):
+    """Base class of the lock manager's errors."""
+
+
+class InvalidLockRequestError(LockError, ValueError):
+    """A lock request names a bad mode, resource, holder, wait or TTL (nothing changed)."""
+
+
+class LockUnavailableError(LockError):
+    """A try-lock (``wait=0``) found the resource taken."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """Waiting for a lock took longer than ``wait`` (or the wait was dropped); nothing is held."""
+
+
+class DeadlockError(LockError):
+    """Waiting would close a cycle of holders waiting for each other (``cycle`` lists it)."""
+
+
+class LockUpgradeError(LockError):
+    """Shared to exclusive was asked while other holders share the resource."""
+
+
+class LockNotHeldError(LockError):
+    """A release or renew named a grant the caller does not hold (or no longer holds)."""
+
+
+class LeaseExpiredError(LockNotHeldError):
+    """The grant's lease ran out; acquire again (the new grant carries a larger token)."""
+
+
+class StaleTokenError(LockError):
+    """A fenced write carried a token older than one the resource has already seen."""
+
+
 # --- raised by or for handlers ------------------------------------------------------------------
 
 
