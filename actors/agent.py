@@ -31,9 +31,9 @@ import ray
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
-from omoi_ray.naming import SCHEDULER_NAME
+from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.logs import setup_actor_logging
-from omoi_ray.handlers import HandlerTable, TaskContext, TaskView
+from omoi_ray.handlers import HandlerTable, TaskContext, TaskView, acquire_async
 from omoi_ray.protocol import Assignment, ExchangeReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AgentSpec, json_size
@@ -83,6 +83,7 @@ class AgentActor:
         self.last_call = 0.0
         self.stats = {"started": 0, "finished": 0, "rejected": 0, "max_running": 0}
         self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
+        self.lock_manager = ray.get_actor(LOCKS_NAME, namespace=settings.namespace)
         self.me = ray.get_runtime_context().current_actor
         self.loops = [] if self.init_error else [asyncio.get_event_loop().create_task(self._main())]
 
@@ -223,11 +224,20 @@ class AgentActor:
         return self.capacity - len(self.running)
 
     async def _heartbeat(self) -> None:
-        interval = self.settings.lease_ttl / 3
+        """Renew the agent's lease (if no call did lately) and the leases of the locks its
+        running attempts hold."""
+        lease = self.settings.lease_ttl / 3
+        interval = min(self.settings.lease_ttl, self.settings.lock_ttl) / 3
         while not self.stopped.is_set():
             await asyncio.sleep(interval)
-            if time.monotonic() - self.last_call >= interval * 0.9:
+            if time.monotonic() - self.last_call >= lease * 0.9:
                 await self._exchange(self._take_reports(), wait=None)
+            holders = [run.ctx.holder for run in self.running.values() if run.ctx.took_locks]
+            if holders:
+                try:
+                    await self._call_locks("renew_all", holders=holders)
+                except Exception:  # noqa: BLE001 - the next beat tries again; leases outlast a miss
+                    log.warning("agent %s: lock renewal failed", self.name, exc_info=True)
 
     # ------------------------------------------------------------------ talking to the scheduler
 
@@ -295,6 +305,8 @@ class AgentActor:
             timeout=assignment.timeout,
             depends_on=assignment.depends_on,
             _scheduler=self.scheduler,
+            _lock_manager=self.lock_manager,
+            holder=f"{assignment.task_id}#{assignment.attempt}",
         )
         run = _Running(assignment, ctx)
         self.running[key] = run
@@ -313,6 +325,13 @@ class AgentActor:
             try:
                 bound = self.handlers.for_type(a.type)
                 view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase, a.depends_on)
+                if a.locks:
+                    ctx.took_locks = True
+                    run.inner = asyncio.ensure_future(self._task_locks(a, ctx))
+                    if ctx.cancelled():
+                        run.inner.cancel()
+                    ctx.locks.extend(await run.inner)
+                    run.inner = None
                 if bound.is_async:
                     run.inner = asyncio.ensure_future(bound.call(view, ctx))
                     if ctx.cancelled():
@@ -332,6 +351,8 @@ class AgentActor:
             finally:
                 if timer is not None:
                     timer.cancel()
+                if ctx.took_locks:
+                    await self._release_locks(ctx)
             if ctx.cancel_reason == TIMED_OUT:
                 # A result that arrives after the deadline does not count.
                 outcome, result, error = AttemptOutcome.TIMED_OUT, None, f"timed out after {a.timeout:g}s"
@@ -341,6 +362,30 @@ class AgentActor:
         self._report(Report("finished", a.task_id, a.attempt, outcome, result, error))
         self.slot_freed.set()
         self.state_changed.set()
+
+    async def _task_locks(self, a: Assignment, ctx: TaskContext) -> list[Any]:
+        """The task's declared locks, before its handler runs (waiting no longer than its timeout)."""
+        return await acquire_async(
+            self.lock_manager, ctx.holder, [list(lock) for lock in a.locks], ttl=self.settings.lock_ttl,
+            wait=a.timeout, task_id=a.task_id, agent_id=self.name, request_id=f"task:{ctx.holder}",
+        )
+
+    async def _release_locks(self, ctx: TaskContext) -> None:
+        """Whatever the attempt's outcome: give back every lock it took."""
+        try:
+            await self._call_locks("release_all", holder=ctx.holder, reason="attempt ended")
+        except Exception:  # noqa: BLE001 - they expire anyway; never fail the attempt for this
+            log.warning("agent %s: could not release the locks of %s", self.name, ctx.holder, exc_info=True)
+
+    async def _call_locks(self, method: str, **kwargs: Any) -> Any:
+        delay = 0.05
+        for _ in range(20):
+            try:
+                return await getattr(self.lock_manager, method).remote(**kwargs)
+            except ray.exceptions.RayActorError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise RuntimeError(f"the lock manager did not answer {method}")
 
     def _check_result(self, task_id: str, value: Any) -> Any:
         try:

@@ -30,33 +30,6 @@ from omoi_ray.store.writes import Mark, is_permanent_error
 log = logging.getLogger("omoi_ray.commit")
 
 
-def merge(batches: list[ChangeSet]) -> ChangeSet:
-    """One change set equivalent to applying ``batches`` in order."""
-    if len(batches) == 1:
-        return batches[0]
-    out = ChangeSet()
-    updated: dict[str, object] = {}
-    attempts: dict[tuple[str, int], object] = {}
-    agents: dict[str, object] = {}
-    for b in batches:
-        out.created.extend(b.created)
-        out.dependencies.extend(b.dependencies)
-        out.events.extend(b.events)
-        out.signals.extend(b.signals)
-        out.finished.extend(b.finished)
-        out.new_attempts |= b.new_attempts
-        for task in b.updated:
-            updated[task.id] = task
-        for attempt in b.attempts:
-            attempts[(attempt.task_id, attempt.attempt)] = attempt
-        for agent in b.agents:
-            agents[agent.id] = agent
-    out.updated = list(updated.values())  # type: ignore[arg-type]
-    out.attempts = list(attempts.values())  # type: ignore[arg-type]
-    out.agents = list(agents.values())  # type: ignore[arg-type]
-    return out
-
-
 class GroupCommit:
     def __init__(
         self,
@@ -88,8 +61,10 @@ class GroupCommit:
         """The database thread; run reads on it too, so they see every committed batch."""
         return self._executor
 
-    def add(self, changes: ChangeSet) -> None:
-        if not changes and not changes.signals and not changes.finished:
+    def add(self, changes: Any) -> None:
+        """Queue a change set (a ``ChangeSet`` or ``LockChanges``: anything with ``merge`` and
+        ``worth_flushing``)."""
+        if not changes.worth_flushing():
             return
         self._pending.append(changes)
         self._added += 1
@@ -109,13 +84,13 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                batch, self._pending = merge(self._pending), []
+                batch, self._pending = type(self._pending[0]).merge(self._pending), []
                 target = self._added
                 if batch:
                     started = time.perf_counter()
                     await asyncio.sleep(0)  # let coroutines that are ready join this batch
                     if self._pending:
-                        batch, self._pending = merge([batch, *self._pending]), []
+                        batch, self._pending = type(batch).merge([batch, *self._pending]), []
                         target = self._added
                     self._batch += 1
                     mark = Mark(self._writer, self._epoch, self._batch)

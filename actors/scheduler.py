@@ -27,13 +27,14 @@ from typing import Any
 
 import ray
 
+from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
 from omoi_ray.core.model import AgentStatus, Task
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidSubmissionError, TaskNotFoundError
 from omoi_ray.logs import setup_actor_logging
-from omoi_ray.naming import agent_actor_name
+from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AttemptInfo, TaskInfo, parse_new_tasks
@@ -85,11 +86,10 @@ class SchedulerActor:
         self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler")
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
+        self.locks: Any = None  # the lock manager, found on first need
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.task_waiters: dict[str, list[_Countdown]] = {}
         self.submit_lock = asyncio.Lock()
-        self.timer_wake = asyncio.Event()
-        self.timer_due: float | None = None  # the deadline the timer loop is sleeping towards
         self.stopping = False
         self.stats: dict[str, int] = {"exchanges": 0, "claimed": 0, "reports": 0}
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
@@ -103,8 +103,7 @@ class SchedulerActor:
                 self.graph.agent_lost(agent.id, agent.incarnation, now, "not found after a scheduler restart")
                 continue
             self._watch(agent.id, agent.incarnation, handle)
-        loop = asyncio.get_event_loop()
-        loop.create_task(self._timer_loop())
+        self.timers = DeadlineLoop(self.graph.next_due, self._deadline)
         self._after_change()
         log.info(
             "scheduler up (%s): %d live tasks, %d agents, database %s",
@@ -390,9 +389,7 @@ class SchedulerActor:
         self._dispatch(time.time())
         changes = self.graph.take_changes()
         self.commit.add(changes)
-        due = self.graph.next_due()
-        if due is not None and (self.timer_due is None or due < self.timer_due):
-            self.timer_wake.set()
+        self.timers.poke()
 
     def _on_committed(self, batch: ChangeSet) -> None:
         """After a commit: wake waiters on finished tasks, tell agents to stop cancelled attempts."""
@@ -406,20 +403,26 @@ class SchedulerActor:
             handle = self.handles.get(agent_id)
             if handle is not None:
                 asyncio.get_running_loop().create_task(_fire_and_forget(handle.cancel_attempts.remote(items)))
+        if batch.abandoned:
+            # Their agent is gone: the locks those attempts held go now, not when leases lapse.
+            locks = self._lock_manager()
+            if locks is not None:
+                holders = [f"{task_id}#{attempt}" for task_id, attempt in batch.abandoned]
+                asyncio.get_running_loop().create_task(
+                    _fire_and_forget(locks.release_all.remote(holders=holders, reason="agent lost"))
+                )
 
-    async def _timer_loop(self) -> None:
-        while True:
-            self.timer_wake.clear()
-            due = self.timer_due = self.graph.next_due()
-            timeout = None if due is None else max(0.0, due - time.time())
-            if timeout is None or timeout > 0:
-                try:
-                    await asyncio.wait_for(self.timer_wake.wait(), timeout)
-                    continue  # something changed: recompute the next deadline
-                except asyncio.TimeoutError:
-                    pass
-            self.graph.advance(time.time())
-            self._after_change()
+    def _lock_manager(self) -> Any:
+        if self.locks is None:
+            try:
+                self.locks = ray.get_actor(LOCKS_NAME, namespace=self.settings.namespace)
+            except ValueError:
+                return None
+        return self.locks
+
+    def _deadline(self, now: float) -> None:
+        self.graph.advance(now)
+        self._after_change()
 
     def _watch(self, agent_id: str, incarnation: str, handle: Any) -> None:
         self.handles[agent_id] = handle

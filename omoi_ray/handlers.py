@@ -52,6 +52,10 @@ class TaskContext:
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_reason: str | None = None
     _scheduler: Any = field(default=None, repr=False)
+    _lock_manager: Any = field(default=None, repr=False)
+    locks: list[Any] = field(default_factory=list)  # grants of the task's declared locks
+    holder: str = ""  # the lock holder name of this attempt
+    took_locks: bool = False
 
     @property
     def workspace(self) -> Path:
@@ -92,10 +96,55 @@ class TaskContext:
             return []
         return get(self._scheduler.get.remote(list(self.depends_on)))
 
+    def token(self, resource: str) -> int:
+        """The fencing token of a lock this attempt holds (``"type:id"``)."""
+        for grant in self.locks:
+            if grant.resource == resource:
+                return grant.token
+        raise KeyError(f"task '{self.task_id}' holds no lock on {resource!r}")
+
+    def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> Any:
+        """Take a lock now (sync handlers); it is released when the attempt ends, whatever its
+        outcome, and renewed by the agent meanwhile. Returns a ``Lease`` (tokens in ``.tokens``)."""
+        from omoi_ray.locks import LockClient
+
+        self.took_locks = True
+        lease = LockClient(self._lock_manager, self.holder).acquire(
+            resources, mode, wait=wait, ttl=ttl, task_id=self.task_id, agent_id=self.agent_id
+        )
+        self.locks.extend(lease.grants)
+        return lease
+
+    async def lock_async(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> list[Any]:
+        """``lock`` for async handlers; returns the grants."""
+        self.took_locks = True
+        grants = await acquire_async(
+            self._lock_manager, self.holder, resources, mode, wait=wait, ttl=ttl,
+            task_id=self.task_id, agent_id=self.agent_id,
+        )
+        self.locks.extend(grants)
+        return grants
+
     def _cancel(self, reason: str) -> None:
         if not self._cancelled.is_set():
             self.cancel_reason = reason
             self._cancelled.set()
+
+
+async def acquire_async(
+    lock_manager: Any, holder: str, resources: Any, mode: str = "exclusive", *, wait: float | None,
+    ttl: float, task_id: str | None, agent_id: str | None, request_id: str | None = None,
+) -> list[Any]:
+    """Acquire from async code: ask again with the same request id until granted (or an error)."""
+    import uuid
+
+    request_id = request_id or uuid.uuid4().hex
+    while True:
+        reply = await lock_manager.acquire.remote(
+            holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id, task_id=task_id, agent_id=agent_id
+        )
+        if reply.granted:
+            return list(reply.grants)
 
 
 def _by_id(infos: list[Any]) -> dict[str, Any]:

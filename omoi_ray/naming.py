@@ -6,3 +6,4 @@ AGENT_PREFIX = "omoi.agent."
 
 def agent_actor_name(agent_name: str) -> str:
     return AGENT_PREFIX + agent_name
+LOCKS_NAME = "omoi.locks"

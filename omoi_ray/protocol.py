@@ -31,6 +31,7 @@ class Assignment(NamedTuple):
     ticket_id: str | None
     phase: str | None
     depends_on: tuple[str, ...] = ()
+    locks: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def of(cls, task: Task) -> Assignment:
@@ -44,6 +45,7 @@ class Assignment(NamedTuple):
             ticket_id=task.ticket_id,
             phase=task.phase,
             depends_on=task.depends_on,
+            locks=task.locks,
         )
 
 

@@ -22,16 +22,17 @@ from typing import Any
 import ray
 
 from actors.agent import AgentActor
+from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
+from omoi_ray.calls import call, unwrap
 from omoi_ray.errors import (
     ConfigurationError,
     InvalidAgentSpecError,
     OmoiError,
-    RuntimeUnavailableError,
     TaskNotFoundError,
     WaitTimeoutError,
 )
-from omoi_ray.naming import SCHEDULER_NAME, agent_actor_name
+from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME, agent_actor_name
 from omoi_ray.protocol import RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AttemptInfo, TaskInfo, TaskSpec, parse_agent_spec
@@ -40,46 +41,7 @@ log = logging.getLogger("omoi_ray")
 
 _RemoteScheduler = ray.remote(SchedulerActor)
 _RemoteAgent = ray.remote(AgentActor)
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The ``OmoiError`` behind a Ray exception, if there is one."""
-    seen = 0
-    current: Any = exc
-    while current is not None and seen < 5:
-        if isinstance(current, OmoiError):
-            return current
-        current = getattr(current, "cause", None) or getattr(current, "__cause__", None)
-        seen += 1
-    return exc
-
-
-def call(ref_factory: Callable[[], Any], *, retry_for: float = 60.0, timeout: float | None = None) -> Any:
-    """Run ``ray.get(ref_factory())``, retrying while the actor is unavailable (restarting)."""
-    deadline = time.monotonic() + retry_for
-    delay = 0.05
-    while True:
-        try:
-            return ray.get(ref_factory(), timeout=timeout)
-        except ray.exceptions.RayTaskError as exc:
-            inner = unwrap(exc)
-            if inner is not exc:
-                raise inner from None
-            raise
-        except ray.exceptions.ActorUnavailableError:
-            if time.monotonic() > deadline:
-                raise RuntimeUnavailableError(
-                    f"the omoi-ray scheduler did not come back within {retry_for:g}s"
-                ) from None
-        except ray.exceptions.ActorDiedError as exc:
-            inner = unwrap(exc)
-            if inner is not exc:
-                raise inner from None
-            raise RuntimeUnavailableError(
-                "the omoi-ray scheduler is dead (killed without restart?); connect() again to recreate it"
-            ) from exc
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+_RemoteLocks = ray.remote(LockManagerActor)
 
 
 class AgentRef:
@@ -115,9 +77,39 @@ class AgentRef:
 class Runtime:
     """A connection to one omoi-ray runtime (one namespace, one database)."""
 
-    def __init__(self, settings: Settings, scheduler: Any) -> None:
+    def __init__(self, settings: Settings, scheduler: Any, lock_manager: Any) -> None:
         self.settings = settings
         self.scheduler = scheduler
+        self.lock_manager = lock_manager
+        self._locks: Any = None
+
+    # ------------------------------------------------------------------ locks
+
+    @property
+    def locks(self) -> Any:
+        """A ``LockClient`` holding locks as this driver (see ``omoi_ray.locks``)."""
+        if self._locks is None:
+            from omoi_ray.locks import LockClient
+
+            self._locks = LockClient(self.lock_manager)
+        return self._locks
+
+    def lock(
+        self,
+        resources: Any,
+        mode: str = "exclusive",
+        *,
+        wait: float | None = None,
+        ttl: float = 30.0,
+        holder: str | None = None,
+        keep_alive: bool = True,
+    ) -> Any:
+        """Acquire a lease on one or more resources (``"type:id"``); use it in a ``with`` block.
+
+        Waits up to ``wait`` seconds (None: no limit, 0: try once). The lease is renewed in the
+        background until released unless ``keep_alive`` is False.
+        """
+        return self.locks.acquire(resources, mode, wait=wait, ttl=ttl, holder=holder, keep_alive=keep_alive)
 
     def __repr__(self) -> str:
         return f"Runtime(namespace={self.settings.namespace!r}, database={self.settings.safe_database_url()!r})"
@@ -315,6 +307,7 @@ class Runtime:
         except ray.exceptions.RayError:
             pass
         ray.kill(self.scheduler)
+        ray.kill(self.lock_manager)
 
 
 def connect(
@@ -352,7 +345,17 @@ def connect(
         max_restarts=-1,
         max_concurrency=10_000,
     ).remote(settings)
+    lock_manager = _RemoteLocks.options(
+        name=LOCKS_NAME,
+        namespace=settings.namespace,
+        get_if_exists=True,
+        lifetime="detached",
+        num_cpus=0,
+        max_restarts=-1,
+        max_concurrency=10_000,
+    ).remote(settings)
     described = call(lambda: scheduler.describe.remote(), retry_for=120)  # waits out a restart
+    call(lambda: lock_manager.describe.remote(), retry_for=120)
     if described["database"] != settings.safe_database_url():
         raise ConfigurationError(
             f"the runtime in namespace '{settings.namespace}' uses the database "
@@ -360,7 +363,7 @@ def connect(
             f"{settings.safe_database_url()}; use the same OMOI_DATABASE_URL or another "
             "OMOI_NAMESPACE"
         )
-    return Runtime(settings, scheduler)
+    return Runtime(settings, scheduler, lock_manager)
 
 
 def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     #: an agent with handlers still running waits this long before reporting, so that reports
     #: of handlers finishing together travel in one call
     report_linger: float = 0.002
+    #: lease of locks taken for tasks (renewed by the agent's heartbeat)
+    lock_ttl: float = 30.0
     payload_max_bytes: int = 1_000_000
     result_max_bytes: int = 1_000_000
     max_submission: int = 100_000
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("lease_ttl", "long_poll")
+    @field_validator("lease_ttl", "long_poll", "lock_ttl")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):

@@ -89,6 +89,8 @@ class TaskSpec(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     ticket_id: str | None = None
     phase: str | None = None
+    #: resources to hold while the handler runs: "type:id" (exclusive) or (type, id, mode)
+    locks: list[Any] = Field(default_factory=list)
 
     @field_validator("id", "type")
     @classmethod
@@ -136,6 +138,19 @@ class TaskSpec(BaseModel):
             raise ValueError("max_retries must be an integer, not a bool")
         return value
 
+    @field_validator("locks", mode="before")
+    @classmethod
+    def _locks(cls, value: Any) -> list[Any]:
+        if not value:
+            return []
+        from omoi_ray.lock_specs import parse_request
+
+        try:
+            spec = parse_request("task", value if isinstance(value, list) else [value])
+        except Exception as exc:  # InvalidLockRequestError: its message names the problem
+            raise ValueError(str(exc)) from None
+        return [[key[0], key[1], mode.value] for key, mode in spec.items]
+
     @field_validator("payload")
     @classmethod
     def _payload(cls, value: Any) -> Any:
@@ -147,6 +162,7 @@ class TaskSpec(BaseModel):
         body = [
             self.type, self.payload, self.requires, int(self.priority), self.depends_on, self.timeout,
             self.max_retries, self.backoff_base, self.backoff_cap, self.ticket_id, self.phase,
+            *([self.locks] if self.locks else []),  # absent when empty: older fingerprints stay valid
         ]
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -165,6 +181,7 @@ class TaskSpec(BaseModel):
             phase=self.phase,
             idempotency_key=self.idempotency_key,
             fingerprint=self.fingerprint(),
+            locks=tuple((t, i, m) for t, i, m in self.locks),
         )
 
 

@@ -88,6 +88,13 @@ def behave(task, ctx):
                 return {"late": True}
             ctx.raise_if_cancelled()
             return {"cancelled": False}
+        if op == "hold_locks":  # declared locks are held; report their tokens, maybe wait first
+            if p.get("gate"):
+                ray.get(gate().wait.remote(p["gate"], p.get("max", 60)))
+            return {"tokens": {g.resource: g.token for g in ctx.locks}, "holder": ctx.holder}
+        if op == "take_lock":  # a lock taken on the fly
+            lease = ctx.lock(p["resource"], p.get("mode", "exclusive"), wait=p.get("wait", 30))
+            return {"tokens": lease.tokens, "holder": ctx.holder}
         if op == "die_on_agent" and ctx.agent_id == p["agent"]:
             ray.get(gate().wait.remote(p["gate"], p.get("max", 60)))
             return {"survived": True}

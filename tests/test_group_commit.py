@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.group_commit import GroupCommit, merge
+from actors.group_commit import GroupCommit
 from omoi_ray.core.task_graph import ChangeSet
 from tests.graph_harness import Harness, spec
 
@@ -89,6 +89,6 @@ def test_merge_keeps_the_latest_state_and_every_event():
     ag = h.agent()
     h.claim(ag)
     second = h.graph.take_changes()
-    merged = merge([first, second])
+    merged = ChangeSet.merge([first, second])
     assert [e.type for e in merged.events] == [e.type for e in first.events + second.events]
     assert [t.id for t in merged.created] == ["a"] and [t.id for t in merged.updated] == ["a"]

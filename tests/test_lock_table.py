@@ -217,3 +217,13 @@ def test_changes_log_what_to_persist():
     assert [e.type for e in changes.events] == ["lock.granted"]
     lk.release("h", request)
     assert [e.type for e in lk.table.take_changes().events] == ["lock.released"]
+
+
+def test_an_upgrade_that_would_deadlock_a_waiter_is_refused_whole():
+    lk = Locks()
+    lk.acquire("h1", (B, S))
+    shared_a = lk.acquire("h2", (A, S))
+    lk.acquire("h3", (A, S), (B, X))  # waits for B behind h1
+    with pytest.raises(DeadlockError, match="deadlock: h2 -> h3 -> h2"):
+        lk.acquire("h2", (A, X), (B, S))  # upgrading A would make h3 wait for h2
+    assert lk.grants(shared_a)[0].mode is S and lk.grants(shared_a)[0].active  # nothing changed

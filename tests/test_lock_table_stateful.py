@@ -154,6 +154,11 @@ class LockMachine(RuleBasedStateMachine):
         index = len(model.waiting)
         probe = {"holder": holder, "items": new}
         free_now = not new or model.grantable(probe, index)
+        changed = copy.deepcopy(model)  # the model with this request's upgrades and downgrades made
+        for r, m in items:
+            if r in held and changed.held[r][holder][0] is not m:
+                changed.held[r][holder] = (m, ttl, self.now + ttl)
+        would_close_cycle = bool(new) and changed.closes_cycle(holder, new)
         try:
             request = self.table.acquire(f"q{next(self.ids)}", holder, items, self.now, ttl=ttl, wait=wait)
         except LockUpgradeError:
@@ -166,7 +171,7 @@ class LockMachine(RuleBasedStateMachine):
             assert not upgrade_refused and not free_now and wait == 0
             return
         except DeadlockError:
-            assert not upgrade_refused and not free_now and wait != 0 and model.closes_cycle(holder, new)
+            assert not upgrade_refused and not free_now and wait != 0 and would_close_cycle
             return
         assert not upgrade_refused and not already_waiting
         # Mode changes on resources already held (upgrade or downgrade), then grant or wait.
@@ -178,7 +183,7 @@ class LockMachine(RuleBasedStateMachine):
             model.grant({"holder": holder, "items": new, "ttl": ttl}, self.now)
             assert request.state is RequestState.GRANTED
         else:
-            assert wait != 0 and not model.closes_cycle(holder, new)
+            assert wait != 0 and not would_close_cycle
             model.waiting.append({"id": request.id, "holder": holder, "items": items, "ttl": ttl,
                                   "deadline": None if wait is None else self.now + wait})
             assert request.state is RequestState.WAITING

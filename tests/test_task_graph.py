@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from omoi_ray.core.model import AttemptOutcome, Priority
@@ -328,3 +330,39 @@ def test_tasks_sharing_an_idempotency_key_in_one_submission():
     with pytest.raises(IdempotencyConflictError, match="key 'k2' of task 'y' was already used by task 'x'"):
         h.submit(spec("x", key="k2", fingerprint="1"), spec("y", key="k2", fingerprint="2"))
     assert "x" not in h.graph.tasks
+
+
+def test_tasks_with_conflicting_declared_locks_are_not_handed_out_together():
+    h = Harness()
+    x = lambda tid, mode="exclusive", **kw: dataclasses.replace(spec(tid, **kw), locks=(("file", "a", mode),))
+    h.submit(x("w1", priority=Priority.HIGH), x("w2", priority=Priority.HIGH), x("r1", "shared"), x("r2", "shared"), spec("free"))
+    ag = h.agent(capacity=10)
+    assert h.claim(ag) == ["w1", "free"]  # w2 and the readers conflict with w1; they keep their places
+    h.run(ag, "w1")
+    assert h.claim(ag) == ["w2"]
+    h.run(ag, "w2")
+    assert h.claim(ag) == ["r1", "r2"]  # shared locks go together
+    assert h.graph.lock_usage == {("file", "a"): [0, 2]}
+
+
+def test_a_timed_out_attempt_keeps_its_declared_locks_until_its_handler_ends():
+    h = Harness()
+    x = lambda tid: dataclasses.replace(spec(tid, timeout=5, max_retries=0), locks=(("db", "t", "exclusive"),))
+    h.submit(x("slow"), x("next"))
+    ag = h.agent(capacity=2)
+    assert h.claim(ag) == ["slow"]
+    h.start(ag, "slow")
+    h.tick(5)  # timed out, but its handler (and its lock) may still be running
+    assert h.claim(ag) == []
+    h.finish(ag, "slow", 1)  # the handler ended
+    assert h.claim(ag) == ["next"]
+
+
+def test_losing_an_agent_reports_its_attempts_as_abandoned():
+    h = Harness()
+    h.submit(spec("a"), spec("b"))
+    ag = h.agent()
+    h.claim(ag)
+    h.drain()
+    h.graph.agent_lost("a1", "i1", h.now, "died")
+    assert sorted(h.drain().abandoned) == [("a", 1), ("b", 1)]

@@ -69,8 +69,9 @@ class SchedulerCore(RuleBasedStateMachine):
         prio=st.sampled_from(list(Priority)),
         retries=st.integers(0, 2),
         timeout=st.sampled_from([None, 3.0]),
+        lock=st.sampled_from([None, "exclusive", "shared"]),
     )
-    def submit(self, n, dep_choices, needs_x, prio, retries, timeout):
+    def submit(self, n, dep_choices, needs_x, prio, retries, timeout, lock):
         known = list(self.store.tasks) + list(self.graph.tasks)
         new = []
         for _ in range(n):
@@ -78,9 +79,10 @@ class SchedulerCore(RuleBasedStateMachine):
             tid = f"t{self.counter}"
             pool = known + [t.id for t in new]
             deps = sorted({pool[i % len(pool)] for i in dep_choices[:2]}) if pool and dep_choices else []
-            new.append(
-                spec(tid, *deps, requires=("x",) if needs_x else (), priority=prio, max_retries=retries, timeout=timeout)
-            )
+            task = spec(tid, *deps, requires=("x",) if needs_x else (), priority=prio, max_retries=retries, timeout=timeout)
+            if lock is not None:
+                task.locks = (("file", "shared-file", lock),)
+            new.append(task)
         missing = {d for s in new for d in s.depends_on if d not in self.graph.tasks}
         stored, _ = self.store.lookup(missing)
         try:
@@ -209,6 +211,16 @@ class SchedulerCore(RuleBasedStateMachine):
                 agent = g.agents[task.agent_id]
                 assert agent.status is AgentStatus.ALIVE and agent.incarnation == task.agent_incarnation
                 assert (tid, task.attempt) in agent.busy
+
+    @invariant()
+    def declared_locks_never_conflict_among_running_attempts(self):
+        usage: dict = {}
+        for attempt in self.graph.open_attempts.values():
+            for rtype, rid, mode in attempt.locks:
+                usage.setdefault((rtype, rid), [0, 0])[0 if mode == "exclusive" else 1] += 1
+        assert usage == self.graph.lock_usage
+        for exclusive, shared in usage.values():
+            assert exclusive <= 1 and not (exclusive and shared)
 
     @invariant()
     def capacity_is_never_exceeded(self):

@@ -138,6 +138,28 @@ class LockChanges:
     def __bool__(self) -> bool:
         return bool(self.resources or self.grants or self.requests or self.events)
 
+    def worth_flushing(self) -> bool:
+        return bool(self) or bool(self.settled)
+
+    @staticmethod
+    def merge(batches: list[LockChanges]) -> LockChanges:
+        """One change set equivalent to applying ``batches`` in order (latest state wins)."""
+        if len(batches) == 1:
+            return batches[0]
+        out = LockChanges()
+        resources: dict[Resource, ResourceState] = {}
+        grants: dict[str, Grant] = {}
+        requests: dict[str, Request] = {}
+        for b in batches:
+            out.events.extend(b.events)
+            out.settled.extend(b.settled)
+            out.new_grants |= b.new_grants
+            resources.update((r.key, r) for r in b.resources)
+            grants.update((g.id, g) for g in b.grants)
+            requests.update((r.id, r) for r in b.requests)
+        out.resources, out.grants, out.requests = list(resources.values()), list(grants.values()), list(requests.values())
+        return out
+
 
 class LockTable:
     def __init__(self) -> None:
@@ -257,7 +279,7 @@ class LockTable:
             if wait == 0:
                 names = ", ".join(show(k) for k in blocked)
                 raise LockUnavailableError(f"not available now: {names}", resources=[show(k) for k in blocked])
-            cycle = self._cycle_if_waiting(request, new_items)
+            cycle = self._cycle_with_changes(request, new_items, changes)
             if cycle is not None:
                 error = DeadlockError("deadlock: " + " -> ".join(cycle), cycle=cycle)
                 self._event("lock.deadlock", request, now, cycle=cycle)
@@ -581,6 +603,23 @@ class LockTable:
         request.error = error
         self._settle(request, RequestState.FAILED)
         self._event("lock.wait_ended", request, now, error=str(error))
+
+    def _cycle_with_changes(
+        self,
+        request: Request,
+        items: Sequence[tuple[Resource, LockMode]],
+        changes: Sequence[tuple[Resource, LockMode, Grant]],
+    ) -> list[str] | None:
+        """The cycle this request would close by waiting, judged with its own upgrades and
+        downgrades already made (an upgrade can make others wait for this holder)."""
+        before = [(grant, grant.mode) for _, _, grant in changes]
+        try:
+            for _, mode, grant in changes:
+                grant.mode = mode
+            return self._cycle_if_waiting(request, items)
+        finally:
+            for grant, mode in before:
+                grant.mode = mode
 
     def _cycle_if_waiting(self, request: Request, items: Sequence[tuple[Resource, LockMode]]) -> list[str] | None:
         """The wait-for cycle this request would close by waiting, as holder names, else None."""

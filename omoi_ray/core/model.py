@@ -80,6 +80,7 @@ class NewTask:
     phase: str | None = None
     idempotency_key: str | None = None
     fingerprint: str = ""  # hash of the definition; equal fingerprints mean "same task"
+    locks: tuple[tuple[str, str, str], ...] = ()  # (resource type, resource id, mode) to hold while running
 
 
 @dataclass(slots=True)
@@ -100,6 +101,7 @@ class Task:
     idempotency_key: str | None
     fingerprint: str
     created_at: float
+    locks: tuple[tuple[str, str, str], ...] = ()
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = 0
     waiting_on: int = 0
@@ -140,6 +142,7 @@ class Attempt:
     outcome: AttemptOutcome | None = None
     error: str | None = None
     released_at: float | None = None  # when the agent reported the handler ended (slot freed)
+    locks: tuple[tuple[str, str, str], ...] = ()  # the task's declared locks (memory only)
 
 
 class AgentStatus(str, Enum):

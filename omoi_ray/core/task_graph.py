@@ -21,6 +21,9 @@ Rules:
   scheduler merely gives up on an attempt (a timed-out handler still occupies its thread).
 - Every attempt counts towards ``max_retries``: errors and timeouts wait out the backoff in
   ``retry_wait``; attempts lost with their agent go straight back to ``ready``.
+- Tasks that declare locks are not handed out while an attempt that still occupies a slot
+  declares a conflicting lock (exclusive against anything): they keep their place and wait. This
+  only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
 - An agent's lease covers every claim it holds. Any call from the agent renews it; when it runs
   out, or Ray reports the agent dead, the agent is lost and its attempts are requeued.
 """
@@ -61,6 +64,7 @@ from omoi_ray.errors import IdempotencyConflictError, TaskExistsError
 S = TaskStatus
 AttemptKey = tuple[str, int]
 
+MAX_SET_ASIDE = 256  # ready tasks a claim may skip for lock conflicts before it stops looking
 _RETRYABLE_OUTCOMES = {AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST}
 
 
@@ -87,9 +91,43 @@ class ChangeSet:
     events: list[Event] = field(default_factory=list)
     signals: list[CancelSignal] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    #: attempts whose agent is gone while they ran: whatever they held must be let go
+    abandoned: list[AttemptKey] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.created or self.updated or self.attempts or self.agents or self.events)
+
+    def worth_flushing(self) -> bool:
+        """Anything to write, or anyone to tell once it is written."""
+        return bool(self) or bool(self.signals or self.finished or self.abandoned)
+
+    @staticmethod
+    def merge(batches: list[ChangeSet]) -> ChangeSet:
+        """One change set equivalent to applying ``batches`` in order."""
+        if len(batches) == 1:
+            return batches[0]
+        out = ChangeSet()
+        updated: dict[str, Task] = {}
+        attempts: dict[AttemptKey, Attempt] = {}
+        agents: dict[str, Agent] = {}
+        for b in batches:
+            out.created.extend(b.created)
+            out.dependencies.extend(b.dependencies)
+            out.events.extend(b.events)
+            out.signals.extend(b.signals)
+            out.finished.extend(b.finished)
+            out.abandoned.extend(b.abandoned)
+            out.new_attempts |= b.new_attempts
+            for task in b.updated:
+                updated[task.id] = task
+            for attempt in b.attempts:
+                attempts[(attempt.task_id, attempt.attempt)] = attempt
+            for agent in b.agents:
+                agents[agent.id] = agent
+        out.updated = list(updated.values())
+        out.attempts = list(attempts.values())
+        out.agents = list(agents.values())
+        return out
 
 
 class Report(NamedTuple):
@@ -123,6 +161,8 @@ class TaskGraph:
         self.ready = ReadyIndex()
         self.agents: dict[str, Agent] = {}
         self.open_attempts: dict[AttemptKey, Attempt] = {}
+        #: resource -> [exclusive, shared] declared by attempts that occupy a slot
+        self.lock_usage: dict[tuple[str, str], list[int]] = {}
         self.timers = Timers()
         self.next_seq = 1
         self._created: dict[str, Task] = {}
@@ -134,6 +174,7 @@ class TaskGraph:
         self._events: list[Event] = []
         self._signals: list[CancelSignal] = []
         self._finished: list[str] = []
+        self._abandoned: list[AttemptKey] = []
         self._settling: deque[Task] = deque()
         self._draining = False
 
@@ -180,10 +221,15 @@ class TaskGraph:
         for attempt in open_attempts:
             key = (attempt.task_id, attempt.attempt)
             self.open_attempts[key] = attempt
+            task = self.tasks.get(attempt.task_id)
+            if task is not None and task.attempt == attempt.attempt:
+                attempt.locks = task.locks
+                self._count_locks(attempt.locks, +1)
             agent = self.live_agent(attempt.agent_id, attempt.agent_incarnation)
             if agent is not None:
                 agent.busy[key] = attempt.claimed_at
             else:
+                self._abandoned.append(key)
                 self._close_attempt(key, now)
         self.next_seq = max(self.next_seq, next_seq)
         for task in list(self.tasks.values()):
@@ -262,6 +308,7 @@ class TaskGraph:
                 idempotency_key=spec.idempotency_key,
                 fingerprint=spec.fingerprint,
                 created_at=now,
+                locks=spec.locks,
                 updated_at=now,
             )
             self.next_seq += 1
@@ -413,6 +460,7 @@ class TaskGraph:
 
     def _retire_agent(self, agent: Agent, status: AgentStatus, now: float, reason: str) -> None:
         agent.status = status
+        self._abandoned.extend(agent.busy)
         for key in list(agent.busy):
             task = self.tasks.get(key[0])
             if task is not None and task.attempt == key[1] and task.status in ACTIVE:
@@ -439,22 +487,50 @@ class TaskGraph:
         if count <= 0:
             return []
         claimed: list[Task] = []
-        for task_id in self.ready.pop_for(agent.capabilities, count):
-            task = self.tasks[task_id]
-            task.attempt += 1
-            task.agent_id = agent.id
-            task.agent_incarnation = agent.incarnation
-            task.claim_request_id = request_id
-            task.deadline = None
-            self._move(task, S.CLAIMED, now, agent=agent.id, attempt=task.attempt, request_id=request_id)
-            key = (task.id, task.attempt)
-            attempt = Attempt(task.id, task.attempt, agent.id, agent.incarnation, claimed_at=now)
-            self.open_attempts[key] = attempt
-            self._dirty_attempts[key] = attempt
-            self._new_attempts.add(key)
-            agent.busy[key] = now
-            claimed.append(task)
+        set_aside: list[Task] = []
+        while len(claimed) < count and len(set_aside) < count + MAX_SET_ASIDE:
+            batch = self.ready.pop_for(agent.capabilities, count - len(claimed))
+            if not batch:
+                break
+            for task_id in batch:
+                task = self.tasks[task_id]
+                if task.locks and self._locks_conflict(task.locks):
+                    set_aside.append(task)
+                else:
+                    claimed.append(self._claim_one(agent, task, now, request_id))
+        for task in set_aside:
+            self.ready.push(task.id, task.requires, task.priority, task.seq)
         return claimed
+
+    def _claim_one(self, agent: Agent, task: Task, now: float, request_id: str | None) -> Task:
+        task.attempt += 1
+        task.agent_id = agent.id
+        task.agent_incarnation = agent.incarnation
+        task.claim_request_id = request_id
+        task.deadline = None
+        self._move(task, S.CLAIMED, now, agent=agent.id, attempt=task.attempt, request_id=request_id)
+        key = (task.id, task.attempt)
+        attempt = Attempt(task.id, task.attempt, agent.id, agent.incarnation, claimed_at=now, locks=task.locks)
+        self.open_attempts[key] = attempt
+        self._dirty_attempts[key] = attempt
+        self._new_attempts.add(key)
+        agent.busy[key] = now
+        self._count_locks(task.locks, +1)
+        return task
+
+    def _locks_conflict(self, locks: tuple[tuple[str, str, str], ...]) -> bool:
+        for rtype, rid, mode in locks:
+            exclusive, shared = self.lock_usage.get((rtype, rid), (0, 0))
+            if exclusive or (mode == "exclusive" and shared):
+                return True
+        return False
+
+    def _count_locks(self, locks: tuple[tuple[str, str, str], ...], delta: int) -> None:
+        for rtype, rid, mode in locks:
+            usage = self.lock_usage.setdefault((rtype, rid), [0, 0])
+            usage[0 if mode == "exclusive" else 1] += delta
+            if usage == [0, 0]:
+                del self.lock_usage[(rtype, rid)]
 
     def claimed_by_request(self, agent: Agent, request_id: str) -> list[Task]:
         """Tasks this agent claimed with ``request_id`` and has not started: the reply a
@@ -628,6 +704,7 @@ class TaskGraph:
             events=self._events,
             signals=self._signals,
             finished=self._finished,
+            abandoned=self._abandoned,
         )
         self._created = {}
         self._dirty = {}
@@ -638,6 +715,7 @@ class TaskGraph:
         self._events = []
         self._signals = []
         self._finished = []
+        self._abandoned = []
         return changes
 
     # ---------------------------------------------------------------- internals
@@ -733,6 +811,7 @@ class TaskGraph:
         attempt = self.open_attempts.pop(key, None)
         if attempt is None:
             return
+        self._count_locks(attempt.locks, -1)
         if attempt.outcome is None:
             attempt.outcome = AttemptOutcome.LOST
             attempt.finished_at = now

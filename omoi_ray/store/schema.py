@@ -100,6 +100,7 @@ class TaskRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locks: Mapped[Any] = mapped_column(JSONType, nullable=True)  # [[type, id, mode], ...]
 
 
 class TaskDependencyRow(Base):
@@ -177,6 +178,71 @@ class WriterCommitRow(Base):
     committed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class LockResourceRow(Base):
+    """A lockable resource and its fencing-token counter (never goes backwards)."""
+
+    __tablename__ = "lock_resources"
+
+    resource_type: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    token: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class LockGrantRow(Base):
+    """Every grant ever made (active while ``ended_at`` is null): the audit trail of who held what."""
+
+    __tablename__ = "lock_grants"
+    __table_args__ = (
+        # A second active exclusive grant on one resource is impossible at the database level.
+        sa.Index(
+            "uq_lock_grants_one_active_exclusive",
+            "resource_type",
+            "resource_id",
+            unique=True,
+            postgresql_where=sa.text("ended_at IS NULL AND mode = 'exclusive'"),
+            sqlite_where=sa.text("ended_at IS NULL AND mode = 'exclusive'"),
+        ),
+        sa.Index(
+            "ix_lock_grants_active",
+            "resource_type",
+            "resource_id",
+            postgresql_where=sa.text("ended_at IS NULL"),
+            sqlite_where=sa.text("ended_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    resource_type: Mapped[str] = mapped_column(sa.String(64))
+    resource_id: Mapped[str] = mapped_column(sa.String(512))
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    holder: Mapped[str] = mapped_column(sa.String(256))
+    token: Mapped[int] = mapped_column(sa.BigInteger)
+    request_id: Mapped[str] = mapped_column(sa.String(128))
+    ttl: Mapped[float] = mapped_column(sa.Float)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    task_id: Mapped[str | None] = mapped_column(sa.String(128))
+    agent_id: Mapped[str | None] = mapped_column(sa.String(128))
+
+
+class LockRequestRow(Base):
+    """A request waiting for its locks (deleted once granted or given up), in arrival order."""
+
+    __tablename__ = "lock_requests"
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(256))
+    items: Mapped[Any] = mapped_column(JSONType)  # [[type, id, mode], ...]
+    ttl: Mapped[float] = mapped_column(sa.Float)
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    task_id: Mapped[str | None] = mapped_column(sa.String(128))
+    agent_id: Mapped[str | None] = mapped_column(sa.String(128))
+
+
 tickets = TicketRow.__table__
 tasks = TaskRow.__table__
 task_dependencies = TaskDependencyRow.__table__
@@ -184,3 +250,6 @@ task_attempts = TaskAttemptRow.__table__
 agents = AgentRow.__table__
 events = EventRow.__table__
 writer_commits = WriterCommitRow.__table__
+lock_resources = LockResourceRow.__table__
+lock_grants = LockGrantRow.__table__
+lock_requests = LockRequestRow.__table__

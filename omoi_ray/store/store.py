@@ -30,6 +30,7 @@ from omoi_ray.core.model import (
     RetryPolicy,
     Task,
 )
+from omoi_ray.core.lock_table import Grant, LockMode, Request
 from omoi_ray.core.task_graph import ChangeSet, StoredTask
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
@@ -42,6 +43,15 @@ _CHUNK = 500  # ids per IN (...) lookup
 
 def _epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
+
+
+@dataclass(slots=True)
+class LockSnapshot:
+    """Everything the lock manager needs to rebuild its memory."""
+
+    tokens: list[tuple[tuple[str, str], int]]
+    grants: list[Grant]
+    requests: list[Request]
 
 
 @dataclass(slots=True)
@@ -180,6 +190,7 @@ class Store:
             phase=r["phase"],
             idempotency_key=r["idempotency_key"],
             fingerprint=r["fingerprint"],
+            locks=tuple(tuple(lock) for lock in r["locks"] or ()),
             created_at=_epoch(r["created_at"]) or 0.0,
             status=TaskStatus(r["status"]),
             attempt=r["attempt"],
@@ -196,6 +207,52 @@ class Store:
             finished_at=_epoch(r["finished_at"]),
             updated_at=_epoch(r["updated_at"]) or 0.0,
         )
+
+    def load_locks(self) -> LockSnapshot:
+        """Resource counters, active grants and waiting requests (the lock manager's memory)."""
+        with self.engine.connect() as conn:
+            tokens = [((r.resource_type, r.resource_id), r.token) for r in conn.execute(sa.select(t.lock_resources))]
+            grants = [
+                Grant(
+                    id=r.id,
+                    resource=(r.resource_type, r.resource_id),
+                    mode=LockMode(r.mode),
+                    holder=r.holder,
+                    token=r.token,
+                    request_id=r.request_id,
+                    ttl=r.ttl,
+                    granted_at=_epoch(r.granted_at) or 0.0,
+                    expires_at=_epoch(r.expires_at) or 0.0,
+                    task_id=r.task_id,
+                    agent_id=r.agent_id,
+                )
+                for r in conn.execute(sa.select(t.lock_grants).where(t.lock_grants.c.ended_at.is_(None)))
+            ]
+            requests = [
+                Request(
+                    id=r.id,
+                    holder=r.holder,
+                    items=tuple(((k[0], k[1]), LockMode(k[2])) for k in r.items),
+                    ttl=r.ttl,
+                    seq=r.seq,
+                    enqueued_at=_epoch(r.enqueued_at) or 0.0,
+                    deadline=_epoch(r.deadline),
+                    task_id=r.task_id,
+                    agent_id=r.agent_id,
+                )
+                for r in conn.execute(sa.select(t.lock_requests).order_by(t.lock_requests.c.seq))
+            ]
+        return LockSnapshot(tokens, grants, requests)
+
+    def grant_history(self, resource: tuple[str, str]) -> list[dict[str, Any]]:
+        """Every grant ever made on a resource, oldest first (the audit trail)."""
+        with self.engine.connect() as conn:
+            query = (
+                sa.select(t.lock_grants)
+                .where(t.lock_grants.c.resource_type == resource[0], t.lock_grants.c.resource_id == resource[1])
+                .order_by(t.lock_grants.c.token)
+            )
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     # ------------------------------------------------------------------ reads
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from omoi_ray.core.model import Agent, Attempt, Event, Task
+from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
 
@@ -40,6 +41,7 @@ TASK_MUTABLE = (
     "result", "error", "reason", "upstream", "updated_at", "started_at", "finished_at",
 )
 ATTEMPT_MUTABLE = ("started_at", "finished_at", "released_at", "outcome", "error")
+GRANT_MUTABLE = ("expires_at", "ended_at", "end_reason")
 
 Rows = list[tuple[str, list[dict[str, Any]]]]
 
@@ -91,10 +93,16 @@ class BatchWriter:
             "dep": ["task_id", "depends_on_id"],
             "attempt": [c.name for c in t.task_attempts.columns],
             "event": [c.name for c in t.events.columns if c.name != "id"],
+            "lock_grant": [c.name for c in t.lock_grants.columns],
+            "lock_request": [c.name for c in t.lock_requests.columns],
         }
-        tables = {"task": t.tasks, "dep": t.task_dependencies, "attempt": t.task_attempts, "event": t.events}
+        tables = {"task": t.tasks, "dep": t.task_dependencies, "attempt": t.task_attempts, "event": t.events,
+                  "lock_grant": t.lock_grants, "lock_request": t.lock_requests}
         agent_cols = [c.name for c in t.agents.columns]
         agent_insert = ins(t.agents).values({c: b(c) for c in agent_cols})
+        token_insert = ins(t.lock_resources).values(
+            {c: b(c) for c in ("resource_type", "resource_id", "token")}
+        )
         mark_insert = ins(t.writer_commits).values({c: b(c) for c in ("writer", "epoch", "batch", "committed_at")})
         out = {
             "ticket": _Statement(self._compile(
@@ -104,6 +112,12 @@ class BatchWriter:
             "agent": _Statement(self._compile(agent_insert.on_conflict_do_update(
                 index_elements=["id"], set_={c: agent_insert.excluded[c] for c in agent_cols if c != "id"},
             ))),
+            "lock_resource": _Statement(self._compile(token_insert.on_conflict_do_update(
+                index_elements=["resource_type", "resource_id"], set_={"token": token_insert.excluded.token},
+            ))),
+            "lock_request_done": _Statement(self._compile(
+                t.lock_requests.delete().where(t.lock_requests.c.id == b("b_id"))
+            )),
             "mark": _Statement(self._compile(mark_insert.on_conflict_do_update(
                 index_elements=["writer"],
                 set_={c: mark_insert.excluded[c] for c in ("epoch", "batch", "committed_at")},
@@ -118,6 +132,7 @@ class BatchWriter:
         updates = {
             "task_update": (t.tasks, {"b_id": "id"}, TASK_MUTABLE),
             "attempt_update": (t.task_attempts, {"b_task_id": "task_id", "b_attempt": "attempt"}, ATTEMPT_MUTABLE),
+            "lock_grant_update": (t.lock_grants, {"b_id": "id"}, GRANT_MUTABLE),
         }
         for name, (table, keys, mutable) in updates.items():
             stmt = table.update().values({c: b(c) for c in mutable})
@@ -204,7 +219,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ rows
 
-    def _rows(self, changes: ChangeSet) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
+    def _rows(self, changes: ChangeSet | LockChanges) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
         """Statement by statement, in dependency order: a row builder per row (built on demand)."""
         # Most times in a batch are a handful of distinct values: convert each once.
         self._time = functools.lru_cache(maxsize=4096)(self._time_form)
@@ -215,6 +230,10 @@ class BatchWriter:
             rows = [functools.partial(builder, item) for item in items]
             if rows:
                 out.append((name, rows))
+
+        if isinstance(changes, LockChanges):
+            self._lock_rows(changes, add)
+            return out
 
         tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})
         add("ticket", lambda i: {"id": i, "status": "open", "created_at": now, "updated_at": now}, tickets)
@@ -227,6 +246,54 @@ class BatchWriter:
         add("agent", lambda a: self._agent_row(a, now), changes.agents)
         add("event", self._event_row, changes.events)
         return out
+
+    def _lock_rows(self, changes: LockChanges, add: Callable[..., None]) -> None:
+        add("lock_resource", lambda r: {"resource_type": r.key[0], "resource_id": r.key[1], "token": r.token},
+            changes.resources)
+        # Grants that end go first: an exclusive grant's successor may be in the same batch, and
+        # the database allows one active exclusive grant per resource.
+        add("lock_grant_update", self._grant_update, [g for g in changes.grants if g.id not in changes.new_grants])
+        add("lock_grant", self._grant_row, [g for g in changes.grants if g.id in changes.new_grants])
+        add("lock_request_done", lambda r: {"b_id": r.id},
+            [r for r in changes.requests if r.state is not RequestState.WAITING])
+        add("lock_request", self._request_row,
+            [r for r in changes.requests if r.state is RequestState.WAITING])
+        add("event", self._event_row, changes.events)
+
+    def _grant_row(self, g: Grant) -> dict[str, Any]:
+        return {
+            "id": g.id,
+            "resource_type": g.resource[0],
+            "resource_id": g.resource[1],
+            "mode": g.mode.value,
+            "holder": g.holder,
+            "token": g.token,
+            "request_id": g.request_id,
+            "ttl": g.ttl,
+            "granted_at": self._time(g.granted_at),
+            "task_id": g.task_id,
+            "agent_id": g.agent_id,
+            **self._grant_mutable(g),
+        }
+
+    def _grant_update(self, g: Grant) -> dict[str, Any]:
+        return {"b_id": g.id, **self._grant_mutable(g)}
+
+    def _grant_mutable(self, g: Grant) -> dict[str, Any]:
+        return {"expires_at": self._time(g.expires_at), "ended_at": self._time(g.ended_at), "end_reason": g.end_reason}
+
+    def _request_row(self, r: Request) -> dict[str, Any]:
+        return {
+            "id": r.id,
+            "holder": r.holder,
+            "items": _json([[k[0], k[1], m.value] for k, m in r.items]),
+            "ttl": r.ttl,
+            "seq": r.seq,
+            "enqueued_at": self._time(r.enqueued_at),
+            "deadline": self._time(r.deadline),
+            "task_id": r.task_id,
+            "agent_id": r.agent_id,
+        }
 
     def _task_row(self, task: Task) -> dict[str, Any]:
         ts = self._time
@@ -246,6 +313,7 @@ class BatchWriter:
             "timeout_s": task.timeout,
             "idempotency_key": task.idempotency_key,
             "fingerprint": task.fingerprint,
+            "locks": _json([list(lock) for lock in task.locks]) if task.locks else None,
             "created_at": ts(task.created_at),
             **self._task_mutable(task),
         }

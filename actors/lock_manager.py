@@ -1,0 +1,277 @@
+"""The lock manager actor: the one writer of lock grants, waiters and fencing-token counters.
+
+A thin shell around ``LockTable`` (decisions), ``Store`` (SQL) and ``GroupCommit`` (durability).
+
+Rules:
+- Every grant, release, expiry, wait and refusal is committed (with its event) before the caller
+  hears of it; a grant's token is therefore durable before anyone can use it.
+- Singleton like the scheduler: fixed name, namespace, ``get_if_exists``, ``num_cpus=0``,
+  ``max_restarts=-1``; the constructor rebuilds memory from the database.
+- ``acquire`` parks a waiting caller for at most ``poll`` seconds and then answers "still
+  waiting"; the caller asks again with the same request id. A waiting request nobody has asked
+  about for ``3 * poll`` seconds is dropped (Ray does not cancel a parked call whose caller died),
+  so dead waiters never block a queue. Waiters restored after a restart get that grace too.
+- Leases expire on time (a timer for the earliest deadline, no polling) and waiters are granted
+  the moment a holder releases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+import ray
+
+from actors.deadlines import DeadlineLoop
+from actors.group_commit import GroupCommit
+from omoi_ray.core.lock_table import Grant, LockChanges, LockTable, RequestState, show
+from omoi_ray.errors import OmoiError
+from omoi_ray.lock_specs import check_holder, parse_request
+from omoi_ray.logs import setup_actor_logging
+from omoi_ray.settings import Settings
+from omoi_ray.store.store import Store
+
+log = logging.getLogger("omoi_ray.locks")
+
+POLL = 10.0  # seconds a waiting caller is parked before it is told to ask again
+REMEMBERED_RELEASES = 10_000
+
+
+class GrantInfo(NamedTuple):
+    """A grant as a lock holder sees it."""
+
+    id: str
+    resource_type: str
+    resource_id: str
+    mode: str
+    token: int
+    holder: str
+    expires_in: float  # seconds left on the lease when this was sent
+
+    @property
+    def resource(self) -> str:
+        return f"{self.resource_type}:{self.resource_id}"
+
+
+class AcquireReply(NamedTuple):
+    request_id: str
+    granted: bool  # False: still waiting, ask again with the same request id
+    grants: list[GrantInfo]
+
+
+def info(grant: Grant, now: float) -> GrantInfo:
+    return GrantInfo(
+        grant.id, grant.resource[0], grant.resource[1], grant.mode.value, grant.token, grant.holder,
+        round(max(0.0, grant.expires_at - now), 3),
+    )
+
+
+class LockManagerActor:
+    def __init__(self, settings: Settings) -> None:
+        setup_actor_logging()
+        self.settings = settings
+        url = settings.resolved_database_url()
+        from omoi_ray.store import migrate  # only this process needs alembic
+
+        migrate.check(url)
+        self.store = Store(url)
+        self.table = LockTable()
+        snapshot = self.store.load_locks()
+        now = time.time()
+        self.table.restore(snapshot.tokens, snapshot.grants, snapshot.requests, f"{secrets.token_hex(4)}-", now)
+        self.commit = GroupCommit(self.store, self._on_committed, writer="locks")
+        self.callers: dict[str, list[asyncio.Future[None]]] = {}
+        self.last_asked: dict[str, float] = {r.id: now for r in snapshot.requests}
+        self.releases: OrderedDict[str, Any] = OrderedDict()
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.timers = DeadlineLoop(self._next_due, self._deadline)
+        self._after_change()
+        log.info(
+            "lock manager up (%s): %d active grants, %d waiting, database %s",
+            "restarted" if self.restarted else "new", len(self.table.grants), len(snapshot.requests), self.store.safe_url,
+        )
+
+    def __repr__(self) -> str:
+        return f"LockManager(namespace={self.settings.namespace!r})"
+
+    # ------------------------------------------------------------------ API
+
+    async def acquire(
+        self,
+        holder: str,
+        resources: Any,
+        mode: str = "exclusive",
+        *,
+        ttl: float = 30.0,
+        wait: float | None = None,
+        request_id: str | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        poll: float = POLL,
+    ) -> AcquireReply:
+        """Ask for every resource at once (see ``LockTable.acquire``). Returns granted grants, or
+        "still waiting" after ``poll`` seconds: ask again with the returned request id."""
+        spec = parse_request(holder, resources, mode, ttl=ttl, wait=wait)
+        request_id = request_id or uuid.uuid4().hex
+        now = time.time()
+        self.last_asked[request_id] = now
+        try:
+            request = self.table.acquire(
+                request_id, spec.holder, spec.items, now, ttl=spec.ttl, wait=spec.wait,
+                task_id=task_id, agent_id=agent_id,
+            )
+        except OmoiError:
+            self.last_asked.pop(request_id, None)
+            self._after_change()  # a refused wait writes its event (deadlock)
+            await self.commit.sync()
+            raise
+        self._after_change()
+        if request.state is RequestState.WAITING:
+            caller: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.callers.setdefault(request.id, []).append(caller)
+            try:
+                await asyncio.wait({caller}, timeout=max(0.05, poll))
+            finally:
+                waiting = self.callers.get(request.id, [])
+                if caller in waiting:
+                    waiting.remove(caller)
+                self.last_asked[request.id] = time.time()
+                self.timers.poke()
+        await self.commit.sync()
+        if request.state is RequestState.FAILED and request.error is not None:
+            raise request.error
+        if request.state is RequestState.WAITING:
+            return AcquireReply(request.id, False, [])
+        now = time.time()
+        grants = [self.table.grant_of(g) or self.table.ended.get(g) for g in request.grants]
+        return AcquireReply(request.id, True, [info(g, now) for g in grants if g is not None])
+
+    async def release(self, holder: str, grant_ids: list[str], request_id: str | None = None) -> int:
+        """End grants. A repeated call with the same request id returns the first answer."""
+        if request_id is not None and request_id in self.releases:
+            outcome = self.releases[request_id]
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        try:
+            ended = len(self.table.release(check_holder(holder), list(grant_ids), time.time()))
+            outcome: Any = ended
+        except OmoiError as exc:
+            outcome = exc
+        self._remember(request_id, outcome)
+        self._after_change()
+        await self.commit.sync()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def renew(self, holder: str, grant_ids: list[str]) -> list[GrantInfo]:
+        now = time.time()
+        grants = self.table.renew(check_holder(holder), list(grant_ids), now)
+        self._after_change()
+        await self.commit.sync()
+        return [info(g, now) for g in grants]
+
+    async def renew_all(self, holders: list[str]) -> int:
+        """Renew every grant of the given holders, and keep their waits alive (an agent's
+        heartbeat for its running attempts)."""
+        now = time.time()
+        wanted = set(holders)
+        mine = [g for g in self.table.grants.values() if g.holder in wanted]
+        by_holder: dict[str, list[str]] = {}
+        for grant in mine:
+            by_holder.setdefault(grant.holder, []).append(grant.id)
+        for name, ids in by_holder.items():
+            self.table.renew(name, ids, now)
+        for request in self.table.requests.values():
+            if request.state is RequestState.WAITING and request.holder in wanted:
+                self.last_asked[request.id] = now
+        self._after_change()
+        await self.commit.sync()
+        return len(mine)
+
+    async def release_all(
+        self, *, holder: str | None = None, holders: list[str] | None = None, task_id: str | None = None,
+        agent_id: str | None = None, reason: str = "holder released",
+    ) -> int:
+        """End every grant and drop every wait of a holder (or several), a task or an agent."""
+        now = time.time()
+        count = 0
+        for name in [holder] if holder else []:
+            count += self.table.release_all(now, holder=name, reason=reason)
+        for name in holders or []:
+            count += self.table.release_all(now, holder=name, reason=reason)
+        if task_id or agent_id:
+            count += self.table.release_all(now, task_id=task_id, agent_id=agent_id, reason=reason)
+        self._after_change()
+        await self.commit.sync()
+        return count
+
+    async def holders(self, resource: str) -> dict[str, Any]:
+        """Who holds a resource and who waits for it, in order."""
+        from omoi_ray.lock_specs import parse_resource
+
+        key, _ = parse_resource(resource)
+        now = time.time()
+        await self.commit.sync()
+        return {
+            "resource": show(key),
+            "holders": [info(g, now) for g in self.table.holders_of(key)],
+            "waiting": [(r.holder, dict(r.items)[key].value) for r in self.table.waiting_on(key)],
+        }
+
+    async def describe(self) -> dict[str, Any]:
+        return {
+            "database": self.store.safe_url,
+            "namespace": self.settings.namespace,
+            "pid": os.getpid(),
+            "restarted": self.restarted,
+            "active_grants": len(self.table.grants),
+            "waiting": sum(1 for r in self.table.requests.values() if r.state is RequestState.WAITING),
+            "commits": self.commit.commits,
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _after_change(self) -> None:
+        self.commit.add(self.table.take_changes())  # type: ignore[arg-type]
+        self.timers.poke()
+
+    def _on_committed(self, batch: Any) -> None:
+        """After a commit: wake the callers of requests that were granted or gave up."""
+        if not isinstance(batch, LockChanges):
+            return
+        for request in batch.settled:
+            self.last_asked.pop(request.id, None)
+            for caller in self.callers.pop(request.id, ()):
+                if not caller.done():
+                    caller.set_result(None)
+
+    def _next_due(self) -> float | None:
+        due = self.table.next_due()
+        orphan = min((t for rid, t in self.last_asked.items() if not self.callers.get(rid)), default=None)
+        if orphan is not None:
+            orphan += 3 * POLL
+            due = orphan if due is None else min(due, orphan)
+        return due
+
+    def _deadline(self, now: float) -> None:
+        self.table.advance(now)
+        for request_id, asked in list(self.last_asked.items()):
+            if not self.callers.get(request_id) and asked + 3 * POLL <= now:
+                self.last_asked.pop(request_id, None)
+                self.table.cancel(request_id, now, "its caller stopped asking (gone?)")
+        self._after_change()
+
+    def _remember(self, request_id: str | None, outcome: Any) -> None:
+        if request_id is None:
+            return
+        self.releases[request_id] = outcome
+        while len(self.releases) > REMEMBERED_RELEASES:
+            self.releases.popitem(last=False)

@@ -1,0 +1,146 @@
+"""Lock requests as users write them, validated at the edge.
+
+Rules:
+- A resource is written ``"type:id"``, ``(type, id)``, or ``(type, id, mode)``; a mode is
+  ``"exclusive"`` or ``"shared"`` (a ``LockMode`` works too). Nothing else is accepted: in
+  particular ``True``/``1`` are not modes.
+- A resource type is a short name (letters, digits, ``_ . -``). A resource id is any text of
+  1 to 512 UTF-8 bytes without control characters (NUL included); it is NFC-normalised, so two
+  Unicode spellings of one name are one resource. Ids are otherwise opaque: ``./a`` and ``a``
+  are different resources.
+- One request names each resource once, and at most ``MAX_ITEMS`` of them.
+- ``ttl`` is a positive number of seconds (at most a day); ``wait`` is ``None`` (no limit) or
+  a number of seconds from 0 (try once) to a day.
+Every violation raises ``InvalidLockRequestError`` naming the problem, before anything changes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omoi_ray.core.lock_table import LockMode, Resource
+from omoi_ray.errors import InvalidLockRequestError
+
+MAX_ITEMS = 64
+MAX_SECONDS = 86_400.0
+_TYPE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequestSpec:
+    holder: str
+    items: tuple[tuple[Resource, LockMode], ...]
+    ttl: float
+    wait: float | None
+
+
+def parse_mode(value: Any) -> LockMode:
+    if isinstance(value, LockMode):
+        return value
+    if isinstance(value, str) and value in ("exclusive", "shared"):
+        return LockMode(value)
+    raise InvalidLockRequestError(f"lock mode must be 'exclusive' or 'shared', not {value!r}")
+
+
+def parse_resource(value: Any) -> tuple[Resource, LockMode | None]:
+    """``"type:id"`` / ``(type, id)`` / ``(type, id, mode)`` -> ((type, id), mode or None)."""
+    mode = None
+    if isinstance(value, str):
+        if ":" not in value:
+            raise InvalidLockRequestError(f"resource {value!r} must be written 'type:id'")
+        rtype, rid = value.split(":", 1)
+    elif isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        rtype, rid = value[0], value[1]
+        if len(value) == 3:
+            mode = parse_mode(value[2])
+    else:
+        raise InvalidLockRequestError(f"resource must be 'type:id' or (type, id[, mode]), not {value!r}")
+    return (check_type(rtype), check_id(rid)), mode
+
+
+def check_type(value: Any) -> str:
+    if not isinstance(value, str) or not _TYPE.match(value):
+        raise InvalidLockRequestError(
+            f"resource type must be 1-64 letters, digits and '_ . -', not {value!r}"
+        )
+    return value
+
+
+def check_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidLockRequestError(f"resource id must be non-empty text, not {value!r}")
+    if _CONTROL.search(value):
+        raise InvalidLockRequestError(f"resource id {value!r} contains a control character (NUL included)")
+    value = unicodedata.normalize("NFC", value)
+    if len(value.encode("utf-8")) > 512:
+        raise InvalidLockRequestError(f"resource id is {len(value.encode())} bytes, over 512: {value[:40]!r}...")
+    return value
+
+
+def check_holder(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 256 or _CONTROL.search(value):
+        raise InvalidLockRequestError(
+            f"holder must be 1-256 characters of text without control characters, not {value!r}"
+        )
+    return value
+
+
+def check_seconds(value: Any, what: str, *, allow_none: bool = False, allow_zero: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidLockRequestError(f"{what} must be a finite number of seconds, not {value!r}")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not low_ok or value > MAX_SECONDS:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidLockRequestError(f"{what} must be {bound} and at most {MAX_SECONDS:g} seconds, not {value!r}")
+    return float(value)
+
+
+def parse_request(
+    holder: Any,
+    resources: Sequence[Any] | Any,
+    mode: Any = "exclusive",
+    *,
+    ttl: Any = 30.0,
+    wait: Any = None,
+) -> LockRequestSpec:
+    """Validate a whole request. ``mode`` applies to resources that do not name their own."""
+    default = parse_mode(mode)
+    if isinstance(resources, str) or (isinstance(resources, tuple) and _is_single(resources)):
+        resources = [resources]  # one resource, not a list of them
+    if not isinstance(resources, (list, tuple)):
+        raise InvalidLockRequestError(f"resources must be a resource or a list of them, not {resources!r}")
+    items = list(_items(resources, default))
+    if not items:
+        raise InvalidLockRequestError("a lock request must name at least one resource")
+    if len(items) > MAX_ITEMS:
+        raise InvalidLockRequestError(f"a lock request names {len(items)} resources, over the limit of {MAX_ITEMS}")
+    seen: set[Resource] = set()
+    for key, _ in items:
+        if key in seen:
+            raise InvalidLockRequestError(f"resource {key[0]}:{key[1]} is named twice in one request")
+        seen.add(key)
+    return LockRequestSpec(
+        holder=check_holder(holder),
+        items=tuple(items),
+        ttl=check_seconds(ttl, "ttl"),  # type: ignore[arg-type]
+        wait=check_seconds(wait, "wait", allow_none=True, allow_zero=True),
+    )
+
+
+def _is_single(value: tuple) -> bool:
+    """``("file", "a")`` or ``("file", "a", "shared")``, as opposed to a tuple of resources."""
+    return len(value) in (2, 3) and all(isinstance(v, str) for v in value) and ":" not in value[0]
+
+
+def _items(resources: Iterable[Any], default: LockMode) -> Iterable[tuple[Resource, LockMode]]:
+    for value in resources:
+        key, mode = parse_resource(value)
+        yield key, mode or default

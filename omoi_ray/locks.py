@@ -1,0 +1,137 @@
+"""Taking locks from a driver (or anywhere with a handle on the lock manager).
+
+    with rt.lock("file:/srv/report.csv", wait=10) as lease:
+        write_report(token=lease.token)      # hand the token to whatever you write to
+
+Rules:
+- ``acquire`` returns a ``Lease``: every grant of one request, with their fencing tokens. It
+  waits (asking again every few seconds, never spinning) until granted, ``wait`` runs out
+  (``LockTimeoutError``), or a deadlock is found (``DeadlockError``).
+- A lease must be renewed within its ttl or it expires. ``keep_alive=True`` (the default for
+  context managers) renews it from a background thread every ttl/3; if a renewal ever fails the
+  lease is marked ``lost`` and the error kept in ``lost_reason``. Writes must still be fenced
+  with the token: a paused process can outlive its lease without knowing.
+- ``release`` is idempotent: releasing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from omoi_ray.errors import LeaseExpiredError, LockError, OmoiError
+from omoi_ray.calls import call
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    def __init__(self, client: LockClient, holder: str, request_id: str, grants: Sequence[Any], ttl: float) -> None:
+        self.client = client
+        self.holder = holder
+        self.request_id = request_id
+        self.grants = list(grants)
+        self.ttl = ttl
+        self.released = False
+        self.lost = False
+        self.lost_reason: str | None = None
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        held = ", ".join(f"{g.resource} {g.mode} #{g.token}" for g in self.grants)
+        return f"Lease({self.holder!r}: {held})"
+
+    @property
+    def token(self) -> int:
+        """The fencing token of a single-resource lease."""
+        if len(self.grants) != 1:
+            raise LockError(f"this lease holds {len(self.grants)} resources; use tokens[resource]")
+        return self.grants[0].token
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        return {g.resource: g.token for g in self.grants}
+
+    def renew(self) -> None:
+        self.grants = call(lambda: self.client.handle.renew.remote(self.holder, [g.id for g in self.grants]))
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.released:
+            return
+        call(lambda: self.client.handle.release.remote(self.holder, [g.id for g in self.grants], f"release-{self.request_id}"))
+        self.released = True
+
+    def keep_alive(self) -> Lease:
+        """Renew from a background thread every ttl/3 until released (or the lease is lost)."""
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._renew_until_released, name=f"lease-{self.request_id[:8]}", daemon=True)
+            self._keeper.start()
+        return self
+
+    def _renew_until_released(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.renew()
+            except LeaseExpiredError as exc:
+                self.lost, self.lost_reason = True, str(exc)
+                return
+            except OmoiError as exc:  # not held any more (released elsewhere, holder let go)
+                self.lost, self.lost_reason = True, str(exc)
+                return
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.release()
+        except LeaseExpiredError:
+            pass  # nothing to give back
+
+
+class LockClient:
+    """Blocking calls to the lock manager, as one holder (or any, by passing ``holder``)."""
+
+    def __init__(self, handle: Any, holder: str | None = None) -> None:
+        self.handle = handle
+        self.holder = holder or default_holder()
+
+    def acquire(
+        self,
+        resources: Any,
+        mode: str = "exclusive",
+        *,
+        wait: float | None = None,
+        ttl: float = 30.0,
+        holder: str | None = None,
+        request_id: str | None = None,
+        keep_alive: bool = False,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> Lease:
+        holder = holder or self.holder
+        request_id = request_id or uuid.uuid4().hex
+        while True:
+            reply = call(
+                lambda: self.handle.acquire.remote(
+                    holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id,
+                    task_id=task_id, agent_id=agent_id,
+                )
+            )
+            if reply.granted:
+                lease = Lease(self, holder, request_id, reply.grants, ttl)
+                return lease.keep_alive() if keep_alive else lease
+
+    def release_all(self, *, holder: str | None = None, task_id: str | None = None, agent_id: str | None = None) -> int:
+        return call(lambda: self.handle.release_all.remote(holder=holder, task_id=task_id, agent_id=agent_id))
+
+    def holders(self, resource: str) -> dict[str, Any]:
+        return call(lambda: self.handle.holders.remote(resource))
