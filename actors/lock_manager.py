@@ -87,7 +87,9 @@ class LockManagerActor:
         self.table.restore(snapshot.tokens, snapshot.grants, snapshot.requests, f"{secrets.token_hex(4)}-", now)
         self.commit = GroupCommit(self.store, self._on_committed, writer="locks")
         self.callers: dict[str, list[asyncio.Future[None]]] = {}
-        self.last_asked: dict[str, float] = {r.id: now for r in snapshot.requests}
+        # Waiting requests with no caller parked on them, and when one last asked: dropped after
+        # 3 * POLL (restored waiters start here, so their callers have that long to come back).
+        self.unattended: dict[str, float] = {r.id: now for r in snapshot.requests}
         self.releases: OrderedDict[str, Any] = OrderedDict()
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.timers = DeadlineLoop(self._next_due, self._deadline)
@@ -102,6 +104,7 @@ class LockManagerActor:
 
     # ------------------------------------------------------------------ API
 
+    @ray.method(enable_task_events=False)
     async def acquire(
         self,
         holder: str,
@@ -120,14 +123,12 @@ class LockManagerActor:
         spec = parse_request(holder, resources, mode, ttl=ttl, wait=wait)
         request_id = request_id or uuid.uuid4().hex
         now = time.time()
-        self.last_asked[request_id] = now
         try:
             request = self.table.acquire(
                 request_id, spec.holder, spec.items, now, ttl=spec.ttl, wait=spec.wait,
                 task_id=task_id, agent_id=agent_id,
             )
         except OmoiError:
-            self.last_asked.pop(request_id, None)
             self._after_change()  # a refused wait writes its event (deadlock)
             await self.commit.sync()
             raise
@@ -135,14 +136,17 @@ class LockManagerActor:
         if request.state is RequestState.WAITING:
             caller: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.callers.setdefault(request.id, []).append(caller)
+            self.unattended.pop(request.id, None)
             try:
                 await asyncio.wait({caller}, timeout=max(0.05, poll))
             finally:
                 waiting = self.callers.get(request.id, [])
                 if caller in waiting:
                     waiting.remove(caller)
-                self.last_asked[request.id] = time.time()
-                self.timers.poke()
+                if not waiting and request.state is RequestState.WAITING:
+                    self.callers.pop(request.id, None)
+                    self.unattended[request.id] = time.time()
+                    self.timers.poke()
         await self.commit.sync()
         if request.state is RequestState.FAILED and request.error is not None:
             raise request.error
@@ -152,6 +156,7 @@ class LockManagerActor:
         grants = [self.table.grant_of(g) or self.table.ended.get(g) for g in request.grants]
         return AcquireReply(request.id, True, [info(g, now) for g in grants if g is not None])
 
+    @ray.method(enable_task_events=False)
     async def release(self, holder: str, grant_ids: list[str], request_id: str | None = None) -> int:
         """End grants. A repeated call with the same request id returns the first answer."""
         if request_id is not None and request_id in self.releases:
@@ -171,6 +176,7 @@ class LockManagerActor:
             raise outcome
         return outcome
 
+    @ray.method(enable_task_events=False)
     async def renew(self, holder: str, grant_ids: list[str]) -> list[GrantInfo]:
         now = time.time()
         grants = self.table.renew(check_holder(holder), list(grant_ids), now)
@@ -189,9 +195,10 @@ class LockManagerActor:
             by_holder.setdefault(grant.holder, []).append(grant.id)
         for name, ids in by_holder.items():
             self.table.renew(name, ids, now)
-        for request in self.table.requests.values():
-            if request.state is RequestState.WAITING and request.holder in wanted:
-                self.last_asked[request.id] = now
+        for name in wanted:
+            for request_id in self.table.waiting_by_holder.get(name, ()):
+                if request_id in self.unattended:
+                    self.unattended[request_id] = now
         self._after_change()
         await self.commit.sync()
         return len(mine)
@@ -235,6 +242,8 @@ class LockManagerActor:
             "active_grants": len(self.table.grants),
             "waiting": sum(1 for r in self.table.requests.values() if r.state is RequestState.WAITING),
             "commits": self.commit.commits,
+            "commit_seconds": round(self.commit.commit_seconds, 3),
+            "write_seconds": round(self.commit.write_seconds, 3),
         }
 
     # ------------------------------------------------------------------ internals
@@ -248,14 +257,14 @@ class LockManagerActor:
         if not isinstance(batch, LockChanges):
             return
         for request in batch.settled:
-            self.last_asked.pop(request.id, None)
+            self.unattended.pop(request.id, None)
             for caller in self.callers.pop(request.id, ()):
                 if not caller.done():
                     caller.set_result(None)
 
     def _next_due(self) -> float | None:
         due = self.table.next_due()
-        orphan = min((t for rid, t in self.last_asked.items() if not self.callers.get(rid)), default=None)
+        orphan = min(self.unattended.values(), default=None)
         if orphan is not None:
             orphan += 3 * POLL
             due = orphan if due is None else min(due, orphan)
@@ -263,9 +272,9 @@ class LockManagerActor:
 
     def _deadline(self, now: float) -> None:
         self.table.advance(now)
-        for request_id, asked in list(self.last_asked.items()):
-            if not self.callers.get(request_id) and asked + 3 * POLL <= now:
-                self.last_asked.pop(request_id, None)
+        for request_id, asked in list(self.unattended.items()):
+            if asked + 3 * POLL <= now:
+                self.unattended.pop(request_id, None)
                 self.table.cancel(request_id, now, "its caller stopped asking (gone?)")
         self._after_change()
 

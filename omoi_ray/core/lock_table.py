@@ -167,6 +167,7 @@ class LockTable:
         self.grants: dict[str, Grant] = {}  # active grants
         self.requests: dict[str, Request] = {}  # every request still remembered, by id
         self.by_holder: dict[str, dict[Resource, str]] = {}  # holder -> resource -> grant id
+        self.waiting_by_holder: dict[str, set[str]] = {}  # holder -> ids of its waiting requests
         self.timers = Timers()
         self._seq = itertools.count(1)
         self._grant_ids = itertools.count(1)
@@ -204,6 +205,7 @@ class LockTable:
         last_seq = 0
         for request in sorted(waiting, key=lambda r: r.seq):
             self.requests[request.id] = request
+            self.waiting_by_holder.setdefault(request.holder, set()).add(request.id)
             for key, _ in request.items:
                 self._resource(key).queue.append(request.id)
             if request.deadline is not None:
@@ -306,6 +308,7 @@ class LockTable:
             # holds them all (a held one may expire meanwhile and is then asked for again).
             for key, _ in request.items:
                 self._resource(key).queue.append(request.id)
+            self.waiting_by_holder.setdefault(request.holder, set()).add(request.id)
             self._changed_requests[request.id] = request
             if request.deadline is not None:
                 self.timers.add(request.deadline, "wait", request.id)
@@ -589,6 +592,11 @@ class LockTable:
                     pass
 
     def _settle(self, request: Request, state: RequestState) -> None:
+        waiting = self.waiting_by_holder.get(request.holder)
+        if waiting is not None:
+            waiting.discard(request.id)
+            if not waiting:
+                del self.waiting_by_holder[request.holder]
         request.state = state
         self._changed_requests[request.id] = request
         self._settled.append(request)
@@ -624,6 +632,8 @@ class LockTable:
     def _cycle_if_waiting(self, request: Request, items: Sequence[tuple[Resource, LockMode]]) -> list[str] | None:
         """The wait-for cycle this request would close by waiting, as holder names, else None."""
         start = request.holder
+        if start not in self.by_holder and start not in self.waiting_by_holder:
+            return None  # it holds nothing and waits for nothing: nobody can be waiting for it
         first = self._blockers(request.holder, items, newcomer=True)
         stack: list[tuple[str, list[str]]] = [(b, [start, b]) for b in sorted(first)]
         seen: set[str] = set()
@@ -643,9 +653,7 @@ class LockTable:
         return None
 
     def _waiting_requests_of(self, holder: str) -> list[str]:
-        return [
-            rid for rid, r in self.requests.items() if r.holder == holder and r.state is RequestState.WAITING
-        ]
+        return sorted(self.waiting_by_holder.get(holder, ()))
 
     def _blockers(self, holder: str, items: Sequence[tuple[Resource, LockMode]], newcomer: bool, own: str | None = None) -> set[str]:
         """Holders this holder would wait for: incompatible holders and earlier waiters it may
