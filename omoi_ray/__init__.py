@@ -26,6 +26,7 @@ from omoi_ray.errors import (
     UnknownDependencyError,
     WaitTimeoutError,
 )
+from omoi_ray.events import EventRecord
 from omoi_ray.handlers import TaskContext, TaskView
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AttemptInfo, TaskInfo, TaskSpec
@@ -36,6 +37,7 @@ __all__ = [
     "CycleError",
     "DatabaseNotMigratedError",
     "DuplicateTaskError",
+    "EventRecord",
     "InvalidSubmissionError",
     "InvalidTaskSpecError",
     "OmoiError",

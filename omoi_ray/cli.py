@@ -1,4 +1,4 @@
-"""The ``omoi-ray`` command: demo, database migrations, runtime status and teardown."""
+"""The ``omoi-ray`` command: demo, database migrations, events, runtime status and teardown."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ def _settings(args: argparse.Namespace):
         overrides["namespace"] = args.namespace
     if getattr(args, "home", None):
         overrides["home"] = Path(args.home)
+    if getattr(args, "redis", None):
+        overrides["redis_url"] = SecretStr(args.redis)
+    if getattr(args, "prefix", None):
+        overrides["redis_prefix"] = args.prefix
     return Settings(**overrides)
 
 
@@ -51,6 +55,66 @@ def cmd_db(args: argparse.Namespace) -> int:
         state = "up to date" if current == head else f"behind head {head}: run `omoi-ray db upgrade`"
         print(f"{settings.safe_database_url()}: revision {current or '(none)'}, {state}")
         return 0 if current == head else 1
+    return 0
+
+
+def _print_event(event, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(event.wire(), flush=True)
+        return
+    payload = json.dumps(event.payload, separators=(",", ":"), default=str) if event.payload else ""
+    when = event.at.isoformat(timespec="milliseconds")
+    print(f"{event.position:>14}  {when}  {event.type:<26} {event.entity_type}:{event.entity_id}  {payload}",
+          flush=True)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Print recent events (from the database); with --follow keep printing new ones."""
+    import asyncio
+
+    from omoi_ray.errors import InvalidEventQueryError
+    from omoi_ray.events import Position
+    from omoi_ray.follow import check_types, follow
+    from omoi_ray.store import migrate
+    from omoi_ray.store.event_log import EventLog
+    from omoi_ray.store.store import make_engine
+
+    from omoi_ray.core.event_types import matches
+
+    settings = _settings(args)
+    patterns = check_types(args.type)
+    if args.limit <= 0:
+        raise InvalidEventQueryError("--limit must be a positive number of events")
+    migrate.check(settings.resolved_database_url())
+    engine = make_engine(settings.resolved_database_url())
+    log = EventLog(engine)
+    try:
+        if args.since is not None:
+            events = log.read_after(Position.parse(args.since), args.limit)
+            events = [e for e in events if matches(e.type, patterns)]
+        else:
+            events = log.last(args.limit * 20 if patterns else args.limit)
+            events = [e for e in events if matches(e.type, patterns)][-args.limit:]
+        start = Position.parse(args.since) if args.since is not None else log.latest()
+    finally:
+        engine.dispose()
+    for e in events:
+        _print_event(e, args.json)
+    if not args.follow:
+        return 0
+    if events:
+        start = max(start, events[-1].pos) if args.since is None else events[-1].pos
+
+    async def run() -> None:
+        async for e in follow(settings, since=start, types=patterns):
+            _print_event(e, args.json)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -114,6 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("action", choices=["upgrade", "current"])
     common(db)
     db.set_defaults(func=cmd_db)
+
+    events = sub.add_parser("events", help="print recent events; --follow keeps printing new ones")
+    common(events)
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing events as they commit")
+    events.add_argument("--type", "-t", action="append", default=None,
+                        help="only these types; shell patterns, repeatable (e.g. --type 'task.*')")
+    events.add_argument("--since", help="start after this position (e.g. 0-0 for everything retained)")
+    events.add_argument("--limit", type=int, default=20, help="how many past events to print (default 20)")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument("--redis", help="Redis URL to follow (default OMOI_REDIS_URL; none: the database)")
+    events.add_argument("--prefix", help="Redis key prefix (default OMOI_REDIS_PREFIX, else omoi)")
+    events.set_defaults(func=cmd_events)
 
     for name, func, text in (
         ("status", cmd_status, "show tasks, agents and unclaimable work of a running runtime"),

@@ -162,3 +162,14 @@ class WaitTimeoutError(OmoiError, TimeoutError):
 
 class PayloadTooLargeError(InvalidSubmissionError):
     """A payload or result is larger than the configured limit."""
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class InvalidEventQueryError(OmoiError, ValueError):
+    """A bad event position, type pattern or limit was given to ``follow`` or the CLI."""
+
+
+class EventStreamUnavailableError(OmoiError):
+    """Redis is configured but cannot be reached (the relay keeps the backlog in the database)."""

@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from actors.agent import AgentActor
+from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
 from omoi_ray.calls import call, unwrap
@@ -32,7 +33,7 @@ from omoi_ray.errors import (
     TaskNotFoundError,
     WaitTimeoutError,
 )
-from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME, agent_actor_name
+from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME, agent_actor_name
 from omoi_ray.protocol import RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AttemptInfo, TaskInfo, TaskSpec, parse_agent_spec
@@ -42,6 +43,7 @@ log = logging.getLogger("omoi_ray")
 _RemoteScheduler = ray.remote(SchedulerActor)
 _RemoteAgent = ray.remote(AgentActor)
 _RemoteLocks = ray.remote(LockManagerActor)
+_RemoteRelay = ray.remote(EventRelayActor)
 
 
 class AgentRef:
@@ -77,10 +79,11 @@ class AgentRef:
 class Runtime:
     """A connection to one omoi-ray runtime (one namespace, one database)."""
 
-    def __init__(self, settings: Settings, scheduler: Any, lock_manager: Any) -> None:
+    def __init__(self, settings: Settings, scheduler: Any, lock_manager: Any, relay: Any) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.lock_manager = lock_manager
+        self.relay = relay
         self._locks: Any = None
 
     # ------------------------------------------------------------------ locks
@@ -291,6 +294,26 @@ class Runtime:
     def events(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return call(lambda: self.scheduler.events.remote(entity_id, limit))
 
+    def follow(
+        self,
+        since: str | None = None,
+        types: Any = None,
+        **options: Any,
+    ) -> Any:
+        """An async iterator over committed events (see ``omoi_ray.follow.follow``)."""
+        from omoi_ray.follow import follow
+
+        return follow(self.settings, since=since, types=types, **options)
+
+    def relay_status(self) -> dict[str, Any]:
+        """The event relay's state: Redis reachable, cursor, events mirrored, lag in seconds."""
+        return call(lambda: self.relay.describe.remote())
+
+    def flush_events(self, timeout: float = 30.0) -> str:
+        """Wait until every event committed so far is on the Redis stream (no-op without Redis);
+        returns the relay's position."""
+        return call(lambda: self.relay.flush.remote(timeout), timeout=timeout + 30)
+
     # ------------------------------------------------------------------ lifecycle
 
     def shutdown(self, *, agents_timeout: float = 5.0) -> None:
@@ -308,6 +331,11 @@ class Runtime:
             pass
         ray.kill(self.scheduler)
         ray.kill(self.lock_manager)
+        try:
+            ray.get(self.relay.stop.remote(), timeout=15)
+        except ray.exceptions.RayError:
+            pass
+        ray.kill(self.relay)
 
 
 def connect(
@@ -336,26 +364,21 @@ def connect(
         if address is not None:
             options["address"] = address
         ray.init(**options)
-    scheduler = _RemoteScheduler.options(
-        name=SCHEDULER_NAME,
-        namespace=settings.namespace,
-        get_if_exists=True,
-        lifetime="detached",
-        num_cpus=0,
-        max_restarts=-1,
-        max_concurrency=10_000,
-    ).remote(settings)
-    lock_manager = _RemoteLocks.options(
-        name=LOCKS_NAME,
-        namespace=settings.namespace,
-        get_if_exists=True,
-        lifetime="detached",
-        num_cpus=0,
-        max_restarts=-1,
-        max_concurrency=10_000,
-    ).remote(settings)
+    # The runtime's singletons: named, detached, restarted by Ray forever, placed on no CPU.
+    scheduler, lock_manager, relay = (
+        remote.options(
+            name=name, namespace=settings.namespace, get_if_exists=True, lifetime="detached",
+            num_cpus=0, max_restarts=-1, max_concurrency=concurrency,
+        ).remote(settings)
+        for remote, name, concurrency in (
+            (_RemoteScheduler, SCHEDULER_NAME, 10_000),
+            (_RemoteLocks, LOCKS_NAME, 10_000),
+            (_RemoteRelay, EVENTS_NAME, 16),  # threaded: flush() blocks a thread
+        )
+    )
     described = call(lambda: scheduler.describe.remote(), retry_for=120)  # waits out a restart
     call(lambda: lock_manager.describe.remote(), retry_for=120)
+    call(lambda: relay.describe.remote(), retry_for=120)
     if described["database"] != settings.safe_database_url():
         raise ConfigurationError(
             f"the runtime in namespace '{settings.namespace}' uses the database "
@@ -363,7 +386,7 @@ def connect(
             f"{settings.safe_database_url()}; use the same OMOI_DATABASE_URL or another "
             "OMOI_NAMESPACE"
         )
-    return Runtime(settings, scheduler, lock_manager)
+    return Runtime(settings, scheduler, lock_manager, relay)
 
 
 def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:

@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     payload_max_bytes: int = 1_000_000
     result_max_bytes: int = 1_000_000
     max_submission: int = 100_000
+    #: Redis to mirror events to (a stream plus pub/sub channels); None keeps them in the database
+    redis_url: SecretStr | None = None
+    #: prefix of every Redis key and channel this runtime uses
+    redis_prefix: str = "omoi"
+    #: approximate length cap of the Redis stream (``XADD ... MAXLEN ~``)
+    events_stream_maxlen: int = 100_000
+    #: after Redis comes back empty, re-mirror this many events from before the relay's cursor
+    events_replay: int = 10_000
+    #: events older than this many seconds are pruned from the database (0: keep forever)
+    events_retention: float = 7 * 24 * 3600.0
+    #: how often the relay looks for new events when it has caught up (seconds)
+    events_poll: float = 0.05
+    #: events mirrored per Redis round trip
+    events_batch: int = 1000
 
     @field_validator("namespace")
     @classmethod
@@ -55,11 +69,32 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("lease_ttl", "long_poll", "lock_ttl")
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+            raise ValueError("redis_prefix must be 1-64 characters of letters, digits, '_', '.', ':', '-'")
+        return value
+
+    @field_validator("events_retention")
+    @classmethod
+    def _retention(cls, value: float) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError("must be 0 (keep forever) or a positive number of seconds")
+        return value
+
+    @field_validator("lease_ttl", "long_poll", "lock_ttl", "events_poll")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("events_replay")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 or a positive integer")
         return value
 
     @field_validator("report_linger")
@@ -69,7 +104,8 @@ class Settings(BaseSettings):
             raise ValueError("must be between 0 and 1 second")
         return value
 
-    @field_validator("payload_max_bytes", "result_max_bytes", "max_submission")
+    @field_validator("payload_max_bytes", "result_max_bytes", "max_submission", "events_stream_maxlen",
+                     "events_batch")
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value <= 0:
@@ -98,6 +134,17 @@ class Settings(BaseSettings):
     def safe_database_url(self) -> str:
         """The database URL with any password masked, fit for logs and messages."""
         return mask_url(self.resolved_database_url())
+
+    def resolved_redis_url(self) -> str | None:
+        """The Redis URL, or None when events stay in the database. Contains the password."""
+        if self.redis_url is None:
+            return None
+        url = self.redis_url.get_secret_value().strip()
+        return url or None
+
+    def safe_redis_url(self) -> str | None:
+        url = self.resolved_redis_url()
+        return None if url is None else mask_url(url)
 
     def resolved_workspace_dir(self) -> Path:
         return (self.workspace_dir or self.home / "workspaces").expanduser().resolve()

@@ -154,3 +154,116 @@ def runtime(ray_session: None, backend: tuple[str, str | None], tmp_path_factory
 def uid() -> str:
     """A short unique prefix for task ids, so tests sharing a runtime never collide."""
     return uuid.uuid4().hex[:8]
+
+
+# --------------------------------------------------------------------------------- Redis
+
+
+def _redis_base_url() -> str:
+    url = os.environ.get("OMOI_TEST_REDIS_URL")
+    if not url:
+        if REQUIRE_SERVICES:
+            pytest.fail("OMOI_REQUIRE_SERVICES=1 but OMOI_TEST_REDIS_URL is not set")
+        pytest.skip("Redis tests need OMOI_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis at OMOI_TEST_REDIS_URL is not reachable: {exc}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """(Redis URL, a fresh key prefix); every key under the prefix is deleted afterwards."""
+    import redis
+
+    url = _redis_base_url()
+    prefix = f"omoi-test-{uuid.uuid4().hex[:10]}"
+    yield url, prefix
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, that a test may stop and start again
+    (empty: nothing is saved)."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        import socket
+
+        self.binary = binary
+        self.workdir = workdir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> None:
+        import subprocess
+
+        import redis
+
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            for _ in range(200):
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"redis-server exited with {self.process.returncode}") from None
+                    import time
+
+                    time.sleep(0.02)  # the server is starting: nothing to await but its socket
+            raise RuntimeError("redis-server did not answer within 4 s")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """``SHUTDOWN NOSAVE``: Redis dies and forgets everything."""
+        if self.process is None:
+            return
+        import redis
+
+        try:
+            redis.Redis(port=self.port, socket_connect_timeout=1).shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the expected answer to SHUTDOWN
+        try:
+            self.process.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("OMOI_REQUIRE_SERVICES=1 but redis-server is not on PATH")
+        pytest.skip("this test starts its own redis-server, which is not on PATH")
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    yield server
+    server.stop()

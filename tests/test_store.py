@@ -74,6 +74,26 @@ def test_changes_round_trip_through_a_restart(db_url):
     store.dispose()
 
 
+def test_a_cancelled_task_still_running_keeps_its_declared_locks_across_a_restart(db_url):
+    import dataclasses
+
+    store = Store(db_url)
+    h = Harness()
+    agent = h.agent()
+    h.submit(dataclasses.replace(spec("x"), locks=(("file", "shared.txt", "exclusive"),)))
+    assert h.claim(agent) == ["x"]
+    h.start(agent, "x")
+    h.graph.cancel("x", h.now)  # its handler is still running: the slot and the lock stay taken
+    assert h.graph.lock_usage == {("file", "shared.txt"): [1, 0]}
+    store.apply(h.graph.take_changes())
+
+    snap = store.load()
+    rebuilt = TaskGraph(lease_ttl=30.0, rng=random.Random(1))
+    rebuilt.restore(snap.tasks, snap.dependencies, snap.agents, snap.open_attempts, snap.next_seq, h.now)
+    assert rebuilt.lock_usage == {("file", "shared.txt"): [1, 0]}
+    store.dispose()
+
+
 def test_a_commit_mark_tells_whether_a_batch_committed(db_url):
     store = Store(db_url)
     h = Harness()

@@ -142,7 +142,7 @@ class Attempt:
     outcome: AttemptOutcome | None = None
     error: str | None = None
     released_at: float | None = None  # when the agent reported the handler ended (slot freed)
-    locks: tuple[tuple[str, str, str], ...] = ()  # the task's declared locks (memory only)
+    locks: tuple[tuple[str, str, str], ...] = ()  # the task's declared locks (loaded from the task row)
 
 
 class AgentStatus(str, Enum):
@@ -194,6 +194,27 @@ class Event:
     ticket_id: str | None = None
     request_id: str | None = None
     id: str = field(default_factory=new_event_id)
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Events with no other change: the change set of a writer that only reports facts.
+
+    Written by the same ``BatchWriter`` path as task and lock changes (one transaction, same
+    ``events`` rows), so there is one way an event reaches the database.
+    """
+
+    events: list[Event] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events)
+
+    def worth_flushing(self) -> bool:
+        return bool(self.events)
+
+    @staticmethod
+    def merge(batches: list[EventBatch]) -> EventBatch:
+        return EventBatch([e for b in batches for e in b.events])
 
 
 @dataclass(slots=True)

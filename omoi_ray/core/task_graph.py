@@ -193,7 +193,8 @@ class TaskGraph:
 
         ``tasks`` are the live tasks; ``dependencies`` are ``(task, dependency, dependency
         status)`` for every edge of a live task; ``agents`` are those stored as alive;
-        ``open_attempts`` are attempts whose handlers were never reported ended. Agents get a
+        ``open_attempts`` are attempts whose handlers were never reported ended, each with its
+        task's declared locks. Agents get a
         fresh lease from ``now``: a restarted scheduler gives each a full lease to show up again.
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.
@@ -221,10 +222,9 @@ class TaskGraph:
         for attempt in open_attempts:
             key = (attempt.task_id, attempt.attempt)
             self.open_attempts[key] = attempt
-            task = self.tasks.get(attempt.task_id)
-            if task is not None and task.attempt == attempt.attempt:
-                attempt.locks = task.locks
-                self._count_locks(attempt.locks, +1)
+            # an open attempt holds its slot, and its task's declared locks, until it is released,
+            # whatever its task's status (a cancelled task's handler may still be running)
+            self._count_locks(attempt.locks, +1)
             agent = self.live_agent(attempt.agent_id, attempt.agent_incarnation)
             if agent is not None:
                 agent.busy[key] = attempt.claimed_at
@@ -399,11 +399,14 @@ class TaskGraph:
         if current is not None and current.incarnation == incarnation and current.status is AgentStatus.ALIVE:
             current.lease_expires_at = now + self.lease_ttl
             if current.capabilities != capabilities or current.capacity != capacity:
+                self._capabilities_changed(current, capabilities, capacity, now)
                 current.capabilities, current.capacity = capabilities, capacity
                 self._dirty_agents[agent_id] = current
             return current
         if current is not None and current.status is AgentStatus.ALIVE:
             self._retire_agent(current, AgentStatus.LOST, now, "replaced by a new incarnation")
+        if current is not None and (current.capabilities != capabilities or current.capacity != capacity):
+            self._capabilities_changed(current, capabilities, capacity, now)
         agent = Agent(
             id=agent_id,
             incarnation=incarnation,
@@ -432,6 +435,23 @@ class TaskGraph:
             )
         )
         return agent
+
+    def _capabilities_changed(self, agent: Agent, capabilities: frozenset[str], capacity: int, now: float) -> None:
+        self._events.append(
+            Event(
+                type="agent.capabilities.changed",
+                entity_type="agent",
+                entity_id=agent.id,
+                at=now,
+                agent_id=agent.id,
+                payload={
+                    "capabilities": sorted(capabilities),
+                    "capacity": capacity,
+                    "previous_capabilities": sorted(agent.capabilities),
+                    "previous_capacity": agent.capacity,
+                },
+            )
+        )
 
     def live_agent(self, agent_id: str, incarnation: str) -> Agent | None:
         agent = self.agents.get(agent_id)

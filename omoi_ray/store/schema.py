@@ -161,9 +161,30 @@ class EventRow(Base):
     task_id: Mapped[str | None] = mapped_column(sa.String(128))
     agent_id: Mapped[str | None] = mapped_column(sa.String(128))
     ticket_id: Mapped[str | None] = mapped_column(sa.String(128))
-    request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    request_id: Mapped[str | None] = mapped_column(sa.String(128))
+    #: PostgreSQL: the id of the transaction that wrote the row (``pg_current_xact_id()``, a
+    #: server default). ``(txid, id)`` is the event's *position*: a reader that only takes rows
+    #: with ``txid`` below the oldest running transaction never skips a row that commits late.
+    #: SQLite commits one writer at a time, so ``id`` alone orders it and ``txid`` stays 0.
+    txid: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
 
-    __table_args__ = (sa.Index("ix_events_entity", "entity_type", "entity_id"),)
+    __table_args__ = (
+        sa.Index("ix_events_entity", "entity_type", "entity_id"),
+        sa.Index("ix_events_position", "txid", "id"),
+        sa.Index("ix_events_created_at", "created_at"),
+    )
+
+
+class RelayCursorRow(Base):
+    """How far the event relay has mirrored (saved every second or so: a restart that lost Redis
+    replays from a little before it)."""
+
+    __tablename__ = "relay_cursors"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    txid: Mapped[int] = mapped_column(sa.BigInteger)
+    event_pk: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class WriterCommitRow(Base):
@@ -249,6 +270,7 @@ task_dependencies = TaskDependencyRow.__table__
 task_attempts = TaskAttemptRow.__table__
 agents = AgentRow.__table__
 events = EventRow.__table__
+relay_cursors = RelayCursorRow.__table__
 writer_commits = WriterCommitRow.__table__
 lock_resources = LockResourceRow.__table__
 lock_grants = LockGrantRow.__table__

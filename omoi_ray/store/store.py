@@ -26,11 +26,12 @@ from omoi_ray.core.model import (
     AgentStatus,
     Attempt,
     AttemptOutcome,
+    EventBatch,
     Priority,
     RetryPolicy,
     Task,
 )
-from omoi_ray.core.lock_table import Grant, LockMode, Request
+from omoi_ray.core.lock_table import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.task_graph import ChangeSet, StoredTask
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
@@ -105,11 +106,11 @@ class Store:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, changes: ChangeSet, mark: Mark | None = None) -> None:
+    def apply(self, changes: ChangeSet | LockChanges | EventBatch, mark: Mark | None = None) -> None:
         """Write a change set in one transaction (see ``writes.BatchWriter.apply``)."""
         self.writer.apply(changes, mark)
 
-    def prepare(self, changes: ChangeSet) -> Rows:
+    def prepare(self, changes: ChangeSet | LockChanges | EventBatch) -> Rows:
         return self.writer.prepare(changes)
 
     def write(self, prepared: Rows, mark: Mark | None = None) -> None:
@@ -157,8 +158,13 @@ class Store:
                     finished_at=_epoch(r.finished_at),
                     outcome=AttemptOutcome(r.outcome) if r.outcome else None,
                     error=r.error,
+                    locks=tuple(tuple(lock) for lock in r.locks or ()),
                 )
-                for r in conn.execute(sa.select(t.task_attempts).where(t.task_attempts.c.released_at.is_(None)))
+                for r in conn.execute(
+                    sa.select(t.task_attempts, t.tasks.c.locks)
+                    .join(t.tasks, t.tasks.c.id == t.task_attempts.c.task_id)
+                    .where(t.task_attempts.c.released_at.is_(None))
+                )
             ]
             next_seq = (conn.execute(sa.select(sa.func.max(t.tasks.c.seq))).scalar() or 0) + 1
         return Snapshot(

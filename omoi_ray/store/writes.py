@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from omoi_ray.core.model import Agent, Attempt, Event, Task
+from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
@@ -92,7 +92,7 @@ class BatchWriter:
             "task": [c.name for c in t.tasks.columns],
             "dep": ["task_id", "depends_on_id"],
             "attempt": [c.name for c in t.task_attempts.columns],
-            "event": [c.name for c in t.events.columns if c.name != "id"],
+            "event": [c.name for c in t.events.columns if c.name not in ("id", "txid")],
             "lock_grant": [c.name for c in t.lock_grants.columns],
             "lock_request": [c.name for c in t.lock_requests.columns],
         }
@@ -158,14 +158,14 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ writing
 
-    def apply(self, changes: ChangeSet, mark: Mark | None = None) -> None:
+    def apply(self, changes: ChangeSet | LockChanges | EventBatch, mark: Mark | None = None) -> None:
         """Write a change set (and its mark) in one transaction, a chunk of rows at a time.
 
         The change set must not change meanwhile: the caller writes it synchronously.
         """
         self._transaction([(name, builders, True) for name, builders in self._rows(changes)], mark)
 
-    def prepare(self, changes: ChangeSet) -> Rows:
+    def prepare(self, changes: ChangeSet | LockChanges | EventBatch) -> Rows:
         """Every row of a change set as plain values: a snapshot, safe to hand to another thread."""
         return [(name, [build() for build in builders]) for name, builders in self._rows(changes)]
 
@@ -219,7 +219,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ rows
 
-    def _rows(self, changes: ChangeSet | LockChanges) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
+    def _rows(self, changes: ChangeSet | LockChanges | EventBatch) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
         """Statement by statement, in dependency order: a row builder per row (built on demand)."""
         # Most times in a batch are a handful of distinct values: convert each once.
         self._time = functools.lru_cache(maxsize=4096)(self._time_form)
@@ -233,6 +233,9 @@ class BatchWriter:
 
         if isinstance(changes, LockChanges):
             self._lock_rows(changes, add)
+            return out
+        if isinstance(changes, EventBatch):
+            add("event", self._event_row, changes.events)
             return out
 
         tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})

@@ -1,0 +1,252 @@
+"""The event relay actor: mirrors committed events from the database to Redis, and prunes old ones.
+
+Why its own actor: Redis outages, slow networks and pruning never stall the scheduler or the lock
+manager, and it can be restarted (or killed by a test) alone. Singleton like the others (fixed
+name, namespace, ``get_if_exists``, ``num_cpus=0``, ``max_restarts=-1``).
+
+Rules:
+- One loop thread does all the work: read the next committed events in position order (see
+  ``omoi_ray.store.event_log``), append them to the stream in one pipeline, advance the cursor.
+- Where to resume comes from Redis itself: the stream's last id is the last position mirrored.
+  If the stream is gone (Redis restarted empty, key deleted), the relay resumes from its cursor
+  saved in the database (at most ~1 s old), rewound by ``events_replay`` events so that readers
+  who had not caught up find recent history again; a relay that never mirrored starts from the
+  oldest event the database retains. Every committed event therefore reaches the
+  stream at least once, and (ids must increase) never twice while the stream lives.
+- Redis unreachable: back off (0.1 s doubling to 5 s), keep the backlog in the database, resync
+  on reconnect. Database errors: back off, keep the cursor.
+- With no Redis configured it only prunes.
+- Pruning (every ``PRUNE_EVERY`` s): events older than ``events_retention``; with Redis, never
+  past the saved cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from omoi_ray.event_stream import StreamKeys, append, stream_top
+from omoi_ray.errors import WaitTimeoutError
+from omoi_ray.events import START, Position
+from omoi_ray.logs import setup_actor_logging
+from omoi_ray.settings import Settings
+from omoi_ray.store.event_log import EventLog
+from omoi_ray.store.store import make_engine
+
+log = logging.getLogger("omoi_ray.events")
+
+CURSOR_NAME = "redis"
+SAVE_EVERY = 1.0  # seconds between cursor saves
+PRUNE_EVERY = 60.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+
+
+class EventRelayActor:
+    def __init__(self, settings: Settings) -> None:
+        setup_actor_logging()
+        self.settings = settings
+        self.engine = make_engine(settings.resolved_database_url())
+        self.log = EventLog(self.engine)
+        self.keys = StreamKeys(settings.redis_prefix)
+        self.redis_url = settings.resolved_redis_url()
+        self.redis: Any = None
+        if self.redis_url is not None:
+            import redis
+
+            self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.cursor: Position | None = None  # None: ask Redis (or the saved cursor) where to resume
+        self.saved: Position | None = None
+        self.redis_up = False
+        self.last_error = ""
+        self.mirrored = 0
+        self.duplicates = 0
+        self.resyncs = 0
+        self.pruned = 0
+        self.lag_seconds = 0.0  # creation-to-XADD age of the newest event mirrored in the last batch
+        self.caught_up_at = 0.0
+        self._progress = threading.Condition()
+        self._stop = threading.Event()
+        self._prune_lock = threading.Lock()
+        self._metrics = _Metrics()
+        self._thread = threading.Thread(target=self._run, name="omoi-event-relay", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        target = self.settings.safe_redis_url() or "database only"
+        return f"EventRelay({target}, prefix={self.settings.redis_prefix!r})"
+
+    # ------------------------------------------------------------------ calls
+
+    def describe(self) -> dict[str, Any]:
+        """Where mirroring stands: Redis state, cursor, counters and lag."""
+        return {
+            "redis": self.settings.safe_redis_url(),
+            "redis_up": self.redis_up,
+            "stream": self.keys.stream if self.redis is not None else None,
+            "cursor": None if self.cursor is None else str(self.cursor),
+            "saved_cursor": None if self.saved is None else str(self.saved),
+            "mirrored": self.mirrored,
+            "duplicates": self.duplicates,
+            "resyncs": self.resyncs,
+            "pruned": self.pruned,
+            "lag_seconds": round(self.lag_seconds, 4),
+            "last_error": self.last_error,
+            "pid": os.getpid(),
+        }
+
+    def flush(self, timeout: float = 30.0) -> str:
+        """Wait until every event committed before this call is on the stream; returns the cursor.
+
+        Raises ``WaitTimeoutError`` if Redis (or the relay) does not get there in ``timeout`` seconds.
+        """
+        if self.redis is None:
+            return str(self.log.latest())
+        target = self.log.latest()
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.cursor is None or self.cursor < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeoutError(
+                        f"event relay did not mirror up to {target} within {timeout:g} s "
+                        f"(at {self.cursor}; last error: {self.last_error or 'none'})"
+                    )
+                self._progress.wait(min(left, 0.5))
+        return str(self.cursor)
+
+    def prune_now(self) -> int:
+        """Prune events past retention now; returns how many rows were deleted."""
+        return self._prune()
+
+    def stop(self) -> None:
+        """End the loop and save the cursor (a graceful stop loses no replay window)."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.cursor is not None and self.cursor != self.saved:
+            self._guarded(lambda: self.log.save_cursor(CURSOR_NAME, self.cursor))
+
+    # ------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        next_prune = time.monotonic() + PRUNE_EVERY
+        last_save = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY
+                self._guarded(self._prune)
+            if self.redis is None:
+                self._stop.wait(PRUNE_EVERY)
+                continue
+            try:
+                more = self._mirror_batch()
+                if time.monotonic() - last_save >= SAVE_EVERY and self.cursor is not None \
+                        and self.cursor != self.saved:
+                    self.log.save_cursor(CURSOR_NAME, self.cursor)
+                    self.saved, last_save = self.cursor, time.monotonic()
+                backoff = BACKOFF_FIRST
+                if not more:
+                    self._stop.wait(self.settings.events_poll)
+            except Exception as exc:  # noqa: BLE001 - one loop survives every outage
+                self._on_error(exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _mirror_batch(self) -> bool:
+        """Mirror one batch; True if more may be waiting."""
+        if self.cursor is None:
+            self._resync()
+        assert self.cursor is not None
+        records = self.log.read_after(self.cursor, self.settings.events_batch)
+        if not records:
+            self.lag_seconds = 0.0
+            self._metrics.lag(0.0)
+            if not self.redis_up:
+                self.redis.ping()  # report Redis as up only when it answers
+                self.redis_up = True
+            return False
+        added = append(self.redis, self.keys, records, self.cursor, self.settings.events_stream_maxlen)
+        self.redis_up = True
+        with self._progress:
+            self.cursor = records[-1].pos
+            self._progress.notify_all()
+        self.mirrored += added
+        self.duplicates += len(records) - added
+        self.lag_seconds = max(0.0, time.time() - records[-1].at.timestamp())
+        self._metrics.mirrored(added, self.lag_seconds)
+        return len(records) == self.settings.events_batch
+
+    def _resync(self) -> None:
+        top = stream_top(self.redis, self.keys)
+        self.resyncs += 1
+        if top is not None:
+            latest = self.log.latest()
+            if top > latest:
+                log.warning("the stream %s is ahead of the database (%s > %s): is the Redis prefix "
+                            "shared with another runtime?", self.keys.stream, top, latest)
+            self.cursor = top
+            return
+        saved = self.log.load_cursor(CURSOR_NAME)
+        # never mirrored before: everything the database still holds
+        self.cursor = START if saved is None else self.log.rewind(saved, self.settings.events_replay)
+        log.info("stream %s not found: mirroring again from %s", self.keys.stream, self.cursor)
+
+    def _on_error(self, exc: Exception) -> None:
+        import redis
+
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            if self.redis_up:
+                log.warning("Redis unreachable, keeping the backlog in the database: %s", exc)
+            self.redis_up = False
+            self.cursor = None  # Redis may come back empty: ask it again
+        else:
+            log.warning("event relay: %s", self.last_error)
+
+    def _prune(self) -> int:
+        retention = self.settings.events_retention
+        if retention <= 0:
+            return 0
+        with self._prune_lock:
+            upto = None
+            if self.redis is not None:
+                upto = self.log.load_cursor(CURSOR_NAME)
+                if upto is None:
+                    return 0  # nothing mirrored yet: nothing may go
+            n = self.log.prune(time.time() - retention, upto=upto)
+            self.pruned += n
+            return n
+
+    def _guarded(self, fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("event relay: %s", self.last_error)
+
+
+class _Metrics:
+    """Ray metrics for the dashboard: events mirrored and relay lag (no-ops outside Ray)."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.util import metrics
+
+            self._count = metrics.Counter("omoi_events_mirrored", description="events mirrored to Redis")
+            self._lag = metrics.Gauge("omoi_event_relay_lag_seconds",
+                                      description="age of the newest event when it reached Redis")
+        except Exception:  # noqa: BLE001 - metrics are optional
+            self._count = self._lag = None
+
+    def mirrored(self, n: int, lag: float) -> None:
+        if self._count is not None and n:
+            self._count.inc(n)
+        self.lag(lag)
+
+    def lag(self, value: float) -> None:
+        if self._lag is not None:
+            self._lag.set(value)

@@ -1,0 +1,71 @@
+"""The catalogue of event types: every event omoi-ray writes has its type listed here.
+
+Rules:
+- A type is ``<area>.<what happened>`` in lower case; its entity type says what ``entity_id``
+  names (a task, an agent, a lock resource, a thread...).
+- ``EMITTED`` types are written today; ``DECLARED`` ones belong to features still being built
+  (agent messaging, hand-offs, coordination patterns). They are listed now so that consumers,
+  filters and the README agree on the names before the features land.
+- Filters are shell-style patterns (``task.*``, ``lock.granted``), matched by ``matches``.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import NamedTuple
+
+
+class EventType(NamedTuple):
+    name: str
+    entity_type: str
+    meaning: str
+
+
+_EMITTED = (
+    EventType("task.created", "task", "a task was submitted (waiting for its dependencies)"),
+    EventType("task.ready", "task", "every dependency completed: the task can be claimed"),
+    EventType("task.claimed", "task", "an agent claimed the task (attempt number in the payload)"),
+    EventType("task.started", "task", "the agent started the handler"),
+    EventType("task.completed", "task", "the handler returned; the result is stored"),
+    EventType("task.failed", "task", "the task failed for good (error in the payload)"),
+    EventType("task.retry_scheduled", "task", "an attempt failed; the task waits for its backoff"),
+    EventType("task.timed_out", "task", "an attempt ran past the task's timeout"),
+    EventType("task.cancelled", "task", "the task was cancelled"),
+    EventType("task.requeued", "task", "an attempt was lost with its agent; the task is ready again"),
+    EventType("task.upstream_failed", "task", "a dependency failed for good; the reason names it"),
+    EventType("agent.registered", "agent", "an agent (or a new incarnation of it) joined"),
+    EventType("agent.capabilities.changed", "agent", "an agent's capabilities or capacity changed"),
+    EventType("agent.lost", "agent", "an agent died or its lease lapsed; its attempts are requeued"),
+    EventType("agent.stopped", "agent", "an agent left on purpose"),
+    EventType("lock.granted", "lock", "a lease was granted (mode, holder, fencing token)"),
+    EventType("lock.released", "lock", "a lease was released by its holder or in bulk"),
+    EventType("lock.expired", "lock", "a lease ran out without renewal and was freed"),
+    EventType("lock.waiting", "lock", "a request is queued behind a conflicting holder"),
+    EventType("lock.wait_ended", "lock", "a queued request gave up (timeout, cancel, dropped)"),
+    EventType("lock.deadlock", "lock", "a request would close a wait-for cycle and was refused"),
+)
+
+_DECLARED = (
+    EventType("agent.message.sent", "thread", "an agent posted a message in a thread"),
+    EventType("agent.collab.started", "thread", "agents opened a collaboration thread"),
+    EventType("agent.collab.ended", "thread", "a collaboration thread was closed"),
+    EventType("agent.handoff.requested", "task", "an agent asked another to take a task over"),
+    EventType("agent.handoff.accepted", "task", "the hand-off was accepted"),
+    EventType("agent.handoff.declined", "task", "the hand-off was declined"),
+    EventType("coordination.sync.created", "coordination", "a sync point was declared"),
+    EventType("coordination.sync.ready", "coordination", "every member reached the sync point"),
+    EventType("coordination.split.created", "coordination", "a task was split into parts"),
+    EventType("coordination.join.created", "coordination", "a join over several tasks was declared"),
+    EventType("coordination.merge.completed", "coordination", "the results of a join were merged"),
+)
+
+EMITTED: dict[str, EventType] = {t.name: t for t in _EMITTED}
+DECLARED: dict[str, EventType] = {t.name: t for t in _DECLARED}
+CATALOGUE: dict[str, EventType] = {**EMITTED, **DECLARED}
+
+
+def matches(event_type: str, patterns: tuple[str, ...] | list[str] | None) -> bool:
+    """True when ``patterns`` is empty/None or any pattern matches (``*`` wildcards)."""
+    if not patterns:
+        return True
+    return any(fnmatchcase(event_type, p) for p in patterns)

@@ -1,0 +1,93 @@
+"""Events as consumers see them: the record, its position, and its wire form.
+
+Rules:
+- Every event has a *position* ``"<major>-<minor>"``: on PostgreSQL ``<writing transaction id>-
+  <row id>``, on SQLite ``0-<row id>``. Positions are totally ordered, every reader (relay,
+  ``follow``, the CLI) sees committed events as a growing prefix of that order, and the relay
+  uses the position as the Redis stream entry id. So a position means the same thing in the
+  database and on the stream, a consumer resumes from the last one it saw, and the stream
+  refuses a second copy of an entry (``XADD`` ids must increase).
+- Events of one entity are written by one actor, one transaction after another, so their
+  positions follow commit order.
+- ``id`` (the event id) is unique and stable: a consumer that stores ids can drop repeats, but
+  ``follow`` already never yields a position twice.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict
+
+from omoi_ray.errors import InvalidEventQueryError
+
+
+class Position(NamedTuple):
+    major: int
+    minor: int
+
+    def __str__(self) -> str:
+        return f"{self.major}-{self.minor}"
+
+    @classmethod
+    def parse(cls, value: str | Position) -> Position:
+        """``"12-345"`` (also ``"345"``, meaning ``0-345``) to a Position; a typed error otherwise."""
+        if isinstance(value, Position):
+            return value
+        text = str(value).strip()
+        major, sep, minor = text.partition("-")
+        try:
+            pos = cls(int(major), int(minor)) if sep else cls(0, int(major))
+        except ValueError:
+            raise InvalidEventQueryError(
+                f"event position {value!r} is not of the form '<number>-<number>' (e.g. '0-42')"
+            ) from None
+        if pos.major < 0 or pos.minor < 0:
+            raise InvalidEventQueryError(f"event position {value!r} is negative")
+        return pos
+
+
+START = Position(0, 0)  # before every event
+
+
+class EventRecord(BaseModel):
+    """One committed event (the schema of the ``events`` table, the stream and ``follow``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position: str
+    id: str
+    type: str
+    entity_type: str
+    entity_id: str
+    payload: dict[str, Any] | None = None
+    at: datetime
+    task_id: str | None = None
+    agent_id: str | None = None
+    ticket_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def pos(self) -> Position:
+        return Position.parse(self.position)
+
+    def wire(self) -> str:
+        """The JSON stored in a stream entry (compact; times as epoch seconds)."""
+        return json.dumps(
+            {
+                "position": self.position, "id": self.id, "type": self.type,
+                "entity_type": self.entity_type, "entity_id": self.entity_id, "payload": self.payload,
+                "at": self.at.timestamp(), "task_id": self.task_id, "agent_id": self.agent_id,
+                "ticket_id": self.ticket_id, "request_id": self.request_id,
+            },
+            separators=(",", ":"),
+            default=str,
+        )
+
+    @classmethod
+    def from_wire(cls, data: str | bytes) -> EventRecord:
+        raw = json.loads(data)
+        raw["at"] = datetime.fromtimestamp(raw["at"], tz=timezone.utc)
+        return cls.model_validate(raw)

@@ -1,0 +1,161 @@
+"""``follow``: an async iterator over committed events, from Redis when configured, else the database.
+
+Rules:
+- ``since``: ``None`` starts after the newest event (only new ones), ``"0-0"`` from the oldest
+  event still retained, any other position strictly after it. Resume by passing the
+  ``position`` of the last event you handled.
+- Each position is yielded at most once and in increasing order, so events of one entity come
+  in commit order. Nothing committed is skipped: when the stream shows a gap (its ``p`` field
+  is past the last position yielded: trimmed or Redis restarted empty), the missing events are
+  read from the database first.
+- Redis unreachable: ``follow`` reads the database meanwhile and returns to Redis when it answers.
+- ``types``: shell-style patterns (``task.*``); matching happens here, so skipped events still
+  advance the position.
+- Needs no Ray: it reads Redis and the database directly, so any process can follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from omoi_ray.core.event_types import matches
+from omoi_ray.errors import InvalidEventQueryError
+from omoi_ray.event_stream import StreamKeys, decode_entry
+from omoi_ray.events import START, EventRecord, Position
+from omoi_ray.settings import Settings
+
+_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
+BLOCK_MS = 1000
+REDIS_RETRY = 2.0  # seconds between attempts to get back to Redis after an outage
+
+
+def check_types(types: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Validate type patterns (``task.*``); a typed error naming the bad one."""
+    if types is None:
+        return ()
+    if isinstance(types, str):
+        types = [types]
+    out = []
+    for p in types:
+        if not isinstance(p, str) or not _PATTERN.match(p):
+            raise InvalidEventQueryError(
+                f"event type pattern {p!r} is not valid: use letters, digits, '.', '_', '-' and "
+                "wildcards '*', e.g. 'task.*'"
+            )
+        out.append(p)
+    return tuple(out)
+
+
+def start_position(since: str | Position | None, log: Any) -> Position:
+    if since is None:
+        return log.latest()
+    return Position.parse(since)
+
+
+async def follow(
+    settings: Settings | None = None,
+    *,
+    since: str | Position | None = None,
+    types: Iterable[str] | str | None = None,
+    batch: int = 500,
+    poll: float = 0.2,
+    use_redis: bool = True,
+) -> AsyncIterator[EventRecord]:
+    """Yield committed events after ``since`` forever (until the caller stops iterating)."""
+    from omoi_ray.store.event_log import EventLog
+    from omoi_ray.store.store import make_engine
+
+    if batch <= 0:
+        raise InvalidEventQueryError("batch must be a positive number of events")
+    settings = settings or Settings()
+    patterns = check_types(types)
+    engine = make_engine(settings.resolved_database_url())
+    log = EventLog(engine)
+    try:
+        position = await asyncio.to_thread(start_position, since, log)
+        feed = _Feed(log, position, patterns, batch)
+        url = settings.resolved_redis_url() if use_redis else None
+        if url is None:
+            async for event in feed.from_database(poll):
+                yield event
+        else:
+            async for event in feed.from_redis(url, StreamKeys(settings.redis_prefix), poll):
+                yield event
+    finally:
+        engine.dispose()
+
+
+class _Feed:
+    def __init__(self, log: Any, position: Position, patterns: tuple[str, ...], batch: int) -> None:
+        self.log = log
+        self.position = position
+        self.patterns = patterns
+        self.batch = batch
+
+    def _take(self, events: list[EventRecord]) -> list[EventRecord]:
+        """Advance past ``events`` (all after the position); those matching the filter."""
+        out = []
+        for e in events:
+            pos = e.pos
+            if pos <= self.position:
+                continue
+            self.position = pos
+            if matches(e.type, self.patterns):
+                out.append(e)
+        return out
+
+    async def _db_page(self, before: Position | None = None) -> list[EventRecord]:
+        rows = await asyncio.to_thread(self.log.read_after, self.position, self.batch, before=before)
+        return rows
+
+    async def from_database(self, poll: float, until: float | None = None) -> AsyncIterator[EventRecord]:
+        """Read the database; stops at ``until`` (a monotonic time) when given and caught up."""
+        while True:
+            rows = await self._db_page()
+            for e in self._take(rows):
+                yield e
+            if len(rows) < self.batch:
+                if until is not None and time.monotonic() >= until:
+                    return
+                await asyncio.sleep(poll)
+
+    async def _fill(self, before: Position) -> AsyncIterator[EventRecord]:
+        """Everything between the position and ``before`` (exclusive), from the database."""
+        while True:
+            rows = await self._db_page(before)
+            for e in self._take(rows):
+                yield e
+            if len(rows) < self.batch:
+                return
+
+    async def from_redis(self, url: str, keys: StreamKeys, poll: float) -> AsyncIterator[EventRecord]:
+        import redis.asyncio as aioredis
+        from redis import exceptions as rexc
+
+        client = aioredis.Redis.from_url(url, socket_timeout=BLOCK_MS / 1000 + 5, socket_connect_timeout=5)
+        try:
+            while True:
+                try:
+                    reply = await client.xread({keys.stream: str(self.position)}, count=self.batch, block=BLOCK_MS)
+                except (rexc.ConnectionError, rexc.TimeoutError):
+                    # Redis is down: serve from the database for a while, then try Redis again
+                    async for e in self.from_database(poll, until=time.monotonic() + REDIS_RETRY):
+                        yield e
+                    continue
+                for _stream, entries in reply or ():
+                    for entry_id, fields in entries:
+                        event, previous = decode_entry(fields)
+                        if previous > self.position:  # entries missing from the stream
+                            async for e in self._fill(event.pos):
+                                yield e
+                        for e in self._take([event]):
+                            yield e
+        finally:
+            await client.aclose()
+
+
+__all__ = ["follow", "check_types", "START"]

@@ -1,0 +1,181 @@
+"""Reading the ``events`` table in position order without ever skipping a row: the SQL of the relay,
+``follow`` and the CLI, and the retention pruning.
+
+Rules:
+- PostgreSQL: a row is readable once its writing transaction id (``txid``) is below the xmin of
+  the reading statement's snapshot, i.e. once every transaction that could still add a row
+  before it has ended. Reading ``id > last_seen`` alone would skip rows whose transaction took
+  its id early and committed late. The cost: a long *writing* transaction anywhere on the
+  PostgreSQL cluster delays (never drops) what comes after it.
+- SQLite: one writer at a time, so row ids are assigned in commit order and ``id > last_seen``
+  is exact.
+- Readers take prefixes of one order, so a reader that stops at position P and another that
+  starts after P together see every event exactly once.
+- Pruning deletes in batches and never deletes past ``upto`` (the relay's saved cursor when
+  Redis is configured), so nothing is pruned before it was mirrored. It keeps the newest row,
+  so ids (and positions) never go backwards.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from omoi_ray.events import START, EventRecord, Position
+from omoi_ray.store import schema as t
+
+_COLUMNS = ("id", "txid", "event_id", "type", "entity_type", "entity_id", "payload", "created_at",
+            "task_id", "agent_id", "ticket_id", "request_id")
+
+
+class EventLog:
+    """Position-ordered reads, cursors and pruning of the events table."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        e = t.events.c
+        cols = [e[c] for c in _COLUMNS]
+        if self.postgres:
+            pos = sa.tuple_(e.txid, e.id)
+            safe = e.txid < sa.text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            self._after = lambda p: pos > sa.tuple_(sa.literal(p.major), sa.literal(p.minor))
+            self._before = lambda p: pos < sa.tuple_(sa.literal(p.major), sa.literal(p.minor))
+            self._upto = lambda p: pos <= sa.tuple_(sa.literal(p.major), sa.literal(p.minor))
+            self._order = (e.txid, e.id)
+            self._desc = (e.txid.desc(), e.id.desc())
+        else:
+            safe = sa.true()
+            self._after = lambda p: e.id > p.minor
+            self._before = lambda p: e.id < p.minor
+            self._upto = lambda p: e.id <= p.minor
+            self._order = (e.id,)
+            self._desc = (e.id.desc(),)
+        self._safe = safe
+        self._select = sa.select(*cols)
+
+    # ------------------------------------------------------------------ reading
+
+    def read_after(
+        self,
+        after: Position,
+        limit: int = 1000,
+        *,
+        before: Position | None = None,
+        types: tuple[str, ...] | None = None,
+    ) -> list[EventRecord]:
+        """Committed events after ``after`` (and before ``before``), in position order.
+
+        ``types`` here are exact type names (pattern matching is the caller's job).
+        """
+        q = self._select.where(self._safe, self._after(after))
+        if before is not None:
+            q = q.where(self._before(before))
+        if types:
+            q = q.where(t.events.c.type.in_(types))
+        q = q.order_by(*self._order).limit(limit)
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(q)]
+
+    def latest(self) -> Position:
+        """The position of the newest readable event (``START`` if there is none)."""
+        e = t.events.c
+        q = sa.select(e.txid, e.id).where(self._safe).order_by(*self._desc).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return START if row is None else _position(row.txid, row.id)
+
+    def last(self, count: int, types: tuple[str, ...] | None = None) -> list[EventRecord]:
+        """The newest ``count`` readable events (of ``types``), oldest first."""
+        q = self._select.where(self._safe)
+        if types:
+            q = q.where(t.events.c.type.in_(types))
+        q = q.order_by(*self._desc).limit(count)
+        with self.engine.connect() as conn:
+            rows = [_record(r) for r in conn.execute(q)]
+        rows.reverse()
+        return rows
+
+    def rewind(self, pos: Position, count: int) -> Position:
+        """A position ``count`` events before ``pos``: reading after it yields those ``count``
+        events again (``START`` when fewer exist)."""
+        if count <= 0:
+            return pos
+        e = t.events.c
+        q = (sa.select(e.txid, e.id).where(self._upto(pos)).order_by(*self._desc)
+             .offset(count).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return START if row is None else _position(row.txid, row.id)
+
+    # ------------------------------------------------------------------ cursors
+
+    def load_cursor(self, name: str) -> Position | None:
+        c = t.relay_cursors.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c.txid, c.event_pk).where(c.name == name)).first()
+        return None if row is None else Position(row.txid, row.event_pk)
+
+    def save_cursor(self, name: str, pos: Position) -> None:
+        """Record that everything up to ``pos`` was mirrored (never moves a cursor backwards)."""
+        table = t.relay_cursors
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(table.c.txid, table.c.event_pk).where(table.c.name == name)
+            ).first()
+            if row is None:
+                conn.execute(table.insert().values(name=name, txid=pos.major, event_pk=pos.minor, updated_at=now))
+            elif Position(row.txid, row.event_pk) < pos:
+                conn.execute(table.update().where(table.c.name == name)
+                             .values(txid=pos.major, event_pk=pos.minor, updated_at=now))
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(self, older_than: float, *, upto: Position | None = None, batch: int = 5000) -> int:
+        """Delete events created before epoch second ``older_than`` (and at or before ``upto``),
+        ``batch`` rows per transaction. Returns how many rows were deleted."""
+        e = t.events.c
+        cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
+        # The newest row always stays: SQLite would otherwise hand out its id again and a
+        # position could go backwards.
+        newest = sa.select(sa.func.max(e.id)).scalar_subquery()
+        victims = sa.select(e.id).where(e.created_at < cutoff, e.id < newest)
+        if upto is not None:
+            victims = victims.where(self._upto(upto))
+        victims = victims.limit(batch)
+        deleted = 0
+        while True:
+            with self.engine.begin() as conn:
+                n = conn.execute(t.events.delete().where(e.id.in_(victims.scalar_subquery()))).rowcount
+            deleted += n
+            if n < batch:
+                return deleted
+            time.sleep(0)  # let other threads of the caller run between batches
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t.events)).scalar_one())
+
+
+def _position(txid: int, pk: int) -> Position:
+    return Position(int(txid or 0), int(pk))
+
+
+def _record(r: Any) -> EventRecord:
+    return EventRecord.model_construct(
+        position=f"{int(r.txid or 0)}-{r.id}",
+        id=r.event_id,
+        type=r.type,
+        entity_type=r.entity_type,
+        entity_id=r.entity_id,
+        payload=r.payload,
+        at=r.created_at,
+        task_id=r.task_id,
+        agent_id=r.agent_id,
+        ticket_id=r.ticket_id,
+        request_id=r.request_id,
+    )
