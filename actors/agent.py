@@ -34,6 +34,7 @@ from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableErro
 from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.handlers import HandlerTable, TaskContext, TaskView, acquire_async
+from omoi_ray.lock_specs import request_id_for
 from omoi_ray.protocol import Assignment, ExchangeReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AgentSpec, json_size
@@ -367,7 +368,7 @@ class AgentActor:
         """The task's declared locks, before its handler runs (waiting no longer than its timeout)."""
         return await acquire_async(
             self.lock_manager, ctx.holder, [list(lock) for lock in a.locks], ttl=self.settings.lock_ttl,
-            wait=a.timeout, task_id=a.task_id, agent_id=self.name, request_id=f"task:{ctx.holder}",
+            wait=a.timeout, task_id=a.task_id, agent_id=self.name, request_id=request_id_for(f"task:{ctx.holder}"),
         )
 
     async def _release_locks(self, ctx: TaskContext) -> None:

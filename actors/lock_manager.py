@@ -32,7 +32,7 @@ from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
 from omoi_ray.core.lock_table import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
-from omoi_ray.lock_specs import check_holder, parse_request
+from omoi_ray.lock_specs import check_holder, check_request_id, parse_request
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.settings import Settings
 from omoi_ray.store.store import Store
@@ -121,7 +121,7 @@ class LockManagerActor:
         """Ask for every resource at once (see ``LockTable.acquire``). Returns granted grants, or
         "still waiting" after ``poll`` seconds: ask again with the returned request id."""
         spec = parse_request(holder, resources, mode, ttl=ttl, wait=wait)
-        request_id = request_id or uuid.uuid4().hex
+        request_id = check_request_id(request_id) or uuid.uuid4().hex
         now = time.time()
         try:
             request = self.table.acquire(
@@ -159,6 +159,7 @@ class LockManagerActor:
     @ray.method(enable_task_events=False)
     async def release(self, holder: str, grant_ids: list[str], request_id: str | None = None) -> int:
         """End grants. A repeated call with the same request id returns the first answer."""
+        check_request_id(request_id)
         if request_id is not None and request_id in self.releases:
             outcome = self.releases[request_id]
             if isinstance(outcome, Exception):

@@ -83,6 +83,29 @@ def check_id(value: Any) -> str:
     return value
 
 
+MAX_REQUEST_ID = 100
+
+
+def check_request_id(value: Any) -> str | None:
+    """A caller-chosen request id: 1-100 characters without control characters (None: generated)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_REQUEST_ID or _CONTROL.search(value):
+        raise InvalidLockRequestError(
+            f"request_id must be 1-{MAX_REQUEST_ID} characters of text without control characters, not {value!r}"
+        )
+    return value
+
+
+def request_id_for(label: str) -> str:
+    """A request id derived from ``label`` (e.g. a task attempt), hashed when it would be too long."""
+    if len(label) <= MAX_REQUEST_ID and not _CONTROL.search(label):
+        return label
+    import hashlib
+
+    return label[:40] + "~" + hashlib.sha256(label.encode()).hexdigest()[:40]
+
+
 def check_holder(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > 256 or _CONTROL.search(value):
         raise InvalidLockRequestError(

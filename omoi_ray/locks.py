@@ -7,8 +7,8 @@ Rules:
 - ``acquire`` returns a ``Lease``: every grant of one request, with their fencing tokens. It
   waits (asking again every few seconds, never spinning) until granted, ``wait`` runs out
   (``LockTimeoutError``), or a deadlock is found (``DeadlockError``).
-- A lease must be renewed within its ttl or it expires. ``keep_alive=True`` (the default for
-  context managers) renews it from a background thread every ttl/3; if a renewal ever fails the
+- A lease must be renewed within its ttl or it expires. ``keep_alive=True`` (the default of
+  ``Runtime.lock``; ``LockClient.acquire`` defaults to False) renews it from a background thread every ttl/3; if a renewal ever fails the
   lease is marked ``lost`` and the error kept in ``lost_reason``. Writes must still be fenced
   with the token: a paused process can outlive its lease without knowing.
 - ``release`` is idempotent: releasing twice is harmless.
@@ -25,6 +25,7 @@ from typing import Any
 
 from omoi_ray.errors import LeaseExpiredError, LockError, OmoiError
 from omoi_ray.calls import call
+from omoi_ray.lock_specs import request_id_for
 
 
 def default_holder() -> str:
@@ -66,7 +67,8 @@ class Lease:
         self._stop.set()
         if self.released:
             return
-        call(lambda: self.client.handle.release.remote(self.holder, [g.id for g in self.grants], f"release-{self.request_id}"))
+        release_id = request_id_for(f"release-{self.request_id}")
+        call(lambda: self.client.handle.release.remote(self.holder, [g.id for g in self.grants], release_id))
         self.released = True
 
     def keep_alive(self) -> Lease:
@@ -118,7 +120,7 @@ class LockClient:
         agent_id: str | None = None,
     ) -> Lease:
         holder = holder or self.holder
-        request_id = request_id or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex if request_id is None else request_id
         while True:
             reply = call(
                 lambda: self.handle.acquire.remote(

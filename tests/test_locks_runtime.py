@@ -198,6 +198,22 @@ def test_tasks_sharing_an_exclusive_lock_never_overlap_and_get_growing_tokens(ru
     assert tokens == sorted(tokens) and len(set(tokens)) == 6
 
 
+def test_tasks_with_the_longest_ids_hold_declared_locks(runtime, lockers, uid):
+    # the agent's request id is derived from the task id: it must stay within the columns' width
+    long_id = (uid + "-" + "x" * 128)[:128]
+    t = omoi.TaskSpec(id=long_id, type="behave", requires=["locker"], locks=[f"file:{uid}"], payload={"op": "hold_locks"})
+    info = runtime.run([t], timeout=60)[t.id]
+    assert info.status == "completed" and info.result["tokens"][f"file:{uid}"] >= 1
+
+
+@pytest.mark.parametrize("request_id", ["", "r" * 101, "a\x00b", 7])
+def test_bad_request_ids_are_refused(runtime, uid, request_id):
+    with pytest.raises(InvalidLockRequestError, match="request_id"):
+        runtime.locks.acquire(f"file:{uid}", request_id=request_id)
+    with pytest.raises(InvalidLockRequestError, match="request_id"):
+        ray.get(runtime.lock_manager.release.remote("someone", [], request_id))
+
+
 def test_handlers_take_locks_on_the_fly_and_give_them_back(runtime, lockers, uid):
     res = f"file:{uid}"
     t = omoi.TaskSpec(id=f"{uid}-fly", type="behave", requires=["locker"], payload={"op": "take_lock", "resource": res})
