@@ -7,12 +7,13 @@ name, namespace, ``get_if_exists``, ``num_cpus=0``, ``max_restarts=-1``).
 Rules:
 - One loop thread does all the work: read the next committed events in position order (see
   ``omoi_ray.store.event_log``), append them to the stream in one pipeline, advance the cursor.
-- Where to resume comes from Redis itself: the stream's last id is the last position mirrored.
-  If the stream is gone (Redis restarted empty, key deleted), the relay resumes from its cursor
+- Where to resume comes from Redis itself: the stream's last id is the last position mirrored,
+  and every batch checks it (see ``omoi_ray.event_stream``). A stream owned by another database
+  is renamed aside, never appended to. If the stream is gone (Redis restarted empty, key deleted), the relay resumes from its cursor
   saved in the database (at most ~1 s old), rewound by ``events_replay`` events so that readers
   who had not caught up find recent history again; a relay that never mirrored starts from the
   oldest event the database retains. Every committed event therefore reaches the
-  stream at least once, and (ids must increase) never twice while the stream lives.
+  stream at least once, and never twice while the stream lives.
 - Redis unreachable: back off (0.1 s doubling to 5 s), keep the backlog in the database, resync
   on reconnect. Database errors: back off, keep the cursor.
 - With no Redis configured it only prunes.
@@ -28,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from omoi_ray.event_stream import StreamKeys, append, stream_top
+from omoi_ray.event_stream import Appender, StreamKeys, StreamOutOfStep, client_for, owner_of, stream_top
 from omoi_ray.errors import WaitTimeoutError
 from omoi_ray.events import START, Position
 from omoi_ray.logs import setup_actor_logging
@@ -52,17 +53,14 @@ class EventRelayActor:
         self.log = EventLog(self.engine)
         self.keys = StreamKeys(settings.redis_prefix)
         self.redis_url = settings.resolved_redis_url()
-        self.redis: Any = None
-        if self.redis_url is not None:
-            import redis
-
-            self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis: Any = None if self.redis_url is None else client_for(self.redis_url)
+        self.appender: Appender | None = None
         self.cursor: Position | None = None  # None: ask Redis (or the saved cursor) where to resume
+        self.fresh = False  # the stream is to be created anew (it was not found at resync)
         self.saved: Position | None = None
         self.redis_up = False
         self.last_error = ""
         self.mirrored = 0
-        self.duplicates = 0
         self.resyncs = 0
         self.pruned = 0
         self.lag_seconds = 0.0  # creation-to-XADD age of the newest event mirrored in the last batch
@@ -86,10 +84,10 @@ class EventRelayActor:
             "redis": self.settings.safe_redis_url(),
             "redis_up": self.redis_up,
             "stream": self.keys.stream if self.redis is not None else None,
+            "prefix": self.settings.redis_prefix if self.redis is not None else None,
             "cursor": None if self.cursor is None else str(self.cursor),
             "saved_cursor": None if self.saved is None else str(self.saved),
             "mirrored": self.mirrored,
-            "duplicates": self.duplicates,
             "resyncs": self.resyncs,
             "pruned": self.pruned,
             "lag_seconds": round(self.lag_seconds, 4),
@@ -99,12 +97,13 @@ class EventRelayActor:
 
     def flush(self, timeout: float = 30.0) -> str:
         """Wait until every event committed before this call is on the stream; returns the cursor.
+        (A long writing transaction elsewhere on the PostgreSQL cluster delays it: see event_log.)
 
         Raises ``WaitTimeoutError`` if Redis (or the relay) does not get there in ``timeout`` seconds.
         """
         if self.redis is None:
             return str(self.log.latest())
-        target = self.log.latest()
+        target = self.log.latest(readable=False)
         deadline = time.monotonic() + timeout
         with self._progress:
             while self.cursor is None or self.cursor < target:
@@ -124,8 +123,8 @@ class EventRelayActor:
     def stop(self) -> None:
         """End the loop and save the cursor (a graceful stop loses no replay window)."""
         self._stop.set()
-        self._thread.join(timeout=10)
-        if self.cursor is not None and self.cursor != self.saved:
+        self._thread.join(timeout=60)
+        if not self._thread.is_alive() and self.cursor is not None and self.cursor != self.saved:
             self._guarded(lambda: self.log.save_cursor(CURSOR_NAME, self.cursor))
 
     # ------------------------------------------------------------------ loop
@@ -169,41 +168,67 @@ class EventRelayActor:
                 self.redis.ping()  # report Redis as up only when it answers
                 self.redis_up = True
             return False
-        added = append(self.redis, self.keys, records, self.cursor, self.settings.events_stream_maxlen)
+        assert self.appender is not None
+        try:
+            added = self.appender.append(records, self.cursor, fresh=self.fresh)
+        except redis_errors().ResponseError as exc:
+            self._advance(records[: getattr(exc, "added", 0)])  # those before the refusal are in
+            raise
+        self._advance(records)
         self.redis_up = True
+        return added == self.settings.events_batch
+
+    def _advance(self, records: list[Any]) -> None:
+        if not records:
+            return
+        self.fresh = False
         with self._progress:
             self.cursor = records[-1].pos
             self._progress.notify_all()
-        self.mirrored += added
-        self.duplicates += len(records) - added
+        self.mirrored += len(records)
         self.lag_seconds = max(0.0, time.time() - records[-1].at.timestamp())
-        self._metrics.mirrored(added, self.lag_seconds)
-        return len(records) == self.settings.events_batch
+        self._metrics.mirrored(len(records), self.lag_seconds)
 
     def _resync(self) -> None:
-        top = stream_top(self.redis, self.keys)
+        """Find where to resume: after the stream's last entry if the stream is this database's,
+        else (no stream, or a foreign one set aside) from the saved cursor, rewound."""
         self.resyncs += 1
+        self.log.check_positions()
+        identity = self.log.identity(CURSOR_NAME)
+        assert identity is not None
+        self.appender = Appender(self.redis, self.keys, identity, self.settings.events_stream_maxlen)
+        top = stream_top(self.redis, self.keys)
         if top is not None:
-            latest = self.log.latest()
-            if top > latest:
-                log.warning("the stream %s is ahead of the database (%s > %s): is the Redis prefix "
-                            "shared with another runtime?", self.keys.stream, top, latest)
-            self.cursor = top
+            owner = owner_of(self.redis, self.keys)
+            latest = self.log.latest(readable=False)
+            if owner != identity or top > latest:
+                # another database's stream (or this database went back in time): keep it for a
+                # person to look at, and start a stream of our own
+                aside = f"{self.keys.stream}:foreign:{int(time.time())}"
+                self.redis.rename(self.keys.stream, aside)
+                log.warning("stream %s (owner %s, last id %s) does not mirror this database (latest %s): "
+                            "renamed to %s", self.keys.stream, owner, top, latest, aside)
+                top = None
+        if top is not None:
+            self.cursor, self.fresh = top, False
             return
         saved = self.log.load_cursor(CURSOR_NAME)
         # never mirrored before: everything the database still holds
-        self.cursor = START if saved is None else self.log.rewind(saved, self.settings.events_replay)
+        start = START if saved is None else self.log.rewind(saved, self.settings.events_replay)
+        self.cursor, self.fresh = start, True
         log.info("stream %s not found: mirroring again from %s", self.keys.stream, self.cursor)
 
     def _on_error(self, exc: Exception) -> None:
-        import redis
-
+        redis = redis_errors()
         self.last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             if self.redis_up:
                 log.warning("Redis unreachable, keeping the backlog in the database: %s", exc)
             self.redis_up = False
             self.cursor = None  # Redis may come back empty: ask it again
+        elif isinstance(exc, StreamOutOfStep):
+            log.warning("event relay: %s; finding its place again", exc)
+            self.cursor = None
         else:
             log.warning("event relay: %s", self.last_error)
 
@@ -227,6 +252,12 @@ class EventRelayActor:
         except Exception as exc:  # noqa: BLE001
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("event relay: %s", self.last_error)
+
+
+def redis_errors() -> Any:
+    import redis
+
+    return redis
 
 
 class _Metrics:

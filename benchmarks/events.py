@@ -160,7 +160,7 @@ def main() -> None:
         "lag_p50_ms": round(statistics.median(lags), 1),
         "lag_p99_ms": round(lags[int(len(lags) * 0.99) - 1], 1),
         "lag_samples": len(lags),
-        "relay_duplicates": state["duplicates"],
+        "relay_resyncs": state["resyncs"],
     }
     print(json.dumps(result))
 

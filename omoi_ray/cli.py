@@ -92,20 +92,20 @@ def cmd_events(args: argparse.Namespace) -> int:
     log = EventLog(engine)
     try:
         if args.since is not None:
-            events = log.read_after(Position.parse(args.since), args.limit)
-            events = [e for e in events if matches(e.type, patterns)]
+            page = log.read_after(Position.parse(args.since), args.limit)
+            start = page[-1].pos if page else Position.parse(args.since)  # follow on after the page
         else:
-            events = log.last(args.limit * 20 if patterns else args.limit)
-            events = [e for e in events if matches(e.type, patterns)][-args.limit:]
-        start = Position.parse(args.since) if args.since is not None else log.latest()
+            start = log.latest()  # follow on after it; the recent ones are read up to it
+            page = log.last(args.limit * 20 if patterns else args.limit, upto=start)
+        events = [e for e in page if matches(e.type, patterns)]
+        if args.since is None:
+            events = events[-args.limit:]
     finally:
         engine.dispose()
     for e in events:
         _print_event(e, args.json)
     if not args.follow:
         return 0
-    if events:
-        start = max(start, events[-1].pos) if args.since is None else events[-1].pos
 
     async def run() -> None:
         async for e in follow(settings, since=start, types=patterns):
@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("--type", "-t", action="append", default=None,
                         help="only these types; shell patterns, repeatable (e.g. --type 'task.*')")
     events.add_argument("--since", help="start after this position (e.g. 0-0 for everything retained)")
-    events.add_argument("--limit", type=int, default=20, help="how many past events to print (default 20)")
+    events.add_argument("--limit", type=int, default=20,
+                        help="how many past events to print (default 20; with --since: how many to read)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.add_argument("--redis", help="Redis URL to follow (default OMOI_REDIS_URL; none: the database)")
     events.add_argument("--prefix", help="Redis key prefix (default OMOI_REDIS_PREFIX, else omoi)")

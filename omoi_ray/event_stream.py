@@ -6,10 +6,15 @@ Rules:
   position of the entry mirrored just before it). A reader whose last position is below ``p``
   knows it missed events (stream trimmed, Redis restarted empty) and reads them from the
   database.
+- ``<prefix>:events-owner`` holds the identity of the database the stream mirrors; a stream
+  owned by another database (a new SQLite file, another PostgreSQL) is never appended to nor
+  read as this one's.
 - Each event is also published on ``<prefix>:events:<type>`` for fire-and-forget listeners
   (``PSUBSCRIBE <prefix>:events:task.*``). Pub/sub delivers only to those connected at the time.
-- ``XADD`` ids must increase, so an entry can be added once: adding it again (a relay that
-  restarted mid-batch) is refused by Redis and counted as already there.
+- A batch is appended by one Lua script, atomically checked: the stream's last id must be the
+  position the relay mirrored last (else Redis lost entries, or another writer added some: the
+  relay finds its place again) and the owner must match. Entries are added in order and the
+  script stops at the first refusal, so the stream never has a hole nor a repeat.
 - The stream is capped with ``MAXLEN ~``; the database remains the record.
 """
 
@@ -20,19 +25,60 @@ from typing import Any
 
 import redis
 
-from omoi_ray.events import EventRecord, Position
+from omoi_ray.events import START, EventRecord, Position
 
 
 class StreamKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.stream = f"{prefix}:events"
+        self.owner = f"{prefix}:events-owner"
 
     def channel(self, event_type: str) -> str:
         return f"{self.prefix}:events:{event_type}"
 
     def channel_pattern(self, type_pattern: str = "*") -> str:
         return f"{self.prefix}:events:{type_pattern}"
+
+
+class StreamOutOfStep(Exception):
+    """The stream is not where the relay left it (lost, moved on, or owned by another database)."""
+
+
+_APPEND = """
+local stream, owner_key = KEYS[1], KEYS[2]
+local expected, fresh, maxlen, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', stream) == 1 then
+  if redis.call('GET', owner_key) ~= owner then return {-1, 'owner'} end
+  local info = redis.call('XINFO', 'STREAM', stream)
+  local top = '0-0'
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = info[i + 1] end
+  end
+  if top ~= expected then return {-1, 'moved to ' .. top} end
+else
+  if fresh ~= '1' then return {-1, 'missing'} end
+  redis.call('SET', owner_key, owner)
+end
+local prev, n = expected, 0
+for i = 5, #ARGV, 3 do
+  local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, ARGV[i], 'e', ARGV[i + 1], 'p', prev)
+  if type(ok) == 'table' and ok.err then return {n, ok.err} end
+  if ARGV[i + 2] ~= '' then redis.call('PUBLISH', ARGV[i + 2], ARGV[i + 1]) end
+  prev = ARGV[i]
+  n = n + 1
+end
+return {n, ''}
+"""
+
+
+def client_for(url: str) -> redis.Redis:
+    """A client that fails fast: redis-py's silent retries would hide a Redis restart from the
+    relay (which must then find its place again) and stall readers."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
 
 
 def stream_top(client: redis.Redis, keys: StreamKeys) -> Position | None:
@@ -47,45 +93,44 @@ def stream_top(client: redis.Redis, keys: StreamKeys) -> Position | None:
     if isinstance(last, bytes):
         last = last.decode()
     pos = Position.parse(last)
-    return None if pos == Position(0, 0) else pos
+    return None if pos == START else pos
 
 
-def append(
-    client: redis.Redis,
-    keys: StreamKeys,
-    records: Sequence[EventRecord],
-    previous: Position,
-    maxlen: int,
-    *,
-    channels: bool = True,
-) -> int:
-    """Add ``records`` (in position order, all after ``previous``) to the stream in one round trip,
-    and publish each on its type's channel. Returns how many entries were new.
+def owner_of(client: redis.Redis, keys: StreamKeys) -> str | None:
+    value = client.get(keys.owner)
+    return value.decode() if isinstance(value, bytes) else value
 
-    Raises ``redis.ConnectionError``/``TimeoutError`` when Redis is unreachable, and
-    ``redis.ResponseError`` for any refusal other than "already there".
-    """
-    pipe = client.pipeline(transaction=False)
-    prev = str(previous)
-    for r in records:
-        wire = r.wire()
-        pipe.xadd(keys.stream, {"e": wire, "p": prev}, id=r.position, maxlen=maxlen, approximate=True)
-        if channels:
-            pipe.publish(keys.channel(r.type), wire)
-        prev = r.position
-    results: list[Any] = pipe.execute(raise_on_error=False)
-    added = 0
-    step = 2 if channels else 1
-    for i in range(0, len(results), step):
-        res = results[i]
-        if isinstance(res, redis.ResponseError):
-            if "equal or smaller" in str(res):
-                continue  # added before: a relay restarted in the middle of a batch
-            raise res
-        if isinstance(res, Exception):
-            raise res
-        added += 1
-    return added
+
+class Appender:
+    """Appends batches for one relay (the script is loaded once, called by its hash)."""
+
+    def __init__(self, client: redis.Redis, keys: StreamKeys, owner: str, maxlen: int, channels: bool = True) -> None:
+        self.client = client
+        self.keys = keys
+        self.owner = owner
+        self.maxlen = maxlen
+        self.channels = channels
+        self._script = client.register_script(_APPEND)
+
+    def append(self, records: Sequence[EventRecord], previous: Position, *, fresh: bool) -> int:
+        """Add ``records`` (in position order, all after ``previous``) and publish each; returns
+        how many were added. Raises ``StreamOutOfStep`` when the stream is not at ``previous``
+        (nothing added), ``redis.ResponseError`` when Redis refused an entry (the ones before it
+        were added: the count is on the exception as ``added``), and connection errors."""
+        args: list[Any] = [str(previous), "1" if fresh else "0", self.maxlen, self.owner]
+        for r in records:
+            args += [r.position, r.wire(), self.keys.channel(r.type) if self.channels else ""]
+        added, error = self._script(keys=[self.keys.stream, self.keys.owner], args=args)
+        added = int(added)
+        if isinstance(error, bytes):
+            error = error.decode()
+        if added < 0:
+            raise StreamOutOfStep(f"stream {self.keys.stream}: {error}")
+        if error:
+            exc = redis.ResponseError(f"Redis refused event {records[added].position}: {error}")
+            exc.added = added  # type: ignore[attr-defined]
+            raise exc
+        return added
 
 
 def decode_entry(fields: dict[Any, Any]) -> tuple[EventRecord, Position]:

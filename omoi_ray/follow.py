@@ -8,7 +8,9 @@ Rules:
   in commit order. Nothing committed is skipped: when the stream shows a gap (its ``p`` field
   is past the last position yielded: trimmed or Redis restarted empty), the missing events are
   read from the database first.
-- Redis unreachable: ``follow`` reads the database meanwhile and returns to Redis when it answers.
+- Redis unreachable, or its stream not this database's (no relay with Redis runs, or the prefix
+  belongs to another runtime): ``follow`` reads the database meanwhile and looks at Redis again
+  every couple of seconds. Database outages are waited out.
 - ``types``: shell-style patterns (``task.*``); matching happens here, so skipped events still
   advance the position.
 - Needs no Ray: it reads Redis and the database directly, so any process can follow.
@@ -109,8 +111,16 @@ class _Feed:
         return out
 
     async def _db_page(self, before: Position | None = None) -> list[EventRecord]:
-        rows = await asyncio.to_thread(self.log.read_after, self.position, self.batch, before=before)
-        return rows
+        """The next page from the database; waits out database outages (backing off to 5 s)."""
+        import sqlalchemy as sa
+
+        delay = 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(self.log.read_after, self.position, self.batch, before=before)
+            except sa.exc.DBAPIError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def from_database(self, poll: float, until: float | None = None) -> AsyncIterator[EventRecord]:
         """Read the database; stops at ``until`` (a monotonic time) when given and caught up."""
@@ -135,14 +145,26 @@ class _Feed:
     async def from_redis(self, url: str, keys: StreamKeys, poll: float) -> AsyncIterator[EventRecord]:
         import redis.asyncio as aioredis
         from redis import exceptions as rexc
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        client = aioredis.Redis.from_url(url, socket_timeout=BLOCK_MS / 1000 + 5, socket_connect_timeout=5)
+        identity = await asyncio.to_thread(lambda: self.log.identity("redis", create=False))
+        client = aioredis.Redis.from_url(url, socket_timeout=BLOCK_MS / 1000 + 5, socket_connect_timeout=5,
+                                         retry=Retry(NoBackoff(), 0))
+        checked = False  # whether the stream was seen to mirror this database since (re)connecting
         try:
             while True:
                 try:
+                    if not checked:
+                        owner = await client.get(keys.owner)
+                        checked = (owner.decode() if isinstance(owner, bytes) else owner) == identity
+                        if not checked:
+                            raise _NotOurs
                     reply = await client.xread({keys.stream: str(self.position)}, count=self.batch, block=BLOCK_MS)
-                except (rexc.ConnectionError, rexc.TimeoutError):
-                    # Redis is down: serve from the database for a while, then try Redis again
+                except (rexc.ConnectionError, rexc.TimeoutError, _NotOurs):
+                    # Redis is down, or its stream is not (yet) this database's: serve from the
+                    # database for a while, then look at Redis again
+                    checked = False
                     async for e in self.from_database(poll, until=time.monotonic() + REDIS_RETRY):
                         yield e
                     continue
@@ -156,6 +178,10 @@ class _Feed:
                             yield e
         finally:
             await client.aclose()
+
+
+class _NotOurs(Exception):
+    """The stream under the prefix is missing or mirrors another database."""
 
 
 __all__ = ["follow", "check_types", "START"]

@@ -378,13 +378,22 @@ def connect(
     )
     described = call(lambda: scheduler.describe.remote(), retry_for=120)  # waits out a restart
     call(lambda: lock_manager.describe.remote(), retry_for=120)
-    call(lambda: relay.describe.remote(), retry_for=120)
+    relay_state = call(lambda: relay.describe.remote(), retry_for=120)
     if described["database"] != settings.safe_database_url():
         raise ConfigurationError(
             f"the runtime in namespace '{settings.namespace}' uses the database "
             f"{described['database']}, but this driver is configured for "
             f"{settings.safe_database_url()}; use the same OMOI_DATABASE_URL or another "
             "OMOI_NAMESPACE"
+        )
+    mirror = (settings.safe_redis_url(), settings.redis_prefix if settings.redis_url else None)
+    running = (relay_state["redis"], relay_state["prefix"])
+    if mirror != running:
+        raise ConfigurationError(
+            f"the runtime in namespace '{settings.namespace}' mirrors events to "
+            f"{running[0] or 'no Redis'} (prefix {running[1]}), but this driver is configured for "
+            f"{mirror[0] or 'no Redis'} (prefix {mirror[1]}); use the same OMOI_REDIS_URL and "
+            "OMOI_REDIS_PREFIX, or another OMOI_NAMESPACE"
         )
     return Runtime(settings, scheduler, lock_manager, relay)
 

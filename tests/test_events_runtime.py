@@ -64,6 +64,14 @@ def test_a_task_and_a_lock_are_mirrored_in_commit_order(redis_runtime):
     assert take(rt, 1, since=locks[0].position, types="lock.*") == locks[1:]
 
 
+def test_a_driver_with_other_redis_settings_is_refused(redis_runtime, tmp_path):
+    from omoi_ray.errors import ConfigurationError
+
+    other = redis_runtime.settings.model_copy(update={"redis_prefix": "elsewhere"})
+    with pytest.raises(ConfigurationError, match="OMOI_REDIS_PREFIX"):
+        omoi.connect(other)
+
+
 def test_a_runtime_without_redis_keeps_events_readable(runtime):
     state = runtime.relay_status()
     assert state["redis"] is None and state["stream"] is None

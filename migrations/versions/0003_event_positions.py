@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("txid", sa.BigInteger(), nullable=False),
         sa.Column("event_pk", sa.BigInteger(), nullable=False),
+        sa.Column("token", sa.String(32), nullable=True),
         sa.Column("updated_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_relay_cursors"),
     )

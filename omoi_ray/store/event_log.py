@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from omoi_ray.errors import ConfigurationError
 from omoi_ray.events import START, EventRecord, Position
 from omoi_ray.store import schema as t
 
@@ -80,17 +81,23 @@ class EventLog:
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(q)]
 
-    def latest(self) -> Position:
-        """The position of the newest readable event (``START`` if there is none)."""
+    def latest(self, *, readable: bool = True) -> Position:
+        """The position of the newest readable event (``START`` if there is none). With
+        ``readable=False``: of the newest committed one, even if a running transaction still
+        holds it back from readers (what a flush must wait for)."""
         e = t.events.c
-        q = sa.select(e.txid, e.id).where(self._safe).order_by(*self._desc).limit(1)
+        q = sa.select(e.txid, e.id).order_by(*self._desc).limit(1)
+        if readable:
+            q = q.where(self._safe)
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return START if row is None else _position(row.txid, row.id)
 
-    def last(self, count: int, types: tuple[str, ...] | None = None) -> list[EventRecord]:
-        """The newest ``count`` readable events (of ``types``), oldest first."""
+    def last(self, count: int, types: tuple[str, ...] | None = None, *, upto: Position | None = None) -> list[EventRecord]:
+        """The newest ``count`` readable events (of ``types``, at or before ``upto``), oldest first."""
         q = self._select.where(self._safe)
+        if upto is not None:
+            q = q.where(self._upto(upto))
         if types:
             q = q.where(t.events.c.type.in_(types))
         q = q.order_by(*self._desc).limit(count)
@@ -111,7 +118,38 @@ class EventLog:
             row = conn.execute(q).first()
         return START if row is None else _position(row.txid, row.id)
 
+    def check_positions(self) -> None:
+        """PostgreSQL: refuse events whose transaction ids are ahead of the server's (the table was
+        copied from another cluster, e.g. by dump and restore): their positions would hide every
+        new event from readers. Raises ``ConfigurationError``."""
+        if not self.postgres:
+            return
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT (SELECT max(txid) FROM events), pg_current_xact_id()::text::bigint"
+            )).first()
+        if row is not None and row[0] is not None and row[0] > row[1]:
+            raise ConfigurationError(
+                f"events carry transaction ids up to {row[0]}, beyond this PostgreSQL server's "
+                f"{row[1]}: the table was copied from another cluster. New events would sort before "
+                "them; renumber them (UPDATE events SET txid = 0) before mirroring"
+            )
+
     # ------------------------------------------------------------------ cursors
+
+    def identity(self, name: str, *, create: bool = True) -> str | None:
+        """A random token naming this database to a mirror (created on first use unless
+        ``create`` is False, then None)."""
+        import secrets
+
+        table = t.relay_cursors
+        with self.engine.begin() as conn:
+            token = conn.execute(sa.select(table.c.token).where(table.c.name == name)).scalar()
+            if token is None and create:
+                token = secrets.token_hex(16)
+                conn.execute(table.insert().values(name=name, txid=0, event_pk=0, token=token,
+                                                   updated_at=datetime.now(timezone.utc)))
+        return token
 
     def load_cursor(self, name: str) -> Position | None:
         c = t.relay_cursors.c
@@ -128,7 +166,8 @@ class EventLog:
                 sa.select(table.c.txid, table.c.event_pk).where(table.c.name == name)
             ).first()
             if row is None:
-                conn.execute(table.insert().values(name=name, txid=pos.major, event_pk=pos.minor, updated_at=now))
+                conn.execute(table.insert().values(name=name, txid=pos.major, event_pk=pos.minor, token=None,
+                                                   updated_at=now))
             elif Position(row.txid, row.event_pk) < pos:
                 conn.execute(table.update().where(table.c.name == name)
                              .values(txid=pos.major, event_pk=pos.minor, updated_at=now))

@@ -184,6 +184,8 @@ class RelayCursorRow(Base):
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     txid: Mapped[int] = mapped_column(sa.BigInteger)
     event_pk: Mapped[int] = mapped_column(sa.BigInteger)
+    #: identity of this database, also written next to the stream it owns
+    token: Mapped[str | None] = mapped_column(sa.String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
