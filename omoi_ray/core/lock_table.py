@@ -593,12 +593,16 @@ class LockTable:
 
     def _settle(self, request: Request, state: RequestState) -> None:
         waiting = self.waiting_by_holder.get(request.holder)
-        if waiting is not None:
+        queued = waiting is not None and request.id in waiting
+        if queued:
             waiting.discard(request.id)
             if not waiting:
                 del self.waiting_by_holder[request.holder]
         request.state = state
-        self._changed_requests[request.id] = request
+        if queued or request.id in self._changed_requests:
+            # only a request that waited has a stored row to remove; one granted (or refused)
+            # at once was never stored
+            self._changed_requests[request.id] = request
         self._settled.append(request)
         self._recent.append(request.id)
         while len(self._recent) > self.remember:
