@@ -131,9 +131,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    status = _connect(args).status()
+    rt = _connect(args)
+    status = rt.status()
     console = Console()
     console.print(f"namespace {status.namespace}, database {status.database}, {status.ready} ready")
+    relay = rt.relay_status()
+    if relay["redis"] is None:
+        console.print("events: kept in the database (no OMOI_REDIS_URL)")
+    else:
+        state = "up" if relay["redis_up"] else f"[red]unreachable[/red] ({relay['last_error']})"
+        console.print(f"events: mirrored to {relay['redis']} stream {relay['stream']} ({state}), "
+                      f"at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s")
     tasks = Table(title="tasks")
     tasks.add_column("status")
     tasks.add_column("count", justify="right")

@@ -88,3 +88,15 @@ def test_a_runtime_without_redis_keeps_events_readable(runtime):
 
     first = asyncio.run(asyncio.wait_for(first_of_resource(), 30))
     assert first.type == "lock.granted" and first.payload["token"] >= 1
+
+
+def test_status_says_where_events_go(redis_runtime, capsys, monkeypatch):
+    from omoi_ray.cli import main
+
+    s = redis_runtime.settings
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # Ray is already initialised here: connect joins it
+    monkeypatch.setenv("OMOI_REDIS_URL", s.redis_url.get_secret_value())
+    monkeypatch.setenv("OMOI_REDIS_PREFIX", s.redis_prefix)
+    assert main(["status", "--home", str(s.home), "--namespace", s.namespace]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"stream {s.redis_prefix}:events (up)" in out

@@ -366,3 +366,19 @@ def test_losing_an_agent_reports_its_attempts_as_abandoned():
     h.drain()
     h.graph.agent_lost("a1", "i1", h.now, "died")
     assert sorted(h.drain().abandoned) == [("a", 1), ("b", 1)]
+
+
+def test_an_agent_whose_capabilities_change_emits_an_event():
+    h = Harness()
+    h.agent("a1", caps=("x",), capacity=2)
+    h.graph.take_changes()
+    h.agent("a1", caps=("x",), capacity=2)  # a refresh with nothing new says nothing
+    assert h.graph.take_changes().events == []
+    h.agent("a1", caps=("x", "y"), capacity=3)
+    events = h.graph.take_changes().events
+    assert [(e.type, e.payload["capabilities"], e.payload["previous_capabilities"]) for e in events] == [
+        ("agent.capabilities.changed", ["x", "y"], ["x"])
+    ]
+    h.agent("a1", caps=("y",), capacity=3, inc="i2")  # a new incarnation with other capabilities
+    types = [e.type for e in h.graph.take_changes().events]
+    assert types == ["agent.lost", "agent.capabilities.changed", "agent.registered"]
