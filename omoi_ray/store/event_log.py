@@ -18,7 +18,6 @@ Rules:
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -193,7 +192,6 @@ class EventLog:
             deleted += n
             if n < batch:
                 return deleted
-            time.sleep(0)  # let other threads of the caller run between batches
 
     def count(self) -> int:
         with self.engine.connect() as conn:
