@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Any
 
+import redis
+
 from omoi_ray.event_stream import Appender, StreamKeys, StreamOutOfStep, client_for, owner_of, stream_top
 from omoi_ray.errors import WaitTimeoutError
 from omoi_ray.events import START, Position
@@ -171,7 +173,7 @@ class EventRelayActor:
         assert self.appender is not None
         try:
             added = self.appender.append(records, self.cursor, fresh=self.fresh)
-        except redis_errors().ResponseError as exc:
+        except redis.ResponseError as exc:
             self._advance(records[: getattr(exc, "added", 0)])  # those before the refusal are in
             raise
         self._advance(records)
@@ -219,7 +221,6 @@ class EventRelayActor:
         log.info("stream %s not found: mirroring again from %s", self.keys.stream, self.cursor)
 
     def _on_error(self, exc: Exception) -> None:
-        redis = redis_errors()
         self.last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             if self.redis_up:
@@ -252,12 +253,6 @@ class EventRelayActor:
         except Exception as exc:  # noqa: BLE001
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("event relay: %s", self.last_error)
-
-
-def redis_errors() -> Any:
-    import redis
-
-    return redis
 
 
 class _Metrics:

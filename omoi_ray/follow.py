@@ -27,7 +27,7 @@ from typing import Any
 from omoi_ray.core.event_types import matches
 from omoi_ray.errors import InvalidEventQueryError
 from omoi_ray.event_stream import StreamKeys, decode_entry
-from omoi_ray.events import START, EventRecord, Position
+from omoi_ray.events import EventRecord, Position
 from omoi_ray.settings import Settings
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
@@ -52,12 +52,6 @@ def check_types(types: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def start_position(since: str | Position | None, log: Any) -> Position:
-    if since is None:
-        return log.latest()
-    return Position.parse(since)
-
-
 async def follow(
     settings: Settings | None = None,
     *,
@@ -78,7 +72,7 @@ async def follow(
     engine = make_engine(settings.resolved_database_url())
     log = EventLog(engine)
     try:
-        position = await asyncio.to_thread(start_position, since, log)
+        position = await asyncio.to_thread(log.latest) if since is None else Position.parse(since)
         feed = _Feed(log, position, patterns, batch)
         url = settings.resolved_redis_url() if use_redis else None
         if url is None:
@@ -184,4 +178,4 @@ class _NotOurs(Exception):
     """The stream under the prefix is missing or mirrors another database."""
 
 
-__all__ = ["follow", "check_types", "START"]
+__all__ = ["follow", "check_types"]

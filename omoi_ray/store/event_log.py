@@ -65,17 +65,12 @@ class EventLog:
         limit: int = 1000,
         *,
         before: Position | None = None,
-        types: tuple[str, ...] | None = None,
     ) -> list[EventRecord]:
-        """Committed events after ``after`` (and before ``before``), in position order.
-
-        ``types`` here are exact type names (pattern matching is the caller's job).
-        """
+        """Committed events after ``after`` (and before ``before``), in position order. Type
+        filters are the caller's: skipped events must still advance its position."""
         q = self._select.where(self._safe, self._after(after))
         if before is not None:
             q = q.where(self._before(before))
-        if types:
-            q = q.where(t.events.c.type.in_(types))
         q = q.order_by(*self._order).limit(limit)
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(q)]
@@ -92,13 +87,11 @@ class EventLog:
             row = conn.execute(q).first()
         return START if row is None else _position(row.txid, row.id)
 
-    def last(self, count: int, types: tuple[str, ...] | None = None, *, upto: Position | None = None) -> list[EventRecord]:
-        """The newest ``count`` readable events (of ``types``, at or before ``upto``), oldest first."""
+    def last(self, count: int, *, upto: Position | None = None) -> list[EventRecord]:
+        """The newest ``count`` readable events (at or before ``upto``), oldest first."""
         q = self._select.where(self._safe)
         if upto is not None:
             q = q.where(self._upto(upto))
-        if types:
-            q = q.where(t.events.c.type.in_(types))
         q = q.order_by(*self._desc).limit(count)
         with self.engine.connect() as conn:
             rows = [_record(r) for r in conn.execute(q)]
@@ -192,10 +185,6 @@ class EventLog:
             deleted += n
             if n < batch:
                 return deleted
-
-    def count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(t.events)).scalar_one())
 
 
 def _position(txid: int, pk: int) -> Position:
