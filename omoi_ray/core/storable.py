@@ -1,0 +1,127 @@
+"""What every supported store can hold: the one definition of a storable value, and its bounds.
+
+Rules:
+- A value is *storable* when SQLite and PostgreSQL both accept it unchanged: text has no NUL
+  (PostgreSQL refuses ``\\x00`` in text and ``\\u0000`` in JSONB) and no lone surrogate (neither
+  store can encode it as UTF-8); JSON holds only dicts with string keys, lists, strings, finite
+  numbers, booleans and null, nested at most ``MAX_JSON_DEPTH`` deep.
+- Input from users is *checked* (``check_text``, ``check_json``, ``check_seconds``): a bad value
+  raises ``ValueError`` whose message names the field (and the path inside a JSON value).
+  Callers at the edge turn it into their typed error.
+- Text produced inside the runtime (a handler's error message) is *cleaned* (``clean_text``):
+  unstorable and control characters are replaced, so it can always be recorded.
+- Every numeric bound a user can meet is a constant here, and the README's bounds table lists
+  the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+#: deepest nesting of lists and dicts in a payload or result (a JSON document at depth 1 is flat)
+MAX_JSON_DEPTH = 64
+#: longest attempt timeout: 7 days, in seconds
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+#: longest retry backoff (``backoff_base`` and ``backoff_cap``): 1 day, in seconds
+MAX_BACKOFF_S = 24 * 3600.0
+#: longest reason (cancel reasons) a user may give, in characters
+MAX_REASON_CHARS = 1000
+#: longest error text recorded for an attempt, in characters (longer text is cut)
+MAX_ERROR_CHARS = 4000
+#: longest wait a driver call accepts, in seconds (about 31 years: "no limit" is ``None``)
+MAX_WAIT_S = 1e9
+
+# Text a store cannot hold, anywhere: NUL and lone surrogates.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+# Free text (reasons, error messages) may hold tabs and line breaks, no other control characters.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Names and keys hold no control characters at all.
+_CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def unstorable_char(text: str) -> str | None:
+    """The first character of ``text`` that no store can hold (NUL, lone surrogate), or None."""
+    found = _UNSTORABLE.search(text)
+    return None if found is None else found.group()
+
+
+def check_text(value: Any, field: str, *, max_chars: int, allow_newlines: bool = True) -> str:
+    """Return ``value`` if it is storable text of at most ``max_chars`` characters.
+
+    Tabs and line breaks are allowed when ``allow_newlines``; other control characters, NUL and
+    lone surrogates never are. Raises ``ValueError`` naming ``field``.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string, not {type(value).__name__}")
+    bad = (_CONTROL_IN_TEXT if allow_newlines else _CONTROL_ANY).search(value)
+    if bad is not None:
+        raise ValueError(f"{field} holds the control or unstorable character {bad.group()!r}")
+    if len(value) > max_chars:
+        raise ValueError(f"{field} is {len(value)} characters, over the limit of {max_chars}")
+    return value
+
+
+def clean_text(value: Any, *, max_chars: int = MAX_ERROR_CHARS) -> str:
+    """``value`` as storable text: control and unstorable characters become U+FFFD, and text
+    over ``max_chars`` is cut (ending in an ellipsis). Never raises."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except BaseException:  # noqa: BLE001 - a __str__ that raises must not stop the cleaning
+        text = f"<{type(value).__name__} whose str() failed>"
+    text = _CONTROL_IN_TEXT.sub("\ufffd", text)
+    if len(text) > max_chars:
+        text = text[: max_chars - 1] + "\u2026"
+    return text
+
+
+def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Raise ``ValueError`` naming ``field`` and the path to the first part of ``value`` that is
+    not storable JSON (see the module rules). Iterative: any depth of input is safe to check."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            bad = unstorable_char(item)
+            if bad is not None:
+                raise ValueError(f"{path} holds the unstorable character {bad!r}")
+            continue
+        if isinstance(item, int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{path} is {item!r}; JSON numbers must be finite")
+            continue
+        if isinstance(item, (list, tuple)):
+            if depth > max_depth:
+                raise ValueError(f"{field} is nested more than {max_depth} levels deep")
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
+            continue
+        if isinstance(item, dict):
+            if depth > max_depth:
+                raise ValueError(f"{field} is nested more than {max_depth} levels deep")
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"{path} has the key {key!r}; JSON object keys must be strings")
+                bad = unstorable_char(key)
+                if bad is not None:
+                    raise ValueError(f"{path} has a key holding the unstorable character {bad!r}")
+                stack.append((child, f"{path}[{key!r}]", depth + 1))
+            continue
+        raise ValueError(f"{path} is a {type(item).__name__}, which is not JSON")
+
+
+def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = False) -> float:
+    """Return ``value`` as float seconds if it is a real, finite, non-boolean number in
+    ``(0, maximum]`` (``[0, maximum]`` with ``allow_zero``). Raises ``ValueError`` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field} must be a number of seconds, not {value!r}")
+    seconds = float(value)
+    low_ok = seconds >= 0 if allow_zero else seconds > 0
+    if not (math.isfinite(seconds) and low_ok and seconds <= maximum):
+        low = "0" if allow_zero else "above 0"
+        raise ValueError(f"{field} must be a finite number of seconds from {low} to {maximum:g}, not {value!r}")
+    return seconds
