@@ -46,8 +46,9 @@ class RetryPolicy:
     """How often and how late a failed attempt is retried.
 
     Retry ``n`` (0 for the first retry) waits ``base * 2**n * U(1 - jitter, 1 + jitter)``
-    seconds, capped at ``cap``. ``max_retries`` bounds attempts of every kind: a task makes at
-    most ``max_retries + 1`` attempts, whether they end in an error, a timeout or a lost agent.
+    seconds, capped at ``cap``. ``max_retries`` bounds charged attempts: a task makes at most
+    ``max_retries + 1`` of them, whether they end in an error, a timeout or a lost agent. Only an
+    attempt interrupted by the replacement of its agent's process is not charged.
     """
 
     max_retries: int = 3
@@ -114,6 +115,8 @@ class Task:
     error: str | None = None
     reason: str | None = None
     upstream: str | None = None  # for upstream_failed: the task whose failure doomed this one
+    #: attempts that ended through no fault of the task (``OUTCOME_RULES``: not charged)
+    uncharged: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float = 0.0
@@ -126,6 +129,8 @@ class AttemptOutcome(str, Enum):
     TIMED_OUT = "timed_out"
     LOST = "lost"  # the agent died or its lease ran out
     CANCELLED = "cancelled"
+    #: the agent's process was replaced to free a slot a zombie handler held (not charged)
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(slots=True)
@@ -165,9 +170,14 @@ class Agent:
     #: (task id, attempt) -> claimed_at, for every attempt whose handler has not yet ended
     busy: dict[tuple[str, int], float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # node, pid: shown, never interpreted
+    #: busy attempts whose handler ignored its stop past the grace period: the agent is draining
+    #: to have its process replaced, so it gets no more work
+    zombies: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def free_slots(self) -> int:
+        if self.zombies:
+            return 0
         return max(0, self.capacity - len(self.busy))
 
 

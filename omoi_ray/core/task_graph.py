@@ -19,8 +19,12 @@ Rules:
 - An agent's slots are the attempts it has been given whose handlers have not yet ended. A slot
   is freed when the agent reports the handler ended, or when the agent is lost, never when the
   scheduler merely gives up on an attempt (a timed-out handler still occupies its thread).
-- Every attempt counts towards ``max_retries``: errors and timeouts wait out the backoff in
-  ``retry_wait``; attempts lost with their agent go straight back to ``ready``.
+- What an attempt's outcome means for its task is data (``OUTCOME_RULES``): errors and timeouts
+  wait out the backoff in ``retry_wait``; attempts lost with their agent go straight back to
+  ``ready``. Every attempt counts towards ``max_retries`` except those the rules mark uncharged
+  (``interrupted``: the agent's process was replaced to free a slot a zombie handler held).
+- An agent that reports a zombie (a handler that ignored its stop past the grace period) gets
+  no more work: it is draining, and will be replaced (``agent_replaced``).
 - Tasks that declare locks are not handed out while an attempt that still occupies a slot
   declares a conflicting lock (exclusive against anything): they keep their place and wait. This
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
@@ -65,7 +69,25 @@ S = TaskStatus
 AttemptKey = tuple[str, int]
 
 MAX_SET_ASIDE = 256  # ready tasks a claim may skip for lock conflicts before it stops looking
-_RETRYABLE_OUTCOMES = {AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST}
+
+
+class OutcomeRule(NamedTuple):
+    """What an unsuccessful attempt's outcome means for its task."""
+
+    retryable: bool  # another attempt may follow (if retries are left)
+    charged: bool  # the attempt counts towards ``max_retries``
+    backoff: bool  # the next attempt waits out the backoff in ``retry_wait`` (else: ``ready`` now)
+
+
+#: outcome -> rule, for every outcome that ends an attempt without completing its task
+OUTCOME_RULES: dict[AttemptOutcome, OutcomeRule] = {
+    AttemptOutcome.FAILED: OutcomeRule(retryable=True, charged=True, backoff=True),
+    AttemptOutcome.TIMED_OUT: OutcomeRule(retryable=True, charged=True, backoff=True),
+    AttemptOutcome.LOST: OutcomeRule(retryable=True, charged=True, backoff=False),
+    AttemptOutcome.INTERRUPTED: OutcomeRule(retryable=True, charged=False, backoff=False),
+    AttemptOutcome.PERMANENT_FAILURE: OutcomeRule(retryable=False, charged=True, backoff=False),
+    AttemptOutcome.CANCELLED: OutcomeRule(retryable=False, charged=True, backoff=False),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +155,9 @@ class ChangeSet:
 class Report(NamedTuple):
     """What an agent says about one attempt (a tuple: it crosses Ray on every call).
 
-    ``kind`` is ``"started"`` or ``"finished"``; a finished report carries the outcome and either
-    the result or the error text.
+    ``kind`` is ``"started"``, ``"finished"`` or ``"zombie"`` (the handler ignored its stop past
+    the grace period: its slot stays held until the agent's process is replaced); a finished
+    report carries the outcome and either the result or the error text.
     """
 
     kind: str
@@ -478,14 +501,29 @@ class TaskGraph:
         self._retire_agent(agent, AgentStatus.STOPPED, now, "agent stopped")
         return True
 
-    def _retire_agent(self, agent: Agent, status: AgentStatus, now: float, reason: str) -> None:
+    def agent_replaced(self, agent_id: str, incarnation: str, now: float, reason: str, *, restarting: bool) -> bool:
+        """The agent is about to end its process to free the slots zombie handlers hold: its
+        attempts still under way are requeued as ``interrupted`` (not charged). It is ``lost``
+        while Ray restarts it (a new incarnation registers), ``stopped`` if it will not restart."""
+        agent = self.live_agent(agent_id, incarnation)
+        if agent is None:
+            return False
+        status = AgentStatus.LOST if restarting else AgentStatus.STOPPED
+        self._retire_agent(agent, status, now, reason, AttemptOutcome.INTERRUPTED)
+        return True
+
+    def _retire_agent(
+        self, agent: Agent, status: AgentStatus, now: float, reason: str,
+        outcome: AttemptOutcome = AttemptOutcome.LOST,
+    ) -> None:
         agent.status = status
         self._abandoned.extend(agent.busy)
         for key in list(agent.busy):
             task = self.tasks.get(key[0])
             if task is not None and task.attempt == key[1] and task.status in ACTIVE:
-                self._lose_attempt(task, now, f"agent '{agent.id}' {reason}")
+                self._attempt_failed(task, outcome, f"{outcome.value}: agent '{agent.id}' {reason}", now)
             self._release(agent, key, now)
+        agent.zombies.clear()
         self._dirty_agents[agent.id] = agent
         self._events.append(
             Event(
@@ -572,9 +610,15 @@ class TaskGraph:
     def apply_report(self, agent: Agent, report: Report, now: float) -> Rejection | None:
         """Apply one started/finished report; return a rejection if its attempt is stale.
 
-        A finished report frees the attempt's slot whether or not its result still counts.
+        A finished report frees the attempt's slot whether or not its result still counts. A
+        zombie report marks the slot held by a zombie (whatever the task's status): the agent
+        gets no more work until it is replaced.
         """
         key = (report.task_id, report.attempt)
+        if report.kind == "zombie":
+            if key in agent.busy:
+                agent.zombies.add(key)
+            return None
         task = self.tasks.get(report.task_id)
         rejection = None
         if (
@@ -823,6 +867,7 @@ class TaskGraph:
         task.deadline = None
 
     def _release(self, agent: Agent, key: AttemptKey, now: float) -> None:
+        agent.zombies.discard(key)
         if agent.busy.pop(key, None) is not None:
             self._close_attempt(key, now)
 
@@ -842,8 +887,12 @@ class TaskGraph:
         """End the current attempt unsuccessfully and decide: retry later, requeue, or give up."""
         self._end_attempt(task, outcome, error, now)
         task.error = error
-        retries_left = outcome in _RETRYABLE_OUTCOMES and task.attempt <= task.retry.max_retries
-        if retries_left and outcome is AttemptOutcome.LOST:
+        rule = OUTCOME_RULES[outcome]
+        if not rule.charged:
+            task.uncharged += 1
+        charged = task.attempt - task.uncharged
+        retries_left = rule.retryable and charged <= task.retry.max_retries
+        if retries_left and not rule.backoff:
             task.reason = error
             self._move(task, S.READY, now, attempt=task.attempt, reason=error)
             self.ready.push(task.id, task.requires, task.priority, task.seq)
@@ -862,7 +911,7 @@ class TaskGraph:
             self.timers.add(task.not_before, "retry", (task.id, task.attempt))
         else:
             final = S.TIMED_OUT if outcome is AttemptOutcome.TIMED_OUT else S.FAILED
-            if outcome in _RETRYABLE_OUTCOMES and task.attempt > task.retry.max_retries:
+            if rule.retryable:
                 task.reason = f"gave up after {task.attempt} attempts"
             self._move(task, final, now, attempt=task.attempt, error=error, reason=task.reason)
 
@@ -910,5 +959,6 @@ def _stale_reason(task: Task | None, attempt: int) -> str:
 def _agent_snapshot(agent: Agent) -> Agent:
     snap = copy.copy(agent)
     snap.busy = {}
+    snap.zombies = set()
     snap.info = dict(agent.info)
     return snap

@@ -126,6 +126,18 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t.tasks).where(t.tasks.c.status.in_(LIVE_STATUSES))).mappings()
             tasks = [self._task_from_row(r) for r in rows]
+            # Attempts that were not charged to their task's max_retries (see OUTCOME_RULES).
+            ta = t.task_attempts
+            uncharged = dict(
+                conn.execute(
+                    sa.select(ta.c.task_id, sa.func.count())
+                    .join(t.tasks, t.tasks.c.id == ta.c.task_id)
+                    .where(t.tasks.c.status.in_(LIVE_STATUSES), ta.c.outcome == AttemptOutcome.INTERRUPTED.value)
+                    .group_by(ta.c.task_id)
+                ).all()
+            )
+            for task in tasks:
+                task.uncharged = uncharged.get(task.id, 0)
             dep = t.task_dependencies
             upstream = t.tasks.alias("upstream")
             edges = conn.execute(
