@@ -256,6 +256,7 @@ class SchedulerActor:
                 capacity=a.capacity,
                 busy=len(a.busy),
                 info=dict(a.info),
+                zombies=len(a.zombies),
             )
             for a in sorted(self.graph.agents.values(), key=lambda a: a.id)
         ]
@@ -300,6 +301,14 @@ class SchedulerActor:
     async def deregister(self, agent_id: str, incarnation: str) -> None:
         """The agent is leaving on purpose; what it still holds is requeued."""
         if self.graph.agent_stopped(agent_id, incarnation, time.time()):
+            self._release_parked(agent_id)
+            self._after_change()
+        await self.commit.sync()
+
+    async def replace_agent(self, agent_id: str, incarnation: str, reason: str, restarting: bool) -> None:
+        """The agent ends its process to free slots held by zombie handlers; what it still holds is
+        requeued without being charged (``interrupted``). Idempotent."""
+        if self.graph.agent_replaced(agent_id, incarnation, time.time(), reason, restarting=restarting):
             self._release_parked(agent_id)
             self._after_change()
         await self.commit.sync()

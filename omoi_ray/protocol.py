@@ -81,6 +81,9 @@ class AgentView:
     capacity: int
     busy: int
     info: dict[str, Any]
+    #: busy slots held by zombie handlers (they ignored their stop past OMOI_HARD_TIMEOUT_GRACE):
+    #: the agent takes no more work and is about to have its process replaced
+    zombies: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, check_seconds
 from omoi_ray.errors import ConfigurationError
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     report_linger: float = 0.002
     #: lease of locks taken for tasks (renewed by the agent's heartbeat)
     lock_ttl: float = 30.0
+    #: seconds a handler may run on after its timeout or cancellation before it is a zombie:
+    #: its agent then stops claiming, lets its other attempts finish, and has its process replaced
+    hard_timeout_grace: float = 10.0
     payload_max_bytes: int = 1_000_000
     result_max_bytes: int = 1_000_000
     max_submission: int = 100_000
@@ -89,6 +93,16 @@ class Settings(BaseSettings):
         if not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
         return value
+
+    @field_validator("hard_timeout_grace", mode="before")
+    @classmethod
+    def _grace(cls, value: object) -> float:
+        if isinstance(value, str):  # from the environment
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"hard_timeout_grace must be a number of seconds, not {value!r}") from None
+        return check_seconds(value, "hard_timeout_grace", maximum=MAX_HARD_TIMEOUT_GRACE_S)
 
     @field_validator("events_replay")
     @classmethod

@@ -32,6 +32,9 @@ MAX_REASON_CHARS = 1000
 MAX_ERROR_CHARS = 4000
 #: longest wait a driver call accepts, in seconds (about 31 years: "no limit" is ``None``)
 MAX_WAIT_S = 1e9
+#: longest grace a handler gets past its timeout or cancellation before its agent's process is
+#: replaced (``OMOI_HARD_TIMEOUT_GRACE``), in seconds
+MAX_HARD_TIMEOUT_GRACE_S = 3600.0
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
