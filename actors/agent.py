@@ -9,8 +9,22 @@ Rules:
   batch, so the number of calls stays low under load.
 - Every call carries a request id and is retried with the same id until the scheduler answers:
   scheduler restarts lose nothing and double nothing.
-- A handler exception never kills the agent; it becomes the attempt's outcome. A rejected or
-  cancelled attempt is told to stop (``ctx.cancelled()``; async handlers are cancelled).
+- Handler code never runs on the actor's event loop, which is the agent's control plane
+  (claims, reports, heartbeats, lease and lock renewals): sync handlers run on the thread pool,
+  and each async handler runs in an event loop of its own on a pool thread. A blocking call in a
+  handler therefore stalls only that handler; a watchdog logs a handler loop that stops
+  answering, naming the handler and the task.
+- Whatever a handler does (return, raise any ``BaseException``, including ``SystemExit``,
+  ``KeyboardInterrupt``, ``GeneratorExit``, or an exception whose ``str`` raises) ends its
+  attempt with an outcome and readable error text (``clean_text``), on the handler's thread;
+  the agent keeps serving. A rejected or cancelled attempt is told to stop (``ctx.cancelled()``;
+  async handlers are cancelled, thread-safely).
+- Hard limit: a handler still running ``OMOI_HARD_TIMEOUT_GRACE`` seconds after it was told to
+  stop (timeout, cancellation) is a zombie. The agent reports it (the scheduler shows the slot as
+  held by a zombie and gives the agent no more work), stops claiming, lets its other attempts
+  finish (each within its own timeout; those without one get the grace period), then tells the
+  scheduler it is being replaced (what it still holds is requeued, not charged) and ends its
+  process: Ray restarts it if ``max_restarts`` permits, else it is reported stopped.
 - The agent's lease is renewed by every call and by a heartbeat every third of the lease.
 """
 
@@ -20,6 +34,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +44,13 @@ from typing import Any
 import ray
 
 from omoi_ray.core.model import AttemptOutcome
+from omoi_ray.core.storable import clean_text
 from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
-from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
-from omoi_ray.logs import setup_actor_logging
-from omoi_ray.handlers import HandlerTable, TaskContext, TaskView, acquire_async
+from omoi_ray.handlers import BoundHandler, HandlerTable, TaskContext, TaskView, acquire_async
 from omoi_ray.lock_specs import request_id_for
+from omoi_ray.logs import setup_actor_logging
+from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.protocol import Assignment, ExchangeReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AgentSpec, json_size
@@ -42,13 +58,26 @@ from omoi_ray.specs import AgentSpec, json_size
 log = logging.getLogger("omoi_ray.agent")
 
 TIMED_OUT = "timed out"
+#: how often the watchdog pings the event loops of running async handlers (seconds)
+WATCHDOG_INTERVAL_S = 0.5
+#: a handler loop that has not answered a ping for this long is logged as blocked (seconds)
+HANDLER_LOOP_BLOCKED_S = 1.0
 
 
 @dataclass(eq=False)
 class _Running:
     assignment: Assignment
     ctx: TaskContext
-    inner: asyncio.Future[Any] | None = None
+    inner: asyncio.Future[Any] | None = None  # the declared locks being acquired (control loop)
+    handler: str = "?"  # the handler's name, for logs
+    #: an async handler's own event loop and its task (set on the handler's thread)
+    loop: asyncio.AbstractEventLoop | None = None
+    coro_task: asyncio.Task[Any] | None = None
+    ping_sent: float = 0.0  # watchdog: monotonic time of the last ping, and of its answer
+    pong: float = 0.0
+    blocked_since: float | None = None
+    hard_timer: asyncio.TimerHandle | None = None  # set when the attempt is told to stop
+    zombie: bool = False  # it ignored its stop past the grace period
 
 
 class AgentActor:
@@ -81,6 +110,7 @@ class AgentActor:
         self.incarnation_ended = asyncio.Event()  # set when this incarnation stops or is replaced
         self.stopped = asyncio.Event()
         self.stopping = False
+        self.draining = False  # a zombie holds a slot: claim nothing more, then replace the process
         self.last_call = 0.0
         self.stats = {"started": 0, "finished": 0, "rejected": 0, "max_running": 0}
         self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
@@ -120,6 +150,8 @@ class AgentActor:
             "capabilities": self.capabilities,
             "capacity": self.capacity,
             "running": sorted(self.running),
+            "zombies": sorted(key for key, run in self.running.items() if run.zombie),
+            "draining": self.draining,
             "stats": dict(self.stats),
             "pid": os.getpid(),
         }
@@ -129,12 +161,13 @@ class AgentActor:
 
     async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """Leave gracefully: stop claiming, let running handlers finish (cancelling them after
-        ``timeout`` seconds), report, and deregister. Whatever is left is requeued."""
+        ``timeout`` seconds), report, and deregister. Whatever is left is requeued. Zombie
+        handlers (see the module rules) are not waited for."""
         self.stopping = True
         self.slot_freed.set()
         self.state_changed.set()
         deadline = time.monotonic() + timeout
-        while self.running and time.monotonic() < deadline:
+        while self._live_runs() and time.monotonic() < deadline:
             self.slot_freed.clear()
             try:
                 await asyncio.wait_for(self.slot_freed.wait(), max(0.0, deadline - time.monotonic()))
@@ -160,6 +193,7 @@ class AgentActor:
             asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer")),
             asyncio.get_running_loop().create_task(self._guard(self._reporter, "reporter")),
             asyncio.get_running_loop().create_task(self._guard(self._heartbeat, "heartbeat")),
+            asyncio.get_running_loop().create_task(self._guard(self._watchdog, "watchdog")),
         ]
 
     async def _guard(self, body: Any, what: str) -> None:
@@ -185,7 +219,7 @@ class AgentActor:
 
     async def _claimer(self) -> None:
         """Park on the scheduler for work while slots are free and nothing else will ask for it."""
-        while not self.stopping:
+        while not self.stopping and not self.draining:
             if self._free_slots() <= 0 or self.reporting or self.outbox:
                 self.state_changed.clear()
                 if self._free_slots() <= 0 or self.reporting or self.outbox:
@@ -210,7 +244,7 @@ class AgentActor:
                 continue
             self.reporting = True
             try:
-                reply = await self._exchange(reports, wait=None if self.stopping else 0.0)
+                reply = await self._exchange(reports, wait=None if self.stopping or self.draining else 0.0)
             finally:
                 self.reporting = False
                 self.state_changed.set()
@@ -223,6 +257,10 @@ class AgentActor:
 
     def _free_slots(self) -> int:
         return self.capacity - len(self.running)
+
+    def _live_runs(self) -> list[_Running]:
+        """Running attempts that are not zombies."""
+        return [run for run in self.running.values() if not run.zombie]
 
     async def _heartbeat(self) -> None:
         """Renew the agent's lease (if no call did lately) and the leases of the locks its
@@ -253,7 +291,8 @@ class AgentActor:
             if report.kind == "finished":
                 self.unacked.discard((report.task_id, report.attempt))
         if reply.reregister:
-            await self._reregister()
+            if not self.draining:  # a draining agent is about to end its process anyway
+                await self._reregister()
             return None
         for rejection in reply.rejected:
             self.stats["rejected"] += 1
@@ -325,6 +364,7 @@ class AgentActor:
             outcome, result, error = AttemptOutcome.FAILED, None, None
             try:
                 bound = self.handlers.for_type(a.type)
+                run.handler = _handler_name(bound.fn)
                 view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase, a.depends_on)
                 if a.locks:
                     ctx.took_locks = True
@@ -333,25 +373,24 @@ class AgentActor:
                         run.inner.cancel()
                     ctx.locks.extend(await run.inner)
                     run.inner = None
-                if bound.is_async:
-                    run.inner = asyncio.ensure_future(bound.call(view, ctx))
-                    if ctx.cancelled():
-                        run.inner.cancel()
-                    value = await run.inner
-                else:
-                    value = await loop.run_in_executor(self.pool, bound.call, view, ctx)
-                result = self._check_result(a.task_id, value)
-                outcome = AttemptOutcome.COMPLETED
+                # Off the control loop; whatever the handler does comes back as an outcome.
+                outcome, value, error = await loop.run_in_executor(
+                    self.pool, _call_handler, bound, view, ctx, run, self.name
+                )
+                if outcome is AttemptOutcome.COMPLETED:
+                    result = self._check_result(a.task_id, value)
             except PermanentError as exc:
                 outcome, error = AttemptOutcome.PERMANENT_FAILURE, _describe(exc)
             except (asyncio.CancelledError, TaskCancelledError) as exc:
                 outcome, error = AttemptOutcome.CANCELLED, ctx.cancel_reason or _describe(exc)
-            except Exception as exc:  # noqa: BLE001 - any handler error is the attempt's outcome
-                log.warning("agent %s: task %s attempt %d raised", self.name, a.task_id, a.attempt, exc_info=True)
+            except Exception as exc:  # any error here is the attempt's outcome
+                log.warning("agent %s: task %s attempt %d failed", self.name, a.task_id, a.attempt, exc_info=True)
                 outcome, error = AttemptOutcome.FAILED, _describe(exc)
             finally:
                 if timer is not None:
                     timer.cancel()
+                if run.hard_timer is not None:
+                    run.hard_timer.cancel()
                 if ctx.took_locks:
                     await self._release_locks(ctx)
             if ctx.cancel_reason == TIMED_OUT:
@@ -403,13 +442,139 @@ class AgentActor:
         return value
 
     def _stop_attempt(self, key: tuple[str, int], reason: str) -> int:
+        """Tell an attempt to stop (on the control loop); past the grace period it is a zombie."""
         run = self.running.get(key)
         if run is None:
             return 0
         run.ctx._cancel(reason)
         if run.inner is not None and not run.inner.done():
             run.inner.cancel()
+        handler_loop, coro_task = run.loop, run.coro_task
+        if handler_loop is not None and coro_task is not None:
+            try:
+                handler_loop.call_soon_threadsafe(coro_task.cancel)
+            except RuntimeError:
+                pass  # its loop is closed: the handler already ended
+        if run.hard_timer is None and not self.stopping:
+            run.hard_timer = asyncio.get_running_loop().call_later(
+                self.settings.hard_timeout_grace, self._hard_limit, run
+            )
         return 1
+
+    # ------------------------------------------------------------------ the hard limit
+
+    def _hard_limit(self, run: _Running) -> None:
+        """The handler ignored its stop for the whole grace period: it is a zombie."""
+        a = run.assignment
+        if self.running.get((a.task_id, a.attempt)) is not run or run.zombie or self.stopping:
+            return
+        run.zombie = True
+        log.error(
+            "agent %s: handler %s of task %s attempt %d ignored '%s' for %gs (OMOI_HARD_TIMEOUT_GRACE); "
+            "its slot is held by a zombie: the agent stops claiming, lets its other attempts finish, "
+            "then has its process replaced",
+            self.name, run.handler, a.task_id, a.attempt, run.ctx.cancel_reason,
+            self.settings.hard_timeout_grace,
+        )
+        self._report(Report("zombie", a.task_id, a.attempt))
+        self.slot_freed.set()
+        self.state_changed.set()
+        if not self.draining:
+            self.draining = True
+            self.loops.append(asyncio.get_running_loop().create_task(self._replace()))
+
+    async def _replace(self) -> None:
+        """Drain, then end this process so the slots zombies hold are truly freed."""
+        patience = time.monotonic() + self.settings.hard_timeout_grace  # for attempts without a timeout
+        while not self.stopping:
+            self.slot_freed.clear()
+            waiting = [
+                run for run in self._live_runs()
+                if run.assignment.timeout is not None or time.monotonic() < patience
+            ]
+            if not waiting:
+                break
+            untimed = any(run.assignment.timeout is None for run in waiting)
+            try:
+                await asyncio.wait_for(
+                    self.slot_freed.wait(), max(0.0, patience - time.monotonic()) if untimed else None
+                )
+            except TimeoutError:
+                pass
+        if self.stopping:
+            return  # stop() deregisters and the actor is ended anyway
+        zombies = [run for run in self.running.values() if run.zombie]
+        restarting = self._restart_permitted()
+        reason = (
+            f"replaced its process to free {len(zombies)} slot(s) held by zombie handler(s) "
+            f"({', '.join(f'{r.handler} on {r.assignment.task_id}#{r.assignment.attempt}' for r in zombies)})"
+        )
+        try:
+            reports = self._take_reports()
+            if reports:
+                await self._exchange(reports, wait=None)
+            await self._call("replace_agent", self.name, self.incarnation, clean_text(reason), restarting)
+        finally:
+            log.error(
+                "agent %s: %s; %s", self.name, reason,
+                "Ray restarts it" if restarting else "it will not restart (max_restarts is used up): stopped",
+            )
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1 if restarting else 0)
+
+    def _restart_permitted(self) -> bool:
+        """Whether Ray restarts this actor when its process ends (``max_restarts`` not used up)."""
+        limit = self.spec.max_restarts
+        if limit < 0:
+            return True
+        if limit == 0:
+            return False
+        context = ray.get_runtime_context()
+        try:
+            from ray._private.state import state
+
+            used = int(state.actor_table(context.get_actor_id())["NumRestarts"])
+        except Exception:  # noqa: BLE001 - unknown: assume the worst once restarted
+            used = limit if context.was_current_actor_reconstructed else 0
+        return used < limit
+
+    # ------------------------------------------------------------------ the watchdog
+
+    async def _watchdog(self) -> None:
+        """Ping the event loops of running async handlers; log one that stops answering (a
+        blocking call inside an async handler), naming the handler and the task."""
+        while not self.stopped.is_set():
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            now = time.monotonic()
+            for run in list(self.running.values()):
+                handler_loop = run.loop
+                if handler_loop is None:
+                    continue
+                a = run.assignment
+                if run.ping_sent > run.pong:  # the last ping is unanswered
+                    if run.blocked_since is None and now - run.ping_sent >= HANDLER_LOOP_BLOCKED_S:
+                        run.blocked_since = run.ping_sent
+                        log.warning(
+                            "agent %s: the event loop of async handler %s (task %s attempt %d) has not "
+                            "answered for %.1fs: a blocking call inside an async handler (time.sleep, a "
+                            "synchronous client) holds it; its cancellation and timeout wait until it returns",
+                            self.name, run.handler, a.task_id, a.attempt, now - run.ping_sent,
+                        )
+                    continue
+                if run.blocked_since is not None:
+                    log.warning(
+                        "agent %s: async handler %s (task %s attempt %d) answers again after %.1fs blocked",
+                        self.name, run.handler, a.task_id, a.attempt, run.pong - run.blocked_since,
+                    )
+                    run.blocked_since = None
+                run.ping_sent = now
+                try:
+                    handler_loop.call_soon_threadsafe(_pong, run)
+                except RuntimeError:
+                    pass  # its loop is closed: the handler just ended
 
     def _report(self, report: Report) -> None:
         self.outbox.append(report)
@@ -421,5 +586,90 @@ class AgentActor:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Type: message`` of any exception, as storable text (even if its ``str`` raises)."""
+    name = clean_text(type(exc).__name__, max_chars=200)
+    text = clean_text(exc)
+    return clean_text(f"{name}: {text}") if text else name
+
+
+def _handler_name(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return clean_text(f"{module}:{name}", max_chars=200)
+
+
+def _pong(run: _Running) -> None:
+    run.pong = time.monotonic()
+
+
+def _call_handler(
+    bound: BoundHandler, view: TaskView, ctx: TaskContext, run: _Running, agent: str
+) -> tuple[AttemptOutcome, Any, str | None]:
+    """Run one handler to its end on a pool thread and return ``(outcome, value, error)``.
+
+    Never raises: any ``BaseException`` the handler lets out (or that describing it raises)
+    becomes the attempt's outcome with readable error text.
+    """
+    try:
+        return _outcome_of_handler(bound, view, ctx, run, agent)
+    except BaseException as exc:  # noqa: BLE001 - even describing (or logging) the error failed
+        return AttemptOutcome.FAILED, None, f"the handler ended with a {type(exc).__name__} that could not be described"
+
+
+def _outcome_of_handler(
+    bound: BoundHandler, view: TaskView, ctx: TaskContext, run: _Running, agent: str
+) -> tuple[AttemptOutcome, Any, str | None]:
+    try:
+        value = _run_coroutine(bound, view, ctx, run) if bound.is_async else bound.call(view, ctx)
+        return AttemptOutcome.COMPLETED, value, None
+    except PermanentError as exc:
+        return AttemptOutcome.PERMANENT_FAILURE, None, _describe(exc)
+    except (asyncio.CancelledError, TaskCancelledError) as exc:
+        if ctx.cancelled():
+            return AttemptOutcome.CANCELLED, None, ctx.cancel_reason or _describe(exc)
+        error = f"{_describe(exc)} (raised by the handler itself: nobody cancelled this attempt)"
+        _log_raised(agent, run, view, error, exc)
+        return AttemptOutcome.FAILED, None, error
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, ...: the attempt's outcome
+        error = _describe(exc)
+        _log_raised(agent, run, view, error, exc)
+        return AttemptOutcome.FAILED, None, error
+
+
+def _log_raised(agent: str, run: _Running, view: TaskView, error: str, exc: BaseException) -> None:
+    log.warning(
+        "agent %s: handler %s of task %s attempt %d raised %s", agent, run.handler, view.id, view.attempt, error,
+        exc_info=exc,
+    )
+
+
+def _run_coroutine(bound: BoundHandler, view: TaskView, ctx: TaskContext, run: _Running) -> Any:
+    """Run an async handler in an event loop of its own (on this pool thread) and return its
+    value. Cancellation reaches it through ``run.loop``/``run.coro_task`` (thread-safe)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        task = loop.create_task(bound.call(view, ctx))
+        run.coro_task, run.loop = task, loop
+        if ctx.cancelled():  # stopped before the control loop could see the handler's loop
+            task.cancel()
+        return loop.run_until_complete(task)
+    finally:
+        run.loop = None
+        _close_loop(loop)
+        asyncio.set_event_loop(None)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what the handler left running (waiting a little for it), then close the loop."""
+    try:
+        leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except BaseException:  # whatever the leftovers do, the loop is closed
+        log.debug("closing a handler's event loop failed", exc_info=True)
+    finally:
+        loop.close()

@@ -121,3 +121,63 @@ async def behave_async(task, ctx):
 
 def one_arg_handler(task):
     return {"only_task": task.id}
+
+
+# ------------------------------------------------------------------ misbehaving handlers
+
+
+class CustomBaseError(BaseException):
+    """A BaseException subclass that is not an Exception."""
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this error raises")
+
+
+def _raise(kind: str) -> None:
+    if kind == "base_exception":
+        raise CustomBaseError("a BaseException subclass")
+    if kind == "unprintable":
+        raise UnprintableError()
+    if kind == "system_exit":
+        raise SystemExit(3)
+    if kind == "keyboard_interrupt":
+        raise KeyboardInterrupt("ctrl-c inside a handler")
+    if kind == "generator_exit":
+        raise GeneratorExit("closed")
+    if kind == "cancelled":
+        raise asyncio.CancelledError("the handler cancelled itself")
+    if kind == "nul_text":
+        raise RuntimeError("bad\x00text\x1b[31m")
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def misbehave(task, ctx):
+    """Sync handler: ``raise`` (payload ``kind``) or ``block`` (attempts up to ``until_attempt``
+    sleep ``seconds``, ignoring their timeout and cancellation); otherwise returns."""
+    p = task.payload or {}
+    if p.get("started_gate"):
+        ray.get(gate().open.remote(f"{p['started_gate']}:{task.attempt}"))
+    if p.get("op") == "raise":
+        _raise(p["kind"])
+    if p.get("op") == "block" and task.attempt <= p.get("until_attempt", 1):
+        time.sleep(p["seconds"])  # the misbehaviour under test: a handler deaf to its timeout
+    if p.get("op") == "wait_gate" and task.attempt <= p.get("until_attempt", 1):
+        ray.get(gate().wait.remote(p["gate"], p.get("max", 120)))
+    return {"agent": ctx.agent_id, "attempt": task.attempt, "pid": os.getpid()}
+
+
+async def misbehave_async(task, ctx):
+    """Async handler: ``raise`` (payload ``kind``) or ``block`` (a blocking ``time.sleep`` inside
+    ``async def``, as a synchronous client would do); returns the tokens of its declared locks."""
+    p = task.payload or {}
+    if p.get("started_gate"):
+        await gate().open.remote(f"{p['started_gate']}:{task.attempt}")
+    if p.get("op") == "raise":
+        _raise(p["kind"])
+    if p.get("op") == "block":
+        time.sleep(p["seconds"])  # noqa: ASYNC251 - the misbehaviour under test: blocks its event loop
+    await asyncio.sleep(0)
+    return {"agent": ctx.agent_id, "attempt": task.attempt, "pid": os.getpid(),
+            "tokens": {g.resource: g.token for g in ctx.locks}}
