@@ -69,7 +69,7 @@ class _Running:
     assignment: Assignment
     ctx: TaskContext
     inner: asyncio.Future[Any] | None = None  # the declared locks being acquired (control loop)
-    handler: str = "?"  # the handler's name, for logs
+    fn: Any = None  # the handler function (named in logs)
     #: an async handler's own event loop and its task (set on the handler's thread)
     loop: asyncio.AbstractEventLoop | None = None
     coro_task: asyncio.Task[Any] | None = None
@@ -78,6 +78,10 @@ class _Running:
     blocked_since: float | None = None
     hard_timer: asyncio.TimerHandle | None = None  # set when the attempt is told to stop
     zombie: bool = False  # it ignored its stop past the grace period
+
+    @property
+    def handler(self) -> str:
+        return "?" if self.fn is None else _handler_name(self.fn)
 
 
 class AgentActor:
@@ -364,7 +368,7 @@ class AgentActor:
             outcome, result, error = AttemptOutcome.FAILED, None, None
             try:
                 bound = self.handlers.for_type(a.type)
-                run.handler = _handler_name(bound.fn)
+                run.fn = bound.fn
                 view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase, a.depends_on)
                 if a.locks:
                     ctx.took_locks = True
@@ -486,7 +490,7 @@ class AgentActor:
     async def _replace(self) -> None:
         """Drain, then end this process so the slots zombies hold are truly freed."""
         patience = time.monotonic() + self.settings.hard_timeout_grace  # for attempts without a timeout
-        while not self.stopping:
+        while not self.stopping and any(run.zombie for run in self.running.values()):
             self.slot_freed.clear()
             waiting = [
                 run for run in self._live_runs()
@@ -504,6 +508,12 @@ class AgentActor:
         if self.stopping:
             return  # stop() deregisters and the actor is ended anyway
         zombies = [run for run in self.running.values() if run.zombie]
+        if not zombies:
+            # Every zombie came back after all (and its slot was freed): no need to replace.
+            log.warning("agent %s: its zombie handlers ended by themselves; claiming again", self.name)
+            self.draining = False
+            self.loops.append(asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer")))
+            return
         restarting = self._restart_permitted()
         reason = (
             f"replaced its process to free {len(zombies)} slot(s) held by zombie handler(s) "

@@ -325,3 +325,26 @@ def test_a_zombie_on_an_agent_that_may_not_restart_leaves_it_stopped(rt, uid):
         return False
 
     until(gone, "the actor to be gone (not restarted)", timeout=30)
+
+
+@pytest.mark.ray
+def test_a_zombie_that_ends_by_itself_during_the_drain_spares_its_agent(rt, uid):
+    cap = f"comeback-{uid}"
+    agent = rt.spawn_agent(f"comeback-{uid}", capabilities=[cap], capacity=2, handler=SYNC)
+    pid = agent.info()["pid"]
+    go = f"{uid}-go"
+    z = omoi.TaskSpec(id=f"{uid}-z", type="x", requires=[cap], timeout=0.5, max_retries=1, backoff_base=0.01,
+                      payload={"op": "block", "seconds": 6})  # deaf to its timeout, but ends after a while
+    timed = omoi.TaskSpec(id=f"{uid}-timed", type="x", requires=[cap], timeout=120, max_retries=0,
+                          payload={"op": "wait_gate", "gate": go})
+    rt.submit([z, timed])
+    until(lambda: any(a.id == agent.name and a.zombies for a in rt.status().agents), "a zombie slot")
+    # The zombie's handler returns on its own: its slot is freed and the agent claims again.
+    until(lambda: not agent.info()["draining"], "the agent to stop draining", timeout=60)
+    assert rt.wait([z.id], timeout=60) == {z.id: "completed"}
+    ray.get(gate().open.remote(go))
+    assert rt.wait([timed.id], timeout=60) == {timed.id: "completed"}
+    assert [a.outcome for a in rt.attempts(z.id)] == ["timed_out", "completed"]
+    assert {rt.get(z.id).result["pid"], rt.get(timed.id).result["pid"], agent.info()["pid"]} == {pid}
+    assert [e["type"] for e in rt.events(agent.name)] == ["agent.registered"]
+    agent.stop(timeout=5)
