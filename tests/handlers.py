@@ -178,6 +178,9 @@ async def misbehave_async(task, ctx):
         _raise(p["kind"])
     if p.get("op") == "block":
         time.sleep(p["seconds"])  # noqa: ASYNC251 - the misbehaviour under test: blocks its event loop
+    if p.get("op") == "lock_async":  # Ray calls from the handler's own event loop
+        grants = await ctx.lock_async(p["resource"], wait=30)
+        return {"tokens": {g.resource: g.token for g in grants}, "upstream": await ctx.upstream_results_async()}
     await asyncio.sleep(0)
     return {"agent": ctx.agent_id, "attempt": task.attempt, "pid": os.getpid(),
             "tokens": {g.resource: g.token for g in ctx.locks}}

@@ -158,6 +158,24 @@ def test_uncharged_attempts_are_restored_from_the_database(db_url):
         store.dispose()
 
 
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), 3600.5, True, "soon"])
+def test_the_hard_timeout_grace_is_a_bounded_number_of_seconds(bad):
+    from pydantic import ValidationError
+
+    from omoi_ray.settings import Settings
+
+    with pytest.raises(ValidationError, match="hard_timeout_grace"):
+        Settings(hard_timeout_grace=bad)
+
+
+def test_the_hard_timeout_grace_is_read_from_the_environment(monkeypatch):
+    from omoi_ray.settings import Settings
+
+    assert Settings().hard_timeout_grace == 10.0
+    monkeypatch.setenv("OMOI_HARD_TIMEOUT_GRACE", "2.5")
+    assert Settings().hard_timeout_grace == 2.5
+
+
 # --------------------------------------------------------------------------- agents on Ray
 
 
@@ -348,3 +366,16 @@ def test_a_zombie_that_ends_by_itself_during_the_drain_spares_its_agent(rt, uid)
     assert {rt.get(z.id).result["pid"], rt.get(timed.id).result["pid"], agent.info()["pid"]} == {pid}
     assert [e["type"] for e in rt.events(agent.name)] == ["agent.registered"]
     agent.stop(timeout=5)
+
+
+@pytest.mark.ray
+def test_an_async_handler_in_its_own_loop_still_reaches_the_runtime(rt, servers, uid):
+    up = omoi.TaskSpec(id=f"{uid}-up", type="x", requires=["raise-async"])
+    t = omoi.TaskSpec(id=f"{uid}-t", type="x", requires=["raise-async"], depends_on=[up.id],
+                      payload={"op": "lock_async", "resource": f"res:{uid}"})
+    rt.submit([up, t])
+    assert rt.wait([up.id, t.id], timeout=60) == {up.id: "completed", t.id: "completed"}
+    result = rt.get(t.id).result
+    assert set(result["tokens"]) == {f"res:{uid}"}
+    assert result["upstream"][up.id]["attempt"] == 1
+    assert [e["type"] for e in rt.events(f"res:{uid}")] == ["lock.granted", "lock.released"]
