@@ -115,6 +115,7 @@ class AgentActor:
         self.stopped = asyncio.Event()
         self.stopping = False
         self.draining = False  # a zombie holds a slot: claim nothing more, then replace the process
+        self.claimer: asyncio.Task[None] | None = None
         self.last_call = 0.0
         self.stats = {"started": 0, "finished": 0, "rejected": 0, "max_running": 0}
         self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
@@ -193,8 +194,9 @@ class AgentActor:
 
     async def _main(self) -> None:
         await self._register()
+        self.claimer = asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer"))
         self.loops += [
-            asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer")),
+            self.claimer,
             asyncio.get_running_loop().create_task(self._guard(self._reporter, "reporter")),
             asyncio.get_running_loop().create_task(self._guard(self._heartbeat, "heartbeat")),
             asyncio.get_running_loop().create_task(self._guard(self._watchdog, "watchdog")),
@@ -512,7 +514,10 @@ class AgentActor:
             # Every zombie came back after all (and its slot was freed): no need to replace.
             log.warning("agent %s: its zombie handlers ended by themselves; claiming again", self.name)
             self.draining = False
-            self.loops.append(asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer")))
+            if self.claimer is None or self.claimer.done():  # else it carries on claiming
+                self.claimer = asyncio.get_running_loop().create_task(self._guard(self._claimer, "claimer"))
+                self.loops.append(self.claimer)
+            self.state_changed.set()
             return
         restarting = self._restart_permitted()
         reason = (
