@@ -32,6 +32,27 @@ MAX_REASON_CHARS = 1000
 MAX_ERROR_CHARS = 4000
 #: longest wait a driver call accepts, in seconds (about 31 years: "no limit" is ``None``)
 MAX_WAIT_S = 1e9
+#: most retries a task may declare (``max_retries``)
+MAX_RETRIES = 1000
+#: most handlers one agent runs at once (``capacity``)
+MAX_CAPACITY = 1024
+#: most CPUs (``num_cpus``) and most units of one custom resource an agent may reserve
+MAX_AGENT_CPUS = 1024.0
+MAX_AGENT_RESOURCE = 1e6
+#: smallest non-zero share of a resource Ray can reserve
+MIN_RESOURCE_SHARE = 0.0001
+#: most restarts an agent may be given (``max_restarts``; -1 means "restart forever")
+MAX_AGENT_RESTARTS = 10_000
+#: longest lock lease (``ttl``) and lock wait, in seconds: 1 day
+MAX_LOCK_S = 24 * 3600.0
+#: ``follow``: shortest and longest database poll interval, in seconds; most events per read
+MIN_POLL_S = 0.01
+MAX_POLL_S = 60.0
+MAX_FOLLOW_BATCH = 10_000
+#: most events one ``Runtime.events`` call returns
+MAX_EVENTS_LIMIT = 100_000
+#: largest number in an event position (both stores hold positions as signed 64-bit integers)
+MAX_POSITION = 2**63 - 1
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -78,40 +99,53 @@ def clean_text(value: Any, *, max_chars: int = MAX_ERROR_CHARS) -> str:
 
 def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Raise ``ValueError`` naming ``field`` and the path to the first part of ``value`` that is
-    not storable JSON (see the module rules). Iterative: any depth of input is safe to check."""
-    stack: list[tuple[Any, str, int]] = [(value, field, 1)]
+    not storable JSON (see the module rules). Iterative: any depth of input is safe to check.
+    Paths are built only for containers and for the part in error (submissions check every
+    payload, so leaves cost no string work)."""
+    # (item, path of its container, its key or index in that container or None, depth)
+    stack: list[tuple[Any, str, Any, int]] = [(value, field, None, 1)]
     while stack:
-        item, path, depth = stack.pop()
-        if item is None or isinstance(item, bool):
+        item, parent, key, depth = stack.pop()
+        kind = type(item)
+        if item is None or kind is bool or kind is int:
             continue
-        if isinstance(item, str):
+        if kind is str or isinstance(item, str):
             bad = unstorable_char(item)
             if bad is not None:
-                raise ValueError(f"{path} holds the unstorable character {bad!r}")
+                raise ValueError(f"{_path(parent, key)} holds the unstorable character {bad!r}")
             continue
-        if isinstance(item, int):
+        if isinstance(item, (bool, int)):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
-                raise ValueError(f"{path} is {item!r}; JSON numbers must be finite")
+                raise ValueError(f"{_path(parent, key)} is {item!r}; JSON numbers must be finite")
             continue
         if isinstance(item, (list, tuple)):
             if depth > max_depth:
                 raise ValueError(f"{field} is nested more than {max_depth} levels deep")
-            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
+            path = _path(parent, key)
+            stack.extend((child, path, i, depth + 1) for i, child in enumerate(item))
             continue
         if isinstance(item, dict):
             if depth > max_depth:
                 raise ValueError(f"{field} is nested more than {max_depth} levels deep")
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise ValueError(f"{path} has the key {key!r}; JSON object keys must be strings")
-                bad = unstorable_char(key)
+            path = _path(parent, key)
+            for child_key, child in item.items():
+                if type(child_key) is not str and not isinstance(child_key, str):
+                    raise ValueError(f"{path} has the key {child_key!r}; JSON object keys must be strings")
+                bad = unstorable_char(child_key)
                 if bad is not None:
                     raise ValueError(f"{path} has a key holding the unstorable character {bad!r}")
-                stack.append((child, f"{path}[{key!r}]", depth + 1))
+                stack.append((child, path, child_key, depth + 1))
             continue
-        raise ValueError(f"{path} is a {type(item).__name__}, which is not JSON")
+        raise ValueError(f"{_path(parent, key)} is a {type(item).__name__}, which is not JSON")
+
+
+def _path(parent: str, key: Any) -> str:
+    """``payload['a'][0]``: the path of the part at ``key`` of the container at ``parent``."""
+    if key is None:
+        return parent
+    return f"{parent}[{key}]" if type(key) is int else f"{parent}[{key!r}]"
 
 
 def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = False) -> float:
