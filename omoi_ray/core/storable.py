@@ -100,45 +100,53 @@ def clean_text(value: Any, *, max_chars: int = MAX_ERROR_CHARS) -> str:
 def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Raise ``ValueError`` naming ``field`` and the path to the first part of ``value`` that is
     not storable JSON (see the module rules). Iterative: any depth of input is safe to check.
-    Paths are built only for containers and for the part in error (submissions check every
-    payload, so leaves cost no string work)."""
-    # (item, path of its container, its key or index in that container or None, depth)
-    stack: list[tuple[Any, str, Any, int]] = [(value, field, None, 1)]
+    Submissions check every payload, so leaves are checked in their container's loop and a
+    path string is built only for nested containers and for the part in error."""
+    if not isinstance(value, (list, tuple, dict)):
+        _check_leaf(value, field, None)
+        return
+    stack: list[tuple[Any, str, int]] = [(value, field, 1)]
     while stack:
-        item, parent, key, depth = stack.pop()
-        kind = type(item)
-        if item is None or kind is bool or kind is int:
-            continue
-        if kind is str or isinstance(item, str):
-            bad = unstorable_char(item)
-            if bad is not None:
-                raise ValueError(f"{_path(parent, key)} holds the unstorable character {bad!r}")
-            continue
-        if isinstance(item, (bool, int)):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"{_path(parent, key)} is {item!r}; JSON numbers must be finite")
-            continue
-        if isinstance(item, (list, tuple)):
-            if depth > max_depth:
-                raise ValueError(f"{field} is nested more than {max_depth} levels deep")
-            path = _path(parent, key)
-            stack.extend((child, path, i, depth + 1) for i, child in enumerate(item))
-            continue
-        if isinstance(item, dict):
-            if depth > max_depth:
-                raise ValueError(f"{field} is nested more than {max_depth} levels deep")
-            path = _path(parent, key)
-            for child_key, child in item.items():
-                if type(child_key) is not str and not isinstance(child_key, str):
-                    raise ValueError(f"{path} has the key {child_key!r}; JSON object keys must be strings")
-                bad = unstorable_char(child_key)
-                if bad is not None:
-                    raise ValueError(f"{path} has a key holding the unstorable character {bad!r}")
-                stack.append((child, path, child_key, depth + 1))
-            continue
-        raise ValueError(f"{_path(parent, key)} is a {type(item).__name__}, which is not JSON")
+        item, path, depth = stack.pop()
+        if depth > max_depth:
+            raise ValueError(f"{field} is nested more than {max_depth} levels deep")
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        is_dict = isinstance(item, dict)
+        for key, child in pairs:
+            if is_dict:
+                if type(key) is not str and not isinstance(key, str):
+                    raise ValueError(f"{path} has the key {key!r}; JSON object keys must be strings")
+                if _UNSTORABLE.search(key) is not None:
+                    raise ValueError(f"{path} has a key holding the unstorable character {unstorable_char(key)!r}")
+            kind = type(child)
+            if kind is str:
+                if _UNSTORABLE.search(child) is not None:
+                    _check_leaf(child, path, key)
+            elif child is None or kind is int or kind is bool:
+                pass
+            elif kind is float:
+                if not math.isfinite(child):
+                    _check_leaf(child, path, key)
+            elif isinstance(child, (list, tuple, dict)):
+                stack.append((child, _path(path, key), depth + 1))
+            else:
+                _check_leaf(child, path, key)  # subclasses of str, int and float, or not JSON
+
+
+def _check_leaf(item: Any, parent: str, key: Any) -> None:
+    """Raise ``ValueError`` naming the path if ``item`` (not a list or dict) is not storable JSON."""
+    if item is None or isinstance(item, (bool, int)):
+        return
+    if isinstance(item, str):
+        bad = unstorable_char(item)
+        if bad is not None:
+            raise ValueError(f"{_path(parent, key)} holds the unstorable character {bad!r}")
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValueError(f"{_path(parent, key)} is {item!r}; JSON numbers must be finite")
+        return
+    raise ValueError(f"{_path(parent, key)} is a {type(item).__name__}, which is not JSON")
 
 
 def _path(parent: str, key: Any) -> str:
