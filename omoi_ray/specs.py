@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -234,6 +235,14 @@ class TaskSpec(BaseModel):
     def _payload(cls, value: Any) -> Any:
         storable.check_json(value, "payload")  # its size is checked once, in iter_task_specs
         return value
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> TaskSpec:
+        """A copy of this task; the fields in ``update`` are validated as in a new ``TaskSpec``
+        (pydantic's own copy would take them unchecked). Raises ``InvalidTaskSpecError``."""
+        if not update:
+            return super().model_copy(deep=deep)
+        fields = {**dict(self), **update}
+        return TaskSpec(**(copy.deepcopy(fields) if deep else fields))
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the task except its id and idempotency key."""

@@ -131,6 +131,17 @@ def test_good_values_at_the_bounds_are_kept_as_given():
     assert TaskSpec(id="a", type="t", timeout=5).timeout == 5.0
 
 
+def test_a_copy_with_changed_fields_is_validated_like_a_new_task():
+    spec = TaskSpec(id="a", type="t", payload={"n": 1})
+    with pytest.raises(InvalidTaskSpecError, match="task 'a': timeout"):
+        spec.model_copy(update={"timeout": 1e12})
+    with pytest.raises(InvalidTaskSpecError, match="depends_on"):
+        spec.model_copy(update={"depends_on": "b"})
+    copied = spec.model_copy(update={"depends_on": ["b"], "priority": "low"}, deep=True)
+    assert (copied.depends_on, copied.priority, copied.payload) == (["b"], Priority.LOW, {"n": 1})
+    assert copied.payload is not spec.payload and spec.depends_on == []
+
+
 def test_job_and_job_newline_are_not_two_names():
     assert TaskSpec(id="job", type="job").id == "job"
     for field in ("id", "type", "ticket_id", "phase"):
