@@ -80,7 +80,9 @@ class AgentRef:
         return call(lambda: self.handle.pid.remote())
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Stop gracefully (running handlers get ``timeout`` seconds), then end the actor."""
+        """Stop gracefully (running handlers get ``timeout`` seconds, 0 to ``MAX_WAIT_S``),
+        then end the actor."""
+        timeout = _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
         try:
             stats = ray.get(self.handle.stop.remote(timeout))
         except ray.exceptions.RayActorError:
@@ -374,6 +376,7 @@ class Runtime:
 
     def shutdown(self, *, agents_timeout: float = 5.0) -> None:
         """Stop every agent of this runtime, then the scheduler (its state stays in the database)."""
+        _argument(storable.check_seconds, agents_timeout, "agents_timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
         for view in self.status().agents:
             if view.status != "alive":
                 continue
