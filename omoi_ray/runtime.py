@@ -232,8 +232,8 @@ class Runtime:
             return call(lambda: self.scheduler.submit.remote(items, request_id))
         except (pickle.PicklingError, RecursionError) as exc:  # e.g. a field nested too deep to send
             raise InvalidSubmissionError(
-                f"this submission cannot be sent to the scheduler ({type(exc).__name__}: "
-                f"{storable.clean_text(exc, max_chars=200)}); is a field nested too deep?"
+                f"this submission cannot be sent to the scheduler ({type(exc).__name__} while "
+                "pickling it); is a field nested too deep?"
             ) from None
 
     def run(
