@@ -37,7 +37,7 @@ from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, parse_new_tasks
+from omoi_ray.specs import AttemptInfo, TaskInfo, parse_new_tasks, submission_list
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
@@ -137,6 +137,7 @@ class SchedulerActor:
 
     async def submit(self, items: Sequence[Any], request_id: str | None = None) -> list[str]:
         """Validate and store a whole submission atomically; return the task ids in order."""
+        items = submission_list(items)  # a list of tasks, whoever the caller (not one task, not a string)
         if len(items) > self.settings.max_submission:
             raise InvalidSubmissionError(
                 f"a submission holds {len(items)} tasks, over the limit of "

@@ -61,6 +61,11 @@ class InvalidAgentSpecError(OmoiError, ValueError):
     """An agent's name, capabilities, capacity or handler is not acceptable."""
 
 
+class InvalidArgumentError(OmoiError, ValueError):
+    """A driver call got an argument of the wrong shape or outside its bounds (a task id that is
+    not a name, a string where a list belongs, a wait timeout that is NaN); nothing changed."""
+
+
 # --- lookups --------------------------------------------------------------------------------
 
 

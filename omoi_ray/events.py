@@ -16,12 +16,16 @@ Rules:
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from omoi_ray.core.storable import MAX_POSITION
 from omoi_ray.errors import InvalidEventQueryError
+
+_POSITION = re.compile(r"([0-9]{1,40})(?:-([0-9]{1,40}))?")
 
 
 class Position(NamedTuple):
@@ -33,19 +37,25 @@ class Position(NamedTuple):
 
     @classmethod
     def parse(cls, value: str | Position) -> Position:
-        """``"12-345"`` (also ``"345"``, meaning ``0-345``) to a Position; a typed error otherwise."""
+        """``"12-345"`` (also ``"345"``, meaning ``0-345``) to a Position; a typed error otherwise.
+
+        Both numbers are ASCII digits up to ``MAX_POSITION`` (the stores hold positions as signed
+        64-bit integers, so no larger position can exist)."""
         if isinstance(value, Position):
+            if not all(type(n) is int and 0 <= n <= MAX_POSITION for n in value):
+                raise InvalidEventQueryError(f"event position {value!r} must hold two integers from 0 to {MAX_POSITION}")
             return value
-        text = str(value).strip()
-        major, sep, minor = text.partition("-")
-        try:
-            pos = cls(int(major), int(minor)) if sep else cls(0, int(major))
-        except ValueError:
+        if not isinstance(value, str):
+            raise InvalidEventQueryError(f"event position must be a string such as '0-42', not {value!r}")
+        found = _POSITION.fullmatch(value.strip())
+        if found is None:
             raise InvalidEventQueryError(
                 f"event position {value!r} is not of the form '<number>-<number>' (e.g. '0-42')"
-            ) from None
-        if pos.major < 0 or pos.minor < 0:
-            raise InvalidEventQueryError(f"event position {value!r} is negative")
+            )
+        major, minor = found.groups()
+        pos = cls(int(major), int(minor)) if minor is not None else cls(0, int(major))
+        if pos.major > MAX_POSITION or pos.minor > MAX_POSITION:
+            raise InvalidEventQueryError(f"event position {value!r} is past the largest possible position")
         return pos
 
 

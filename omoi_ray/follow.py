@@ -13,6 +13,9 @@ Rules:
   every couple of seconds. Database outages are waited out.
 - ``types``: shell-style patterns (``task.*``); matching happens here, so skipped events still
   advance the position.
+- Arguments are checked when ``follow`` is called, before anything is read: a bad one raises
+  ``InvalidEventQueryError`` naming it (``poll`` from ``MIN_POLL_S`` to ``MAX_POLL_S`` seconds,
+  ``batch`` from 1 to ``MAX_FOLLOW_BATCH``, positions up to ``MAX_POSITION``).
 - Needs no Ray: it reads Redis and the database directly, so any process can follow.
 """
 
@@ -24,26 +27,31 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from omoi_ray.core import storable
 from omoi_ray.core.event_types import matches
 from omoi_ray.errors import InvalidEventQueryError
 from omoi_ray.event_stream import StreamKeys, decode_entry
 from omoi_ray.events import EventRecord, Position
 from omoi_ray.settings import Settings
 
-_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
+_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,128}")
+_CLASS = re.compile(r"\[[^\[\]]+\]")  # a complete "[...]" set of a pattern
 BLOCK_MS = 1000
 REDIS_RETRY = 2.0  # seconds between attempts to get back to Redis after an outage
 
 
 def check_types(types: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Validate type patterns (``task.*``); a typed error naming the bad one."""
+    """Validate type patterns (``task.*``): one pattern, or a list, tuple or set of them; a typed
+    error naming the bad one. A ``[`` must open a complete set such as ``[ab]``."""
     if types is None:
         return ()
     if isinstance(types, str):
         types = [types]
+    elif not isinstance(types, (list, tuple, set, frozenset)):
+        raise InvalidEventQueryError(f"types must be a pattern or a list of patterns, not {types!r}")
     out = []
     for p in types:
-        if not isinstance(p, str) or not _PATTERN.match(p):
+        if not isinstance(p, str) or not _PATTERN.fullmatch(p) or any(c in _CLASS.sub("", p) for c in "[]"):
             raise InvalidEventQueryError(
                 f"event type pattern {p!r} is not valid: use letters, digits, '.', '_', '-' and "
                 "wildcards '*', e.g. 'task.*'"
@@ -52,7 +60,7 @@ def check_types(types: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-async def follow(
+def follow(
     settings: Settings | None = None,
     *,
     since: str | Position | None = None,
@@ -61,18 +69,41 @@ async def follow(
     poll: float = 0.2,
     use_redis: bool = True,
 ) -> AsyncIterator[EventRecord]:
-    """Yield committed events after ``since`` forever (until the caller stops iterating)."""
+    """Yield committed events after ``since`` forever (until the caller stops iterating).
+
+    ``since``: None (new events only), ``"0-0"`` (from the oldest retained) or a position;
+    ``types``: a pattern or a list of them; ``batch``: events per read (1 to
+    ``MAX_FOLLOW_BATCH``); ``poll``: seconds between database reads once caught up
+    (``MIN_POLL_S`` to ``MAX_POLL_S``); ``use_redis``: a bool. Raises ``InvalidEventQueryError``
+    naming a bad argument at once, when called (not at the first iteration).
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= storable.MAX_FOLLOW_BATCH:
+        raise InvalidEventQueryError(f"batch must be an integer from 1 to {storable.MAX_FOLLOW_BATCH}, not {batch!r}")
+    try:
+        poll = storable.check_seconds(poll, "poll", maximum=storable.MAX_POLL_S)
+    except ValueError as exc:
+        raise InvalidEventQueryError(str(exc)) from None
+    if poll < storable.MIN_POLL_S:
+        raise InvalidEventQueryError(f"poll must be at least {storable.MIN_POLL_S:g} seconds, not {poll!r}")
+    if not isinstance(use_redis, bool):
+        raise InvalidEventQueryError(f"use_redis must be True or False, not {use_redis!r}")
+    if settings is not None and not isinstance(settings, Settings):
+        raise InvalidEventQueryError(f"settings must be a Settings object, not {type(settings).__name__}")
+    start = None if since is None else Position.parse(since)
+    patterns = check_types(types)
+    return _follow(settings or Settings(), start, patterns, batch, poll, use_redis)
+
+
+async def _follow(
+    settings: Settings, since: Position | None, patterns: tuple[str, ...], batch: int, poll: float, use_redis: bool
+) -> AsyncIterator[EventRecord]:
     from omoi_ray.store.event_log import EventLog
     from omoi_ray.store.store import make_engine
 
-    if batch <= 0:
-        raise InvalidEventQueryError("batch must be a positive number of events")
-    settings = settings or Settings()
-    patterns = check_types(types)
     engine = make_engine(settings.resolved_database_url())
     log = EventLog(engine)
     try:
-        position = await asyncio.to_thread(log.latest) if since is None else Position.parse(since)
+        position = await asyncio.to_thread(log.latest) if since is None else since
         feed = _Feed(log, position, patterns, batch)
         url = settings.resolved_redis_url() if use_redis else None
         if url is None:

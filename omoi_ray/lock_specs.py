@@ -10,25 +10,28 @@ Rules:
   are different resources.
 - One request names each resource once, and at most ``MAX_ITEMS`` of them.
 - ``ttl`` is a positive number of seconds (at most a day); ``wait`` is ``None`` (no limit) or
-  a number of seconds from 0 (try once) to a day.
+  a number of seconds from 0 (try once) to a day (``storable.MAX_LOCK_S``; the one seconds
+  check is ``storable.check_seconds``).
+- A holder and a request id are text without control characters (``storable.check_text``).
+- Names are matched with ``re.fullmatch``: ``"file\\n"`` is not the type ``"file"``.
 Every violation raises ``InvalidLockRequestError`` naming the problem, before anything changes.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omoi_ray.core import storable
 from omoi_ray.core.lock_table import LockMode, Resource
 from omoi_ray.errors import InvalidLockRequestError
 
 MAX_ITEMS = 64
-MAX_SECONDS = 86_400.0
-_TYPE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+MAX_SECONDS = storable.MAX_LOCK_S
+_TYPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -65,7 +68,7 @@ def parse_resource(value: Any) -> tuple[Resource, LockMode | None]:
 
 
 def check_type(value: Any) -> str:
-    if not isinstance(value, str) or not _TYPE.match(value):
+    if not isinstance(value, str) or not _TYPE.fullmatch(value):
         raise InvalidLockRequestError(
             f"resource type must be 1-64 letters, digits and '_ . -', not {value!r}"
         )
@@ -75,8 +78,10 @@ def check_type(value: Any) -> str:
 def check_id(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidLockRequestError(f"resource id must be non-empty text, not {value!r}")
-    if _CONTROL.search(value):
-        raise InvalidLockRequestError(f"resource id {value!r} contains a control character (NUL included)")
+    try:
+        storable.check_text(value, "resource id", max_chars=len(value), allow_newlines=False)
+    except ValueError:
+        raise InvalidLockRequestError(f"resource id {value!r} contains a control character (NUL included)") from None
     value = unicodedata.normalize("NFC", value)
     if len(value.encode("utf-8")) > 512:
         raise InvalidLockRequestError(f"resource id is {len(value.encode())} bytes, over 512: {value[:40]!r}...")
@@ -90,9 +95,20 @@ def check_request_id(value: Any) -> str | None:
     """A caller-chosen request id: 1-100 characters without control characters (None: generated)."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_REQUEST_ID or _CONTROL.search(value):
+    return _text(value, "request_id", MAX_REQUEST_ID)
+
+
+def _text(value: Any, what: str, max_chars: int) -> str:
+    """Non-empty storable text without control characters, or ``InvalidLockRequestError``."""
+    try:
+        storable.check_text(value, what, max_chars=max_chars, allow_newlines=False)
+    except ValueError:
+        ok = False
+    else:
+        ok = bool(value)
+    if not ok:
         raise InvalidLockRequestError(
-            f"request_id must be 1-{MAX_REQUEST_ID} characters of text without control characters, not {value!r}"
+            f"{what} must be 1-{max_chars} characters of text without control characters, not {value!r}"
         )
     return value
 
@@ -107,23 +123,16 @@ def request_id_for(label: str) -> str:
 
 
 def check_holder(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > 256 or _CONTROL.search(value):
-        raise InvalidLockRequestError(
-            f"holder must be 1-256 characters of text without control characters, not {value!r}"
-        )
-    return value
+    return _text(value, "holder", 256)
 
 
 def check_seconds(value: Any, what: str, *, allow_none: bool = False, allow_zero: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidLockRequestError(f"{what} must be a finite number of seconds, not {value!r}")
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not low_ok or value > MAX_SECONDS:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidLockRequestError(f"{what} must be {bound} and at most {MAX_SECONDS:g} seconds, not {value!r}")
-    return float(value)
+    try:
+        return storable.check_seconds(value, what, maximum=MAX_SECONDS, allow_zero=allow_zero)
+    except ValueError as exc:
+        raise InvalidLockRequestError(str(exc)) from None
 
 
 def parse_request(

@@ -12,6 +12,9 @@ Rules:
   lease is marked ``lost`` and the error kept in ``lost_reason``. Writes must still be fenced
   with the token: a paused process can outlive its lease without knowing.
 - ``release`` is idempotent: releasing twice is harmless.
+- ``acquire`` checks its whole request here before sending it (``lock_specs.parse_request``):
+  ``holder=None`` means this client's holder, any other holder must be valid text (``""`` is
+  refused, never replaced by the default).
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from omoi_ray.errors import LeaseExpiredError, LockError, OmoiError
 from omoi_ray.calls import call
-from omoi_ray.lock_specs import request_id_for
+from omoi_ray.errors import LeaseExpiredError, LockError, OmoiError
+from omoi_ray.lock_specs import check_request_id, parse_request, request_id_for
 
 
 def default_holder() -> str:
@@ -119,7 +122,13 @@ class LockClient:
         task_id: str | None = None,
         agent_id: str | None = None,
     ) -> Lease:
-        holder = holder or self.holder
+        """Acquire every resource of ``resources`` at once (see ``lock_specs.parse_request`` for
+        the forms and bounds of ``mode``, ``ttl`` and ``wait``); returns a ``Lease``. Raises
+        ``InvalidLockRequestError`` before anything is sent, ``LockTimeoutError``,
+        ``LockUnavailableError`` (``wait=0``), ``DeadlockError``."""
+        holder = self.holder if holder is None else holder
+        parse_request(holder, resources, mode, ttl=ttl, wait=wait)
+        check_request_id(request_id)
         request_id = uuid.uuid4().hex if request_id is None else request_id
         while True:
             reply = call(

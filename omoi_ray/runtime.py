@@ -9,11 +9,15 @@ Rules:
   fixed on the driver before submission), and give up with ``RuntimeUnavailableError``.
 - Errors raised inside actors reach the caller as the original typed ``OmoiError``, not wrapped
   in Ray's exception types.
+- Arguments are checked here, before anything is sent: ids must be task ids, sequences must not
+  be strings, seconds must be finite and within the bounds of ``omoi_ray.core.storable``
+  (``InvalidArgumentError``, ``InvalidTaskSpecError``, ``InvalidAgentSpecError`` naming them).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,9 +30,12 @@ from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
 from omoi_ray.calls import call, unwrap
+from omoi_ray.core import storable
 from omoi_ray.errors import (
     ConfigurationError,
     InvalidAgentSpecError,
+    InvalidArgumentError,
+    InvalidSubmissionError,
     OmoiError,
     TaskNotFoundError,
     WaitTimeoutError,
@@ -36,7 +43,17 @@ from omoi_ray.errors import (
 from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME, agent_actor_name
 from omoi_ray.protocol import RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, TaskSpec, parse_agent_spec
+from omoi_ray.specs import (
+    AgentSpec,
+    AttemptInfo,
+    TaskInfo,
+    TaskSpec,
+    check_payload,
+    check_task_id,
+    parse_agent_spec,
+    submission_list,
+    task_id_list,
+)
 
 log = logging.getLogger("omoi_ray")
 
@@ -63,7 +80,9 @@ class AgentRef:
         return call(lambda: self.handle.pid.remote())
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Stop gracefully (running handlers get ``timeout`` seconds), then end the actor."""
+        """Stop gracefully (running handlers get ``timeout`` seconds, 0 to ``MAX_WAIT_S``),
+        then end the actor."""
+        timeout = _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
         try:
             stats = ray.get(self.handle.stop.remote(timeout))
         except ray.exceptions.RayActorError:
@@ -109,8 +128,11 @@ class Runtime:
     ) -> Any:
         """Acquire a lease on one or more resources (``"type:id"``); use it in a ``with`` block.
 
-        Waits up to ``wait`` seconds (None: no limit, 0: try once). The lease is renewed in the
-        background until released unless ``keep_alive`` is False.
+        Waits up to ``wait`` seconds (None: no limit, 0: try once; at most a day). ``ttl`` is the
+        lease in seconds (above 0, at most a day). ``holder`` is this driver's holder name when
+        None; an empty or non-text holder is refused. The lease is renewed in the background
+        until released unless ``keep_alive`` is False. Raises ``InvalidLockRequestError`` for a
+        bad argument (nothing is sent), ``LockTimeoutError``, ``DeadlockError``.
         """
         return self.locks.acquire(resources, mode, wait=wait, ttl=ttl, holder=holder, keep_alive=keep_alive)
 
@@ -134,18 +156,23 @@ class Runtime:
     ) -> AgentRef:
         """Start an agent actor (named ``omoi.agent.<name>``) and wait until it is registered.
 
-        ``handler`` runs every task type; ``handlers`` maps task types to their own handlers.
-        Handlers are callables or import paths ``pkg.module:function``. With ``exist_ok`` an
-        agent of that name that is already running is returned as it is.
+        ``capabilities`` is a list of names (a bare string is refused); ``handler`` runs every
+        task type; ``handlers`` maps task types to their own handlers. Handlers are callables or
+        import paths ``pkg.module:function``. ``num_cpus`` (0 to 1024) and ``resources``
+        (``{name: amount}``, amounts from 0.0001 to 1e6) are reserved on the node the agent runs
+        on: a request that no node alive in the Ray cluster can satisfy is refused at once.
+        ``max_restarts`` is -1 (forever) to 10,000. With ``exist_ok`` an agent of that name that
+        is already running is returned as it is. Raises ``InvalidAgentSpecError`` naming the
+        field, ``HandlerNotFoundError``.
         """
         spec = parse_agent_spec(
             name=name,
-            capabilities=list(capabilities),
+            capabilities=capabilities,
             capacity=capacity,
             handler=handler,
-            handlers=dict(handlers or {}),
+            handlers=handlers,
             num_cpus=num_cpus,
-            resources=dict(resources or {}),
+            resources=resources,
             max_restarts=max_restarts,
         )
         actor_name = agent_actor_name(spec.name)
@@ -160,6 +187,7 @@ class Runtime:
                     "name, or pass exist_ok=True"
                 )
             return AgentRef(spec.name, existing)
+        _check_placeable(spec)
         handle = _RemoteAgent.options(
             name=actor_name,
             namespace=self.settings.namespace,
@@ -192,13 +220,21 @@ class Runtime:
     def submit(self, tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[str]:
         """Submit tasks (a whole DAG at once if you like); returns their ids, in order.
 
+        ``tasks`` is a list (or other iterable) of ``TaskSpec`` or dicts of its fields; a single
+        task, a string or a mapping is refused with ``InvalidSubmissionError`` asking for a list.
         The submission is validated as a whole: any bad field, duplicate id, unknown dependency
         or cycle raises a typed ``InvalidSubmissionError`` and stores nothing. Submitting a task
         again with the same id and definition is a no-op.
         """
-        items = [_with_id(item) for item in tasks]
+        items = [_with_id(item, index) for index, item in enumerate(submission_list(tasks))]
         request_id = uuid.uuid4().hex
-        return call(lambda: self.scheduler.submit.remote(items, request_id))
+        try:
+            return call(lambda: self.scheduler.submit.remote(items, request_id))
+        except (pickle.PicklingError, RecursionError) as exc:  # e.g. a field nested too deep to send
+            raise InvalidSubmissionError(
+                f"this submission cannot be sent to the scheduler ({type(exc).__name__} while "
+                "pickling it); is a field nested too deep?"
+            ) from None
 
     def run(
         self,
@@ -207,7 +243,10 @@ class Runtime:
         timeout: float | None = None,
         progress: bool = False,
     ) -> dict[str, TaskInfo]:
-        """Submit, wait for every task to be final, and return each one's state."""
+        """Submit, wait for every task to be final, and return each one's state.
+
+        ``timeout`` is checked before anything is submitted (see ``wait``)."""
+        _wait_seconds(timeout)
         ids = self.submit(tasks)
         self.wait(ids, timeout=timeout, progress=progress)
         return {info.id: info for info in self.get_many(ids)}
@@ -222,9 +261,14 @@ class Runtime:
     ) -> dict[str, str]:
         """Block until every task is final; return each one's final status.
 
-        Raises ``WaitTimeoutError`` after ``timeout`` seconds. With ``progress`` a live bar shows
-        counts per status and warns about ready tasks that no live agent is able to run.
+        ``task_ids`` is a list of ids (a bare string is refused). ``timeout`` is None (no limit)
+        or seconds from 0 to ``MAX_WAIT_S``. Raises ``WaitTimeoutError`` after ``timeout``
+        seconds, ``TaskNotFoundError`` for an unknown id, ``InvalidArgumentError`` for a bad
+        argument. With ``progress`` a live bar shows counts per status and warns about ready
+        tasks that no live agent is able to run.
         """
+        task_ids = task_id_list(task_ids)
+        timeout = _wait_seconds(timeout)
         pending = list(dict.fromkeys(task_ids))
         finished: dict[str, str] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -255,10 +299,14 @@ class Runtime:
         return {tid: finished[tid] for tid in dict.fromkeys(task_ids)}
 
     def get(self, task_id: str) -> TaskInfo:
-        return self.get_many([task_id])[0]
+        """The state of one task; ``TaskNotFoundError`` if unknown, ``InvalidArgumentError`` if
+        ``task_id`` cannot be a task id."""
+        return self.get_many([check_task_id(task_id)])[0]
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskInfo]:
-        return call(lambda: self.scheduler.get.remote(list(task_ids)))
+        """The state of each task, in order (``task_ids``: a list, not a string)."""
+        ids = task_id_list(task_ids)
+        return call(lambda: self.scheduler.get.remote(ids))
 
     def result(self, task_id: str) -> Any:
         """The result of a completed task; raises ``OmoiError`` naming the status otherwise."""
@@ -274,6 +322,8 @@ class Runtime:
         return info.result
 
     def attempts(self, task_id: str) -> list[AttemptInfo]:
+        """Every attempt of one task, first to last (``attempt`` counts from 1)."""
+        check_task_id(task_id)
         return call(lambda: self.scheduler.attempts.remote(task_id))
 
     def cancel(self, *task_ids: str, reason: str = "cancelled by request") -> dict[str, str]:
@@ -292,6 +342,12 @@ class Runtime:
         return call(lambda: self.scheduler.describe.remote())
 
     def events(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The oldest ``limit`` (1 to ``MAX_EVENTS_LIMIT``) retained events, of one entity if
+        ``entity_id`` is given."""
+        if entity_id is not None:
+            _argument(storable.check_text, entity_id, "entity_id", max_chars=1024, allow_newlines=False)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= storable.MAX_EVENTS_LIMIT:
+            raise InvalidArgumentError(f"limit must be an integer from 1 to {storable.MAX_EVENTS_LIMIT}, not {limit!r}")
         return call(lambda: self.scheduler.events.remote(entity_id, limit))
 
     def follow(
@@ -300,7 +356,8 @@ class Runtime:
         types: Any = None,
         **options: Any,
     ) -> Any:
-        """An async iterator over committed events (see ``omoi_ray.follow.follow``)."""
+        """An async iterator over committed events (see ``omoi_ray.follow.follow``); bad
+        arguments raise ``InvalidEventQueryError`` here, before iterating."""
         from omoi_ray.follow import follow
 
         return follow(self.settings, since=since, types=types, **options)
@@ -312,12 +369,14 @@ class Runtime:
     def flush_events(self, timeout: float = 30.0) -> str:
         """Wait until every event committed so far is on the Redis stream (no-op without Redis);
         returns the relay's position."""
+        timeout = _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S)
         return call(lambda: self.relay.flush.remote(timeout), timeout=timeout + 30)
 
     # ------------------------------------------------------------------ lifecycle
 
     def shutdown(self, *, agents_timeout: float = 5.0) -> None:
         """Stop every agent of this runtime, then the scheduler (its state stays in the database)."""
+        _argument(storable.check_seconds, agents_timeout, "agents_timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
         for view in self.status().agents:
             if view.status != "alive":
                 continue
@@ -407,15 +466,59 @@ def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:
         pass
 
 
-def _with_id(item: TaskSpec | Mapping[str, Any]) -> TaskSpec | dict[str, Any]:
-    """Fix each task's id on the driver, so a retried submission names the same tasks."""
+def _with_id(item: TaskSpec | Mapping[str, Any], index: int) -> TaskSpec | dict[str, Any]:
+    """Fix each task's id on the driver, so a retried submission names the same tasks; check a
+    mapping's payload here (a ``TaskSpec``'s was checked when it was built)."""
     if isinstance(item, TaskSpec):
         return item
     if isinstance(item, Mapping):
         out = dict(item)
         out.setdefault("id", uuid.uuid4().hex)
+        check_payload(out, index)
         return out
     return item  # the scheduler rejects it with a message naming its position
+
+
+def _argument(check: Callable[..., Any], value: Any, field: str, **bounds: Any) -> Any:
+    """Run a ``storable`` check; its ``ValueError`` becomes ``InvalidArgumentError``."""
+    try:
+        return check(value, field, **bounds)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+
+
+def _wait_seconds(timeout: Any) -> float | None:
+    """A wait's ``timeout``: None (no limit) or seconds from 0 to ``MAX_WAIT_S``."""
+    if timeout is None:
+        return None
+    return _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
+
+
+def _check_placeable(spec: AgentSpec) -> None:
+    """Refuse at once an agent no node alive in the cluster could host (Ray would keep it
+    pending forever): a custom resource no node has, or more of them than any one node has."""
+    wanted = dict(spec.resources)
+    if spec.num_cpus:
+        wanted["CPU"] = spec.num_cpus
+    if not wanted:
+        return
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if any(all(res.get(name, 0.0) >= amount for name, amount in wanted.items()) for res in nodes):
+        return
+    for name, amount in wanted.items():
+        field = "num_cpus" if name == "CPU" else f"resources[{name!r}]"
+        if not any(name in res for res in nodes):
+            raise InvalidAgentSpecError(
+                f"agent '{spec.name}': {field}: no node of the Ray cluster has the resource {name!r}"
+            )
+        if not any(res[name] >= amount for res in nodes if name in res):
+            most = max(res[name] for res in nodes if name in res)
+            raise InvalidAgentSpecError(
+                f"agent '{spec.name}': {field}: asks for {amount:g} {name}, but no node has more than {most:g}"
+            )
+    raise InvalidAgentSpecError(
+        f"agent '{spec.name}': resources: no single node of the Ray cluster has all of {wanted}"
+    )
 
 
 __all__ = ["AgentRef", "Runtime", "connect", "TaskNotFoundError"]

@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, check_seconds
 from omoi_ray.errors import ConfigurationError
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def default_home() -> Path:
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(
                 "namespace must be 1-64 characters of letters, digits, '_', '.', '-'"
             )
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
     @field_validator("redis_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+        if not _PREFIX.fullmatch(value):
             raise ValueError("redis_prefix must be 1-64 characters of letters, digits, '_', '.', ':', '-'")
         return value
 

@@ -2,37 +2,52 @@
 
 Rules:
 - Every field a user sets is checked here, with a message that names the task (or agent) and
-  the field. Nothing past this module re-checks field types.
+  the field. Nothing past this module re-checks field types. Values must be storable on every
+  store (``omoi_ray.core.storable``): no NUL, control characters or lone surrogates, finite
+  numbers within the bounds defined there.
 - Ids, types and capabilities are short printable names (letters, digits and ``_ . : @ + -``),
-  so they are safe as directory names, log fields and database keys.
+  so they are safe as directory names, log fields and database keys. Patterns are matched with
+  ``re.fullmatch`` (``"job\\n"`` is not ``"job"``).
+- A field that holds a list takes a list (or tuple or set), never a bare string: ``"gpu"`` is
+  refused, not read as ``["g", "p", "u"]`` nor silently wrapped.
 - A task's *fingerprint* hashes everything that defines it except its id and idempotency key;
   resubmitting a task with an equal fingerprint is a no-op that returns the stored task.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from omoi_ray.core import storable
 from omoi_ray.core.model import NewTask, Priority, RetryPolicy
-from omoi_ray.errors import InvalidAgentSpecError, InvalidTaskSpecError, PayloadTooLargeError
+from omoi_ray.errors import (
+    InvalidAgentSpecError,
+    InvalidArgumentError,
+    InvalidSubmissionError,
+    InvalidTaskSpecError,
+    PayloadTooLargeError,
+)
 
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,127}$"
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,127}"  # matched whole (re.fullmatch)
 _NAME = re.compile(NAME_PATTERN)
-_CAPABILITY = re.compile(r"^[a-z0-9_][a-z0-9_.:+-]{0,63}$")
+_CAPABILITY = re.compile(r"[a-z0-9_][a-z0-9_.:+-]{0,63}")
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_LIST_TYPES = (list, tuple, set, frozenset)
 
 
 def check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError(
             f"{what} must be 1-128 characters of letters, digits and '_ . : @ + -' "
             f"(starting with a letter, digit or '_'), not {value!r}"
@@ -40,15 +55,56 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def normalize_capabilities(values: Sequence[str] | str, what: str) -> list[str]:
-    if isinstance(values, str):
-        values = [values]
+def check_list(value: Any, what: str) -> Any:
+    """``value`` if it is a list, tuple or set; ``ValueError`` naming ``what`` otherwise (a bare
+    string is refused with a hint, never split into characters or wrapped)."""
+    if isinstance(value, _LIST_TYPES):
+        return value
+    if isinstance(value, (str, bytes)):
+        # ValueError, not TypeError: pydantic turns only ValueError into a message naming the field
+        raise ValueError(f"{what} must be a list, not the string {value!r}; write [{value!r}]")  # noqa: TRY004
+    raise ValueError(f"{what} must be a list, not {type(value).__name__}")
+
+
+def check_int(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` if it is an int (not a bool) from ``low`` to ``high``; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+def task_id_list(value: Any, what: str = "task_ids") -> list[str]:
+    """A driver call's task ids as a list: any iterable of names except a bare string or a
+    mapping. Raises ``InvalidArgumentError`` naming ``what`` (and the position of a bad id)."""
+    if isinstance(value, (str, bytes)):
+        raise InvalidArgumentError(f"{what} must be a list of task ids, not the string {value!r}; write [{value!r}]")
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(f"{what} must be a list of task ids, not {type(value).__name__}")
+    ids = list(value)
+    for index, task_id in enumerate(ids):
+        if not isinstance(task_id, str) or not _NAME.fullmatch(task_id):
+            raise InvalidArgumentError(f"{what}[{index}] is not a task id: {check_task_id_message(task_id)}")
+    return ids
+
+
+def check_task_id(value: Any, what: str = "task_id") -> str:
+    """``value`` if it can be a task id; ``InvalidArgumentError`` naming ``what`` otherwise."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidArgumentError(f"{what} is not a task id: {check_task_id_message(value)}")
+    return value
+
+
+def check_task_id_message(value: Any) -> str:
+    return f"a task id is 1-128 characters of letters, digits and '_ . : @ + -', not {value!r}"
+
+
+def normalize_capabilities(values: Sequence[str], what: str) -> list[str]:
     out: list[str] = []
-    for raw in values:
+    for raw in check_list(values, what):
         if not isinstance(raw, str):
             raise ValueError(f"{what} must be strings, not {raw!r}")
-        cap = raw.strip().lower()
-        if not _CAPABILITY.match(cap):
+        cap = raw.lower() if raw.isascii() else raw  # lower-casing stays in ASCII
+        if not _CAPABILITY.fullmatch(cap):
             raise ValueError(
                 f"capability {raw!r} in {what} must be 1-64 characters of lower-case letters, "
                 "digits and '_ . : + -'"
@@ -83,37 +139,56 @@ class TaskSpec(BaseModel):
     priority: Priority = Priority.MEDIUM
     depends_on: list[str] = Field(default_factory=list)
     timeout: float | None = None
-    max_retries: int = Field(default=3, ge=0, le=1000)
+    max_retries: int = 3
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    idempotency_key: str | None = None
     ticket_id: str | None = None
     phase: str | None = None
     #: resources to hold while the handler runs: "type:id" (exclusive) or (type, id, mode)
     locks: list[Any] = Field(default_factory=list)
 
-    @field_validator("id", "type")
+    def __init__(self, /, **data: Any) -> None:
+        """Raises ``InvalidTaskSpecError`` naming the task and every bad field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InvalidTaskSpecError(_describe(exc, data.get("id"), None)) from None
+
+    # It only translates the error: pydantic may keep validating mappings without calling it
+    # (as it does for its own ``RootModel``), which keeps ``model_validate`` at full speed.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @field_validator("id", "type", mode="before")
     @classmethod
     def _name(cls, value: str, info: Any) -> str:
         return check_name(value, info.field_name)
 
-    @field_validator("ticket_id", "phase")
+    @field_validator("ticket_id", "phase", mode="before")
     @classmethod
     def _optional_name(cls, value: str | None, info: Any) -> str | None:
         return None if value is None else check_name(value, info.field_name)
 
+    @field_validator("idempotency_key", mode="before")
+    @classmethod
+    def _idempotency_key(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        storable.check_text(value, "idempotency_key", max_chars=256, allow_newlines=False)
+        if not value:
+            raise ValueError("idempotency_key must not be empty (None: no key)")
+        return value
+
     @field_validator("requires", mode="before")
     @classmethod
     def _requires(cls, value: Any) -> list[str]:
-        return normalize_capabilities(value or [], "requires")
+        return normalize_capabilities([] if value is None else value, "requires")
 
     @field_validator("depends_on", mode="before")
     @classmethod
     def _depends_on(cls, value: Any) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
         out: list[str] = []
-        for dep in value or []:
+        for dep in check_list([] if value is None else value, "depends_on"):
             check_name(dep, "depends_on entries")
             if dep not in out:
                 out.append(dep)
@@ -124,38 +199,50 @@ class TaskSpec(BaseModel):
     def _priority(cls, value: Any) -> Priority:
         return Priority.parse(value)
 
-    @field_validator("timeout", "backoff_base", "backoff_cap")
+    @field_validator("timeout", mode="before")
     @classmethod
-    def _seconds(cls, value: float | None, info: Any) -> float | None:
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{info.field_name} must be a positive, finite number of seconds")
-        return value
+    def _timeout(cls, value: Any) -> float | None:
+        return None if value is None else storable.check_seconds(value, "timeout", maximum=storable.MAX_TIMEOUT_S)
+
+    @field_validator("backoff_base", "backoff_cap", mode="before")
+    @classmethod
+    def _backoff(cls, value: Any, info: Any) -> float:
+        return storable.check_seconds(value, info.field_name, maximum=storable.MAX_BACKOFF_S)
 
     @field_validator("max_retries", mode="before")
     @classmethod
-    def _not_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("max_retries must be an integer, not a bool")
-        return value
+    def _max_retries(cls, value: Any) -> int:
+        return check_int(value, "max_retries", 0, storable.MAX_RETRIES)
 
     @field_validator("locks", mode="before")
     @classmethod
     def _locks(cls, value: Any) -> list[Any]:
+        # a list of resources, as the README writes it ("x:y" alone is refused, not wrapped)
+        value = check_list([] if value is None else value, "locks")
         if not value:
             return []
+        from omoi_ray.errors import InvalidLockRequestError
         from omoi_ray.lock_specs import parse_request
 
         try:
-            spec = parse_request("task", value if isinstance(value, list) else [value])
-        except Exception as exc:  # InvalidLockRequestError: its message names the problem
+            spec = parse_request("task", list(value))
+        except InvalidLockRequestError as exc:  # its message names the problem
             raise ValueError(str(exc)) from None
         return [[key[0], key[1], mode.value] for key, mode in spec.items]
 
     @field_validator("payload")
     @classmethod
     def _payload(cls, value: Any) -> Any:
-        json_size(value, "payload")
+        storable.check_json(value, "payload")  # its size is checked once, in iter_task_specs
         return value
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> TaskSpec:
+        """A copy of this task; the fields in ``update`` are validated as in a new ``TaskSpec``
+        (pydantic's own copy would take them unchecked). Raises ``InvalidTaskSpecError``."""
+        if not update:
+            return super().model_copy(deep=deep)
+        fields = {**dict(self), **update}
+        return TaskSpec(**(copy.deepcopy(fields) if deep else fields))
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the task except its id and idempotency key."""
@@ -203,8 +290,31 @@ def parse_new_tasks(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_b
     return [spec.to_new_task() for spec in iter_task_specs(items, payload_max_bytes)]
 
 
+def submission_list(items: Any) -> list[Any]:
+    """A submission as a list of items; ``InvalidSubmissionError`` asking for a list when it is a
+    single task, a string, a mapping or not iterable at all (nothing is iterated into pieces)."""
+    if isinstance(items, list):
+        return items
+    if isinstance(items, (TaskSpec, Mapping, str, bytes)) or not isinstance(items, Iterable):
+        raise InvalidSubmissionError(
+            f"submit takes a list of tasks (TaskSpec or dict), not a {type(items).__name__}; "
+            "pass a list of tasks, e.g. submit([task])"
+        )
+    return list(items)
+
+
+def check_payload(item: Mapping[str, Any], index: int) -> None:
+    """Check a mapping item's payload on the driver, before Ray pickles it (a payload nested
+    100,000 deep cannot even be sent); the scheduler checks it again."""
+    if "payload" in item:
+        try:
+            storable.check_json(item["payload"], "payload")
+        except ValueError as exc:
+            raise InvalidTaskSpecError(f"{_who(item.get('id'), index)}: {exc}") from None
+
+
 def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int) -> Any:
-    for index, item in enumerate(items):
+    for index, item in enumerate(submission_list(items)):
         if isinstance(item, TaskSpec):
             spec = item
         elif isinstance(item, Mapping):
@@ -216,7 +326,10 @@ def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_b
             raise InvalidTaskSpecError(
                 f"submission item {index} must be a TaskSpec or a mapping, not {type(item).__name__}"
             )
-        size = json_size(spec.payload, "payload")
+        try:
+            size = json_size(spec.payload, "payload")
+        except ValueError as exc:  # e.g. an int too long to print
+            raise InvalidTaskSpecError(f"{_who(spec.id, index)}: {exc}") from None
         if size > payload_max_bytes:
             raise PayloadTooLargeError(
                 f"task '{spec.id}': payload is {size} bytes, over the limit of "
@@ -226,8 +339,16 @@ def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_b
         yield spec
 
 
-def _describe(exc: ValidationError, task_id: Any, index: int) -> str:
-    who = f"task '{task_id}'" if isinstance(task_id, str) else f"submission item {index}"
+def _who(task_id: Any, index: int | None) -> str:
+    if isinstance(task_id, str) and _NAME.fullmatch(task_id):
+        return f"task '{task_id}'"
+    if isinstance(task_id, str):
+        return f"task {task_id!r}"
+    return "task spec" if index is None else f"submission item {index}"
+
+
+def _describe(exc: ValidationError, task_id: Any, index: int | None) -> str:
+    who = _who(task_id, index)
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(task)"
@@ -299,7 +420,7 @@ class AgentSpec(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict)
     max_restarts: int = -1
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_name(value, "agent name")
@@ -307,21 +428,50 @@ class AgentSpec(BaseModel):
     @field_validator("capabilities", mode="before")
     @classmethod
     def _caps(cls, value: Any) -> list[str]:
-        return normalize_capabilities(value or [], "capabilities")
+        return normalize_capabilities([] if value is None else value, "capabilities")
 
     @field_validator("capacity", mode="before")
     @classmethod
     def _capacity(cls, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
-            raise ValueError(f"capacity must be an integer from 1 to 1024, not {value!r}")
-        return value
+        return check_int(value, "capacity", 1, storable.MAX_CAPACITY)
 
-    @field_validator("num_cpus")
+    @field_validator("handlers", mode="before")
     @classmethod
-    def _cpus(cls, value: float) -> float:
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError("num_cpus must be a finite number >= 0")
-        return value
+    def _handlers(cls, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"handlers must be a mapping of task type to handler, not {type(value).__name__}")  # noqa: TRY004
+        return dict(value)
+
+    @field_validator("num_cpus", mode="before")
+    @classmethod
+    def _cpus(cls, value: Any) -> float:
+        if value == 0 and not isinstance(value, bool):
+            return 0.0
+        return _resource_amount(value, "num_cpus", storable.MAX_AGENT_CPUS)
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources(cls, value: Any) -> dict[str, float]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"resources must be a mapping of resource name to amount, not {type(value).__name__}")  # noqa: TRY004
+        out: dict[str, float] = {}
+        for name, amount in value.items():
+            storable.check_text(name, "resource name", max_chars=128, allow_newlines=False)
+            if not name or name.strip() != name:
+                raise ValueError(f"resource name {name!r} must be non-empty without surrounding spaces")
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"resources: use num_cpus (or a custom resource), not {name!r}")
+            out[name] = _resource_amount(amount, f"resources[{name!r}]", storable.MAX_AGENT_RESOURCE)
+        return out
+
+    @field_validator("max_restarts", mode="before")
+    @classmethod
+    def _restarts(cls, value: Any) -> int:
+        return check_int(value, "max_restarts", -1, storable.MAX_AGENT_RESTARTS)
 
     @model_validator(mode="after")
     def _has_handler(self) -> AgentSpec:
@@ -335,9 +485,20 @@ class AgentSpec(BaseModel):
         return self
 
 
+def _resource_amount(value: Any, what: str, maximum: float) -> float:
+    """A positive, finite, non-boolean amount Ray can reserve (at least ``MIN_RESOURCE_SHARE``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and storable.MIN_RESOURCE_SHARE <= value <= maximum
+    ):
+        raise ValueError(
+            f"{what} must be a number from {storable.MIN_RESOURCE_SHARE:g} to {maximum:g}, not {value!r}"
+        )
+    return float(value)
+
+
 def _check_handler(handler: Any, what: str) -> None:
     if isinstance(handler, str):
-        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", handler):
+        if not _IMPORT_PATH.fullmatch(handler):
             raise ValueError(f"{what} {handler!r} must be an import path 'pkg.module:function'")
     elif not callable(handler):
         raise ValueError(f"{what} must be a callable or an import path, not {handler!r}")

@@ -201,7 +201,7 @@ def test_a_failure_for_good_dooms_every_dependent(runtime, general, uid):
         (lambda u: [{"id": f"{u}-z", "type": "t", "requires": ["Has Space"]}], InvalidTaskSpecError, "capability"),
         (lambda u: [{"id": f"{u}/z", "type": "t"}], InvalidTaskSpecError, "id must be"),
         (lambda u: [{"id": f"{u}-z", "type": "t", "payload": {"x": float("nan")}}], InvalidTaskSpecError,
-         "not JSON-serialisable"),
+         "payload['x'] is nan; JSON numbers must be finite"),
         (lambda u: [{"id": f"{u}-z", "type": "t", "surprise": 1}], InvalidTaskSpecError, "surprise"),
         (lambda u: [{"id": f"{u}-z", "type": "t", "payload": "x" * 1_100_000}], PayloadTooLargeError, "over the limit"),
     ],

@@ -31,9 +31,11 @@ class Priority(IntEnum):
 
     @classmethod
     def parse(cls, value: Any) -> Priority:
+        """A priority by name (exactly, ignoring ASCII case only: ``"hıgh"`` with a dotless i is
+        not ``HIGH``) or by its int value; ``ValueError`` otherwise."""
         if isinstance(value, Priority):
             return value
-        if isinstance(value, str) and value.upper() in cls.__members__:
+        if isinstance(value, str) and value.isascii() and value.upper() in cls.__members__:
             return cls[value.upper()]
         if isinstance(value, int) and not isinstance(value, bool) and value in cls._value2member_map_:
             return cls(value)

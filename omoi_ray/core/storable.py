@@ -35,6 +35,27 @@ MAX_WAIT_S = 1e9
 #: longest grace a handler gets past its timeout or cancellation before its agent's process is
 #: replaced (``OMOI_HARD_TIMEOUT_GRACE``), in seconds
 MAX_HARD_TIMEOUT_GRACE_S = 3600.0
+#: most retries a task may declare (``max_retries``)
+MAX_RETRIES = 1000
+#: most handlers one agent runs at once (``capacity``)
+MAX_CAPACITY = 1024
+#: most CPUs (``num_cpus``) and most units of one custom resource an agent may reserve
+MAX_AGENT_CPUS = 1024.0
+MAX_AGENT_RESOURCE = 1e6
+#: smallest non-zero share of a resource Ray can reserve
+MIN_RESOURCE_SHARE = 0.0001
+#: most restarts an agent may be given (``max_restarts``; -1 means "restart forever")
+MAX_AGENT_RESTARTS = 10_000
+#: longest lock lease (``ttl``) and lock wait, in seconds: 1 day
+MAX_LOCK_S = 24 * 3600.0
+#: ``follow``: shortest and longest database poll interval, in seconds; most events per read
+MIN_POLL_S = 0.01
+MAX_POLL_S = 60.0
+MAX_FOLLOW_BATCH = 10_000
+#: most events one ``Runtime.events`` call returns
+MAX_EVENTS_LIMIT = 100_000
+#: largest number in an event position (both stores hold positions as signed 64-bit integers)
+MAX_POSITION = 2**63 - 1
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -81,40 +102,61 @@ def clean_text(value: Any, *, max_chars: int = MAX_ERROR_CHARS) -> str:
 
 def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Raise ``ValueError`` naming ``field`` and the path to the first part of ``value`` that is
-    not storable JSON (see the module rules). Iterative: any depth of input is safe to check."""
+    not storable JSON (see the module rules). Iterative: any depth of input is safe to check.
+    Submissions check every payload, so leaves are checked in their container's loop and a
+    path string is built only for nested containers and for the part in error."""
+    if not isinstance(value, (list, tuple, dict)):
+        _check_leaf(value, field, None)
+        return
     stack: list[tuple[Any, str, int]] = [(value, field, 1)]
     while stack:
         item, path, depth = stack.pop()
-        if item is None or isinstance(item, bool):
-            continue
-        if isinstance(item, str):
-            bad = unstorable_char(item)
-            if bad is not None:
-                raise ValueError(f"{path} holds the unstorable character {bad!r}")
-            continue
-        if isinstance(item, int):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"{path} is {item!r}; JSON numbers must be finite")
-            continue
-        if isinstance(item, (list, tuple)):
-            if depth > max_depth:
-                raise ValueError(f"{field} is nested more than {max_depth} levels deep")
-            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
-            continue
-        if isinstance(item, dict):
-            if depth > max_depth:
-                raise ValueError(f"{field} is nested more than {max_depth} levels deep")
-            for key, child in item.items():
-                if not isinstance(key, str):
+        if depth > max_depth:
+            raise ValueError(f"{field} is nested more than {max_depth} levels deep")
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        is_dict = isinstance(item, dict)
+        for key, child in pairs:
+            if is_dict:
+                if type(key) is not str and not isinstance(key, str):
                     raise ValueError(f"{path} has the key {key!r}; JSON object keys must be strings")
-                bad = unstorable_char(key)
-                if bad is not None:
-                    raise ValueError(f"{path} has a key holding the unstorable character {bad!r}")
-                stack.append((child, f"{path}[{key!r}]", depth + 1))
-            continue
-        raise ValueError(f"{path} is a {type(item).__name__}, which is not JSON")
+                if _UNSTORABLE.search(key) is not None:
+                    raise ValueError(f"{path} has a key holding the unstorable character {unstorable_char(key)!r}")
+            kind = type(child)
+            if kind is str:
+                if _UNSTORABLE.search(child) is not None:
+                    _check_leaf(child, path, key)
+            elif child is None or kind is int or kind is bool:
+                pass
+            elif kind is float:
+                if not math.isfinite(child):
+                    _check_leaf(child, path, key)
+            elif isinstance(child, (list, tuple, dict)):
+                stack.append((child, _path(path, key), depth + 1))
+            else:
+                _check_leaf(child, path, key)  # subclasses of str, int and float, or not JSON
+
+
+def _check_leaf(item: Any, parent: str, key: Any) -> None:
+    """Raise ``ValueError`` naming the path if ``item`` (not a list or dict) is not storable JSON."""
+    if item is None or isinstance(item, (bool, int)):
+        return
+    if isinstance(item, str):
+        bad = unstorable_char(item)
+        if bad is not None:
+            raise ValueError(f"{_path(parent, key)} holds the unstorable character {bad!r}")
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValueError(f"{_path(parent, key)} is {item!r}; JSON numbers must be finite")
+        return
+    raise ValueError(f"{_path(parent, key)} is a {type(item).__name__}, which is not JSON")
+
+
+def _path(parent: str, key: Any) -> str:
+    """``payload['a'][0]``: the path of the part at ``key`` of the container at ``parent``."""
+    if key is None:
+        return parent
+    return f"{parent}[{key}]" if type(key) is int else f"{parent}[{key!r}]"
 
 
 def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = False) -> float:
