@@ -31,6 +31,8 @@ from omoi_ray.events import EventRecord, Position
 from omoi_ray.settings import Settings
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
+# Brackets only as whole, non-empty sets ("[abc]"): a lone "[" would silently match nothing.
+_SETS = re.compile(r"(?:[^\[\]]|\[[^\[\]]+\])*")
 BLOCK_MS = 1000
 REDIS_RETRY = 2.0  # seconds between attempts to get back to Redis after an outage
 
@@ -47,6 +49,10 @@ def check_types(types: Iterable[str] | str | None) -> tuple[str, ...]:
             raise InvalidEventQueryError(
                 f"event type pattern {p!r} is not valid: use letters, digits, '.', '_', '-' and "
                 "wildcards '*', e.g. 'task.*'"
+            )
+        if not _SETS.fullmatch(p):
+            raise InvalidEventQueryError(
+                f"event type pattern {p!r} has a '[' or ']' outside a set of characters like 'task.[sc]*'"
             )
         out.append(p)
     return tuple(out)
