@@ -341,14 +341,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def print_status(console: Any, status: Any, relay: dict[str, Any] | None, configured_database: str) -> None:
     """Print a ``RuntimeStatus`` and the relay's state (``Runtime.relay_status()``; None: no relay
-    runs) on a rich console; every name and message is printed literally."""
+    runs) on a rich console; every name and message is printed literally, and whole."""
     from rich.table import Table
     from rich.text import Text
 
-    console.print(Text(f"namespace {status.namespace}, database {status.database}, {status.ready} ready"))
+    console.print(Text(f"namespace {status.namespace}, database {status.database}, {status.ready} ready"),
+                  soft_wrap=True)
     if status.database != configured_database:
         console.print(Text(f"note: this runtime's database is not the configured {configured_database}",
-                           style="yellow"))
+                           style="yellow"), soft_wrap=True)
     if relay is None:
         console.print(Text("events: the relay is not running", style="yellow"))
     elif relay["redis"] is None:
@@ -357,7 +358,7 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
         state = Text("up") if relay["redis_up"] else Text.assemble(("unreachable", "red"), f" ({relay['last_error']})")
         console.print(Text.assemble(
             f"events: mirrored to {relay['redis']} stream {relay['stream']} (", state,
-            f"), at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s"))
+            f"), at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s"), soft_wrap=True)
     tasks = Table(title="tasks")
     tasks.add_column("status")
     tasks.add_column("count", justify="right")
@@ -372,7 +373,7 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
     console.print(agents)
     for requires, count in status.unclaimable:
         console.print(Text(f"{count} ready tasks need [{', '.join(requires)}]: no live agent can run them",
-                           style="yellow"))
+                           style="yellow"), soft_wrap=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
