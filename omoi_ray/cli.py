@@ -160,11 +160,32 @@ def _address(args: argparse.Namespace) -> str:
     match = _RAY_ADDRESS.fullmatch(address)
     if match is not None:  # "auto" is resolved (and refused when there is none) by ray.init
         try:
-            socket.create_connection((match[1].strip("[]"), int(match[2])), timeout=RAY_CONNECT_TIMEOUT_S).close()
+            with socket.create_connection((match[1].strip("[]"), int(match[2])),
+                                          timeout=RAY_CONNECT_TIMEOUT_S) as sock:
+                grpc = _speaks_grpc(sock)
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise UsageError(f"cannot reach Ray at {address}: {reason}") from None
+        if not grpc:  # ray.init would retry for minutes, logging as it goes
+            raise UsageError(f"{address} does not answer as a Ray cluster (no gRPC server there): "
+                             "give the head node's GCS port, e.g. host:6379")
     return address
+
+
+def _speaks_grpc(sock: Any) -> bool:
+    """Whether the server on ``sock`` answers HTTP/2's opening (as Ray's gRPC servers do) with a
+    SETTINGS frame. False on silence (``RAY_CONNECT_TIMEOUT_S``) or any other answer."""
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    head = b""
+    try:
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except (TimeoutError, ConnectionError):
+        return False
+    return head[3] == 4  # the frame type of SETTINGS
 
 
 def _find_runtime(settings: Any, address: str) -> dict[str, Any]:

@@ -99,6 +99,27 @@ def test_a_bad_argument_is_one_line_and_exit_status_2(args, env, names, tmp_path
     assert list(home.iterdir()) == []  # no database, no workspace: nothing was made
 
 
+@pytest.mark.parametrize("answer", [None, b"-ERR unknown command\r\n"], ids=["silent", "not-grpc"])
+def test_status_gives_up_on_an_address_that_is_not_ray(answer, tmp_path):
+    import socket
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        if answer is not None:
+            def reply() -> None:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(answer)
+
+            threading.Thread(target=reply, daemon=True).start()
+        out = run_cli("status", "--address", f"127.0.0.1:{port}", home=tmp_path)
+    assert_one_line_error(out, f"127.0.0.1:{port} does not answer as a Ray cluster")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------ events past the end
 
 
