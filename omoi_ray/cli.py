@@ -455,6 +455,10 @@ def _run(args: argparse.Namespace) -> int:
         _fail(f"cannot use the database {_settings(args).safe_database_url()}: {_first_line(exc)}", 2)
     except OmoiError as exc:
         _fail(exc.message, 2 if isinstance(exc, (ConfigurationError, ValueError)) else 1)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave
+            raise
+        _fail(f"{exc.filename}: {exc.strerror or exc}", 2)
     except KeyboardInterrupt:
         return 130
 

@@ -83,6 +83,8 @@ BAD = [
     (["demo", "--files", "0"], {}, "--files"),
     (["demo", "--files", "many"], {}, "--files"),
     (["demo", "--dir", "/nonexistent/dir"], {}, "--dir"),
+    (["db", "upgrade", "--home", "/proc/omoi-no-such-dir"], {}, "/proc/omoi-no-such-dir"),
+    (["db", "upgrade", "--home", "/etc/passwd"], {}, "/etc/passwd"),
     (["db", "frob"], {}, "invalid choice"),
     (["nosuch"], {}, "invalid choice"),
 ]
