@@ -5,10 +5,11 @@ Rules:
   demo tasks not all completed, a runtime error); 2 what it was given cannot be used (a bad
   argument, setting or ``RAY_ADDRESS``, a database or Ray it cannot reach, a schema not
   migrated); 3 no runtime runs in the namespace (``status``). Every error is one line on
-  stderr, ``omoi-ray: <argument>: <what is wrong>``, never a traceback.
+  stderr naming the argument, setting or address, never a traceback.
 - Arguments are checked before anything starts: argparse ``type=`` functions here, then the
   settings' own validation (flags and ``OMOI_*`` variables alike), then the Ray address. Errors
-  raised later are turned into that one line in one place, ``main``.
+  raised later are turned into that one line in one place, ``_run`` (what ``main`` runs); what
+  a command is given and cannot use it raises as ``ConfigurationError``.
 - Read-only commands (``status``, ``events``) create nothing: they find the runtime's actors by
   name and read the database directly; a SQLite file that does not exist is reported, not made.
 - Text that comes from users (ids, names, capabilities, paths, messages) is printed literally,
@@ -27,6 +28,8 @@ from typing import Any, NoReturn
 
 from pydantic import SecretStr
 
+from omoi_ray.errors import ConfigurationError
+
 #: how long ``status``/``down`` try to open a connection to the Ray address before giving up
 RAY_CONNECT_TIMEOUT_S = 3.0
 #: the largest number an event position can hold (positions are 64-bit integers in the database)
@@ -40,10 +43,6 @@ _FLAGS = {
     "redis_url": ("--redis", "redis"),
     "redis_prefix": ("--prefix", "prefix"),
 }
-
-
-class UsageError(Exception):
-    """Raised by the commands for what they were given and cannot use: exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,11 +151,11 @@ def _address(args: argparse.Namespace) -> str:
     if address is None:
         env = os.environ.get("RAY_ADDRESS", "").strip()
         if not env:
-            raise UsageError("set RAY_ADDRESS (or --address) to the Ray cluster the runtime runs on")
+            raise ConfigurationError("set RAY_ADDRESS (or --address) to the Ray cluster the runtime runs on")
         try:
             address = _ray_address(env)
         except argparse.ArgumentTypeError as exc:
-            raise UsageError(f"RAY_ADDRESS: {exc}") from None
+            raise ConfigurationError(f"RAY_ADDRESS: {exc}") from None
     match = _RAY_ADDRESS.fullmatch(address)
     if match is not None:  # "auto" is resolved (and refused when there is none) by ray.init
         try:
@@ -165,10 +164,10 @@ def _address(args: argparse.Namespace) -> str:
                 grpc = _speaks_grpc(sock)
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise UsageError(f"cannot reach Ray at {address}: {reason}") from None
+            raise ConfigurationError(f"cannot reach Ray at {address}: {reason}") from None
         if not grpc:  # ray.init would retry for minutes, logging as it goes
-            raise UsageError(f"{address} does not answer as a Ray cluster (no gRPC server there): "
-                             "give the head node's GCS port, e.g. host:6379")
+            raise ConfigurationError(f"{address} does not answer as a Ray cluster (no gRPC server "
+                                     "there): give the head node's GCS port, e.g. host:6379")
     return address
 
 
@@ -202,7 +201,7 @@ def _find_runtime(settings: Any, address: str) -> dict[str, Any]:
             ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
                      logging_level=logging.WARNING)
         except ConnectionError as exc:
-            raise UsageError(f"cannot join Ray at {address}: {exc}") from None
+            raise ConfigurationError(f"cannot join Ray at {address}: {exc}") from None
     found = {}
     for name in (SCHEDULER_NAME, LOCKS_NAME, EVENTS_NAME):
         try:
@@ -303,7 +302,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     patterns = tuple(args.type or ())  # each checked by its argparse type
     missing = _missing_database(settings)
     if missing:
-        raise UsageError(missing)
+        raise ConfigurationError(missing)
     migrate.check(settings.resolved_database_url())
     engine = make_engine(settings.resolved_database_url())
     log = EventLog(engine)
@@ -441,12 +440,10 @@ def _run(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
     from pydantic import ValidationError
 
-    from omoi_ray.errors import ConfigurationError, OmoiError
+    from omoi_ray.errors import OmoiError
 
     try:
         return args.func(args)
-    except UsageError as exc:
-        _fail(str(exc), 2)
     except ValidationError as exc:
         _fail(_settings_error(exc, args), 2)
     except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
