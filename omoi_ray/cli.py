@@ -434,6 +434,15 @@ def _settings_error(exc: Any, args: argparse.Namespace) -> str:
     return f"{name}: {message}{more}"
 
 
+def _database_source(args: argparse.Namespace) -> str:
+    """Where the database URL came from: the flag or variable a user would change."""
+    if getattr(args, "db", None):
+        return "--db"
+    if os.environ.get("OMOI_DATABASE_URL"):
+        return "OMOI_DATABASE_URL"
+    return "--home" if getattr(args, "home", None) else "OMOI_HOME"
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run the command; every error a user can cause becomes one line and exit status 2
     (see the module rules), other typed errors one line and exit status 1."""
@@ -447,9 +456,10 @@ def _run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         _fail(_settings_error(exc, args), 2)
     except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
-        _fail(f"--db: the database URL cannot be used: {_first_line(exc)}", 2)
+        _fail(f"{_database_source(args)}: the database URL cannot be used: {_first_line(exc)}", 2)
     except sa.exc.OperationalError as exc:  # cannot connect (or the server went away)
-        _fail(f"cannot use the database {_settings(args).safe_database_url()}: {_first_line(exc)}", 2)
+        _fail(f"{_database_source(args)}: cannot use the database {_settings(args).safe_database_url()}: "
+              f"{_first_line(exc)}", 2)
     except OmoiError as exc:
         _fail(exc.message, 2 if isinstance(exc, (ConfigurationError, ValueError)) else 1)
     except OSError as exc:
@@ -461,6 +471,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``omoi-ray`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status of a
+    command that ran (0, 1 or 3, see the module rules). Errors print one line on stderr and raise
+    ``SystemExit`` with their status (2 for anything the command was given and cannot use)."""
     from omoi_ray.core.storable import MAX_EVENTS_LIMIT
     from omoi_ray.demo import DEMO_NAMESPACE, MAX_DEMO_FILES
 

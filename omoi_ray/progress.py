@@ -28,6 +28,9 @@ class _Progress(Progress):
 
 
 class ProgressBar:
+    """A bar of ``total`` tasks labelled ``description``, drawn on ``console`` (default stderr)
+    from ``start`` (the constructor) to ``close``."""
+
     def __init__(self, total: int, description: str = "tasks", console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.progress = _Progress(
@@ -47,6 +50,8 @@ class ProgressBar:
         live: dict[str, int],
         unclaimable: list[tuple[list[str], int]],
     ) -> None:
+        """Show ``finished`` (task id -> final status) against the total, ``live`` (count per
+        status of the others) and ``unclaimable`` ((required capabilities, count) pairs)."""
         detail = Text("  ".join(f"{status} {n}" for status, n in sorted(live.items()) if n))
         failed = sum(1 for s in finished.values() if s != "completed")
         if failed:

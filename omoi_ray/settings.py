@@ -127,13 +127,22 @@ class Settings(BaseSettings):
     @field_validator("database_url", "redis_url")
     @classmethod
     def _url_scheme(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
-        # Only the scheme is checked here (no connection): a URL of a store omoi-ray does not
-        # support fails at once, naming the setting, instead of deep inside a driver.
+        # Only the form is checked here (no connection): a URL of a store omoi-ray does not
+        # support, or one SQLAlchemy cannot parse, fails at once naming the setting, instead of
+        # deep inside a driver. Messages never quote the URL (it may hold a password).
         if value is None:
             return value
         url = value.get_secret_value().strip()
         if url and not _URL_SCHEMES[info.field_name].fullmatch(url):
             raise ValueError(_URL_HINTS[info.field_name])
+        if url and info.field_name == "database_url":
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(url)
+            except (ArgumentError, ValueError):
+                raise ValueError(f"is not a well-formed URL: {_URL_HINTS['database_url']}") from None
         return value
 
     # -- derived values ---------------------------------------------------------------------

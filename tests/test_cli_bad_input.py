@@ -60,6 +60,8 @@ BAD = [
     (["events", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "127.0.0.1:1/x"),
     (["db", "current", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "127.0.0.1:1/x"),
     (["events", "--db", f"postgresql://app:{SECRET}@127.0.0.1:1/x"], {}, "app:***@"),
+    (["events", "--db", "postgresql://u@[bad/x"], {}, "--db"),
+    (["events"], {"OMOI_DATABASE_URL": "postgresql://u@[bad/x"}, "OMOI_DATABASE_URL"),
     (["events", "--redis", "http://x"], {}, "--redis"),
     (["events", "--prefix", "a b"], {}, "--prefix"),
     (["events", "--type", "["], {}, "--type"),
