@@ -16,6 +16,7 @@ the run shows a retry with backoff. Handlers do real work on real files; nothing
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import sysconfig
@@ -205,7 +206,7 @@ def run_demo(
     ``files``: at most this many ``.py`` files (1 to ``MAX_DEMO_FILES``); ``settings`` default to
     the namespace ``DEMO_NAMESPACE``; ``console``: a rich ``Console`` to print to (default stdout).
     Returns ``{"run_id", "tasks", "statuses" (count per final status), "wall_s", "retried"}``.
-    Raises ``ValueError`` for a bad ``files``, ``SystemExit`` when no file is found.
+    Raises ``ValueError`` for a bad ``files``, ``FileNotFoundError`` when no ``.py`` file is found.
     """
     import ray
     from rich.console import Console
@@ -221,7 +222,7 @@ def run_demo(
     root = Path(directory) if directory else default_directory()
     groups = pick_files(root, files)
     if not groups:
-        raise SystemExit(f"no .py files found under {root}")
+        raise FileNotFoundError(errno.ENOENT, "no .py files found under this directory", str(root))
     console.print(Text.assemble(("omoi-ray demo", "bold"),
                                 f": analysing {sum(map(len, groups.values()))} files under {root}"))
     console.print(Text(f"store: {settings.safe_database_url()}" + ("  (embedded SQLite)" if settings.embedded else "")))

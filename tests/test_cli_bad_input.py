@@ -124,6 +124,14 @@ def test_status_gives_up_on_an_address_that_is_not_ray(answer, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_demo_on_a_directory_without_python_files_is_one_line_before_ray_starts(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run_cli("demo", "--dir", str(empty), home=tmp_path / "home")
+    assert_one_line_error(out, f"{empty}: no .py files found")
+    assert not (tmp_path / "home").exists()
+
+
 # ------------------------------------------------------------------ events past the end
 
 
