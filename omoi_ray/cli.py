@@ -1,13 +1,116 @@
-"""The ``omoi-ray`` command: demo, database migrations, events, runtime status and teardown."""
+"""The ``omoi-ray`` command: demo, database migrations, events, runtime status and teardown.
+
+Rules:
+- Exit statuses: 0 done; 1 the command ran and found something wrong (the schema behind head,
+  demo tasks not all completed, a runtime error); 2 what it was given cannot be used (a bad
+  argument, setting or ``RAY_ADDRESS``, a database or Ray it cannot reach, a schema not
+  migrated); 3 no runtime runs in the namespace (``status``). Every error is one line on
+  stderr naming the argument, setting or address, never a traceback.
+- Arguments are checked before anything starts: argparse ``type=`` functions here, then the
+  settings' own validation (flags and ``OMOI_*`` variables alike), then the Ray address. Errors
+  raised later are turned into that one line in one place, ``_run`` (what ``main`` runs); what
+  a command is given and cannot use it raises as ``ConfigurationError``.
+- Read-only commands (``status``, ``events``) create nothing: they find the runtime's actors by
+  name and read the database directly; a SQLite file that does not exist is reported, not made.
+- Text that comes from users (ids, names, capabilities, paths, messages) is printed literally,
+  never read as rich markup, and whole (``soft_wrap``: long lines are never cut).
+- One ``cmd_<name>`` function per subcommand, registered in ``main``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 from pydantic import SecretStr
+
+from omoi_ray.errors import ConfigurationError
+
+#: how long ``status``/``down`` try to open a connection to the Ray address before giving up
+RAY_CONNECT_TIMEOUT_S = 3.0
+#: the largest number an event position can hold (positions are 64-bit integers in the database)
+_MAX_POSITION = 2**63 - 1
+_RAY_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})")
+# settings field -> (flag, attribute of the parsed arguments)
+_FLAGS = {
+    "database_url": ("--db", "db"),
+    "namespace": ("--namespace", "namespace"),
+    "home": ("--home", "home"),
+    "redis_url": ("--redis", "redis"),
+    "redis_prefix": ("--prefix", "prefix"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------ argument types
+
+
+def _whole_number(low: int, high: int) -> Any:
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, not {value}")
+        return value
+
+    return whole_number
+
+
+def _directory(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return path
+
+
+def _position(text: str) -> Any:
+    from omoi_ray.errors import InvalidEventQueryError
+    from omoi_ray.events import Position
+
+    try:
+        pos = Position.parse(text)
+    except InvalidEventQueryError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    if max(pos) > _MAX_POSITION:
+        raise argparse.ArgumentTypeError(f"event position {text!r} is beyond any position a database can hold")
+    return pos
+
+
+def _type_pattern(text: str) -> str:
+    from omoi_ray.errors import InvalidEventQueryError
+    from omoi_ray.follow import check_types
+
+    try:
+        return check_types([text])[0]
+    except InvalidEventQueryError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _ray_address(text: str) -> str:
+    """``host:port`` (the head node's GCS port), ``ray://host:port`` or ``auto``."""
+    text = text.strip()
+    match = _RAY_ADDRESS.fullmatch(text)
+    if text != "auto" and (match is None or not 0 < int(match[2]) < 65536):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Ray address: use host:port (the head node's GCS port, e.g. "
+            "10.0.0.5:6379), ray://host:port or auto"
+        )
+    return text
+
+
+# ------------------------------------------------------------------ settings, database, Ray
 
 
 def _settings(args: argparse.Namespace):
@@ -25,6 +128,121 @@ def _settings(args: argparse.Namespace):
     if getattr(args, "prefix", None):
         overrides["redis_prefix"] = args.prefix
     return Settings(**overrides)
+
+
+def _missing_database(settings: Any) -> str | None:
+    """A message when the database is a SQLite file that does not exist (read-only commands must
+    not create it), else None."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.resolved_database_url())
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    if Path(url.database).is_file():
+        return None
+    return f"the database {settings.safe_database_url()} does not exist (nothing has run with it yet)"
+
+
+def _address(args: argparse.Namespace) -> str:
+    """The Ray address to join (``--address``, else ``RAY_ADDRESS``), checked and reachable."""
+    import socket
+
+    address = args.address
+    if address is None:
+        env = os.environ.get("RAY_ADDRESS", "").strip()
+        if not env:
+            raise ConfigurationError("set RAY_ADDRESS (or --address) to the Ray cluster the runtime runs on")
+        try:
+            address = _ray_address(env)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigurationError(f"RAY_ADDRESS: {exc}") from None
+    match = _RAY_ADDRESS.fullmatch(address)
+    if match is not None:  # "auto" is resolved (and refused when there is none) by ray.init
+        try:
+            with socket.create_connection((match[1].strip("[]"), int(match[2])),
+                                          timeout=RAY_CONNECT_TIMEOUT_S) as sock:
+                grpc = _speaks_grpc(sock)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ConfigurationError(f"cannot reach Ray at {address}: {reason}") from None
+        if not grpc:  # ray.init would retry for minutes, logging as it goes
+            raise ConfigurationError(f"{address} does not answer as a Ray cluster (no gRPC server "
+                                     "there): give the head node's GCS port, e.g. host:6379")
+    return address
+
+
+def _speaks_grpc(sock: Any) -> bool:
+    """Whether the server on ``sock`` answers HTTP/2's opening (as Ray's gRPC servers do) with a
+    SETTINGS frame. False on silence (``RAY_CONNECT_TIMEOUT_S``) or any other answer."""
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    head = b""
+    try:
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except (TimeoutError, ConnectionError):
+        return False
+    return head[3] == 4  # the frame type of SETTINGS
+
+
+def _find_runtime(settings: Any, address: str) -> dict[str, Any]:
+    """Join the Ray cluster and return the runtime's singletons that exist, by name. Creates
+    nothing: a namespace without a runtime gives an empty dict."""
+    import logging
+
+    import ray
+
+    from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except ConnectionError as exc:
+            raise ConfigurationError(f"cannot join Ray at {address}: {exc}") from None
+    found = {}
+    for name in (SCHEDULER_NAME, LOCKS_NAME, EVENTS_NAME):
+        try:
+            found[name] = ray.get_actor(name, namespace=settings.namespace)
+        except ValueError:  # no actor of that name
+            pass
+    return found
+
+
+def _stored(settings: Any) -> str:
+    """What the database holds, in one line (for when no runtime runs)."""
+    import sqlalchemy as sa
+
+    from omoi_ray.errors import DatabaseNotMigratedError
+    from omoi_ray.store import migrate
+    from omoi_ray.store.store import Store
+
+    missing = _missing_database(settings)
+    if missing:
+        return missing
+    url = settings.resolved_database_url()
+    try:
+        migrate.check(url)
+        store = Store(url)
+        try:
+            counts = store.status_counts()
+        finally:
+            store.dispose()
+    except DatabaseNotMigratedError as exc:
+        return exc.message
+    except sa.exc.SQLAlchemyError as exc:
+        return f"the database {settings.safe_database_url()} cannot be read: {_first_line(exc)}"
+    held = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
+    total = sum(counts.values())
+    return f"the database {settings.safe_database_url()} holds {total} task{'' if total == 1 else 's'}" + (
+        f" ({held})" if held else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -74,26 +292,24 @@ def cmd_events(args: argparse.Namespace) -> int:
     """Print recent events (from the database); with --follow keep printing new ones."""
     import asyncio
 
-    from omoi_ray.errors import InvalidEventQueryError
-    from omoi_ray.events import Position
-    from omoi_ray.follow import check_types, follow
+    from omoi_ray.core.event_types import matches
+    from omoi_ray.follow import follow
     from omoi_ray.store import migrate
     from omoi_ray.store.event_log import EventLog
     from omoi_ray.store.store import make_engine
 
-    from omoi_ray.core.event_types import matches
-
     settings = _settings(args)
-    patterns = check_types(args.type)
-    if args.limit <= 0:
-        raise InvalidEventQueryError("--limit must be a positive number of events")
+    patterns = tuple(args.type or ())  # each checked by its argparse type
+    missing = _missing_database(settings)
+    if missing:
+        raise ConfigurationError(missing)
     migrate.check(settings.resolved_database_url())
     engine = make_engine(settings.resolved_database_url())
     log = EventLog(engine)
     try:
         if args.since is not None:
-            page = log.read_after(Position.parse(args.since), args.limit)
-            start = page[-1].pos if page else Position.parse(args.since)  # follow on after the page
+            page = log.read_after(args.since, args.limit)
+            start = page[-1].pos if page else args.since  # follow on after the page
         else:
             start = log.latest()  # follow on after it; the recent ones are read up to it
             page = log.last(args.limit * 20 if patterns else args.limit, upto=start)
@@ -118,67 +334,165 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connect(args: argparse.Namespace):
-    import omoi_ray as omoi
-
-    if not os.environ.get("RAY_ADDRESS") and not args.address:
-        print("set RAY_ADDRESS (or --address) to the Ray cluster the runtime runs on", file=sys.stderr)
-        raise SystemExit(2)
-    return omoi.connect(_settings(args), address=args.address)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
+    """Show the runtime's tasks, agents and unclaimable work; creates nothing. Exit status 3 (and
+    what the database holds) when no runtime runs in the namespace."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
-    rt = _connect(args)
+    from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
+    from omoi_ray.runtime import Runtime
+
+    settings = _settings(args)
+    address = _address(args)
+    found = _find_runtime(settings, address)
+    console = Console(soft_wrap=True)
+    if SCHEDULER_NAME not in found:
+        console.print(Text(_stored(settings)))
+        print(f"omoi-ray: no runtime is running in namespace '{settings.namespace}' on the Ray cluster at "
+              f"{address}", file=sys.stderr)
+        return 3
+    rt = Runtime(settings, found[SCHEDULER_NAME], found.get(LOCKS_NAME), found.get(EVENTS_NAME))
     status = rt.status()
-    console = Console()
-    console.print(f"namespace {status.namespace}, database {status.database}, {status.ready} ready")
-    relay = rt.relay_status()
-    if relay["redis"] is None:
-        console.print("events: kept in the database (no OMOI_REDIS_URL)")
+    relay = None if rt.relay is None else rt.relay_status()
+    print_status(console, status, relay, settings.safe_database_url())
+    return 0
+
+
+def print_status(console: Any, status: Any, relay: dict[str, Any] | None, configured_database: str) -> None:
+    """Print a ``RuntimeStatus`` and the relay's state (``Runtime.relay_status()``; None: no relay
+    runs) on a rich console; every name and message is printed literally, and whole."""
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(Text(f"namespace {status.namespace}, database {status.database}, {status.ready} ready"),
+                  soft_wrap=True)
+    if status.database != configured_database:
+        console.print(Text(f"note: this runtime's database is not the configured {configured_database}",
+                           style="yellow"), soft_wrap=True)
+    if relay is None:
+        console.print(Text("events: the relay is not running", style="yellow"))
+    elif relay["redis"] is None:
+        console.print(Text("events: kept in the database (no OMOI_REDIS_URL)"))
     else:
-        state = "up" if relay["redis_up"] else f"[red]unreachable[/red] ({relay['last_error']})"
-        console.print(f"events: mirrored to {relay['redis']} stream {relay['stream']} ({state}), "
-                      f"at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s")
+        state = Text("up") if relay["redis_up"] else Text.assemble(("unreachable", "red"), f" ({relay['last_error']})")
+        console.print(Text.assemble(
+            f"events: mirrored to {relay['redis']} stream {relay['stream']} (", state,
+            f"), at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s"), soft_wrap=True)
     tasks = Table(title="tasks")
     tasks.add_column("status")
     tasks.add_column("count", justify="right")
     for name, n in sorted(status.tasks.items()):
-        tasks.add_row(name, str(n))
+        tasks.add_row(Text(name), str(n))
     console.print(tasks)
     agents = Table(title="agents")
     for col in ("agent", "status", "capabilities", "busy/capacity"):
         agents.add_column(col)
     for a in status.agents:
-        agents.add_row(a.id, a.status, ", ".join(a.capabilities), f"{a.busy}/{a.capacity}")
+        agents.add_row(Text(a.id), Text(a.status), Text(", ".join(a.capabilities)), f"{a.busy}/{a.capacity}")
     console.print(agents)
     for requires, count in status.unclaimable:
-        console.print(f"[yellow]{count} ready tasks need [{', '.join(requires)}]: no live agent can run them[/yellow]")
-    return 0
+        console.print(Text(f"{count} ready tasks need [{', '.join(requires)}]: no live agent can run them",
+                           style="yellow"), soft_wrap=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    _connect(args).shutdown()
+    """Stop the runtime's agents and singletons; with no runtime running there is nothing to do."""
+    import ray
+
+    from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
+    from omoi_ray.runtime import Runtime
+
+    settings = _settings(args)
+    found = _find_runtime(settings, _address(args))
+    if not found:
+        print(f"no runtime is running in namespace '{settings.namespace}': nothing to stop")
+        return 0
+    if len(found) == 3:
+        Runtime(settings, found[SCHEDULER_NAME], found[LOCKS_NAME], found[EVENTS_NAME]).shutdown()
+    else:  # a runtime half gone: end what is left of it
+        for handle in found.values():
+            ray.kill(handle)
     print("runtime stopped (its state stays in the database)")
     return 0
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"omoi-ray: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _settings_error(exc: Any, args: argparse.Namespace) -> str:
+    """A pydantic ValidationError of the settings as one line naming the flag or variable."""
+    errors = exc.errors()
+    first = errors[0]
+    field = str(first["loc"][0]) if first.get("loc") else "settings"
+    flag, attr = _FLAGS.get(field, (None, None))
+    name = flag if attr and getattr(args, attr, None) else f"OMOI_{field.upper()}"
+    message = str(first.get("msg", "")).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{name}: {message}{more}"
+
+
+def _database_source(args: argparse.Namespace) -> str:
+    """Where the database URL came from: the flag or variable a user would change."""
+    if getattr(args, "db", None):
+        return "--db"
+    if os.environ.get("OMOI_DATABASE_URL"):
+        return "OMOI_DATABASE_URL"
+    return "--home" if getattr(args, "home", None) else "OMOI_HOME"
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; every error a user can cause becomes one line and exit status 2
+    (see the module rules), other typed errors one line and exit status 1."""
+    import sqlalchemy as sa
+    from pydantic import ValidationError
+
+    from omoi_ray.errors import OmoiError
+
+    try:
+        return args.func(args)
+    except ValidationError as exc:
+        _fail(_settings_error(exc, args), 2)
+    except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
+        _fail(f"{_database_source(args)}: the database URL cannot be used: {_first_line(exc)}", 2)
+    except sa.exc.OperationalError as exc:  # cannot connect (or the server went away)
+        _fail(f"{_database_source(args)}: cannot use the database {_settings(args).safe_database_url()}: "
+              f"{_first_line(exc)}", 2)
+    except OmoiError as exc:
+        _fail(exc.message, 2 if isinstance(exc, (ConfigurationError, ValueError)) else 1)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave
+            raise
+        _fail(f"{exc.filename}: {exc.strerror or exc}", 2)
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
+    """Run ``omoi-ray`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status of a
+    command that ran (0, 1 or 3, see the module rules). Errors print one line on stderr and raise
+    ``SystemExit`` with their status (2 for anything the command was given and cannot use)."""
+    from omoi_ray.core.storable import MAX_EVENTS_LIMIT
+    from omoi_ray.demo import DEMO_NAMESPACE, MAX_DEMO_FILES
+
+    parser = _Parser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, namespace: str = "OMOI_NAMESPACE, default omoi") -> None:
         p.add_argument("--db", help="database URL (default: OMOI_DATABASE_URL, else ~/.omoi-ray/omoi.db)")
         p.add_argument("--home", help="directory for the embedded database and workspaces (OMOI_HOME)")
-        p.add_argument("--namespace", help="Ray namespace of the runtime (OMOI_NAMESPACE, default omoi)")
+        p.add_argument("--namespace", help=f"Ray namespace of the runtime ({namespace})")
 
     demo = sub.add_parser("demo", help="run the demo DAG on a local Ray with three agents")
-    common(demo)
-    demo.add_argument("--dir", help="directory of .py files to analyse (default: parts of the stdlib)")
-    demo.add_argument("--files", type=int, default=60, help="at most this many files (default 60)")
-    demo.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    common(demo, namespace=f"default {DEMO_NAMESPACE}")
+    demo.add_argument("--dir", type=_directory,
+                      help="directory of .py files to analyse (default: parts of the stdlib)")
+    demo.add_argument("--files", type=_whole_number(1, MAX_DEMO_FILES), default=60,
+                      help=f"at most this many files, 1 to {MAX_DEMO_FILES} (default 60)")
+    demo.add_argument("--num-cpus", type=_whole_number(1, 1024), default=None,
+                      help="CPUs for the local Ray, 1 to 1024 (default: all)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress bar")
     demo.set_defaults(func=cmd_demo, namespace=None)
 
@@ -190,11 +504,13 @@ def main(argv: list[str] | None = None) -> int:
     events = sub.add_parser("events", help="print recent events; --follow keeps printing new ones")
     common(events)
     events.add_argument("--follow", "-f", action="store_true", help="keep printing events as they commit")
-    events.add_argument("--type", "-t", action="append", default=None,
+    events.add_argument("--type", "-t", action="append", default=None, type=_type_pattern,
                         help="only these types; shell patterns, repeatable (e.g. --type 'task.*')")
-    events.add_argument("--since", help="start after this position (e.g. 0-0 for everything retained)")
-    events.add_argument("--limit", type=int, default=20,
-                        help="how many past events to print (default 20; with --since: how many to read)")
+    events.add_argument("--since", type=_position,
+                        help="start after this position (e.g. 0-0 for everything retained)")
+    events.add_argument("--limit", type=_whole_number(1, MAX_EVENTS_LIMIT), default=20,
+                        help=f"how many past events to print, 1 to {MAX_EVENTS_LIMIT} (default 20; "
+                             "with --since: how many to read)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.add_argument("--redis", help="Redis URL to follow (default OMOI_REDIS_URL; none: the database)")
     events.add_argument("--prefix", help="Redis key prefix (default OMOI_REDIS_PREFIX, else omoi)")
@@ -206,21 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         common(p)
-        p.add_argument("--address", help="Ray address (default RAY_ADDRESS)")
+        p.add_argument("--address", type=_ray_address,
+                       help="Ray address: host:port, ray://host:port or auto (default RAY_ADDRESS)")
         p.set_defaults(func=func)
 
     args = parser.parse_args(argv)
     if args.command == "demo" and not args.namespace:
-        args.namespace = "omoi-demo"
-    try:
-        return args.func(args)
-    except Exception as exc:  # noqa: BLE001 - show typed errors as one line, not a traceback
-        from omoi_ray.errors import OmoiError
-
-        if isinstance(exc, OmoiError):
-            print(f"omoi-ray: {exc}", file=sys.stderr)
-            return 1
-        raise
+        args.namespace = DEMO_NAMESPACE
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the run shows a retry with backoff. Handlers do real work on real files; nothing
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import sysconfig
@@ -186,33 +187,50 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)[:60] or "root"
 
 
+#: the namespace the demo runs its runtime in unless told otherwise (the CLI's --namespace default)
+DEMO_NAMESPACE = "omoi-demo"
+#: most files one demo run analyses (each is one task)
+MAX_DEMO_FILES = 10_000
+
+
 def run_demo(
     directory: Path | None = None,
     files: int = 60,
     settings: Any = None,
     ray_init: dict[str, Any] | None = None,
     progress: bool = True,
+    console: Any = None,
 ) -> dict[str, Any]:
-    """Start a local runtime, run the DAG with three agents, print a summary; return figures."""
+    """Start a local runtime, run the DAG with three agents, print a summary; return figures.
+
+    ``files``: at most this many ``.py`` files (1 to ``MAX_DEMO_FILES``); ``settings`` default to
+    the namespace ``DEMO_NAMESPACE``; ``console``: a rich ``Console`` to print to (default stdout).
+    Returns ``{"run_id", "tasks", "statuses" (count per final status), "wall_s", "retried"}``.
+    Raises ``ValueError`` for a bad ``files``, ``FileNotFoundError`` when no ``.py`` file is found.
+    """
     import ray
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     import omoi_ray as omoi
 
-    console = Console()
-    settings = settings or omoi.Settings(namespace="omoi-demo")
+    if isinstance(files, bool) or not isinstance(files, int) or not 1 <= files <= MAX_DEMO_FILES:
+        raise ValueError(f"files must be a whole number from 1 to {MAX_DEMO_FILES}, not {files!r}")
+    console = console or Console(soft_wrap=True)
+    settings = settings or omoi.Settings(namespace=DEMO_NAMESPACE)
     root = Path(directory) if directory else default_directory()
     groups = pick_files(root, files)
     if not groups:
-        raise SystemExit(f"no .py files found under {root}")
-    console.print(f"[bold]omoi-ray demo[/bold]: analysing {sum(map(len, groups.values()))} files under {root}")
-    console.print(f"store: {settings.safe_database_url()}" + ("  (embedded SQLite)" if settings.embedded else ""))
+        raise FileNotFoundError(errno.ENOENT, "no .py files found under this directory", str(root))
+    console.print(Text.assemble(("omoi-ray demo", "bold"),
+                                f": analysing {sum(map(len, groups.values()))} files under {root}"))
+    console.print(Text(f"store: {settings.safe_database_url()}" + ("  (embedded SQLite)" if settings.embedded else "")))
     started_ray = not ray.is_initialized()
     rt = omoi.connect(settings, migrate=True, ray_init={"log_to_driver": False, **(ray_init or {})})
     dashboard = ray.get_runtime_context().worker.node.address_info.get("webui_url") if started_ray else None
     if dashboard:
-        console.print(f"Ray dashboard: http://{dashboard} (actors omoi.scheduler, omoi.agent.*)")
+        console.print(Text(f"Ray dashboard: http://{dashboard} (actors omoi.scheduler, omoi.agent.*)"))
     try:
         console.print("starting agents: reader-1, reader-2 (read, 4 slots each), analyst (analyze + report, 2 slots)")
         handlers = {
@@ -234,35 +252,45 @@ def run_demo(
         by_agent: Counter[str] = Counter(i.agent_id for i in infos if i.status == "completed")
         attempts = sum(i.attempt for i in infos)
 
-        console.print(f"run {run_id}")
+        console.print(Text(f"run {run_id}"))
         table = Table(title=f"{len(ids)} tasks in {wall:.2f}s")
         table.add_column("status")
         table.add_column("tasks", justify="right")
         for status, n in sorted(by_status.items()):
-            table.add_row(status, str(n))
+            table.add_row(Text(status), str(n))
         console.print(table)
         agents = Table(title="completed per agent")
         agents.add_column("agent")
         agents.add_column("tasks", justify="right")
         for agent, n in sorted(by_agent.items()):
-            agents.add_row(agent, str(n))
+            agents.add_row(Text(agent), str(n))
         console.print(agents)
         retried = [i for i in infos if i.attempt > 1]
         for info in retried:
-            console.print(f"retried: {info.id} (attempt {info.attempt}, status {info.status})")
+            console.print(Text(f"retried: {info.id} (attempt {info.attempt}, status {info.status})"))
         report = next(i for i in infos if i.id.endswith(".report"))
         if report.status == "completed":
-            r = report.result
-            console.print(
-                f"report: {r['files']} files in {r['directories']} directories, "
-                f"{r['totals'].get('lines', 0)} lines, {r['totals'].get('functions', 0)} functions, "
-                f"{r['totals'].get('classes', 0)} classes"
-            )
-            console.print(f"largest files: {', '.join(f'{n} ({k})' for n, k in r['largest_files'])}")
-            console.print(f"report written to {r['written_to']}")
-        console.print(f"wall time {wall:.2f}s, {attempts} attempts for {len(ids)} tasks; state kept in {settings.safe_database_url()}")
+            print_report(console, report.result)
+        console.print(Text(f"wall time {wall:.2f}s, {attempts} attempts for {len(ids)} tasks; "
+                           f"state kept in {settings.safe_database_url()}"))
         return {"run_id": run_id, "tasks": len(ids), "statuses": dict(by_status), "wall_s": wall, "retried": len(retried)}
     finally:
         rt.shutdown(agents_timeout=5.0)
         if started_ray:
             ray.shutdown()
+
+
+def print_report(console: Any, report: dict[str, Any]) -> None:
+    """Print the final report's figures. File names and paths are printed literally (never as
+    markup) and each on whole lines (``soft_wrap``: a long path is never broken or cut)."""
+    from rich.text import Text
+
+    totals = report["totals"]
+    console.print(Text(
+        f"report: {report['files']} files in {report['directories']} directories, "
+        f"{totals.get('lines', 0)} lines, {totals.get('functions', 0)} functions, "
+        f"{totals.get('classes', 0)} classes"
+    ), soft_wrap=True)
+    console.print(Text(f"largest files: {', '.join(f'{n} ({k})' for n, k in report['largest_files'])}"),
+                  soft_wrap=True)
+    console.print(Text(f"report written to {report['written_to']}"), soft_wrap=True)

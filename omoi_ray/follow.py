@@ -34,8 +34,9 @@ from omoi_ray.event_stream import StreamKeys, decode_entry
 from omoi_ray.events import EventRecord, Position
 from omoi_ray.settings import Settings
 
-_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,128}")
-_CLASS = re.compile(r"\[[^\[\]]+\]")  # a complete "[...]" set of a pattern
+_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,128}")  # matched whole
+# Brackets only as whole, non-empty sets ("[abc]"): a lone "[" would silently match nothing.
+_SETS = re.compile(r"(?:[^\[\]]|\[[^\[\]]+\])*")
 BLOCK_MS = 1000
 REDIS_RETRY = 2.0  # seconds between attempts to get back to Redis after an outage
 
@@ -51,10 +52,14 @@ def check_types(types: Iterable[str] | str | None) -> tuple[str, ...]:
         raise InvalidEventQueryError(f"types must be a pattern or a list of patterns, not {types!r}")
     out = []
     for p in types:
-        if not isinstance(p, str) or not _PATTERN.fullmatch(p) or any(c in _CLASS.sub("", p) for c in "[]"):
+        if not isinstance(p, str) or not _PATTERN.fullmatch(p):
             raise InvalidEventQueryError(
                 f"event type pattern {p!r} is not valid: use letters, digits, '.', '_', '-' and "
                 "wildcards '*', e.g. 'task.*'"
+            )
+        if not _SETS.fullmatch(p):
+            raise InvalidEventQueryError(
+                f"event type pattern {p!r} has a '[' or ']' outside a set of characters like 'task.[sc]*'"
             )
         out.append(p)
     return tuple(out)

@@ -1,24 +1,47 @@
-"""A live progress bar for ``Runtime.wait`` (rich), with per-status counts and warnings."""
+"""A live progress bar for ``Runtime.wait`` (rich), with per-status counts and warnings.
+
+Rules:
+- The bar's line holds only short, fixed parts (description, bar, done/total, elapsed), so it
+  fits 80 columns; the counts and warnings go on the lines below it and wrap, never cut.
+- Text from users (the description, capability names) is shown literally, never read as rich
+  markup.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
+from collections.abc import Iterable
+
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+
+class _Progress(Progress):
+    """A ``Progress`` that shows each task's ``detail`` (a ``Text``) under the bars."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            detail = task.fields.get("detail")
+            if detail:
+                yield detail
 
 
 class ProgressBar:
+    """A bar of ``total`` tasks labelled ``description``, drawn on ``console`` (default stderr)
+    from ``start`` (the constructor) to ``close``."""
+
     def __init__(self, total: int, description: str = "tasks", console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+        self.progress = _Progress(
+            TextColumn("{task.description}", markup=False, style="bold"),
+            BarColumn(bar_width=30),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
         )
-        self.task = self.progress.add_task(description, total=total, detail="")
+        self.task = self.progress.add_task(description, total=total, detail=None)
         self.progress.start()
 
     def update(
@@ -27,14 +50,17 @@ class ProgressBar:
         live: dict[str, int],
         unclaimable: list[tuple[list[str], int]],
     ) -> None:
-        parts = [f"{status} {n}" for status, n in sorted(live.items()) if n]
+        """Show ``finished`` (task id -> final status) against the total, ``live`` (count per
+        status of the others) and ``unclaimable`` ((required capabilities, count) pairs)."""
+        detail = Text("  ".join(f"{status} {n}" for status, n in sorted(live.items()) if n))
         failed = sum(1 for s in finished.values() if s != "completed")
         if failed:
-            parts.append(f"[red]not completed {failed}[/red]")
+            detail.append("  " if detail else "").append(f"not completed {failed}", style="red")
         for requires, count in unclaimable:
             needs = ", ".join(requires) or "(nothing)"
-            parts.append(f"[yellow]{count} ready need [{needs}]: no live agent can run them[/yellow]")
-        self.progress.update(self.task, completed=len(finished), detail="  ".join(parts))
+            detail.append("\n" if detail else "").append(
+                f"{count} ready need [{needs}]: no live agent can run them", style="yellow")
+        self.progress.update(self.task, completed=len(finished), detail=detail or None)
 
     def close(self) -> None:
         self.progress.stop()

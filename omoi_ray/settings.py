@@ -5,6 +5,8 @@ Rules:
   default); ``OMOI_DATABASE_URL`` points it at PostgreSQL (or another SQLite file).
 - Secrets (database and Redis passwords) are ``SecretStr``: they never show in ``repr``, logs or
   error messages. Use ``safe_database_url`` whenever a URL is shown to a person.
+- The database and Redis URLs must use a scheme omoi-ray supports (checked when settings are
+  built, without connecting), so a wrong URL fails at once naming its setting.
 - Settings are resolved once, in the driver, and handed to the actors as an object, so every
   process of one runtime agrees on them (actors may run with another working directory).
 """
@@ -15,6 +17,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +27,15 @@ from omoi_ray.errors import ConfigurationError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# The URL schemes of the stores omoi-ray supports (and no control characters after them).
+_URL_SCHEMES = {
+    "database_url": re.compile(r"(?:sqlite|postgres|postgresql)(?:\+\w+)?://[^\x00-\x1f\x7f]*"),
+    "redis_url": re.compile(r"(?:redis|rediss|unix)://[^\x00-\x1f\x7f]*"),
+}
+_URL_HINTS = {
+    "database_url": "must be a sqlite:///<path> or postgresql://user@host/db URL",
+    "redis_url": "must be a redis://, rediss:// or unix:// URL",
+}
 
 
 def default_home() -> Path:
@@ -125,6 +137,27 @@ class Settings(BaseSettings):
     def _positive_int(cls, value: int) -> int:
         if value <= 0:
             raise ValueError("must be a positive integer")
+        return value
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _url_scheme(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        # Only the form is checked here (no connection): a URL of a store omoi-ray does not
+        # support, or one SQLAlchemy cannot parse, fails at once naming the setting, instead of
+        # deep inside a driver. Messages never quote the URL (it may hold a password).
+        if value is None:
+            return value
+        url = value.get_secret_value().strip()
+        if url and not _URL_SCHEMES[info.field_name].fullmatch(url):
+            raise ValueError(_URL_HINTS[info.field_name])
+        if url and info.field_name == "database_url":
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(url)
+            except (ArgumentError, ValueError):
+                raise ValueError(f"is not a well-formed URL: {_URL_HINTS['database_url']}") from None
         return value
 
     # -- derived values ---------------------------------------------------------------------

@@ -363,5 +363,7 @@ def test_cli_prints_recent_events_filtered_and_rejects_bad_patterns(tmp_path, ca
     assert main(["events", "--db", url, "--since", "0-0", "--json"]) == 0
     records = [EventRecord.from_wire(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r.entity_id for r in records] == ["a", "a", "a", "b", "b"]
-    assert main(["events", "--db", url, "--type", "task created"]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # a bad argument: exit status 2 (see omoi_ray.cli)
+        main(["events", "--db", url, "--type", "task created"])
+    assert exit_info.value.code == 2
     assert "event type pattern" in capsys.readouterr().err

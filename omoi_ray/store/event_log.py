@@ -8,7 +8,8 @@ Rules:
   its id early and committed late. The cost: a long *writing* transaction anywhere on the
   PostgreSQL cluster delays (never drops) what comes after it.
 - SQLite: one writer at a time, so row ids are assigned in commit order and ``id > last_seen``
-  is exact.
+  is exact. Its positions are ``0-<id>``; a position with a larger first number lies past
+  every event (nothing is after it), as on PostgreSQL.
 - Readers take prefixes of one order, so a reader that stops at position P and another that
   starts after P together see every event exactly once.
 - Pruning deletes in batches and never deletes past ``upto`` (the relay's saved cursor when
@@ -48,10 +49,11 @@ class EventLog:
             self._order = (e.txid, e.id)
             self._desc = (e.txid.desc(), e.id.desc())
         else:
+            # SQLite positions are all "0-<id>": one with a larger major lies past every event.
             safe = sa.true()
-            self._after = lambda p: e.id > p.minor
-            self._before = lambda p: e.id < p.minor
-            self._upto = lambda p: e.id <= p.minor
+            self._after = lambda p: e.id > p.minor if p.major == 0 else sa.false()
+            self._before = lambda p: e.id < p.minor if p.major == 0 else sa.true()
+            self._upto = lambda p: e.id <= p.minor if p.major == 0 else sa.true()
             self._order = (e.id,)
             self._desc = (e.id.desc(),)
         self._safe = safe
