@@ -20,7 +20,8 @@ Rules:
   is freed when the agent reports the handler ended, or when the agent is lost, never when the
   scheduler merely gives up on an attempt (a timed-out handler still occupies its thread).
 - Every attempt counts towards ``max_retries``: errors and timeouts wait out the backoff in
-  ``retry_wait``; attempts lost with their agent go straight back to ``ready``.
+  ``retry_wait``; attempts lost with their agent go straight back to ``ready``. Every attempt
+  that runs past its timeout writes ``task.timed_out``, whether or not the task is retried.
 - Tasks that declare locks are not handed out while an attempt that still occupies a slot
   declares a conflicting lock (exclusive against anything): they keep their place and wait. This
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
@@ -55,6 +56,7 @@ from omoi_ray.core.task_state import (
     CREATED_EVENT,
     FAILED_FOR_GOOD,
     TERMINAL,
+    TIMED_OUT_EVENT,
     TaskStatus,
     event_for,
 )
@@ -848,6 +850,9 @@ class TaskGraph:
             self._move(task, S.READY, now, attempt=task.attempt, reason=error)
             self.ready.push(task.id, task.requires, task.priority, task.seq)
         elif retries_left:
+            if outcome is AttemptOutcome.TIMED_OUT:
+                # The event says what happened to this attempt; the move below says what comes next.
+                self._emit(TIMED_OUT_EVENT, task, now, payload={"attempt": task.attempt, "error": error})
             delay = task.retry.delay(task.attempt - 1, self.rng)
             task.not_before = now + delay
             self._move(

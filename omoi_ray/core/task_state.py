@@ -84,6 +84,9 @@ TERMINAL: frozenset[TaskStatus] = frozenset(s for s, moves in TRANSITIONS.items(
 FAILED_FOR_GOOD: frozenset[TaskStatus] = TERMINAL - {S.COMPLETED}
 ACTIVE: frozenset[TaskStatus] = frozenset({S.CLAIMED, S.RUNNING})
 CREATED_EVENT = "task.created"
+#: written for every attempt that runs past its timeout: by the move to TIMED_OUT on the last
+#: attempt, on its own before the move to RETRY_WAIT otherwise
+TIMED_OUT_EVENT = TRANSITIONS[S.RUNNING][S.TIMED_OUT]
 
 
 def event_for(old: TaskStatus, new: TaskStatus, task_id: str = "?") -> str:
