@@ -29,15 +29,16 @@ import ray
 
 from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
-from omoi_ray.core.model import AgentStatus, Task
+from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_json, check_text, clean_text
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
-from omoi_ray.errors import InvalidSubmissionError, TaskNotFoundError
+from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, TaskNotFoundError
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, parse_new_tasks
+from omoi_ray.specs import AttemptInfo, TaskInfo, check_name, json_size, parse_new_tasks
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
@@ -226,24 +227,32 @@ class SchedulerActor:
             finished = {tid: rows[0][tid].status.value for tid in gone}
         return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable())
 
-    async def cancel(self, task_ids: Sequence[str], reason: str = "cancelled by request") -> dict[str, str]:
-        """Cancel tasks; return each one's status afterwards (final tasks are left as they are)."""
-        now = time.time()
-        result: dict[str, str] = {}
-        for tid in task_ids:
-            status = self.graph.cancel(tid, now, reason)
-            if status is not None:
-                result[tid] = status.value
-        self._after_change()
-        await self.commit.sync()
-        rest = [tid for tid in task_ids if tid not in result]
-        if rest:
-            by_id, _ = await self._db(self.store.lookup, rest)
-            unknown = [tid for tid in rest if tid not in by_id]
+    async def cancel(self, task_ids: Sequence[Any], reason: str = "cancelled by request") -> dict[str, str]:
+        """Cancel tasks, all or nothing; return ``{id: status afterwards}`` in the order given
+        (tasks already final are left as they are).
+
+        Every named live task ends ``cancelled`` with ``reason``, whatever the order of the ids;
+        only dependents not named become ``upstream_failed``. Raises ``InvalidCancelError`` (an
+        id that is not a task name, a list where separate ids belong, a reason that cannot be
+        stored) or ``TaskNotFoundError`` (an unknown id); either way nothing is cancelled.
+        """
+        ids, reason = _cancel_request(task_ids, reason)
+        elsewhere = [tid for tid in ids if tid not in self.graph.tasks]
+        if elsewhere:
+            await self.commit.sync()
+            by_id, _ = await self._db(self.store.lookup, elsewhere)
+            unknown = [tid for tid in elsewhere if tid not in by_id]
             if unknown:
                 raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
+        # No await since the check: every id is live in memory or final in the database.
+        result = {tid: status.value for tid, status in self.graph.cancel_many(ids, time.time(), reason).items()}
+        self._after_change()
+        await self.commit.sync()
+        rest = [tid for tid in ids if tid not in result]
+        if rest:
+            by_id, _ = await self._db(self.store.lookup, rest)
             result.update({tid: by_id[tid].status.value for tid in rest})
-        return result
+        return {tid: result[tid] for tid in ids}
 
     async def status(self) -> RuntimeStatus:
         await self.commit.sync()
@@ -324,7 +333,7 @@ class SchedulerActor:
             return ExchangeReply(reregister=True)
         self.graph.renew(agent, now)
         rejected: list[Rejection] = []
-        for report in reports:
+        for report in _intake(reports, self.settings.result_max_bytes):
             rejection = self.graph.apply_report(agent, report, now)
             if rejection is not None:
                 rejected.append(rejection)
@@ -466,6 +475,65 @@ async def _fire_and_forget(ref: Any) -> None:
         await ref
     except Exception:  # noqa: BLE001 - the agent is gone; its watch will report it
         pass
+
+
+def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:
+    """Agents' reports as the core may take them, whatever agent sent them: error text cleaned
+    (``clean_text``), and a result that cannot be stored (``check_json``, or over
+    ``result_max_bytes``) turned into a permanent failure of its attempt that says why."""
+    out: list[Report] | None = None
+    for i, report in enumerate(reports):
+        if report.kind != "finished" or (report.error is None and report.result is None):
+            continue
+        fixed = report
+        if report.result is not None:
+            problem = _unstorable_result(report.result, result_max_bytes)
+            if problem is not None:
+                fixed = report._replace(
+                    outcome=AttemptOutcome.PERMANENT_FAILURE,
+                    result=None,
+                    error=f"ResultNotSerializableError: task '{report.task_id}' returned a result "
+                    f"that cannot be stored: {problem}",
+                )
+        if fixed.error is not None:
+            fixed = fixed._replace(error=clean_text(fixed.error, max_chars=MAX_ERROR_CHARS))
+        if out is None:
+            out = list(reports)
+        out[i] = fixed
+    return reports if out is None else out
+
+
+def _unstorable_result(result: Any, max_bytes: int) -> str | None:
+    """Why ``result`` cannot be stored as a task's result, or None."""
+    try:
+        check_json(result, "result")
+        size = json_size(result, "result")
+    except (ValueError, RecursionError) as exc:
+        return str(exc)
+    if size > max_bytes:
+        return f"{size} bytes of JSON, over the limit of {max_bytes} (OMOI_RESULT_MAX_BYTES)"
+    return None
+
+
+def _cancel_request(task_ids: Any, reason: Any) -> tuple[list[str], str]:
+    """The distinct ids and the reason of a cancel call, checked; raise ``InvalidCancelError``."""
+    if isinstance(task_ids, str) or not isinstance(task_ids, (list, tuple)):
+        raise InvalidCancelError(f"cancel takes task ids as separate arguments, not {task_ids!r}")
+    for tid in task_ids:
+        if isinstance(tid, (list, tuple, set, frozenset, dict)):
+            raise InvalidCancelError(
+                f"cancel takes task ids as separate arguments: cancel('a', 'b') or cancel(*ids), "
+                f"not a {type(tid).__name__}"
+            )
+        try:
+            check_name(tid, "task id")
+        except ValueError as exc:
+            raise InvalidCancelError(f"cancel: {exc}") from None
+    try:
+        reason = check_text(reason, "cancel reason", max_chars=MAX_REASON_CHARS)
+    except ValueError as exc:
+        raise InvalidCancelError(str(exc)) from None
+    return list(dict.fromkeys(task_ids)), reason
 
 
 def _unknown_message(ids: Sequence[str]) -> str:

@@ -61,6 +61,11 @@ class InvalidAgentSpecError(OmoiError, ValueError):
     """An agent's name, capabilities, capacity or handler is not acceptable."""
 
 
+class InvalidCancelError(OmoiError, ValueError):
+    """``cancel`` got a list where separate ids belong, an id that is not a task name, or a
+    reason that cannot be stored; nothing was cancelled."""
+
+
 # --- lookups --------------------------------------------------------------------------------
 
 

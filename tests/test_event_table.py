@@ -78,6 +78,7 @@ def test_every_attempt_past_its_timeout_writes_task_timed_out(by, max_retries, t
     assert types == ["task.timed_out", then] if then else types == ["task.timed_out"]
 
 
+@pytest.mark.ray
 def test_a_timed_out_retried_attempt_writes_timed_out_then_retry_scheduled(runtime, uid):
     name = f"bs-events-{uid}"
     agent = runtime.spawn_agent(name, capabilities=[name], capacity=1, handler="tests.handlers:behave")

@@ -650,16 +650,34 @@ class TaskGraph:
     def cancel(self, task_id: str, now: float, reason: str = "cancelled by request") -> TaskStatus | None:
         """Cancel a live task. Returns the new status, or None if the task is not in memory
         (the caller decides whether it is terminal or unknown)."""
-        task = self.tasks.get(task_id)
-        if task is None:
-            return None
-        if task.status in ACTIVE:
-            self._end_attempt(task, AttemptOutcome.CANCELLED, reason, now)
-            self._signal(task, reason)
-        self.ready.discard(task.id)
-        task.reason = reason
-        self._move(task, S.CANCELLED, now, reason=reason)
-        return S.CANCELLED
+        return self.cancel_many([task_id], now, reason).get(task_id)
+
+    def cancel_many(
+        self, task_ids: Iterable[str], now: float, reason: str = "cancelled by request"
+    ) -> dict[str, TaskStatus]:
+        """Cancel every named live task as one decision; return ``{id: CANCELLED}`` for those in
+        memory (ids not in memory are left to the caller: terminal or unknown).
+
+        Order does not matter: every named task is cancelled with ``reason`` before any of them
+        settles its dependents, so only dependents the caller did not name become
+        ``upstream_failed``. Repeated ids count once.
+        """
+        named = [self.tasks[tid] for tid in dict.fromkeys(task_ids) if tid in self.tasks]
+        outer = self._draining
+        self._draining = True  # settling waits until every named task is cancelled
+        try:
+            for task in named:
+                if task.status in ACTIVE:
+                    self._end_attempt(task, AttemptOutcome.CANCELLED, reason, now)
+                    self._signal(task, reason)
+                self.ready.discard(task.id)
+                task.reason = reason
+                self._move(task, S.CANCELLED, now, reason=reason)
+        finally:
+            self._draining = outer
+        if not outer:
+            self._settle_queued(now)
+        return {task.id: S.CANCELLED for task in named}
 
     # ---------------------------------------------------------------- time
 
@@ -763,6 +781,9 @@ class TaskGraph:
         self._settling.append(task)
         if self._draining:
             return  # an outer call is draining the worklist
+        self._settle_queued(now)
+
+    def _settle_queued(self, now: float) -> None:
         self._draining = True
         try:
             while self._settling:
