@@ -84,7 +84,7 @@ class SchedulerActor:
             snapshot.next_seq,
             now,
         )
-        self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler")
+        self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler", on_unstorable=self._unstorable)
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.locks: Any = None  # the lock manager, found on first need
@@ -421,6 +421,13 @@ class SchedulerActor:
                     _fire_and_forget(locks.release_all.remote(holders=holders, reason="agent lost"))
                 )
 
+    def _unstorable(self, changes: ChangeSet, error: BaseException, round_: int) -> ChangeSet | None:
+        """The backstop, called by ``GroupCommit`` when ``changes`` could not be stored."""
+        repair = repair_unstorable(self.graph, self.store, changes, error, round_)
+        if repair is not None:
+            self.timers.poke()
+        return repair
+
     def _lock_manager(self) -> Any:
         if self.locks is None:
             try:
@@ -496,10 +503,13 @@ def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report
                     f"that cannot be stored: {problem}",
                 )
         if fixed.error is not None:
-            fixed = fixed._replace(error=clean_text(fixed.error, max_chars=MAX_ERROR_CHARS))
-        if out is None:
-            out = list(reports)
-        out[i] = fixed
+            error = clean_text(fixed.error, max_chars=MAX_ERROR_CHARS)
+            if error != fixed.error:
+                fixed = fixed._replace(error=error)
+        if fixed is not report:
+            if out is None:
+                out = list(reports)
+            out[i] = fixed
     return reports if out is None else out
 
 
@@ -534,6 +544,39 @@ def _cancel_request(task_ids: Any, reason: Any) -> tuple[list[str], str]:
     except ValueError as exc:
         raise InvalidCancelError(str(exc)) from None
     return list(dict.fromkeys(task_ids)), reason
+
+
+def repair_unstorable(
+    graph: TaskGraph, store: Store, changes: ChangeSet, error: BaseException, round_: int
+) -> ChangeSet | None:
+    """``changes`` could not be stored (``error``): fail the tasks concerned, each with its
+    reason recorded, and return what to commit in its place (``changes`` cleared of what could
+    not be stored, plus those moves), or None to give up (the actor then exits).
+
+    Round 0 fails the tasks whose rows the storable rules find at fault (``BatchWriter.
+    unstorable``), or every task ``changes`` touches if they find none; round 1 every task it
+    touches; round 2 gives up. The failed tasks leave memory, and the repair writes exactly
+    the objects memory held: what a caller sees of them afterwards is the database's row.
+    """
+    if round_ >= 2:
+        return None
+    touched = {t.id for t in changes.created} | {t.id for t in changes.updated}
+    touched |= {a.task_id for a in changes.attempts} | {e.task_id for e in changes.events if e.task_id}
+    found = store.writer.unstorable(changes) if round_ == 0 else {}
+    problems = found or dict.fromkeys(touched, _one_line(error))
+    if not problems:
+        return None
+    log.error(
+        "could not store a change of %d task(s) (%s); failing %s",
+        len(touched), _one_line(error), ", ".join(sorted(problems)[:10]),
+    )
+    graph.fail_unstorable(changes, problems, time.time())
+    return ChangeSet.merge([changes, graph.take_changes()])
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return clean_text(f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": "), max_chars=300)
 
 
 def _unknown_message(ids: Sequence[str]) -> str:

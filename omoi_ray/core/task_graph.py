@@ -25,6 +25,8 @@ Rules:
 - Tasks that declare locks are not handed out while an attempt that still occupies a slot
   declares a conflicting lock (exclusive against anything): they keep their place and wait. This
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
+- A change the owner could not store fails the tasks it concerns (``fail_unstorable``): from any
+  live status to ``failed``, reason ``could not be stored: ...``; nothing else about them changes.
 - An agent's lease covers every claim it holds. Any call from the agent renews it; when it runs
   out, or Ray reports the agent dead, the agent is lost and its attempts are requeued.
 """
@@ -51,9 +53,11 @@ from omoi_ray.core.model import (
     Task,
 )
 from omoi_ray.core.ready_index import ReadyIndex
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
 from omoi_ray.core.task_state import (
     ACTIVE,
     CREATED_EVENT,
+    FAILED_EVENT,
     FAILED_FOR_GOOD,
     TERMINAL,
     TIMED_OUT_EVENT,
@@ -66,6 +70,8 @@ from omoi_ray.errors import IdempotencyConflictError, TaskExistsError
 S = TaskStatus
 AttemptKey = tuple[str, int]
 
+#: the reason (and error) of a task failed because a change of it could not be stored
+UNSTORABLE_REASON = "could not be stored: {}"
 MAX_SET_ASIDE = 256  # ready tasks a claim may skip for lock conflicts before it stops looking
 _RETRYABLE_OUTCOMES = {AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST}
 
@@ -679,6 +685,64 @@ class TaskGraph:
             self._settle_queued(now)
         return {task.id: S.CANCELLED for task in named}
 
+    # ---------------------------------------------------------------- the storage backstop
+
+    def fail_unstorable(self, changes: ChangeSet, problems: Mapping[str, str], now: float) -> None:
+        """The owner could not store ``changes``: fail each task of ``problems`` (``{task id:
+        why}``), wherever it stands, with the reason ``could not be stored: <why>``, and clear
+        from ``changes`` what those tasks carried that a store may refuse.
+
+        Cleared: each task's result, error, upstream, deadline and backoff time, and any time of it
+        past what a store holds; a payload or idempotency key that is not storable (tasks created
+        in ``changes``); its attempts' error texts (cleaned) and times past what a store holds;
+        its events' payload entries that are not storable JSON. An attempt under way
+        ends ``failed`` and its agent is told to stop. A task that already left memory (its
+        final status is what could not be stored) is recorded ``failed`` instead. The moves are
+        in the change log as usual: the owner commits them together with ``changes``.
+        """
+        live = {t.id: t for t in changes.created} | {t.id: t for t in changes.updated}
+        created = {t.id for t in changes.created}
+        for task_id, why in problems.items():
+            task = self.tasks.get(task_id) or live.get(task_id)
+            if task is None:
+                continue
+            reason = clean_text(UNSTORABLE_REASON.format(why), max_chars=MAX_ERROR_CHARS)
+            task.result, task.deadline, task.not_before, task.upstream = None, None, None, None
+            task.error = task.reason = reason
+            task.started_at = task.started_at if _storable_time(task.started_at) else None
+            task.created_at = task.created_at if _storable_time(task.created_at) else now
+            if task_id in created:
+                if not _storable_json(task.payload):
+                    task.payload = None
+                if task.idempotency_key and unstorable_char(task.idempotency_key):
+                    self.by_key.pop(task.idempotency_key, None)
+                    task.idempotency_key = None
+            if task.status in ACTIVE:
+                self._end_attempt(task, AttemptOutcome.FAILED, reason, now)
+                self._signal(task, reason)
+            if task.status not in TERMINAL:
+                self.ready.discard(task.id)
+                self._move(task, S.FAILED, now, attempt=task.attempt, error=reason, reason=reason)
+            else:  # its final status is what could not be stored: record it failed instead
+                task.status = S.FAILED
+                task.updated_at = task.finished_at = now
+                self._dirty[task.id] = task
+                self._emit(FAILED_EVENT, task, now, payload={"attempt": task.attempt, "error": reason, "reason": reason})
+        for attempt in changes.attempts:
+            if attempt.task_id in problems:
+                if attempt.error is not None:
+                    attempt.error = clean_text(attempt.error, max_chars=MAX_ERROR_CHARS)
+                attempt.claimed_at = attempt.claimed_at if _storable_time(attempt.claimed_at) else now
+                for name in ("started_at", "finished_at", "released_at"):
+                    if not _storable_time(getattr(attempt, name)):
+                        setattr(attempt, name, now)
+        for event in changes.events:
+            if event.task_id in problems:
+                event.at = event.at if _storable_time(event.at) else now
+                event.payload = {
+                    k: v for k, v in event.payload.items() if unstorable_char(k) is None and _storable_json(v)
+                }
+
     # ---------------------------------------------------------------- time
 
     def next_due(self) -> float | None:
@@ -923,6 +987,18 @@ class TaskGraph:
             )
         )
 
+
+
+def _storable_time(value: float | None) -> bool:
+    return value is None or 0.0 <= value <= MAX_TIMESTAMP_S
+
+
+def _storable_json(value: Any) -> bool:
+    try:
+        check_json(value, "value")
+    except ValueError:
+        return False
+    return True
 
 
 def _stale_reason(task: Task | None, attempt: int) -> str:
