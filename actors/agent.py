@@ -389,10 +389,7 @@ class AgentActor:
         raise RuntimeError(f"the lock manager did not answer {method}")
 
     def _check_result(self, task_id: str, value: Any) -> Any:
-        from omoi_ray.core.storable import check_json  # here: keeps this hunk local
-
         try:
-            check_json(value, "result")  # early; the scheduler's intake checks again
             size = json_size(value, "result")
         except ValueError as exc:
             raise ResultNotSerializableError(
