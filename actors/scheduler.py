@@ -493,7 +493,7 @@ def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report
         if report.kind != "finished" or (report.error is None and report.result is None):
             continue
         fixed = report
-        if report.result is not None:
+        if report.result is not None and report.outcome is AttemptOutcome.COMPLETED:  # else unused
             problem = _unstorable_result(report.result, result_max_bytes)
             if problem is not None:
                 fixed = report._replace(

@@ -278,3 +278,36 @@ def test_the_scheduler_survives_a_poisoned_batch_and_keeps_serving(runtime, uid,
         assert (after["pid"], after["restarted"]) == (before["pid"], before["restarted"])
     finally:
         agent.stop()
+
+
+def poisonous(task, ctx):
+    """A handler (run by an agent) whose result or error a store would refuse."""
+    what = task.payload["what"]
+    if what == "result":
+        return {"text": "a\x00b", "ok": 1}
+    if what == "key":
+        return {"k\ud800": 1}
+    raise RuntimeError("boom\x00 \x1b[31mred\x1b[0m")
+
+
+@pytest.mark.ray
+def test_handler_results_and_errors_that_cannot_be_stored_fail_their_attempt_readably(runtime, uid):
+    name = f"bs-poison-{uid}"
+    agent = runtime.spawn_agent(name, capabilities=[name], capacity=3, handler=f"{__name__}:poisonous")
+    try:
+        pid = runtime.describe()["pid"]
+        specs = [omoi.TaskSpec(id=f"{uid}-{w}", type="x", requires=[name], payload={"what": w}, max_retries=2,
+                               backoff_base=0.05, backoff_cap=0.05) for w in ("result", "key", "error")]
+        infos = runtime.run(specs, timeout=60)
+        result, key, error = (infos[s.id] for s in specs)
+        assert (result.status, result.attempt, result.result) == ("failed", 1, None)  # permanent: not retried
+        assert result.error == (f"ResultNotSerializableError: task '{uid}-result' returned a result that cannot "
+                                "be stored: result['text'] holds the unstorable character '\\x00'")
+        assert (key.status, key.attempt) == ("failed", 1)
+        assert key.error.endswith("result has a key holding the unstorable character '\\ud800'")
+        assert (error.status, error.attempt) == ("failed", 3)  # an ordinary error: retried
+        assert error.error == "RuntimeError: boom\ufffd \ufffd[31mred\ufffd[0m"
+        assert [a.error for a in runtime.attempts(error.id)] == [error.error] * 3
+        assert runtime.describe()["pid"] == pid
+    finally:
+        agent.stop()
