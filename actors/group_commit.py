@@ -130,6 +130,7 @@ class GroupCommit:
             return None
         if self._on_unstorable is not None and is_data_error(error):
             return error
+        log.warning("commit failed (%s: %s); retrying off the event loop", type(error).__name__, _short(error))
         try:
             prepared = self._store.prepare(changes)  # a snapshot, before anything else runs
         except Exception as exc:  # noqa: BLE001 - building the rows failed: their values are the cause
@@ -172,7 +173,6 @@ class GroupCommit:
             self.write_seconds += time.perf_counter() - t0
             return None
         except Exception as exc:  # noqa: BLE001 - retried, salvaged or judged fatal by the caller
-            log.warning("commit failed (%s: %s); retrying off the event loop", type(exc).__name__, _short(exc))
             return exc
 
     def _write_with_retry(self, prepared: Any, mark: Mark) -> BaseException | None:

@@ -12,6 +12,10 @@ Rules:
   only timer is the graph's next deadline. Nothing here polls.
 - Ray reports agent deaths: the scheduler keeps one outstanding ``watch`` call per agent, which
   fails when the agent's process dies.
+- What agents report passes one intake (``_intake``) before the graph sees it, whatever agent
+  sent it: error text is cleaned, a result no store can hold fails its attempt for good.
+- A change set that still cannot be stored never stops the actor: ``GroupCommit`` hands it to
+  ``repair_unstorable``, which fails the tasks concerned with their reason recorded.
 """
 
 from __future__ import annotations

@@ -189,6 +189,108 @@ def test_a_change_set_that_cannot_be_stored_fails_its_task_and_the_rest_of_the_b
     world.store.dispose()
 
 
+class _PickyStore:
+    """Refuses (as a data error) any change set touching a task in ``refused``; can also fail
+    with an outage first. Records what it committed."""
+
+    def __init__(self, refused: set[str], outages: int = 0) -> None:
+        self.refused = refused
+        self.outages = outages
+        self.written: list[set[str]] = []
+        self.marks: list = []
+
+    def _write(self, changes, mark) -> None:
+        ids = {t.id for t in [*changes.created, *changes.updated]}
+        if self.outages:
+            self.outages -= 1
+            raise sa_exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        if ids & self.refused:
+            raise sa_exc.DataError("INSERT", {}, Exception("invalid input"))
+        self.written.append(ids)
+        self.marks.append(mark)
+
+    def apply(self, changes, mark) -> None:
+        self._write(changes, mark)
+
+    def prepare(self, changes):
+        return changes
+
+    def write(self, prepared, mark) -> None:
+        self._write(prepared, mark)
+
+    def committed(self, mark) -> bool:
+        return mark in self.marks
+
+
+class _GaveUp(Exception):
+    pass
+
+
+def _salvage_run(store: _PickyStore, repair, monkeypatch) -> list[ChangeSet]:
+    """Three change sets queued together (the middle one touches task p); raises ``_GaveUp``
+    where the process would have exited."""
+    import actors.group_commit as gc
+
+    seen: list[ChangeSet] = []
+
+    async def main() -> None:
+        gave_up = asyncio.Event()
+        errors: list[BaseException] = []
+
+        def give_up(exc):  # where the process would exit
+            errors.append(exc)
+            gave_up.set()
+            raise _GaveUp(str(exc))
+
+        monkeypatch.setattr(gc, "_exit_for_restart", give_up)
+        commit = GroupCommit(store, seen.append, writer="test", on_unstorable=repair)
+        for tid in ("a", "p", "b"):
+            graph = TaskGraph()
+            graph.submit([spec(tid)], 0.0)
+            commit.add(graph.take_changes())
+        synced = asyncio.ensure_future(commit.sync())
+        stopped = asyncio.ensure_future(gave_up.wait())
+        await asyncio.wait({synced, stopped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        synced.cancel()
+        stopped.cancel()
+        commit.close()
+        if errors:
+            raise _GaveUp(str(errors[0]))
+        assert len(seen) == 1, "every waiter is answered once, after all of it"
+
+    asyncio.run(main())
+    return seen
+
+
+def test_each_refused_change_set_is_repaired_and_the_others_commit_in_order(monkeypatch):
+    store = _PickyStore({"p"}, outages=1)  # an outage first: retried, then the data error
+    rounds: list[int] = []
+
+    def repair(changes, error, round_):
+        rounds.append(round_)
+        # stands for the owner's repair: the first one is still refused, the second is not
+        return changes if round_ == 0 else ChangeSet(events=changes.events)
+
+    seen = _salvage_run(store, repair, monkeypatch)
+    assert rounds == [0, 1]
+    assert store.written == [{"a"}, set(), {"b"}]  # the repair took the refused set's place
+    assert [e.entity_id for e in seen[0].events] == ["a", "a", "p", "p", "b", "b"]
+
+
+def test_a_repair_that_cannot_be_stored_either_gives_up_after_the_owner_says_so(monkeypatch):
+    store = _PickyStore({"p"})
+    rounds: list[int] = []
+
+    def repair(changes, error, round_):
+        rounds.append(round_)
+        return None if round_ == 2 else changes  # the same, still refused
+
+    with pytest.raises(_GaveUp, match="invalid input"):
+        _salvage_run(store, repair, monkeypatch)
+    assert rounds == [0, 1, 2]
+    assert store.written == [{"a"}]  # what came before the refused set is committed
+
+
 def test_outages_are_not_data_errors():
     assert not is_data_error(sa_exc.OperationalError("SELECT 1", {}, Exception("server closed the connection")))
     assert not is_data_error(ConnectionError("reset"))

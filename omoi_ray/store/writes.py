@@ -438,7 +438,11 @@ def is_data_error(exc: BaseException) -> bool:
     """Errors a batch's own values cause (a store refused them, or its rows could not even be
     built: a time past year 9999, a value that is not JSON), as opposed to outages: retrying
     the same values cannot help, while the rest of the batch may well be storable."""
-    return is_permanent_error(exc) or isinstance(exc, (ValueError, OverflowError, RecursionError))
+    import sqlite3
+
+    return is_permanent_error(exc) or isinstance(
+        exc, (ValueError, OverflowError, RecursionError, sqlite3.InterfaceError)  # InterfaceError: a value it cannot bind
+    )
 
 
 def _unstorable_value(column: str, value: Any) -> str | None:
