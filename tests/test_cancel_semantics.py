@@ -8,10 +8,13 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import rule
 
 import omoi_ray as omoi
+from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.core.task_state import TaskStatus
 from omoi_ray.errors import InvalidCancelError, TaskNotFoundError
+from tests import test_task_graph_stateful as _stateful
 from tests.graph_harness import Harness, spec
 
 # ------------------------------------------------------------------------------------ core
@@ -161,3 +164,36 @@ def test_bad_cancel_arguments_are_refused_and_cancel_nothing(runtime, uid, args,
     # a reason with tabs and line breaks is fine, and the runtime keeps serving
     assert runtime.cancel(a.id, b.id, reason="line one\n\tline two") == {a.id: "cancelled", b.id: "cancelled"}
     assert runtime.get(b.id).reason == "line one\n\tline two"
+
+
+# ------------------------------------------------- with every other move of the scheduler core
+
+
+class _CoreWithCancelAndBackstop(_stateful.SchedulerCore):
+    """The scheduler core's state machine (every invariant of ``test_task_graph_stateful``), with
+    multi-id cancels in any order and the storage backstop failing live tasks as more moves."""
+
+    @rule(picks=st.lists(st.integers(0, 100), min_size=1, max_size=4))
+    def cancel_several(self, picks):
+        if self.graph.tasks:
+            live = sorted(self.graph.tasks)
+            ids = [live[p % len(live)] for p in picks]
+            result = self.graph.cancel_many(ids, self.now, "several")
+            assert result == dict.fromkeys(dict.fromkeys(ids), TaskStatus.CANCELLED)
+            self.commit()
+            assert all(self.store.tasks[tid].status is TaskStatus.CANCELLED for tid in ids)
+
+    @rule(pick=st.integers(0, 100))
+    def fail_unstorable(self, pick):
+        if self.graph.tasks:
+            tid = sorted(self.graph.tasks)[pick % len(self.graph.tasks)]
+            task = self.graph.tasks[tid]
+            self.graph.fail_unstorable(ChangeSet(updated=[task]), {tid: "a test says so"}, self.now)
+            self.commit()
+            stored = self.store.tasks[tid]
+            assert (stored.status, stored.reason) == (TaskStatus.FAILED, "could not be stored: a test says so")
+            assert tid not in self.graph.tasks
+
+
+_CoreWithCancelAndBackstop.TestCase.settings = settings(max_examples=80, stateful_step_count=50, deadline=None)
+TestCoreWithCancelAndBackstop = _CoreWithCancelAndBackstop.TestCase
