@@ -26,7 +26,8 @@ Rules:
   declares a conflicting lock (exclusive against anything): they keep their place and wait. This
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
 - A change the owner could not store fails the tasks it concerns (``fail_unstorable``): from any
-  live status to ``failed``, reason ``could not be stored: ...``; nothing else about them changes.
+  live status to ``failed``, reason ``could not be stored: ...``, with what a store may refuse
+  cleared from them; dependents become ``upstream_failed`` as for any failure.
 - An agent's lease covers every claim it holds. Any call from the agent renews it; when it runs
   out, or Ray reports the agent dead, the agent is lost and its attempts are requeued.
 """
