@@ -11,6 +11,11 @@ Rules:
   committed after all (the connection can drop during COMMIT), so nothing is written twice.
   When the database stays unreachable past ``give_up_after`` seconds the process exits so that
   Ray restarts the actor, which rebuilds its memory from whatever the database committed.
+- A batch that fails on its own values (``is_data_error``: the store refused a value, or its rows
+  could not be built), with an owner's ``on_unstorable(changes, error, round)``, is not retried
+  and never ends the process in a loop: its change sets are committed one by one, and each one
+  that cannot be stored is replaced by the owner's repair (round 0, 1, ...; None gives up and
+  the process exits as for an outage). Without ``on_unstorable`` such a batch ends the process.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from concurrent.futures import ThreadPoolExecutor
 
 from omoi_ray.core.task_graph import ChangeSet
-from omoi_ray.store.writes import Mark, is_permanent_error
+from omoi_ray.store.writes import Mark, is_data_error, is_permanent_error
 
 log = logging.getLogger("omoi_ray.commit")
 
@@ -38,6 +43,7 @@ class GroupCommit:
         *,
         writer: str,
         give_up_after: float = 120.0,
+        on_unstorable: Callable[[Any, BaseException, int], Any | None] | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
@@ -45,6 +51,7 @@ class GroupCommit:
         self._batch = 0
         self._on_committed = on_committed
         self._give_up_after = give_up_after
+        self._on_unstorable = on_unstorable
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omoi-db")
         self._pending: list[ChangeSet] = []
         self._added = 0
@@ -81,23 +88,21 @@ class GroupCommit:
         await future
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                batch, self._pending = type(self._pending[0]).merge(self._pending), []
+                parts, self._pending = self._pending, []
+                batch = type(parts[0]).merge(parts)
                 target = self._added
                 if batch:
                     started = time.perf_counter()
                     await asyncio.sleep(0)  # let coroutines that are ready join this batch
                     if self._pending:
-                        batch, self._pending = type(batch).merge([batch, *self._pending]), []
+                        batch = type(batch).merge([batch, *self._pending])
+                        parts, self._pending = [*parts, *self._pending], []
                         target = self._added
-                    self._batch += 1
-                    mark = Mark(self._writer, self._epoch, self._batch)
-                    # Written in this same step: the objects cannot change while rows are built.
-                    if not self._write_inline(batch, mark):
-                        prepared = self._store.prepare(batch)  # a snapshot, before anything else runs
-                        await loop.run_in_executor(self._executor, self._write_with_retry, prepared, mark)
+                    error = await self._commit(batch)
+                    if error is not None:
+                        batch = await self._salvage(parts, error)
                     self.commit_seconds += time.perf_counter() - started
                     self.commits += 1
                     self.events_written += len(batch.events)
@@ -114,40 +119,80 @@ class GroupCommit:
         finally:
             self._flushing = False
 
-    def _write_inline(self, batch: ChangeSet, mark: Mark) -> bool:
+    async def _commit(self, changes: Any) -> BaseException | None:
+        """Commit ``changes`` in one transaction, waiting out outages; None once committed, or
+        the error saying its own values cannot be stored (only with an ``on_unstorable``)."""
+        self._batch += 1
+        mark = Mark(self._writer, self._epoch, self._batch)
+        # Written in this same step: the objects cannot change while rows are built.
+        error = self._write_inline(changes, mark)
+        if error is None:
+            return None
+        if self._on_unstorable is not None and is_data_error(error):
+            return error
+        log.warning("commit failed (%s: %s); retrying off the event loop", type(error).__name__, _short(error))
+        try:
+            prepared = self._store.prepare(changes)  # a snapshot, before anything else runs
+        except Exception as exc:  # noqa: BLE001 - building the rows failed: their values are the cause
+            if self._on_unstorable is not None:
+                return exc
+            _exit_for_restart(exc)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._write_with_retry, prepared, mark)
+
+    async def _salvage(self, parts: list[Any], error: BaseException) -> Any:
+        """The backstop, for a batch that failed on its own values: commit its change sets one by
+        one, in order; one that cannot be stored goes to ``on_unstorable``, whose repair (the
+        same changes with the tasks concerned failed) is committed in its place. Returns what
+        was committed, as one change set. A repair that cannot be stored either ends the
+        process as an outage does (``on_unstorable`` decides how many repairs to try)."""
+        log.error(
+            "a batch could not be stored (%s: %s); committing its %d change sets one by one",
+            type(error).__name__, _short(error), len(parts),
+        )
+        committed = []
+        for part in parts:
+            changes, rounds = part, 0
+            failure = await self._commit(changes) if changes else None
+            while failure is not None:
+                repair = self._on_unstorable(changes, failure, rounds)  # type: ignore[misc]
+                if repair is None:
+                    _exit_for_restart(failure)
+                changes, rounds = repair, rounds + 1
+                failure = await self._commit(changes)
+            committed.append(changes)
+        return type(parts[0]).merge(committed)
+
+    def _write_inline(self, batch: Any, mark: Mark) -> BaseException | None:
         """Write on the event loop's own thread: no thread hand-offs, and calls that arrive
-        meanwhile queue up to form the next batch. False if it failed: the caller then retries
-        on the database thread, so an outage never blocks the loop in a sleep."""
+        meanwhile queue up to form the next batch. Returns the error if it failed: the caller
+        then retries on the database thread, so an outage never blocks the loop in a sleep."""
         try:
             t0 = time.perf_counter()
             self._store.apply(batch, mark)
             self.write_seconds += time.perf_counter() - t0
-            return True
-        except Exception as exc:  # noqa: BLE001 - retried (or judged fatal) by _write_with_retry
-            log.warning("commit failed (%s: %s); retrying off the event loop", type(exc).__name__, _short(exc))
-            return False
+            return None
+        except Exception as exc:  # noqa: BLE001 - retried, salvaged or judged fatal by the caller
+            return exc
 
-    def _write_with_retry(self, prepared: Any, mark: Mark) -> None:
+    def _write_with_retry(self, prepared: Any, mark: Mark) -> BaseException | None:
+        """Write prepared rows, retrying outages; None once written, or the error saying its
+        values cannot be stored (only with an ``on_unstorable``, else the process exits)."""
         started = time.monotonic()
         delay = 0.05
         while True:
             try:
                 if self._store.committed(mark):
-                    return  # the attempt that "failed" had committed
+                    return None  # the attempt that "failed" had committed
                 t0 = time.perf_counter()
                 self._store.write(prepared, mark)
                 self.write_seconds += time.perf_counter() - t0
-                return
-            except Exception as exc:  # noqa: BLE001 - every failure is retried or fatal below
+                return None
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, returned or fatal below
+                if self._on_unstorable is not None and is_data_error(exc):
+                    return exc
                 if is_permanent_error(exc) or time.monotonic() - started > self._give_up_after:
-                    log.critical(
-                        "cannot commit a batch (%s: %s); exiting so that Ray restarts "
-                        "this actor from the database",
-                        type(exc).__name__,
-                        _short(exc),
-                    )
-                    logging.shutdown()
-                    os._exit(70)
+                    _exit_for_restart(exc)
                 log.warning("commit failed (%s: %s); retrying in %.2fs", type(exc).__name__, _short(exc), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -156,6 +201,16 @@ class GroupCommit:
         self._executor.shutdown(wait=True)
 
 
-def _short(exc: Exception) -> str:
+def _exit_for_restart(exc: BaseException) -> NoReturn:
+    log.critical(
+        "cannot commit a batch (%s: %s); exiting so that Ray restarts this actor from the database",
+        type(exc).__name__,
+        _short(exc),
+    )
+    logging.shutdown()
+    os._exit(70)
+
+
+def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text[:300]

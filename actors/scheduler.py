@@ -12,6 +12,10 @@ Rules:
   only timer is the graph's next deadline. Nothing here polls.
 - Ray reports agent deaths: the scheduler keeps one outstanding ``watch`` call per agent, which
   fails when the agent's process dies.
+- What agents report passes one intake (``_intake``) before the graph sees it, whatever agent
+  sent it: error text is cleaned, a result no store can hold fails its attempt for good.
+- A change set that still cannot be stored never stops the actor: ``GroupCommit`` hands it to
+  ``repair_unstorable``, which fails the tasks concerned with their reason recorded.
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ import ray
 
 from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
-from omoi_ray.core.model import AgentStatus, Task
+from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_json, check_text, clean_text
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
-from omoi_ray.errors import InvalidSubmissionError, TaskNotFoundError
+from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, TaskNotFoundError
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, parse_new_tasks, submission_list
+from omoi_ray.specs import AttemptInfo, TaskInfo, check_name, json_size, parse_new_tasks, submission_list
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
@@ -83,7 +88,7 @@ class SchedulerActor:
             snapshot.next_seq,
             now,
         )
-        self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler")
+        self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler", on_unstorable=self._unstorable)
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.locks: Any = None  # the lock manager, found on first need
@@ -227,24 +232,32 @@ class SchedulerActor:
             finished = {tid: rows[0][tid].status.value for tid in gone}
         return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable())
 
-    async def cancel(self, task_ids: Sequence[str], reason: str = "cancelled by request") -> dict[str, str]:
-        """Cancel tasks; return each one's status afterwards (final tasks are left as they are)."""
-        now = time.time()
-        result: dict[str, str] = {}
-        for tid in task_ids:
-            status = self.graph.cancel(tid, now, reason)
-            if status is not None:
-                result[tid] = status.value
-        self._after_change()
-        await self.commit.sync()
-        rest = [tid for tid in task_ids if tid not in result]
-        if rest:
-            by_id, _ = await self._db(self.store.lookup, rest)
-            unknown = [tid for tid in rest if tid not in by_id]
+    async def cancel(self, task_ids: Sequence[Any], reason: str = "cancelled by request") -> dict[str, str]:
+        """Cancel tasks, all or nothing; return ``{id: status afterwards}`` in the order given
+        (tasks already final are left as they are).
+
+        Every named live task ends ``cancelled`` with ``reason``, whatever the order of the ids;
+        only dependents not named become ``upstream_failed``. Raises ``InvalidCancelError`` (an
+        id that is not a task name, a list where separate ids belong, a reason that cannot be
+        stored) or ``TaskNotFoundError`` (an unknown id); either way nothing is cancelled.
+        """
+        ids, reason = _cancel_request(task_ids, reason)
+        elsewhere = [tid for tid in ids if tid not in self.graph.tasks]
+        if elsewhere:
+            await self.commit.sync()
+            by_id, _ = await self._db(self.store.lookup, elsewhere)
+            unknown = [tid for tid in elsewhere if tid not in by_id]
             if unknown:
                 raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
+        # No await since the check: every id is live in memory or final in the database.
+        result = {tid: status.value for tid, status in self.graph.cancel_many(ids, time.time(), reason).items()}
+        self._after_change()
+        await self.commit.sync()
+        rest = [tid for tid in ids if tid not in result]
+        if rest:
+            by_id, _ = await self._db(self.store.lookup, rest)
             result.update({tid: by_id[tid].status.value for tid in rest})
-        return result
+        return {tid: result[tid] for tid in ids}
 
     async def status(self) -> RuntimeStatus:
         await self.commit.sync()
@@ -334,7 +347,7 @@ class SchedulerActor:
             return ExchangeReply(reregister=True)
         self.graph.renew(agent, now)
         rejected: list[Rejection] = []
-        for report in reports:
+        for report in _intake(reports, self.settings.result_max_bytes):
             rejection = self.graph.apply_report(agent, report, now)
             if rejection is not None:
                 rejected.append(rejection)
@@ -422,6 +435,13 @@ class SchedulerActor:
                     _fire_and_forget(locks.release_all.remote(holders=holders, reason="agent lost"))
                 )
 
+    def _unstorable(self, changes: ChangeSet, error: BaseException, round_: int) -> ChangeSet | None:
+        """The backstop, called by ``GroupCommit`` when ``changes`` could not be stored."""
+        repair = repair_unstorable(self.graph, self.store, changes, error, round_)
+        if repair is not None:
+            self.timers.poke()
+        return repair
+
     def _lock_manager(self) -> Any:
         if self.locks is None:
             try:
@@ -476,6 +496,101 @@ async def _fire_and_forget(ref: Any) -> None:
         await ref
     except Exception:  # noqa: BLE001 - the agent is gone; its watch will report it
         pass
+
+
+def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:
+    """Agents' reports as the core may take them, whatever agent sent them: error text cleaned
+    (``clean_text``), and a result that cannot be stored (``check_json``, or over
+    ``result_max_bytes``) turned into a permanent failure of its attempt that says why."""
+    out: list[Report] | None = None
+    for i, report in enumerate(reports):
+        if report.kind != "finished" or (report.error is None and report.result is None):
+            continue
+        fixed = report
+        if report.result is not None and report.outcome is AttemptOutcome.COMPLETED:  # else unused
+            problem = _unstorable_result(report.result, result_max_bytes)
+            if problem is not None:
+                fixed = report._replace(
+                    outcome=AttemptOutcome.PERMANENT_FAILURE,
+                    result=None,
+                    error=f"ResultNotSerializableError: task '{report.task_id}' returned a result "
+                    f"that cannot be stored: {problem}",
+                )
+        if fixed.error is not None:
+            error = clean_text(fixed.error, max_chars=MAX_ERROR_CHARS)
+            if error != fixed.error:
+                fixed = fixed._replace(error=error)
+        if fixed is not report:
+            if out is None:
+                out = list(reports)
+            out[i] = fixed
+    return reports if out is None else out
+
+
+def _unstorable_result(result: Any, max_bytes: int) -> str | None:
+    """Why ``result`` cannot be stored as a task's result, or None."""
+    try:
+        check_json(result, "result")
+        size = json_size(result, "result")
+    except (ValueError, RecursionError) as exc:
+        return str(exc)
+    if size > max_bytes:
+        return f"{size} bytes of JSON, over the limit of {max_bytes} (OMOI_RESULT_MAX_BYTES)"
+    return None
+
+
+def _cancel_request(task_ids: Any, reason: Any) -> tuple[list[str], str]:
+    """The distinct ids and the reason of a cancel call, checked; raise ``InvalidCancelError``."""
+    if isinstance(task_ids, str) or not isinstance(task_ids, (list, tuple)):
+        raise InvalidCancelError(f"cancel takes task ids as separate arguments, not {task_ids!r}")
+    for tid in task_ids:
+        if isinstance(tid, (list, tuple, set, frozenset, dict)):
+            raise InvalidCancelError(
+                f"cancel takes task ids as separate arguments: cancel('a', 'b') or cancel(*ids), "
+                f"not a {type(tid).__name__}"
+            )
+        try:
+            check_name(tid, "task id")
+        except ValueError as exc:
+            raise InvalidCancelError(f"cancel: {exc}") from None
+    try:
+        reason = check_text(reason, "cancel reason", max_chars=MAX_REASON_CHARS)
+    except ValueError as exc:
+        raise InvalidCancelError(str(exc)) from None
+    return list(dict.fromkeys(task_ids)), reason
+
+
+def repair_unstorable(
+    graph: TaskGraph, store: Store, changes: ChangeSet, error: BaseException, round_: int
+) -> ChangeSet | None:
+    """``changes`` could not be stored (``error``): fail the tasks concerned, each with its
+    reason recorded, and return what to commit in its place (``changes`` cleared of what could
+    not be stored, plus those moves), or None to give up (the actor then exits).
+
+    Round 0 fails the tasks whose rows the storable rules find at fault (``BatchWriter.
+    unstorable``), or every task ``changes`` touches if they find none; round 1 every task it
+    touches; round 2 gives up. The failed tasks leave memory, and the repair writes exactly
+    the objects memory held: what a caller sees of them afterwards is the database's row.
+    """
+    if round_ >= 2:
+        return None
+    touched = {t.id for t in changes.created} | {t.id for t in changes.updated}
+    touched |= {a.task_id for a in changes.attempts} | {e.task_id for e in changes.events if e.task_id}
+    found = store.writer.unstorable(changes) if round_ == 0 else {}
+    problems = found or dict.fromkeys(touched, _one_line(error))
+    if not problems:
+        return None
+    log.error(
+        "could not store a change of %d task(s) (%s); failing %s",
+        len(touched), _one_line(error), ", ".join(sorted(problems)[:10]),
+    )
+    graph.fail_unstorable(changes, problems, time.time())
+    return ChangeSet.merge([changes, graph.take_changes()])
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return clean_text(f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": "), max_chars=300)
 
 
 def _unknown_message(ids: Sequence[str]) -> str:

@@ -66,6 +66,11 @@ class InvalidArgumentError(OmoiError, ValueError):
     not a name, a string where a list belongs, a wait timeout that is NaN); nothing changed."""
 
 
+class InvalidCancelError(InvalidArgumentError):
+    """``cancel`` got a list where separate ids belong, an id that is not a task name, or a
+    reason that cannot be stored; nothing was cancelled."""
+
+
 # --- lookups --------------------------------------------------------------------------------
 
 

@@ -327,8 +327,17 @@ class Runtime:
         return call(lambda: self.scheduler.attempts.remote(task_id))
 
     def cancel(self, *task_ids: str, reason: str = "cancelled by request") -> dict[str, str]:
-        """Cancel tasks: pending and ready ones at once; running ones are told to stop and any
-        later result is discarded. Returns each task's status afterwards."""
+        """Cancel tasks, all or nothing: pending and ready ones at once; running ones are told to
+        stop and any later result is discarded. Returns ``{id: status afterwards}`` (final tasks
+        stay as they are).
+
+        Ids are separate arguments (``cancel("a", "b")``, ``cancel(*ids)``). Every task named in
+        one call ends ``cancelled`` with ``reason`` (at most 1000 characters, no control
+        characters but tabs and line breaks), whatever the order; dependents not named become
+        ``upstream_failed``. Raises ``InvalidCancelError`` (a list given as an id, an id that is
+        not a task name, a bad reason) or ``TaskNotFoundError`` (an unknown id); either way
+        nothing is cancelled.
+        """
         if not task_ids:
             return {}
         return call(lambda: self.scheduler.cancel.remote(list(task_ids), reason))

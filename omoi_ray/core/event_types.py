@@ -29,7 +29,10 @@ _EMITTED = (
     EventType("task.completed", "task", "the handler returned; the result is stored"),
     EventType("task.failed", "task", "the task failed for good (error in the payload)"),
     EventType("task.retry_scheduled", "task", "an attempt failed; the task waits for its backoff"),
-    EventType("task.timed_out", "task", "an attempt ran past the task's timeout"),
+    EventType(
+        "task.timed_out", "task",
+        "an attempt ran past the task's timeout (then `task.retry_scheduled`, or the task ends `timed_out`)",
+    ),
     EventType("task.cancelled", "task", "the task was cancelled"),
     EventType("task.requeued", "task", "an attempt was lost with its agent; the task is ready again"),
     EventType("task.upstream_failed", "task", "a dependency failed for good; the reason names it"),

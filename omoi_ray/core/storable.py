@@ -56,6 +56,8 @@ MAX_FOLLOW_BATCH = 10_000
 MAX_EVENTS_LIMIT = 100_000
 #: largest number in an event position (both stores hold positions as signed 64-bit integers)
 MAX_POSITION = 2**63 - 1
+#: latest time (seconds since the epoch) a store can hold: 9999-12-31 23:59:59 UTC
+MAX_TIMESTAMP_S = 253402300799.0
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")

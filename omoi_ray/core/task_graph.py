@@ -25,9 +25,14 @@ Rules:
   (``interrupted``: the agent's process was replaced to free a slot a zombie handler held).
 - An agent that reports a zombie (a handler that ignored its stop past the grace period) gets
   no more work: it is draining, and will be replaced (``agent_replaced``).
+- Every attempt that runs past its timeout writes ``task.timed_out``, whether or not the task is
+  retried.
 - Tasks that declare locks are not handed out while an attempt that still occupies a slot
   declares a conflicting lock (exclusive against anything): they keep their place and wait. This
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
+- A change the owner could not store fails the tasks it concerns (``fail_unstorable``): from any
+  live status to ``failed``, reason ``could not be stored: ...``, with what a store may refuse
+  cleared from them; dependents become ``upstream_failed`` as for any failure.
 - An agent's lease covers every claim it holds. Any call from the agent renews it; when it runs
   out, or Ray reports the agent dead, the agent is lost and its attempts are requeued.
 """
@@ -54,11 +59,14 @@ from omoi_ray.core.model import (
     Task,
 )
 from omoi_ray.core.ready_index import ReadyIndex
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
 from omoi_ray.core.task_state import (
     ACTIVE,
     CREATED_EVENT,
+    FAILED_EVENT,
     FAILED_FOR_GOOD,
     TERMINAL,
+    TIMED_OUT_EVENT,
     TaskStatus,
     event_for,
 )
@@ -68,6 +76,8 @@ from omoi_ray.errors import IdempotencyConflictError, TaskExistsError
 S = TaskStatus
 AttemptKey = tuple[str, int]
 
+#: the reason (and error) of a task failed because a change of it could not be stored
+UNSTORABLE_REASON = "could not be stored: {}"
 MAX_SET_ASIDE = 256  # ready tasks a claim may skip for lock conflicts before it stops looking
 
 
@@ -692,16 +702,92 @@ class TaskGraph:
     def cancel(self, task_id: str, now: float, reason: str = "cancelled by request") -> TaskStatus | None:
         """Cancel a live task. Returns the new status, or None if the task is not in memory
         (the caller decides whether it is terminal or unknown)."""
-        task = self.tasks.get(task_id)
-        if task is None:
-            return None
-        if task.status in ACTIVE:
-            self._end_attempt(task, AttemptOutcome.CANCELLED, reason, now)
-            self._signal(task, reason)
-        self.ready.discard(task.id)
-        task.reason = reason
-        self._move(task, S.CANCELLED, now, reason=reason)
-        return S.CANCELLED
+        return self.cancel_many([task_id], now, reason).get(task_id)
+
+    def cancel_many(
+        self, task_ids: Iterable[str], now: float, reason: str = "cancelled by request"
+    ) -> dict[str, TaskStatus]:
+        """Cancel every named live task as one decision; return ``{id: CANCELLED}`` for those in
+        memory (ids not in memory are left to the caller: terminal or unknown).
+
+        Order does not matter: every named task is cancelled with ``reason`` before any of them
+        settles its dependents, so only dependents the caller did not name become
+        ``upstream_failed``. Repeated ids count once.
+        """
+        named = [self.tasks[tid] for tid in dict.fromkeys(task_ids) if tid in self.tasks]
+        outer = self._draining
+        self._draining = True  # settling waits until every named task is cancelled
+        try:
+            for task in named:
+                if task.status in ACTIVE:
+                    self._end_attempt(task, AttemptOutcome.CANCELLED, reason, now)
+                    self._signal(task, reason)
+                self.ready.discard(task.id)
+                task.reason = reason
+                self._move(task, S.CANCELLED, now, reason=reason)
+        finally:
+            self._draining = outer
+        if not outer:
+            self._settle_queued(now)
+        return {task.id: S.CANCELLED for task in named}
+
+    # ---------------------------------------------------------------- the storage backstop
+
+    def fail_unstorable(self, changes: ChangeSet, problems: Mapping[str, str], now: float) -> None:
+        """The owner could not store ``changes``: fail each task of ``problems`` (``{task id:
+        why}``), wherever it stands, with the reason ``could not be stored: <why>``, and clear
+        from ``changes`` what those tasks carried that a store may refuse.
+
+        Cleared: each task's result, error, upstream, deadline and backoff time, and any time of it
+        past what a store holds; a payload or idempotency key that is not storable (tasks created
+        in ``changes``); its attempts' error texts (cleaned) and times past what a store holds;
+        its events' payload entries that are not storable JSON. An attempt under way
+        ends ``failed`` and its agent is told to stop. A task that already left memory (its
+        final status is what could not be stored) is recorded ``failed`` instead. The moves are
+        in the change log as usual: the owner commits them together with ``changes``.
+        """
+        live = {t.id: t for t in changes.created} | {t.id: t for t in changes.updated}
+        created = {t.id for t in changes.created}
+        for task_id, why in problems.items():
+            task = self.tasks.get(task_id) or live.get(task_id)
+            if task is None:
+                continue
+            reason = clean_text(UNSTORABLE_REASON.format(why), max_chars=MAX_ERROR_CHARS)
+            task.result, task.deadline, task.not_before, task.upstream = None, None, None, None
+            task.error = task.reason = reason
+            task.started_at = task.started_at if _storable_time(task.started_at) else None
+            task.created_at = task.created_at if _storable_time(task.created_at) else now
+            if task_id in created:
+                if not _storable_json(task.payload):
+                    task.payload = None
+                if task.idempotency_key and unstorable_char(task.idempotency_key):
+                    self.by_key.pop(task.idempotency_key, None)
+                    task.idempotency_key = None
+            if task.status in ACTIVE:
+                self._end_attempt(task, AttemptOutcome.FAILED, reason, now)
+                self._signal(task, reason)
+            if task.status not in TERMINAL:
+                self.ready.discard(task.id)
+                self._move(task, S.FAILED, now, attempt=task.attempt, error=reason, reason=reason)
+            else:  # its final status is what could not be stored: record it failed instead
+                task.status = S.FAILED
+                task.updated_at = task.finished_at = now
+                self._dirty[task.id] = task
+                self._emit(FAILED_EVENT, task, now, payload={"attempt": task.attempt, "error": reason, "reason": reason})
+        for attempt in changes.attempts:
+            if attempt.task_id in problems:
+                if attempt.error is not None:
+                    attempt.error = clean_text(attempt.error, max_chars=MAX_ERROR_CHARS)
+                attempt.claimed_at = attempt.claimed_at if _storable_time(attempt.claimed_at) else now
+                for name in ("started_at", "finished_at", "released_at"):
+                    if not _storable_time(getattr(attempt, name)):
+                        setattr(attempt, name, now)
+        for event in changes.events:
+            if event.task_id in problems:
+                event.at = event.at if _storable_time(event.at) else now
+                event.payload = {
+                    k: v for k, v in event.payload.items() if unstorable_char(k) is None and _storable_json(v)
+                }
 
     # ---------------------------------------------------------------- time
 
@@ -805,6 +891,9 @@ class TaskGraph:
         self._settling.append(task)
         if self._draining:
             return  # an outer call is draining the worklist
+        self._settle_queued(now)
+
+    def _settle_queued(self, now: float) -> None:
         self._draining = True
         try:
             while self._settling:
@@ -897,6 +986,9 @@ class TaskGraph:
             self._move(task, S.READY, now, attempt=task.attempt, reason=error)
             self.ready.push(task.id, task.requires, task.priority, task.seq)
         elif retries_left:
+            if outcome is AttemptOutcome.TIMED_OUT:
+                # The event says what happened to this attempt; the move below says what comes next.
+                self._emit(TIMED_OUT_EVENT, task, now, payload={"attempt": task.attempt, "error": error})
             delay = task.retry.delay(task.attempt - 1, self.rng)
             task.not_before = now + delay
             self._move(
@@ -946,6 +1038,18 @@ class TaskGraph:
             )
         )
 
+
+
+def _storable_time(value: float | None) -> bool:
+    return value is None or 0.0 <= value <= MAX_TIMESTAMP_S
+
+
+def _storable_json(value: Any) -> bool:
+    try:
+        check_json(value, "value")
+    except ValueError:
+        return False
+    return True
 
 
 def _stale_reason(task: Task | None, attempt: int) -> str:

@@ -17,6 +17,7 @@ Rules of this file:
        |                     |                                    +--error, retries left--> RETRY_WAIT
        |                     +----------- backoff elapsed ------------------------------------+
        +--upstream failed--> UPSTREAM_FAILED         any non-terminal --cancel--> CANCELLED
+                                                     any non-terminal --cannot be stored--> FAILED
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ TRANSITIONS: dict[TaskStatus, dict[TaskStatus, str]] = {
         S.READY: "task.ready",
         S.CANCELLED: "task.cancelled",
         S.UPSTREAM_FAILED: "task.upstream_failed",
+        S.FAILED: "task.failed",  # its change could not be stored (the scheduler's backstop)
     },
     S.READY: {
         S.CLAIMED: "task.claimed",
         S.CANCELLED: "task.cancelled",
+        S.FAILED: "task.failed",  # its change could not be stored
     },
     S.CLAIMED: {
         S.RUNNING: "task.started",
@@ -72,6 +75,7 @@ TRANSITIONS: dict[TaskStatus, dict[TaskStatus, str]] = {
     S.RETRY_WAIT: {
         S.READY: "task.ready",
         S.CANCELLED: "task.cancelled",
+        S.FAILED: "task.failed",  # its change could not be stored
     },
     S.COMPLETED: {},
     S.FAILED: {},
@@ -84,6 +88,11 @@ TERMINAL: frozenset[TaskStatus] = frozenset(s for s, moves in TRANSITIONS.items(
 FAILED_FOR_GOOD: frozenset[TaskStatus] = TERMINAL - {S.COMPLETED}
 ACTIVE: frozenset[TaskStatus] = frozenset({S.CLAIMED, S.RUNNING})
 CREATED_EVENT = "task.created"
+#: written for every attempt that runs past its timeout: by the move to TIMED_OUT on the last
+#: attempt, on its own before the move to RETRY_WAIT otherwise
+TIMED_OUT_EVENT = TRANSITIONS[S.RUNNING][S.TIMED_OUT]
+#: a task failed for good (also written, with no move, for a final status that could not be stored)
+FAILED_EVENT = TRANSITIONS[S.RUNNING][S.FAILED]
 
 
 def event_for(old: TaskStatus, new: TaskStatus, task_id: str = "?") -> str:

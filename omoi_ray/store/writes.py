@@ -13,6 +13,8 @@ Rules:
   connection dropped during COMMIT) asks ``committed(mark)`` before applying the batch again.
 - Rows are built from the change set's live objects and streamed in chunks; ``prepare`` takes a
   full snapshot when a batch must be handed to another thread.
+- A batch that fails on its own values (``is_data_error``, not an outage) can be judged task by
+  task without the database (``unstorable``): the scheduler's backstop uses it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
+from omoi_ray.core.storable import check_json, unstorable_char
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
 
@@ -217,6 +220,44 @@ class BatchWriter:
         if bulk.stage:
             cursor.execute(bulk.update)
 
+    # ------------------------------------------------------------------ the backstop
+
+    def unstorable(self, changes: ChangeSet) -> dict[str, str]:
+        """The tasks of ``changes`` whose rows (task, attempts, events) a store would refuse,
+        as ``{task id: why}`` (the first problem found), judged without the database: by the
+        rules of ``omoi_ray.core.storable`` and by building the rows as ``apply`` would."""
+        found: dict[str, str] = {}
+
+        def look(task_id: str | None, row: str, build: Callable[[], dict[str, Any]], json_values: dict[str, Any]) -> None:
+            if task_id is None or task_id in found:
+                return
+            try:
+                for name, value in json_values.items():
+                    check_json(value, name)
+            except (ValueError, RecursionError) as exc:
+                found[task_id] = str(exc)
+                return
+            try:
+                values = build()
+            except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+                found[task_id] = f"its {row} row cannot be built ({type(exc).__name__}: {exc})"
+                return
+            for column, value in values.items():
+                problem = _unstorable_value(column, value)
+                if problem is not None:
+                    found[task_id] = f"{row} {problem}"
+                    return
+
+        for task in changes.created:
+            look(task.id, "task", functools.partial(self._task_row, task), {"payload": task.payload, "result": task.result})
+        for task in changes.updated:
+            look(task.id, "task", functools.partial(self._task_update, task), {"result": task.result})
+        for a in changes.attempts:
+            look(a.task_id, "attempt", functools.partial(self._attempt_row, a), {})
+        for e in changes.events:
+            look(e.task_id, "event", functools.partial(self._event_row, e), {f"{e.type} event payload": e.payload})
+        return found
+
     # ------------------------------------------------------------------ rows
 
     def _rows(self, changes: ChangeSet | LockChanges | EventBatch) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
@@ -391,6 +432,27 @@ class BatchWriter:
             "ticket_id": e.ticket_id,
             "request_id": e.request_id,
         }
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Errors a batch's own values cause (a store refused them, or its rows could not even be
+    built: a time past year 9999, a value that is not JSON), as opposed to outages: retrying
+    the same values cannot help, while the rest of the batch may well be storable."""
+    import sqlite3
+
+    return is_permanent_error(exc) or isinstance(
+        exc, (ValueError, OverflowError, RecursionError, sqlite3.InterfaceError)  # InterfaceError: a value it cannot bind
+    )
+
+
+def _unstorable_value(column: str, value: Any) -> str | None:
+    """Why a row's plain value cannot be stored, or None (JSON is checked before it is text)."""
+    if isinstance(value, str):
+        bad = unstorable_char(value)
+        return None if bad is None else f"{column} holds the unstorable character {bad!r}"
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return f"{column} is {value}, out of a 64-bit integer's range"
+    return None
 
 
 def is_permanent_error(exc: BaseException) -> bool:
