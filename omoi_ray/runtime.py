@@ -25,7 +25,7 @@ from actors.agent import AgentActor
 from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
-from omoi_ray.calls import call, unwrap
+from omoi_ray.calls import call, set_driver_budget, unwrap
 from omoi_ray.errors import (
     ConfigurationError,
     InvalidAgentSpecError,
@@ -85,6 +85,7 @@ class Runtime:
         self.lock_manager = lock_manager
         self.relay = relay
         self._locks: Any = None
+        set_driver_budget(settings.call_retry_for)  # this process's calls ride out restarts this long
 
     # ------------------------------------------------------------------ locks
 
