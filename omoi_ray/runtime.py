@@ -307,7 +307,9 @@ class Runtime:
         return follow(self.settings, since=since, types=types, **options)
 
     def relay_status(self) -> dict[str, Any]:
-        """The event relay's state: Redis reachable, cursor, events mirrored, lag in seconds."""
+        """The event relay's state: Redis reachable, cursor, events mirrored, lag in seconds, and
+        ``healthy`` (its latest round succeeded) with the latest failure kept as ``last_error`` and
+        ``last_error_at`` (Unix seconds, None if it never failed)."""
         return call(lambda: self.relay.describe.remote())
 
     def flush_events(self, timeout: float = 30.0) -> str:
