@@ -146,16 +146,18 @@ def test_an_already_done_answer_to_a_repeated_call_is_the_callers_to_interpret()
         asyncio.run(calls.call_async(fake, policy=calls.AGENT, if_repeated=released_before))
 
 
-def test_a_driver_gives_up_after_its_budget_and_an_agent_does_not():
+def test_a_driver_gives_up_after_its_budget_and_an_agent_does_not(caplog):
     fake = Flaky(*[unavailable() for _ in range(1000)])
     with pytest.raises(RuntimeUnavailableError, match=r"the lock manager did not come back within 0\.3s \(OMOI_CALL_RETRY_FOR") as caught:
         asyncio.run(calls.call_async(fake, policy=calls.Policy.driver(0.3), what="the lock manager"))
     assert_one_plain_line(caught.value, RuntimeUnavailableError)
     assert 2 <= len(fake.tries) < 10  # retried, with growing waits, then stopped
-    # the same outage for an agent: it outlasts the driver's budget and gets its answer
+    # the same outage for an agent: it outlasts the driver's budget, says so, and gets its answer
     agent = Flaky(*[unavailable() for _ in range(6)], answer="back")
-    assert asyncio.run(calls.call_async(agent, policy=calls.AGENT)) == "back"
+    with caplog.at_level("WARNING", logger="omoi_ray.calls"):
+        assert asyncio.run(calls.call_async(agent, policy=calls.AGENT, what="the scheduler")) == "back"
     assert len(agent.tries) == 7
+    assert any("the scheduler is unavailable" in r.getMessage() for r in caplog.records)
 
 
 def test_a_handler_context_stops_retrying_once_its_attempt_is_cancelled():
@@ -296,6 +298,30 @@ def test_a_scheduler_restart_while_an_agent_reports_costs_no_attempt(own_runtime
     described = rt.describe()
     assert described["restarted"] and described["pid"] != pid
     assert [e["type"] for e in rt.events(t.id)].count("task.completed") == 1
+
+
+@pytest.mark.ray
+@pytest.mark.faults
+def test_a_singleton_killed_for_good_fails_driver_calls_at_once_and_agents_find_its_successor(own_runtime, uid):
+    rt = own_runtime
+    rt.spawn_agent("survivor", capabilities=["s"], capacity=1, handler=H)
+    first = omoi.TaskSpec(id=f"{uid}-1", type="behave", requires=["s"], max_retries=0)
+    assert rt.run([first], timeout=60)[first.id].status == "completed"
+
+    ray.kill(rt.relay)  # no restart: this handle's actor is gone
+    ray.kill(rt.scheduler)
+    for gone in (rt.relay_status, rt.status):
+        with pytest.raises(RuntimeUnavailableError, match=r"connect\(\) again") as caught:
+            gone()
+        assert_one_plain_line(caught.value, RuntimeUnavailableError)
+
+    again = omoi.connect(rt.settings)  # recreates the scheduler and the relay under their names
+    rt.scheduler, rt.relay = again.scheduler, again.relay  # (for the fixture's shutdown)
+    second = omoi.TaskSpec(id=f"{uid}-2", type="behave", requires=["s"], max_retries=0)
+    # the agent looked the new scheduler up by name and runs the new task
+    assert again.run([second], timeout=60)[second.id].status == "completed"
+    assert [(x.agent_id, x.attempt, x.outcome) for x in again.attempts(second.id)] == [("survivor", 1, "completed")]
+    assert again.get(first.id).status == "completed"  # the database kept everything
 
 
 # ------------------------------------------------------------------- relay health is dated
