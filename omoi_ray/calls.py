@@ -82,6 +82,15 @@ def driver_policy() -> Policy:
     return _driver
 
 
+_labels: dict[str, str] = {}  # actor id (hex) -> how this process's messages name that actor
+
+
+def label(handle: Any, name: str) -> None:
+    """Name an actor in this process's messages about it (``"the scheduler (omoi.scheduler)"``),
+    for calls that do not pass ``what``."""
+    _labels[handle._actor_id.hex()] = name
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """The ``OmoiError`` behind a Ray exception (the plain error, not Ray's wrapper), or ``exc``."""
     current: Any = exc
@@ -102,11 +111,14 @@ def unwrap(exc: BaseException) -> BaseException:
 class _Tries:
     """The state of one call's retries: decides, after each failure, to wait or to give up."""
 
-    __slots__ = ("check", "delay", "if_repeated", "last_log", "policy", "refresh", "started", "tries", "what")
+    __slots__ = ("check", "delay", "if_repeated", "last_log", "named", "policy", "refresh", "started", "tries",
+                 "what")
 
-    def __init__(self, policy: Policy, what: str, refresh: Callable[[], Any] | None,
+    def __init__(self, policy: Policy, what: str | None, refresh: Callable[[], Any] | None,
                  check: Callable[[], None] | None, if_repeated: Callable[[BaseException], Any] | None) -> None:
-        self.policy, self.what, self.refresh, self.check = policy, what, refresh, check
+        self.policy, self.refresh, self.check = policy, refresh, check
+        self.what = what or "an omoi-ray actor"
+        self.named = what is not None
         self.if_repeated = if_repeated
         self.started = self.last_log = time.monotonic()
         self.delay = FIRST_DELAY
@@ -119,6 +131,8 @@ class _Tries:
             if inner is not exc:
                 raise inner from None
             raise exc
+        if not self.named and isinstance(exc, ray.exceptions.RayActorError):
+            self.what = _labels.get(exc.actor_id or "", self.what)
         if isinstance(exc, GONE_ON):
             if self.refresh is None:
                 raise RuntimeUnavailableError(
@@ -165,7 +179,7 @@ def call(
     policy: Policy | None = None,
     retry_for: float | None = None,
     timeout: float | None = None,
-    what: str = "an omoi-ray actor",
+    what: str | None = None,
     refresh: Callable[[], Any] | None = None,
     check: Callable[[], None] | None = None,
     if_repeated: Callable[[BaseException], Any] | None = None,
@@ -205,7 +219,7 @@ async def call_async(
     ref_factory: Callable[[], Any],
     *,
     policy: Policy = AGENT,
-    what: str = "an omoi-ray actor",
+    what: str | None = None,
     refresh: Callable[[], Any] | None = None,
     if_repeated: Callable[[BaseException], Any] | None = None,
 ) -> Any:

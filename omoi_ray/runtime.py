@@ -25,7 +25,7 @@ from actors.agent import AgentActor
 from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
-from omoi_ray.calls import call, set_driver_budget, unwrap
+from omoi_ray.calls import call, label, set_driver_budget, unwrap
 from omoi_ray.errors import (
     ConfigurationError,
     InvalidAgentSpecError,
@@ -86,6 +86,9 @@ class Runtime:
         self.relay = relay
         self._locks: Any = None
         set_driver_budget(settings.call_retry_for)  # this process's calls ride out restarts this long
+        for handle, role, name in ((scheduler, "scheduler", SCHEDULER_NAME), (lock_manager, "lock manager", LOCKS_NAME),
+                                   (relay, "event relay", EVENTS_NAME)):
+            label(handle, f"the {role} ({name})")  # named in messages of calls that fail
 
     # ------------------------------------------------------------------ locks
 

@@ -310,8 +310,8 @@ def test_a_singleton_killed_for_good_fails_driver_calls_at_once_and_agents_find_
 
     ray.kill(rt.relay)  # no restart: this handle's actor is gone
     ray.kill(rt.scheduler)
-    for gone in (rt.relay_status, rt.status):
-        with pytest.raises(RuntimeUnavailableError, match=r"connect\(\) again") as caught:
+    for gone, name in ((rt.relay_status, "event relay"), (rt.status, "scheduler")):
+        with pytest.raises(RuntimeUnavailableError, match=rf"the {name} \(omoi\.\w+\) is gone .* connect\(\) again") as caught:
             gone()
         assert_one_plain_line(caught.value, RuntimeUnavailableError)
 
