@@ -111,15 +111,13 @@ def unwrap(exc: BaseException) -> BaseException:
 class _Tries:
     """The state of one call's retries: decides, after each failure, to wait or to give up."""
 
-    __slots__ = ("check", "delay", "if_repeated", "last_log", "named", "policy", "refresh", "started", "tries",
-                 "what")
+    __slots__ = ("check", "delay", "last_log", "named", "policy", "refresh", "started", "tries", "what")
 
     def __init__(self, policy: Policy, what: str | None, refresh: Callable[[], Any] | None,
-                 check: Callable[[], None] | None, if_repeated: Callable[[BaseException], Any] | None) -> None:
+                 check: Callable[[], None] | None) -> None:
         self.policy, self.refresh, self.check = policy, refresh, check
         self.what = what or "an omoi-ray actor"
         self.named = what is not None
-        self.if_repeated = if_repeated
         self.started = self.last_log = time.monotonic()
         self.delay = FIRST_DELAY
         self.tries = 0
@@ -159,14 +157,6 @@ class _Tries:
         delay, self.delay = self.delay, min(self.delay * 2, MAX_DELAY)
         return delay
 
-    def answer(self, exc: BaseException) -> Any:
-        """The answer for an error from the actor (a ``RayTaskError``) when this call was made again
-        and the caller knows what "already done" looks like; raises the error otherwise."""
-        if self.tries and self.if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
-            return self.if_repeated(unwrap(exc))
-        self.after(exc)  # raises: an error from the actor is final
-        raise AssertionError("unreachable")
-
     def recovered(self) -> None:
         if self.tries:
             log.info("%s answered after %d tries (%.1fs)", self.what, self.tries,
@@ -204,9 +194,9 @@ def call(
             value = ray.get(ref_factory(), timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - sorted by the policy
             if tries is None:
-                tries = _Tries(policy or _driver, what, refresh, check, if_repeated)
-            elif isinstance(exc, ray.exceptions.RayTaskError):
-                return tries.answer(exc)
+                tries = _Tries(policy or _driver, what, refresh, check)
+            elif if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
+                return if_repeated(unwrap(exc))  # made again: "already done" may be its answer
             delay = tries.after(exc)
         else:
             if tries is not None:
@@ -231,9 +221,9 @@ async def call_async(
             value = await ref_factory()
         except Exception as exc:  # noqa: BLE001 - sorted by the policy
             if tries is None:
-                tries = _Tries(policy, what, refresh, None, if_repeated)
-            elif isinstance(exc, ray.exceptions.RayTaskError):
-                return tries.answer(exc)
+                tries = _Tries(policy, what, refresh, None)
+            elif if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
+                return if_repeated(unwrap(exc))  # made again: "already done" may be its answer
             delay = tries.after(exc)
         else:
             if tries is not None:
