@@ -40,9 +40,12 @@ from omoi_ray.errors import OmoiError, RuntimeUnavailableError
 
 log = logging.getLogger("omoi_ray.calls")
 
-#: Ray errors that mean "the actor is restarting or briefly unreachable: ask again"
+#: Ray errors that mean "the actor is restarting or briefly unreachable: ask again". In Ray 2.60
+#: a restartable actor's calls in flight when it dies fail with it ("The actor was restarted"),
+#: and so do calls sent while it restarts ("The actor is restarting"), within a second or two.
 RETRY_ON: tuple[type[BaseException], ...] = (ray.exceptions.ActorUnavailableError,)
-#: Ray errors that mean "this handle's actor is gone": retried only after ``refresh``
+#: Ray errors that mean "this handle's actor is gone": it is dead with no restart left (killed
+#: with ``no_restart``, or its constructor raised). Retried only after ``refresh``.
 GONE_ON: tuple[type[BaseException], ...] = (ray.exceptions.ActorDiedError,)
 
 DEFAULT_DRIVER_RETRY_FOR = 60.0
