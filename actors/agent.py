@@ -7,8 +7,9 @@ Rules:
   whenever a slot is free, carrying whatever reports are pending; the reporter sends reports
   that appear while the claimer is parked. Reports accumulated during a call form the next
   batch, so the number of calls stays low under load.
-- Every call carries a request id and is retried with the same id until the scheduler answers:
-  scheduler restarts lose nothing and double nothing.
+- Every call carries a request id and is retried with the same id until the scheduler (or the
+  lock manager) answers, under the agents' call policy (``omoi_ray.calls.AGENT``: never gives
+  up, logs while it waits): singleton restarts lose nothing, double nothing, and cost no attempt.
 - Handler code never runs on the actor's event loop, which is the agent's control plane
   (claims, reports, heartbeats, lease and lock renewals): sync handlers run on the thread pool,
   and each async handler runs in an event loop of its own on a pool thread. A blocking call in a
@@ -43,6 +44,7 @@ from typing import Any
 
 import ray
 
+from omoi_ray.calls import AGENT, call_async
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.storable import clean_text
 from omoi_ray.core.task_graph import Report
@@ -117,6 +119,7 @@ class AgentActor:
         self.draining = False  # a zombie holds a slot: claim nothing more, then replace the process
         self.claimer: asyncio.Task[None] | None = None
         self.last_call = 0.0
+        self.renewing: asyncio.Task[None] | None = None  # the heartbeat's lock renewal under way
         self.stats = {"started": 0, "finished": 0, "rejected": 0, "max_running": 0}
         self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
         self.lock_manager = ray.get_actor(LOCKS_NAME, namespace=settings.namespace)
@@ -278,11 +281,15 @@ class AgentActor:
             if time.monotonic() - self.last_call >= lease * 0.9:
                 await self._exchange(self._take_reports(), wait=None)
             holders = [run.ctx.holder for run in self.running.values() if run.ctx.took_locks]
-            if holders:
-                try:
-                    await self._call_locks("renew_all", holders=holders)
-                except Exception:  # noqa: BLE001 - the next beat tries again; leases outlast a miss
-                    log.warning("agent %s: lock renewal failed", self.name, exc_info=True)
+            if holders and (self.renewing is None or self.renewing.done()):
+                # its own task: a lock manager that is restarting never delays the agent's lease
+                self.renewing = asyncio.get_running_loop().create_task(self._renew_locks(holders))
+
+    async def _renew_locks(self, holders: list[str]) -> None:
+        try:
+            await self._call_locks("renew_all", holders=holders)
+        except Exception:  # noqa: BLE001 - the next beat tries again; leases outlast a miss
+            log.warning("agent %s: lock renewal failed", self.name, exc_info=True)
 
     # ------------------------------------------------------------------ talking to the scheduler
 
@@ -318,23 +325,28 @@ class AgentActor:
         await self._register()
 
     async def _call(self, method: str, *args: Any) -> Any:
-        """Call the scheduler, retrying with the same arguments until it answers."""
-        delay = 0.05
-        while True:
-            try:
-                return await getattr(self.scheduler, method).remote(*args)
-            except ray.exceptions.ActorDiedError:
-                self._refresh_scheduler()
-            except ray.exceptions.RayActorError:
-                pass
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        """Call the scheduler, retrying with the same arguments until it answers (the agents'
+        call policy); raises the scheduler's own ``OmoiError`` as itself."""
+        return await call_async(
+            lambda: getattr(self.scheduler, method).remote(*args),
+            policy=AGENT, what=f"the scheduler (called by agent {self.name})", refresh=self._refresh_scheduler,
+        )
 
-    def _refresh_scheduler(self) -> None:
+    def _refresh_scheduler(self) -> Any:
+        """Look the scheduler up again by name (its old actor is gone); None while there is none."""
         try:
             self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.settings.namespace)
         except ValueError:
-            log.warning("agent %s: no scheduler in namespace %s; waiting", self.name, self.settings.namespace)
+            return None  # the policy keeps trying, and logs while it waits
+        return self.scheduler
+
+    def _refresh_locks(self) -> Any:
+        """``_refresh_scheduler`` for the lock manager."""
+        try:
+            self.lock_manager = ray.get_actor(LOCKS_NAME, namespace=self.settings.namespace)
+        except ValueError:
+            return None
+        return self.lock_manager
 
     # ------------------------------------------------------------------ running attempts
 
@@ -414,6 +426,7 @@ class AgentActor:
         return await acquire_async(
             self.lock_manager, ctx.holder, [list(lock) for lock in a.locks], ttl=self.settings.lock_ttl,
             wait=a.timeout, task_id=a.task_id, agent_id=self.name, request_id=request_id_for(f"task:{ctx.holder}"),
+            policy=AGENT, refresh=self._refresh_locks,
         )
 
     async def _release_locks(self, ctx: TaskContext) -> None:
@@ -424,14 +437,11 @@ class AgentActor:
             log.warning("agent %s: could not release the locks of %s", self.name, ctx.holder, exc_info=True)
 
     async def _call_locks(self, method: str, **kwargs: Any) -> Any:
-        delay = 0.05
-        for _ in range(20):
-            try:
-                return await getattr(self.lock_manager, method).remote(**kwargs)
-            except ray.exceptions.RayActorError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise RuntimeError(f"the lock manager did not answer {method}")
+        """Call the lock manager under the agents' call policy (like ``_call``)."""
+        return await call_async(
+            lambda: getattr(self.lock_manager, method).remote(**kwargs),
+            policy=AGENT, what=f"the lock manager (called by agent {self.name})", refresh=self._refresh_locks,
+        )
 
     def _check_result(self, task_id: str, value: Any) -> Any:
         try:

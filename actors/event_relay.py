@@ -16,6 +16,9 @@ Rules:
   stream at least once, and never twice while the stream lives.
 - Redis unreachable: back off (0.1 s doubling to 5 s), keep the backlog in the database, resync
   on reconnect. Database errors: back off, keep the cursor.
+- ``describe`` tells the present from the past: ``healthy`` is False only while the relay's
+  latest round (a mirrored batch, or a prune without Redis) failed; ``last_error`` keeps the
+  latest failure's text after recovery, dated by ``last_error_at`` (Unix seconds).
 - With no Redis configured it only prunes.
 - Pruning (every ``PRUNE_EVERY`` s): events older than ``events_retention``; with Redis, never
   past the saved cursor.
@@ -62,6 +65,8 @@ class EventRelayActor:
         self.saved: Position | None = None
         self.redis_up = False
         self.last_error = ""
+        self.last_error_at: float | None = None
+        self.healthy = True
         self.mirrored = 0
         self.resyncs = 0
         self.pruned = 0
@@ -93,7 +98,9 @@ class EventRelayActor:
             "resyncs": self.resyncs,
             "pruned": self.pruned,
             "lag_seconds": round(self.lag_seconds, 4),
+            "healthy": self.healthy,
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "pid": os.getpid(),
         }
 
@@ -139,7 +146,9 @@ class EventRelayActor:
             now = time.monotonic()
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY
-                self._guarded(self._prune)
+                pruned = self._guarded(self._prune)
+                if self.redis is None:
+                    self.healthy = pruned  # without Redis, pruning is all the relay does
             if self.redis is None:
                 self._stop.wait(PRUNE_EVERY)
                 continue
@@ -150,6 +159,9 @@ class EventRelayActor:
                     self.log.save_cursor(CURSOR_NAME, self.cursor)
                     self.saved, last_save = self.cursor, time.monotonic()
                 backoff = BACKOFF_FIRST
+                if not self.healthy:
+                    log.info("event relay recovered (last error: %s)", self.last_error)
+                    self.healthy = True
                 if not more:
                     self._stop.wait(self.settings.events_poll)
             except Exception as exc:  # noqa: BLE001 - one loop survives every outage
@@ -221,7 +233,7 @@ class EventRelayActor:
         log.info("stream %s not found: mirroring again from %s", self.keys.stream, self.cursor)
 
     def _on_error(self, exc: Exception) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._failed(exc)
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             if self.redis_up:
                 log.warning("Redis unreachable, keeping the backlog in the database: %s", exc)
@@ -247,12 +259,22 @@ class EventRelayActor:
             self.pruned += n
             return n
 
-    def _guarded(self, fn: Any) -> None:
+    def _guarded(self, fn: Any) -> bool:
+        """Run ``fn``; on failure record it (see ``_failed``) and return False."""
         try:
             fn()
         except Exception as exc:  # noqa: BLE001
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._failed(exc)
             log.warning("event relay: %s", self.last_error)
+            return False
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        # first line only: driver errors (psycopg) append the SQL and a documentation link
+        text = str(exc).strip().splitlines()
+        self.last_error = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+        self.last_error_at = time.time()
+        self.healthy = False
 
 
 class _Metrics:

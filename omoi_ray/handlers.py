@@ -82,19 +82,21 @@ class TaskContext:
         """Results of the tasks this one depends on, by id (they all completed: that is why it
         runs). Blocks, so call it from sync handlers; async handlers use
         ``await ctx.upstream_results_async()``."""
-        import ray
+        from omoi_ray.calls import HANDLER, call
 
-        return _by_id(self._get_infos(ray.get))
-
-    async def upstream_results_async(self) -> dict[str, Any]:
         if not self.depends_on:
             return {}
-        return _by_id(await self._scheduler.get.remote(list(self.depends_on)))
+        ids = list(self.depends_on)
+        return _by_id(call(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler",
+                           check=self.raise_if_cancelled))
 
-    def _get_infos(self, get: Callable[[Any], Any]) -> list[Any]:
+    async def upstream_results_async(self) -> dict[str, Any]:
+        from omoi_ray.calls import HANDLER, call_async
+
         if not self.depends_on:
-            return []
-        return get(self._scheduler.get.remote(list(self.depends_on)))
+            return {}
+        ids = list(self.depends_on)
+        return _by_id(await call_async(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler"))
 
     def token(self, resource: str) -> int:
         """The fencing token of a lock this attempt holds (``"type:id"``)."""
@@ -106,10 +108,11 @@ class TaskContext:
     def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> Any:
         """Take a lock now (sync handlers); it is released when the attempt ends, whatever its
         outcome, and renewed by the agent meanwhile. Returns a ``Lease`` (tokens in ``.tokens``)."""
+        from omoi_ray.calls import HANDLER
         from omoi_ray.locks import LockClient
 
         self.took_locks = True
-        lease = LockClient(self._lock_manager, self.holder).acquire(
+        lease = LockClient(self._lock_manager, self.holder, policy=HANDLER, check=self.raise_if_cancelled).acquire(
             resources, mode, wait=wait, ttl=ttl, task_id=self.task_id, agent_id=self.agent_id
         )
         self.locks.extend(lease.grants)
@@ -134,14 +137,29 @@ class TaskContext:
 async def acquire_async(
     lock_manager: Any, holder: str, resources: Any, mode: str = "exclusive", *, wait: float | None,
     ttl: float, task_id: str | None, agent_id: str | None, request_id: str | None = None,
+    policy: Any = None, refresh: Callable[[], Any] | None = None,
 ) -> list[Any]:
-    """Acquire from async code: ask again with the same request id until granted (or an error)."""
+    """Acquire from async code: ask again with the same request id until granted; returns the
+    grants. Rides out lock-manager restarts under ``policy`` (an ``omoi_ray.calls.Policy``;
+    default: a handler's, which never gives up); ``refresh`` returns a new handle when the old
+    one's actor is gone. Raises the lock manager's ``LockError`` (timeout, deadlock, bad request)."""
     import uuid
 
+    from omoi_ray.calls import HANDLER, call_async
+
     request_id = request_id or uuid.uuid4().hex
-    while True:
-        reply = await lock_manager.acquire.remote(
-            holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id, task_id=task_id, agent_id=agent_id
+    handle = lock_manager
+
+    def refreshed() -> None:
+        nonlocal handle
+        handle = (refresh() if refresh is not None else None) or handle
+
+    while True:  # "still waiting" replies: ask again with the same request id
+        reply = await call_async(
+            lambda: handle.acquire.remote(
+                holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id, task_id=task_id, agent_id=agent_id
+            ),
+            policy=policy or HANDLER, what="the lock manager", refresh=refreshed if refresh is not None else None,
         )
         if reply.granted:
             return list(reply.grants)

@@ -15,6 +15,10 @@ Rules:
 - ``acquire`` checks its whole request here before sending it (``lock_specs.parse_request``):
   ``holder=None`` means this client's holder, any other holder must be valid text (``""`` is
   refused, never replaced by the default).
+- Every call rides out a lock-manager restart under the caller's call policy
+  (``omoi_ray.calls``): a driver's for ``OMOI_CALL_RETRY_FOR`` seconds, a handler's until its
+  attempt ends. A waiting ``acquire`` asks again with the same request id, so a restart neither
+  loses its place in the queue nor grants it twice.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
-from omoi_ray.calls import call
-from omoi_ray.errors import LeaseExpiredError, LockError, OmoiError
+from omoi_ray.calls import Policy, call
+from omoi_ray.errors import LeaseExpiredError, LockError, LockNotHeldError, OmoiError
 from omoi_ray.lock_specs import check_request_id, parse_request, request_id_for
 
 
@@ -64,14 +68,17 @@ class Lease:
         return {g.resource: g.token for g in self.grants}
 
     def renew(self) -> None:
-        self.grants = call(lambda: self.client.handle.renew.remote(self.holder, [g.id for g in self.grants]))
+        self.grants = self.client._call(lambda: self.client.handle.renew.remote(self.holder, [g.id for g in self.grants]))
 
     def release(self) -> None:
         self._stop.set()
         if self.released:
             return
         release_id = request_id_for(f"release-{self.request_id}")
-        call(lambda: self.client.handle.release.remote(self.holder, [g.id for g in self.grants], release_id))
+        self.client._call(
+            lambda: self.client.handle.release.remote(self.holder, [g.id for g in self.grants], release_id),
+            if_repeated=_released_before,
+        )
         self.released = True
 
     def keep_alive(self) -> Lease:
@@ -92,22 +99,41 @@ class Lease:
                 self.lost, self.lost_reason = True, str(exc)
                 return
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         try:
             self.release()
         except LeaseExpiredError:
             pass  # nothing to give back
 
 
-class LockClient:
-    """Blocking calls to the lock manager, as one holder (or any, by passing ``holder``)."""
+def _released_before(error: BaseException) -> int:
+    """A release made again after the lock manager restarted: its first try may have ended the
+    grants (the new process no longer remembers that answer), and "not held" is what a release
+    wants. An expired lease stays an error (``LeaseExpiredError``)."""
+    if isinstance(error, LockNotHeldError) and not isinstance(error, LeaseExpiredError):
+        return 0
+    raise error
 
-    def __init__(self, handle: Any, holder: str | None = None) -> None:
+
+class LockClient:
+    """Blocking calls to the lock manager, as one holder (or any, by passing ``holder``).
+
+    ``policy`` is the callers' budget across lock-manager restarts (default: a driver's);
+    ``check`` runs before each retry and may raise to stop retrying (a handler's cancellation).
+    """
+
+    def __init__(self, handle: Any, holder: str | None = None, *, policy: Policy | None = None,
+                 check: Callable[[], None] | None = None) -> None:
         self.handle = handle
         self.holder = holder or default_holder()
+        self.policy = policy
+        self.check = check
+
+    def _call(self, ref_factory: Callable[[], Any], if_repeated: Callable[[BaseException], Any] | None = None) -> Any:
+        return call(ref_factory, policy=self.policy, what="the lock manager", check=self.check, if_repeated=if_repeated)
 
     def acquire(
         self,
@@ -130,8 +156,8 @@ class LockClient:
         parse_request(holder, resources, mode, ttl=ttl, wait=wait)
         check_request_id(request_id)
         request_id = uuid.uuid4().hex if request_id is None else request_id
-        while True:
-            reply = call(
+        while True:  # "still waiting" replies: ask again with the same request id
+            reply = self._call(
                 lambda: self.handle.acquire.remote(
                     holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id,
                     task_id=task_id, agent_id=agent_id,
@@ -142,7 +168,7 @@ class LockClient:
                 return lease.keep_alive() if keep_alive else lease
 
     def release_all(self, *, holder: str | None = None, task_id: str | None = None, agent_id: str | None = None) -> int:
-        return call(lambda: self.handle.release_all.remote(holder=holder, task_id=task_id, agent_id=agent_id))
+        return self._call(lambda: self.handle.release_all.remote(holder=holder, task_id=task_id, agent_id=agent_id))
 
     def holders(self, resource: str) -> dict[str, Any]:
-        return call(lambda: self.handle.holders.remote(resource))
+        return self._call(lambda: self.handle.holders.remote(resource))

@@ -29,7 +29,7 @@ from actors.agent import AgentActor
 from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
-from omoi_ray.calls import call, unwrap
+from omoi_ray.calls import call, label, set_driver_budget, unwrap
 from omoi_ray.core import storable
 from omoi_ray.errors import (
     ConfigurationError,
@@ -104,6 +104,10 @@ class Runtime:
         self.lock_manager = lock_manager
         self.relay = relay
         self._locks: Any = None
+        set_driver_budget(settings.call_retry_for)  # this process's calls ride out restarts this long
+        for handle, role, name in ((scheduler, "scheduler", SCHEDULER_NAME), (lock_manager, "lock manager", LOCKS_NAME),
+                                   (relay, "event relay", EVENTS_NAME)):
+            label(handle, f"the {role} ({name})")  # named in messages of calls that fail
 
     # ------------------------------------------------------------------ locks
 
@@ -372,7 +376,9 @@ class Runtime:
         return follow(self.settings, since=since, types=types, **options)
 
     def relay_status(self) -> dict[str, Any]:
-        """The event relay's state: Redis reachable, cursor, events mirrored, lag in seconds."""
+        """The event relay's state: Redis reachable, cursor, events mirrored, lag in seconds, and
+        ``healthy`` (its latest round succeeded) with the latest failure kept as ``last_error`` and
+        ``last_error_at`` (Unix seconds, None if it never failed)."""
         return call(lambda: self.relay.describe.remote())
 
     def flush_events(self, timeout: float = 30.0) -> str:

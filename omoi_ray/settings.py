@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     events_poll: float = 0.05
     #: events mirrored per Redis round trip
     events_batch: int = 1000
+    #: seconds a driver's call keeps retrying while a singleton (scheduler, lock manager, relay)
+    #: restarts before it raises ``RuntimeUnavailableError`` (agents and handlers never give up)
+    call_retry_for: float = 60.0
 
     @field_validator("namespace")
     @classmethod
@@ -159,6 +162,12 @@ class Settings(BaseSettings):
             except (ArgumentError, ValueError):
                 raise ValueError(f"is not a well-formed URL: {_URL_HINTS['database_url']}") from None
         return value
+    @field_validator("call_retry_for")
+    @classmethod
+    def _call_retry_for(cls, value: float) -> float:
+        from omoi_ray.core.storable import MAX_WAIT_S, check_seconds
+
+        return check_seconds(value, "call_retry_for", maximum=MAX_WAIT_S)
 
     # -- derived values ---------------------------------------------------------------------
 

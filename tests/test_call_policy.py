@@ -1,0 +1,443 @@
+"""One call policy (``omoi_ray.calls``): a singleton's restart costs time, never an attempt, and
+errors raised inside actors reach callers as the plain typed omoi error.
+
+The policy itself is tested with stand-in calls (no Ray process needed); the restarts are real:
+the lock manager or the scheduler is killed (Ray restarts it) while an agent waits on it, on
+SQLite and PostgreSQL, each test in a runtime of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import ray
+from pydantic import SecretStr, ValidationError
+
+import omoi_ray as omoi
+from omoi_ray import calls
+from omoi_ray.errors import (
+    CycleError,
+    HandlerNotFoundError,
+    LockUnavailableError,
+    RuntimeUnavailableError,
+    TaskCancelledError,
+    TaskNotFoundError,
+)
+from omoi_ray.settings import Settings
+from tests.conftest import make_settings
+from tests.handlers import gate
+
+H = "tests.handlers:behave"
+ANSI = re.compile(r"\x1b\[")
+
+
+def unavailable() -> ray.exceptions.ActorUnavailableError:
+    return ray.exceptions.ActorUnavailableError("The actor is temporarily unavailable: IOError: The actor was restarted", None)
+
+
+def wrapped(cause: BaseException) -> BaseException:
+    """What Ray raises in the caller for an error raised in an actor method."""
+    tb = f"Traceback (most recent call last):\n  File \"x.py\", line 1\n\x1b[36m{type(cause).__name__}: {cause}\x1b[39m"
+    return ray.exceptions.RayTaskError("f", tb, cause, proctitle="ray::A.f", pid=1, ip="127.0.0.1").as_instanceof_cause()
+
+
+class Flaky:
+    """A stand-in actor call: raises the given errors in turn, then answers; counts the tries and
+    remembers the arguments of each."""
+
+    def __init__(self, *errors: BaseException, answer: object = "ok") -> None:
+        self.errors = list(errors)
+        self.answer = answer
+        self.tries: list[tuple] = []
+
+    async def __call__(self, *args: object) -> object:
+        self.tries.append(args)
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.answer
+
+
+def assert_one_plain_line(err: BaseException, cls: type) -> None:
+    assert type(err) is cls
+    text = str(err)
+    assert "\n" not in text and "Traceback" not in text and not ANSI.search(text), text
+
+
+# ------------------------------------------------------------------------------- the policy
+
+
+def test_unwrap_returns_the_plain_typed_error_not_rays_wrapper():
+    cause = CycleError("tasks a -> b -> a form a cycle", cycle=["a", "b", "a"])
+    err = wrapped(cause)
+    assert isinstance(err, CycleError) and type(err) is not CycleError  # Ray's dual wrapper
+    plain = calls.unwrap(err)
+    assert plain is cause and plain.cycle == ["a", "b", "a"]
+    assert_one_plain_line(plain, CycleError)
+    other = wrapped(ValueError("not ours"))
+    assert calls.unwrap(other) is other  # only omoi errors are unwrapped
+
+
+def test_an_unavailable_actor_is_asked_again_with_the_same_arguments_until_it_answers():
+    fake = Flaky(unavailable(), unavailable(), answer={"granted": True})
+    got = asyncio.run(calls.call_async(lambda: fake("holder", "req-1"), policy=calls.AGENT))
+    assert got == {"granted": True}
+    assert fake.tries == [("holder", "req-1")] * 3
+
+
+def test_an_error_raised_in_the_actor_is_final_and_arrives_plain():
+    fake = Flaky(wrapped(LockUnavailableError("res:x is not available now")))
+    with pytest.raises(LockUnavailableError) as caught:
+        asyncio.run(calls.call_async(fake, policy=calls.AGENT))
+    assert_one_plain_line(caught.value, LockUnavailableError)
+    assert len(fake.tries) == 1
+
+
+@pytest.mark.parametrize("error", [ValueError("bad argument"), ray.exceptions.GetTimeoutError("get timed out")])
+def test_other_errors_are_final_and_unchanged(error):
+    fake = Flaky(error)
+    with pytest.raises(type(error)) as caught:
+        asyncio.run(calls.call_async(fake, policy=calls.AGENT))
+    assert caught.value is error and len(fake.tries) == 1
+
+
+def test_a_gone_actor_is_looked_up_again_by_name_when_the_caller_can():
+    died = ray.exceptions.ActorDiedError()
+    handles = {"current": "old"}
+    fake = Flaky(died, answer="new answer")
+    looked_up = []
+
+    def refresh():
+        looked_up.append(True)
+        handles["current"] = "new"
+        return "new"
+
+    got = asyncio.run(calls.call_async(lambda: fake(handles["current"]), policy=calls.AGENT, refresh=refresh))
+    assert got == "new answer" and looked_up == [True]
+    assert fake.tries == [("old",), ("new",)]
+    # a caller that cannot look it up (a driver's handle) is told at once
+    fake = Flaky(ray.exceptions.ActorDiedError())
+    with pytest.raises(RuntimeUnavailableError, match="gone .* connect\\(\\) again") as caught:
+        asyncio.run(calls.call_async(fake, policy=calls.Policy.driver(60), what="the scheduler"))
+    assert_one_plain_line(caught.value, RuntimeUnavailableError)
+    assert len(fake.tries) == 1
+
+
+def test_an_already_done_answer_to_a_repeated_call_is_the_callers_to_interpret():
+    from omoi_ray.errors import LockNotHeldError
+
+    def released_before(error):
+        if isinstance(error, LockNotHeldError):
+            return 0
+        raise error
+
+    # the first try ended the grant, then the actor restarted before answering
+    fake = Flaky(unavailable(), wrapped(LockNotHeldError("'me' holds no grant 'g-1'")))
+    assert asyncio.run(calls.call_async(fake, policy=calls.AGENT, if_repeated=released_before)) == 0
+    assert len(fake.tries) == 2
+    # the same answer to a call made once is an error
+    fake = Flaky(wrapped(LockNotHeldError("'me' holds no grant 'g-1'")))
+    with pytest.raises(LockNotHeldError):
+        asyncio.run(calls.call_async(fake, policy=calls.AGENT, if_repeated=released_before))
+
+
+def test_a_driver_gives_up_after_its_budget_and_an_agent_does_not(caplog):
+    fake = Flaky(*[unavailable() for _ in range(1000)])
+    with pytest.raises(RuntimeUnavailableError, match=r"the lock manager did not come back within 0\.3s \(OMOI_CALL_RETRY_FOR") as caught:
+        asyncio.run(calls.call_async(fake, policy=calls.Policy.driver(0.3), what="the lock manager"))
+    assert_one_plain_line(caught.value, RuntimeUnavailableError)
+    assert 2 <= len(fake.tries) < 10  # retried, with growing waits, then stopped
+    # the same outage for an agent: it outlasts the driver's budget, says so, and gets its answer
+    agent = Flaky(*[unavailable() for _ in range(6)], answer="back")
+    with caplog.at_level("WARNING", logger="omoi_ray.calls"):
+        assert asyncio.run(calls.call_async(agent, policy=calls.AGENT, what="the scheduler")) == "back"
+    assert len(agent.tries) == 7
+    assert any("the scheduler is unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_handler_context_stops_retrying_once_its_attempt_is_cancelled():
+    cancelled = threading.Event()
+    tries = []
+
+    def never_there():
+        tries.append(1)
+        if len(tries) == 3:
+            cancelled.set()
+        raise unavailable()
+
+    def check():
+        if cancelled.is_set():
+            raise TaskCancelledError("task 't' attempt 1: cancelled")
+
+    # the blocking variant: ray.get is not reached because the call itself raises
+    with pytest.raises(TaskCancelledError):
+        calls.call(never_there, policy=calls.HANDLER, check=check)
+    assert len(tries) == 3
+
+
+def test_the_driver_budget_is_a_bounded_setting():
+    assert Settings().call_retry_for == 60.0
+    assert Settings(call_retry_for=5).call_retry_for == 5.0
+    for bad in (0, -1, float("nan"), float("inf"), 1e12):
+        with pytest.raises(ValidationError, match="call_retry_for"):
+            Settings(call_retry_for=bad)
+
+
+# ------------------------------------------------------------------ typed errors from actors
+
+
+@pytest.mark.ray
+def test_errors_from_the_scheduler_lock_manager_and_an_agent_constructor_arrive_plain(runtime, uid):
+    with pytest.raises(CycleError) as caught:
+        runtime.submit([omoi.TaskSpec(id=f"{uid}-a", type="t", depends_on=[f"{uid}-b"]),
+                        omoi.TaskSpec(id=f"{uid}-b", type="t", depends_on=[f"{uid}-a"])])
+    assert_one_plain_line(caught.value, CycleError)
+    with pytest.raises(TaskNotFoundError):
+        runtime.get(f"{uid}-a")  # nothing was stored
+
+    res = f"res:{uid}"
+    with runtime.lock(res, keep_alive=False) as held:
+        with pytest.raises(LockUnavailableError) as caught:
+            runtime.locks.acquire(res, wait=0, holder=f"other-{uid}")
+        assert_one_plain_line(caught.value, LockUnavailableError)
+        assert [g.holder for g in runtime.locks.holders(res)["holders"]] == [held.holder]
+
+    with pytest.raises(HandlerNotFoundError) as caught:
+        runtime.spawn_agent(f"bad-{uid}", handler="tests.no_such_module:nothing")
+    assert_one_plain_line(caught.value, HandlerNotFoundError)
+    assert "tests.no_such_module" in str(caught.value)
+    with pytest.raises(omoi.errors.AgentNotFoundError):
+        runtime.agent(f"bad-{uid}")  # the failed agent was cleaned away
+
+
+# ---------------------------------------------------------------- restarts cost no attempt
+
+
+@pytest.fixture
+def own_runtime(request, ray_session, backend, tmp_path):
+    """A runtime with its own namespace and database: its singletons are killed here."""
+    name, _ = backend
+    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    settings = make_settings(tmp_path, url, f"calls-{uuid.uuid4().hex[:8]}", lease_ttl=6.0, long_poll=5.0)
+    rt = omoi.connect(settings, migrate=True)
+    yield rt
+    rt.shutdown(agents_timeout=2.0)
+
+
+def until(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def waiting(rt, resource: str) -> list[str]:
+    return [holder for holder, _ in rt.locks.holders(resource)["waiting"]]
+
+
+@pytest.mark.ray
+@pytest.mark.faults
+def test_a_lock_manager_restart_while_tasks_wait_for_locks_costs_no_attempt(own_runtime, uid):
+    rt = own_runtime
+    declared, on_the_fly = f"res:{uid}-x", f"res:{uid}-y"
+    lease_x = rt.lock(declared)
+    lease_y = rt.lock(on_the_fly)
+    rt.spawn_agent("declares", capabilities=["declares"], capacity=1, handler=H)
+    rt.spawn_agent("takes", capabilities=["takes"], capacity=1, handler=H)
+    a = omoi.TaskSpec(id=f"{uid}-a", type="behave", requires=["declares"], locks=[declared], max_retries=0,
+                      payload={"op": "hold_locks"})
+    b = omoi.TaskSpec(id=f"{uid}-b", type="behave", requires=["takes"], max_retries=0,
+                      payload={"op": "take_lock", "resource": on_the_fly, "wait": 120})
+    rt.submit([a, b])
+    until(lambda: waiting(rt, declared) == [f"{a.id}#1"], "the agent to wait for its declared lock")
+    until(lambda: waiting(rt, on_the_fly) == [f"{b.id}#1"], "the handler to wait for its lock")
+    before = rt.lock_manager.describe.remote()
+    pid = ray.get(before)["pid"]
+
+    ray.kill(rt.lock_manager, no_restart=False)  # Ray restarts it; the waits are in flight
+    lease_x.release()  # the driver's calls ride out the restart too
+    lease_y.release()
+
+    assert rt.wait([a.id, b.id], timeout=120) == {a.id: "completed", b.id: "completed"}
+    assert rt.get(a.id).result["tokens"] == {declared: lease_x.token + 1}
+    assert rt.get(b.id).result["tokens"] == {on_the_fly: lease_y.token + 1}
+    for task in (a, b):
+        assert [(x.attempt, x.outcome) for x in rt.attempts(task.id)] == [(1, "completed")]
+    described = ray.get(rt.lock_manager.describe.remote())
+    assert described["restarted"] and described["pid"] != pid
+    assert lease_x.released and lease_y.released
+    until(lambda: rt.locks.holders(declared)["holders"] == [] and rt.locks.holders(on_the_fly)["holders"] == [],
+          "the attempts' locks to be released")
+
+
+@pytest.mark.ray
+@pytest.mark.faults
+def test_a_scheduler_restart_while_an_agent_reports_costs_no_attempt(own_runtime, uid):
+    rt = own_runtime
+    rt.spawn_agent("reporter", capabilities=["r"], capacity=1, handler=H)
+    t = omoi.TaskSpec(id=f"{uid}-t", type="behave", requires=["r"], max_retries=0,
+                      payload={"op": "wait_gate", "gate": f"{uid}-go", "started_gate": f"{uid}-t"})
+    rt.submit([t])
+    assert ray.get(gate().wait.remote(f"{uid}-t:1", 60))  # attempt 1 runs
+    pid = rt.describe()["pid"]
+
+    ray.kill(rt.scheduler, no_restart=False)
+    ray.get(gate().open.remote(f"{uid}-go"))  # the handler ends; its report meets a restarting scheduler
+
+    assert rt.wait([t.id], timeout=120) == {t.id: "completed"}
+    info = rt.get(t.id)
+    assert (info.attempt, info.result) == (1, {"released": True, "agent": "reporter"})
+    assert [(x.attempt, x.outcome) for x in rt.attempts(t.id)] == [(1, "completed")]
+    described = rt.describe()
+    assert described["restarted"] and described["pid"] != pid
+    assert [e["type"] for e in rt.events(t.id)].count("task.completed") == 1
+
+
+@pytest.mark.ray
+@pytest.mark.faults
+def test_a_singleton_killed_for_good_fails_driver_calls_at_once_and_agents_find_its_successor(own_runtime, uid):
+    rt = own_runtime
+    rt.spawn_agent("survivor", capabilities=["s"], capacity=1, handler=H)
+    first = omoi.TaskSpec(id=f"{uid}-1", type="behave", requires=["s"], max_retries=0)
+    assert rt.run([first], timeout=60)[first.id].status == "completed"
+
+    ray.kill(rt.relay)  # no restart: this handle's actor is gone
+    ray.kill(rt.scheduler)
+    for gone, name in ((rt.relay_status, "event relay"), (rt.status, "scheduler")):
+        with pytest.raises(RuntimeUnavailableError, match=rf"the {name} \(omoi\.\w+\) is gone .* connect\(\) again") as caught:
+            gone()
+        assert_one_plain_line(caught.value, RuntimeUnavailableError)
+
+    again = omoi.connect(rt.settings)  # recreates the scheduler and the relay under their names
+    rt.scheduler, rt.relay = again.scheduler, again.relay  # (for the fixture's shutdown)
+    second = omoi.TaskSpec(id=f"{uid}-2", type="behave", requires=["s"], max_retries=0)
+    # the agent looked the new scheduler up by name and runs the new task
+    assert again.run([second], timeout=60)[second.id].status == "completed"
+    assert [(x.agent_id, x.attempt, x.outcome) for x in again.attempts(second.id)] == [("survivor", 1, "completed")]
+    assert again.get(first.id).status == "completed"  # the database kept everything
+
+
+# ------------------------------------------------------------------- relay health is dated
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that a test can cut (every connection dropped, new ones refused
+    until ``resume``): a database outage as the relay sees it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.up = threading.Event()
+        self.up.set()
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.up.clear()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def resume(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.server.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.faults
+def test_relay_status_dates_a_database_outage_and_reports_recovery(pg_schemas, redis_prefix, tmp_path):
+    import sqlalchemy as sa
+
+    from actors.event_relay import EventRelayActor
+    from omoi_ray.store import migrate
+    from omoi_ray.store.store import Store
+    from tests.test_events import write
+
+    url = pg_schemas.new()
+    migrate.upgrade(url)
+    real = sa.engine.make_url(url)
+    proxy = Proxy(real.host or "127.0.0.1", real.port or 5432)
+    through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    redis_url, prefix = redis_prefix
+    settings = Settings(home=tmp_path, database_url=SecretStr(through), redis_url=SecretStr(redis_url),
+                        redis_prefix=prefix, events_poll=0.02)
+    store = Store(url)
+    relay = EventRelayActor(settings)
+    try:
+        write(store, "before", 3)
+        relay.flush(30)
+        state = relay.describe()
+        assert (state["healthy"], state["last_error"], state["last_error_at"]) == (True, "", None)
+        assert state["mirrored"] == 3
+
+        proxy.cut()
+        until(lambda: not relay.describe()["healthy"], "the relay to notice the outage", 30)
+        down = relay.describe()
+        assert down["last_error"] and "\n" not in down["last_error"]
+        assert down["last_error_at"] <= time.time()
+
+        proxy.resume()
+        until(lambda: relay.describe()["healthy"], "the relay to recover", 60)
+        write(store, "after", 2)
+        relay.flush(30)  # it mirrors again
+        back = relay.describe()
+        assert back["healthy"] is True and back["mirrored"] == 5
+        assert back["last_error"] == down["last_error"] and back["last_error_at"] >= down["last_error_at"]
+    finally:
+        relay.stop()
+        proxy.close()
+        store.dispose()
+        pg_schemas.drop(url)
