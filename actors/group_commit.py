@@ -11,6 +11,8 @@ Rules:
   committed after all (the connection can drop during COMMIT), so nothing is written twice.
   When the database stays unreachable past ``give_up_after`` seconds the process exits so that
   Ray restarts the actor, which rebuilds its memory from whatever the database committed.
+- A batch refused because this writer was replaced (``OwnershipLostError``: its owner epoch is
+  no longer the database's) is never retried: the process exits at once.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class GroupCommit:
                 self.write_seconds += time.perf_counter() - t0
                 return
             except Exception as exc:  # noqa: BLE001 - every failure is retried or fatal below
+                _exit_if_replaced(exc)
                 if is_permanent_error(exc) or time.monotonic() - started > self._give_up_after:
                     log.critical(
                         "cannot commit a batch (%s: %s); exiting so that Ray restarts "
@@ -154,6 +157,16 @@ class GroupCommit:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _exit_if_replaced(exc: Exception) -> None:
+    """A writer whose owner epoch was replaced commits nothing more (``actors.startup``)."""
+    from omoi_ray.errors import OwnershipLostError
+
+    if isinstance(exc, OwnershipLostError):
+        from actors.startup import exit_replaced
+
+        exit_replaced(exc)
 
 
 def _short(exc: Exception) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from omoi_ray.core.storable import MAX_OWNER_LEASE_S
 from omoi_ray.errors import ConfigurationError
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     events_poll: float = 0.05
     #: events mirrored per Redis round trip
     events_batch: int = 1000
+    #: the runtime's lease on its database (seconds): renewed by the scheduler every third of
+    #: it; another runtime may take the database over once it lapses (see ``db_owner``)
+    owner_lease: float = 15.0
 
     @field_validator("namespace")
     @classmethod
@@ -88,6 +92,13 @@ class Settings(BaseSettings):
     def _positive_seconds(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("owner_lease")
+    @classmethod
+    def _owner_lease(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0.1 <= value <= MAX_OWNER_LEASE_S):
+            raise ValueError(f"must be between 0.1 and {MAX_OWNER_LEASE_S:g} seconds")
         return value
 
     @field_validator("events_replay")

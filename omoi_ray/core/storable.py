@@ -32,6 +32,8 @@ MAX_REASON_CHARS = 1000
 MAX_ERROR_CHARS = 4000
 #: longest wait a driver call accepts, in seconds (about 31 years: "no limit" is ``None``)
 MAX_WAIT_S = 1e9
+#: longest lease a runtime may hold on its database (``OMOI_OWNER_LEASE``), in seconds
+MAX_OWNER_LEASE_S = 3600.0
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")

@@ -11,6 +11,8 @@ Rules:
 - Every transaction also records a *commit mark* (writer, epoch, batch number). Plain inserts
   would fail if a batch were applied twice, so a writer whose commit outcome is unknown (the
   connection dropped during COMMIT) asks ``committed(mark)`` before applying the batch again.
+- A writer that claimed the database (``fence``) checks its owner epoch as the transaction's
+  last statement (``omoi_ray.store.ownership``); a replaced writer's transaction rolls back.
 - Rows are built from the change set's live objects and streamed in chunks; ``prepare`` takes a
   full snapshot when a batch must be handed to another thread.
 """
@@ -32,6 +34,7 @@ from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
+from omoi_ray.store.ownership import Fence, check_fence, fence_statement
 
 CHUNK = 2000  # rows built and sent at a time
 BULK_ROWS = 400  # PostgreSQL: from this many rows in a transaction, COPY its large parts
@@ -79,6 +82,10 @@ class BatchWriter:
         self._time_form = _sqlite_time if self.dialect == "sqlite" else _aware
         self._time: Callable[[float | None], Any] = self._time_form
         self._statements = self._build_statements()
+        #: this writer's claim on the database (see ``omoi_ray.store.ownership``): when set,
+        #: every transaction checks its owner epoch before committing
+        self.fence: Fence | None = None
+        self._fence_sql = fence_statement(self._compile_dialect)
 
     # ------------------------------------------------------------------ statements
 
@@ -204,6 +211,8 @@ class BatchWriter:
                         row = {"writer": mark.writer, "epoch": mark.epoch, "batch": mark.batch,
                                "committed_at": self._time_form(time.time())}
                         cursor.executemany(self._statements["mark"].many, [row])
+                    if self.fence is not None:  # last: a replaced (zombie) writer commits nothing
+                        check_fence(cursor, self._fence_sql, self.fence)
                 finally:
                     cursor.close()
 
