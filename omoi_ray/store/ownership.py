@@ -195,10 +195,20 @@ def fence_statement(dialect: sa.Dialect) -> str:
     return str(stmt.compile(dialect=dialect))
 
 
-def check_fence(cursor: Any, statement: str, fence: Fence) -> None:
-    """Run the per-commit check on a DB-API cursor inside the writer's transaction."""
+def send_fence_check(dbapi_connection: Any, statement: str, fence: Fence) -> Any:
+    """Send the per-commit check inside the writer's transaction (in a PostgreSQL pipeline it
+    travels with the batch); returns the cursor to hand to ``check_fence`` before committing."""
+    cursor = dbapi_connection.cursor()
     cursor.execute(statement, {"writer": fence.writer})
-    row = cursor.fetchone()
+    return cursor
+
+
+def check_fence(cursor: Any, fence: Fence) -> None:
+    """Raise ``OwnershipLostError`` unless the check sent on ``cursor`` found ``fence``'s epoch."""
+    try:
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
     if row is None or row[0] != fence.owner_epoch:
         raise lost(fence)
 

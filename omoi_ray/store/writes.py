@@ -34,7 +34,7 @@ from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
-from omoi_ray.store.ownership import Fence, check_fence, fence_statement
+from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_fence_check
 
 CHUNK = 2000  # rows built and sent at a time
 BULK_ROWS = 400  # PostgreSQL: from this many rows in a transaction, COPY its large parts
@@ -195,6 +195,7 @@ class BatchWriter:
         with self.engine.begin() as conn:
             dbapi: Any = conn.connection.dbapi_connection
             pipelined = self.dialect == "postgresql" and not bulk
+            fence_check = None
             with dbapi.pipeline() if pipelined else contextlib.nullcontext():
                 cursor = dbapi.cursor()
                 try:
@@ -212,9 +213,11 @@ class BatchWriter:
                                "committed_at": self._time_form(time.time())}
                         cursor.executemany(self._statements["mark"].many, [row])
                     if self.fence is not None:  # last: a replaced (zombie) writer commits nothing
-                        check_fence(cursor, self._fence_sql, self.fence)
+                        fence_check = send_fence_check(dbapi, self._fence_sql, self.fence)
                 finally:
                     cursor.close()
+            if fence_check is not None:  # its answer came with the pipeline's one round trip
+                check_fence(fence_check, self.fence)  # type: ignore[arg-type]
 
     @staticmethod
     def _copy(cursor: Any, bulk: _Bulk, rows: Sequence[dict[str, Any]]) -> None:
