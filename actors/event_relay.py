@@ -167,7 +167,7 @@ class EventRelayActor:
                 if not more:
                     self._stop.wait(self.settings.events_poll)
             except Exception as exc:  # noqa: BLE001 - one loop survives every outage
-                _exit_if_replaced(exc)
+                self._exit_if_replaced(exc)
                 self._on_error(exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -266,15 +266,16 @@ class EventRelayActor:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001
-            _exit_if_replaced(exc)
+            self._exit_if_replaced(exc)
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("event relay: %s", self.last_error)
 
-
-def _exit_if_replaced(exc: Exception) -> None:
-    """A relay whose owner epoch was replaced writes nothing more (``actors.startup``)."""
-    if isinstance(exc, OwnershipLostError):
-        exit_replaced(exc)
+    def _exit_if_replaced(self, exc: Exception) -> None:
+        """A relay whose owner epoch was replaced writes nothing more (``actors.startup``): its
+        process exits (in-process use: its loop stops)."""
+        if isinstance(exc, OwnershipLostError):
+            exit_replaced(exc)
+            self._stop.set()
 
 
 class _Metrics:

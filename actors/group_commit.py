@@ -160,13 +160,15 @@ class GroupCommit:
 
 
 def _exit_if_replaced(exc: Exception) -> None:
-    """A writer whose owner epoch was replaced commits nothing more (``actors.startup``)."""
+    """A writer whose owner epoch was replaced commits nothing more (``actors.startup``): its
+    process exits (in-process use: the error is raised, never retried)."""
     from omoi_ray.errors import OwnershipLostError
 
     if isinstance(exc, OwnershipLostError):
         from actors.startup import exit_replaced
 
         exit_replaced(exc)
+        raise exc
 
 
 def _short(exc: Exception) -> str:

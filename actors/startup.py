@@ -73,7 +73,17 @@ def _guarded(method: Any) -> Any:
 
 
 def exit_replaced(exc: BaseException) -> None:
-    """End this process: its owner epoch was replaced, so nothing it holds may be committed."""
+    """End this actor's process: its owner epoch was replaced, so nothing it holds may be
+    committed. Outside an actor (an actor class used in-process, as tests do) it only logs, and
+    the caller stops instead."""
     log.critical("%s; exiting without writing", exc)
+    if not _in_actor():
+        return
     logging.shutdown()
     os._exit(EXIT_REPLACED)
+
+
+def _in_actor() -> bool:
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None

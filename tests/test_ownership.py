@@ -10,13 +10,17 @@ import time
 import uuid
 
 import pytest
+import ray
 import sqlalchemy as sa
 
+import omoi_ray as omoi
 from omoi_ray.core.ownership import Claim, OwnerId, Ownership, decide
 from omoi_ray.errors import ConfigurationError, DatabaseOwnedError, OwnershipLostError
+from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.store import ownership
 from omoi_ray.store import schema as t
 from omoi_ray.store.store import Store
+from tests.conftest import make_settings
 from tests.graph_harness import Harness, spec
 
 A = OwnerId("rt-a", "a" * 56)
@@ -168,6 +172,27 @@ def test_renew_extends_the_lease_and_release_ends_it(db_url):
         b.dispose()
 
 
+def test_a_replaced_relay_saves_no_cursor_and_prunes_nothing(db_url):
+    from omoi_ray.events import Position
+    from omoi_ray.store.event_log import EventLog
+
+    engine = sa.create_engine(db_url)
+    try:
+        old, new = EventLog(engine), EventLog(engine)
+        old.fence, _ = ownership.claim(engine, "events", A, 30, "the database")
+        old.save_cursor("redis", Position(0, 5))
+        new.fence, _ = ownership.claim(engine, "events", A, 30, "the database")
+        with pytest.raises(OwnershipLostError):
+            old.save_cursor("redis", Position(0, 9))
+        with pytest.raises(OwnershipLostError):
+            old.prune(time.time() + 3600)
+        assert new.load_cursor("redis") == Position(0, 5)
+        new.save_cursor("redis", Position(0, 9))
+        assert new.load_cursor("redis") == Position(0, 9)
+    finally:
+        engine.dispose()
+
+
 def test_a_database_without_the_ownership_tables_is_unowned(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     engine = sa.create_engine(url)
@@ -181,21 +206,18 @@ def test_a_database_without_the_ownership_tables_is_unowned(tmp_path):
 
 # ------------------------------------------------------------------ through connect (Ray)
 
-import ray  # noqa: E402 - the tests above need no Ray
-
-import omoi_ray as omoi  # noqa: E402
-from omoi_ray.naming import SCHEDULER_NAME  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
-
 FOREIGN = OwnerId("elsewhere", "f" * 56)  # a runtime on another Ray cluster
 
 
 def _no_actors_in(namespace: str) -> bool:
-    try:
-        ray.get_actor(SCHEDULER_NAME, namespace=namespace)
-    except ValueError:
-        return True
-    return False
+    """No scheduler, lock manager or event relay runs in ``namespace``."""
+    for name in (SCHEDULER_NAME, LOCKS_NAME, EVENTS_NAME):
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            continue
+        return False
+    return True
 
 
 def _fresh_settings(request, backend, tmp_path, **overrides):
@@ -218,7 +240,7 @@ def _claim_for(settings, owner: OwnerId, lease: float) -> None:
 
 
 def test_a_second_runtime_on_a_live_runtimes_database_is_refused_and_changes_nothing(runtime, backend, tmp_path):
-    name, url = backend
+    _, url = backend
     before = runtime.status()
     pid = runtime.describe()["pid"]
     intruder = make_settings(runtime.settings.home, url, f"intruder-{uuid.uuid4().hex[:6]}")
