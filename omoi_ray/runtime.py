@@ -14,7 +14,9 @@ Rules:
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -382,6 +384,11 @@ def connect(
         if address is not None:
             options["address"] = address
         ray.init(**options)
+        if options.get("address") is None and not os.environ.get("RAY_ADDRESS"):
+            # This process's local Ray ends with it: so does the runtime's claim on the database.
+            from omoi_ray.owner import runtime_owner
+
+            atexit.register(_release_at_exit, runtime_owner(settings.namespace), url)
     _check_owner(settings, url)  # before migrating: another runtime's database stays untouched
     if migrate:
         migrations.upgrade(url)
@@ -436,6 +443,20 @@ def _check_owner(settings: Settings, url: str) -> None:
         engine.dispose()
 
 
+def _release_at_exit(me: Any, url: str) -> None:
+    from omoi_ray.store import ownership
+    from omoi_ray.store.store import make_engine
+
+    try:
+        engine = make_engine(url)
+        try:
+            ownership.release_owner(engine, me)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the lease then lapses on its own
+        log.debug("could not release the database lease at exit: %s", exc)
+
+
 def _sqlite_path(url: str) -> str | None:
     """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
     if not url.startswith("sqlite"):
@@ -467,7 +488,8 @@ def _describe_started(handles: list[Any]) -> list[dict[str, Any]]:
         except OmoiError as exc:
             if isinstance(exc, RuntimeUnavailableError):
                 raise
-            failure = failure or exc
+            cause = getattr(exc, "cause", None)  # Ray's wrapper of the actor's error
+            failure = failure or (cause if isinstance(cause, OmoiError) else exc)
             _end_broken(handle)
             described.append({})
     if failure is not None:

@@ -247,6 +247,7 @@ def test_a_second_runtime_on_a_live_runtimes_database_is_refused_and_changes_not
     assert intruder.resolved_database_url() == runtime.settings.resolved_database_url()
     with pytest.raises(DatabaseOwnedError) as err:
         omoi.connect(intruder, migrate=True)
+    assert type(err.value) is DatabaseOwnedError
     message = str(err.value)
     assert f"namespace '{runtime.settings.namespace}'" in message and "owner since" in message
     assert _no_actors_in(intruder.namespace)  # no scheduler marked the owner's agents lost
@@ -258,6 +259,26 @@ def test_a_second_runtime_on_a_live_runtimes_database_is_refused_and_changes_not
     ids = runtime.submit([omoi.TaskSpec(id=f"owned-{uuid.uuid4().hex[:8]}", type="nobody-runs-this")])
     assert runtime.get(ids[0]).status == "ready"
     runtime.cancel(*ids)
+
+
+def test_the_singletons_refuse_another_runtimes_database_themselves(request, ray_session, backend, tmp_path,
+                                                                   monkeypatch):
+    """A driver that raced the owner past its own check still gets the typed refusal: each
+    singleton claims the database when it starts."""
+    import omoi_ray.runtime as runtime_module
+
+    settings = _fresh_settings(request, backend, tmp_path)
+    _claim_for(settings, FOREIGN, lease=3600)
+    monkeypatch.setattr(runtime_module, "_check_owner", lambda settings, url: None)
+    with pytest.raises(DatabaseOwnedError) as err:
+        omoi.connect(settings)
+    assert type(err.value) is DatabaseOwnedError and "namespace 'elsewhere'" in str(err.value)
+    assert _no_actors_in(settings.namespace)
+    engine = sa.create_engine(settings.resolved_database_url())
+    try:
+        assert ownership.read(engine).owner == FOREIGN  # the owner is untouched
+    finally:
+        engine.dispose()
 
 
 def test_a_refused_driver_does_not_migrate_the_other_runtimes_database(request, ray_session, backend, tmp_path):
@@ -361,7 +382,8 @@ def test_a_singleton_that_cannot_start_raises_its_typed_error_and_is_ended(
     monkeypatch.setattr(migrate, "check", lambda url: None)
     with pytest.raises(DatabaseNotMigratedError) as err:
         omoi.connect(settings)
-    assert "omoi-ray db upgrade" in str(err.value) and "actor is dead" not in str(err.value)
+    assert type(err.value) is DatabaseNotMigratedError  # the plain typed error, not Ray's wrapper
+    assert str(err.value).startswith("the database sqlite:///") and "omoi-ray db upgrade" in str(err.value)
     assert _no_actors_in(settings.namespace)  # ended, so the next connect starts them afresh
 
 
@@ -375,3 +397,32 @@ def test_on_sqlite_the_singletons_are_pinned_to_the_drivers_node(ray_session):
     assert strategy.node_id == ray.get_runtime_context().get_node_id()
     assert strategy.soft is False
     assert _placement("postgresql+psycopg://u@h/db") == {}
+
+
+def test_a_driver_whose_local_ray_ends_with_it_leaves_the_database_free_at_once(tmp_path):
+    """A script that starts its own Ray and exits without ``shutdown()``: the next runtime (on
+    a new local cluster) need not wait for the lease to lapse."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, OMOI_HOME=str(tmp_path), OMOI_NAMESPACE="exits", OMOI_OWNER_LEASE="3600",
+               PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled")
+    env.pop("OMOI_DATABASE_URL", None)
+    env.pop("RAY_ADDRESS", None)
+    script = (
+        "import omoi_ray as omoi\n"
+        "rt = omoi.connect(migrate=True, ray_init={'num_cpus': 1, 'include_dashboard': False})\n"
+        "print(rt.status().namespace)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'omoi.db'}")
+    try:
+        owner = ownership.read(engine)
+        assert owner.owner.namespace == "exits" and not owner.live(time.time())
+    finally:
+        engine.dispose()

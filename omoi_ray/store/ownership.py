@@ -164,6 +164,18 @@ def release(engine: sa.Engine, me: OwnerId, fence: Fence) -> bool:
         ).rowcount == 1
 
 
+def release_owner(engine: sa.Engine, me: OwnerId) -> bool:
+    """End runtime ``me``'s lease now if it owns the database (for a driver whose local Ray
+    cluster ends with it). A scheduler of ``me`` still running renews it again."""
+    owner = t.db_owner
+    with engine.begin() as conn:
+        return conn.execute(
+            owner.update()
+            .where(owner.c.id == 1, owner.c.namespace == me.namespace, owner.c.cluster_id == me.cluster_id)
+            .values(lease_expires_at=_aware(time.time()))
+        ).rowcount == 1
+
+
 def takeover(engine: sa.Engine) -> Ownership | None:
     """Forget the owner and fence off every one of its writers, whatever its lease says; the next
     runtime to start claims the database. Returns the owner that was removed (None: unowned)."""
