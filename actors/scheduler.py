@@ -134,6 +134,7 @@ class SchedulerActor:
             "namespace": self.settings.namespace,
             "pid": os.getpid(),
             "restarted": self.restarted,
+            "owner_epoch": self.store.fence.owner_epoch,  # this process's claim (see actors.startup)
             "stats": {
                 **self.stats,
                 "commits": self.commit.commits,

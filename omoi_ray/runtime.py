@@ -4,8 +4,11 @@ Rules:
 - ``connect`` starts a local Ray or joins ``RAY_ADDRESS``/``address``, refuses a database another
   runtime owns (before touching it), checks the database schema (or migrates it when asked), and
   gets or creates the scheduler singleton in the runtime's namespace. On SQLite the singletons
-  are pinned to the driver's node, which holds the file. A second driver connecting later gets the same scheduler and sees the same state;
-  connecting with a different database than the running scheduler's is refused.
+  are pinned to the driver's node, which holds the file. A second driver connecting later gets
+  the same scheduler and sees the same state; connecting with a different database than the
+  running scheduler's is refused.
+- ``spawn_agent`` takes an agent's name by creating its actor (Ray refuses a name that is taken),
+  never by looking first, so concurrent callers cannot both start one.
 - Calls are retried while the scheduler restarts (every driver call is idempotent: task ids are
   fixed on the driver before submission), and give up with ``RuntimeUnavailableError``.
 - Errors raised inside actors reach the caller as the original typed ``OmoiError``, not wrapped
@@ -159,15 +162,15 @@ class Runtime:
             max_restarts=max_restarts,
         )
         actor_name = agent_actor_name(spec.name)
-        options = dict(
-            name=actor_name,
-            namespace=self.settings.namespace,
-            lifetime="detached",
-            num_cpus=spec.num_cpus,
-            resources=spec.resources or None,
-            max_restarts=spec.max_restarts,
-            max_concurrency=max(1000, spec.capacity * 4),
-        )
+        options = {
+            "name": actor_name,
+            "namespace": self.settings.namespace,
+            "lifetime": "detached",
+            "num_cpus": spec.num_cpus,
+            "resources": spec.resources or None,
+            "max_restarts": spec.max_restarts,
+            "max_concurrency": max(1000, spec.capacity * 4),
+        }
         handle = None
         for _ in range(_NAME_RACE_TRIES):
             try:
