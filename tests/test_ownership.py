@@ -345,7 +345,8 @@ def test_a_replaced_scheduler_commits_nothing_and_its_restart_takes_over_at_once
     settings = _fresh_settings(request, backend, tmp_path, lease_ttl=6.0, long_poll=5.0)
     rt = omoi.connect(settings)
     try:
-        first_pid = rt.describe()["pid"]
+        first = rt.describe()
+        first_pid = first["pid"]
         # A second scheduler process of the same runtime (as Ray would start after losing track
         # of the first): it takes over at once, and the first one becomes a zombie.
         rogue = ray.remote(SchedulerActor).options(
@@ -359,6 +360,7 @@ def test_a_replaced_scheduler_commits_nothing_and_its_restart_takes_over_at_once
             rt.submit([task])  # the same ids: idempotent
         described = rt.describe()
         assert described["pid"] != first_pid and described["restarted"]
+        assert described["owner_epoch"] == first["owner_epoch"] + 2  # the rogue's claim, then its own
         assert rt.get(task.id).status == "ready"
         # The restarted scheduler took over in turn: now the rogue is the zombie.
         with pytest.raises(ray.exceptions.RayActorError):
