@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from omoi_ray.core.ownership import Claim, OwnerId, Ownership, decide, describe_owner
+from omoi_ray.core.ownership import WRITERS, Claim, OwnerId, Ownership, decide, describe_owner
 from omoi_ray.errors import DatabaseOwnedError, OwnershipLostError
 from omoi_ray.store import schema as t
 
@@ -83,8 +83,11 @@ def check_free(engine: sa.Engine, me: OwnerId, what: str, now: float | None = No
 
 
 def claim(engine: sa.Engine, writer: str, me: OwnerId, lease: float, what: str) -> tuple[Fence, Claim]:
-    """Claim the database for writer ``writer`` of runtime ``me``; returns its fence and how the
-    claim went. Raises ``DatabaseOwnedError`` when another runtime's lease is live."""
+    """Claim the database for writer ``writer`` (one of ``WRITERS``) of runtime ``me``; returns
+    its fence and how the claim went. Raises ``DatabaseOwnedError`` when another runtime's lease
+    is live."""
+    if writer not in WRITERS:
+        raise ValueError(f"unknown writer {writer!r}; the writers are {', '.join(WRITERS)}")
     for attempt in range(_CLAIM_TRIES):
         try:
             return _claim_once(engine, writer, me, lease, what)
