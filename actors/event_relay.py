@@ -20,6 +20,9 @@ Rules:
   latest round (a mirrored batch, or a prune without Redis) failed; ``last_error`` keeps the
   latest failure's text after recovery, dated by ``last_error_at`` (Unix seconds).
 - With no Redis configured it only prunes.
+- It starts only on a migrated database that its runtime may own (claimed like the other
+  singletons, see ``actors.startup``); its writes check its owner epoch, and a replaced relay
+  exits.
 - Pruning (every ``PRUNE_EVERY`` s): events older than ``events_retention``; with Redis, never
   past the saved cursor.
 """
@@ -34,10 +37,12 @@ from typing import Any
 
 import redis
 
+from actors.startup import exit_replaced, holds_start_error
+from omoi_ray.errors import OwnershipLostError, WaitTimeoutError
 from omoi_ray.event_stream import Appender, StreamKeys, StreamOutOfStep, client_for, owner_of, stream_top
-from omoi_ray.errors import WaitTimeoutError
 from omoi_ray.events import START, Position
 from omoi_ray.logs import setup_actor_logging
+from omoi_ray.owner import runtime_owner
 from omoi_ray.settings import Settings
 from omoi_ray.store.event_log import EventLog
 from omoi_ray.store.store import make_engine
@@ -50,12 +55,21 @@ PRUNE_EVERY = 60.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 
+@holds_start_error
 class EventRelayActor:
     def __init__(self, settings: Settings) -> None:
         setup_actor_logging()
         self.settings = settings
-        self.engine = make_engine(settings.resolved_database_url())
+        url = settings.resolved_database_url()
+        from omoi_ray.store import migrate, ownership  # only this process needs alembic
+
+        migrate.check(url)  # never relay (or prune) a database without the schema
+        self.engine = make_engine(url)
         self.log = EventLog(self.engine)
+        self.log.fence, _ = ownership.claim(  # before reading anything
+            self.engine, "events", runtime_owner(settings.namespace), settings.owner_lease,
+            f"the database {settings.safe_database_url()}",
+        )
         self.keys = StreamKeys(settings.redis_prefix)
         self.redis_url = settings.resolved_redis_url()
         self.redis: Any = None if self.redis_url is None else client_for(self.redis_url)
@@ -165,6 +179,7 @@ class EventRelayActor:
                 if not more:
                     self._stop.wait(self.settings.events_poll)
             except Exception as exc:  # noqa: BLE001 - one loop survives every outage
+                self._exit_if_replaced(exc)
                 self._on_error(exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -264,6 +279,7 @@ class EventRelayActor:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001
+            self._exit_if_replaced(exc)
             self._failed(exc)
             log.warning("event relay: %s", self.last_error)
             return False
@@ -275,6 +291,13 @@ class EventRelayActor:
         self.last_error = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
         self.last_error_at = time.time()
         self.healthy = False
+
+    def _exit_if_replaced(self, exc: Exception) -> None:
+        """A relay whose owner epoch was replaced writes nothing more (``actors.startup``): its
+        process exits (in-process use: its loop stops)."""
+        if isinstance(exc, OwnershipLostError):
+            exit_replaced(exc)
+            self._stop.set()
 
 
 class _Metrics:

@@ -16,6 +16,8 @@ Rules:
   and never ends the process in a loop: its change sets are committed one by one, and each one
   that cannot be stored is replaced by the owner's repair (round 0, 1, ...; None gives up and
   the process exits as for an outage). Without ``on_unstorable`` such a batch ends the process.
+- A batch refused because this writer was replaced (``OwnershipLostError``: its owner epoch is
+  no longer the database's) is never retried: the process exits at once.
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ class GroupCommit:
                 self.write_seconds += time.perf_counter() - t0
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is retried, returned or fatal below
+                _exit_if_replaced(exc)  # first: a fenced-off writer's refusal is not a data error
                 if self._on_unstorable is not None and is_data_error(exc):
                     return exc
                 if is_permanent_error(exc) or time.monotonic() - started > self._give_up_after:
@@ -209,6 +212,18 @@ def _exit_for_restart(exc: BaseException) -> NoReturn:
     )
     logging.shutdown()
     os._exit(70)
+
+
+def _exit_if_replaced(exc: Exception) -> None:
+    """A writer whose owner epoch was replaced commits nothing more (``actors.startup``): its
+    process exits (in-process use: the error is raised, never retried)."""
+    from omoi_ray.errors import OwnershipLostError
+
+    if isinstance(exc, OwnershipLostError):
+        from actors.startup import exit_replaced
+
+        exit_replaced(exc)
+        raise exc
 
 
 def _short(exc: BaseException) -> str:

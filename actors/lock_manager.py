@@ -6,7 +6,8 @@ Rules:
 - Every grant, release, expiry, wait and refusal is committed (with its event) before the caller
   hears of it; a grant's token is therefore durable before anyone can use it.
 - Singleton like the scheduler: fixed name, namespace, ``get_if_exists``, ``num_cpus=0``,
-  ``max_restarts=-1``; the constructor rebuilds memory from the database.
+  ``max_restarts=-1``; the constructor claims the database (``actors.startup``), then rebuilds
+  memory from it.
 - ``acquire`` parks a waiting caller for at most ``poll`` seconds and then answers "still
   waiting"; the caller asks again with the same request id. A waiting request nobody has asked
   about for ``3 * poll`` seconds is dropped (Ray does not cancel a parked call whose caller died),
@@ -30,10 +31,12 @@ import ray
 
 from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
+from actors.startup import holds_start_error
 from omoi_ray.core.lock_table import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
 from omoi_ray.lock_specs import check_holder, check_request_id, parse_request
 from omoi_ray.logs import setup_actor_logging
+from omoi_ray.owner import runtime_owner
 from omoi_ray.settings import Settings
 from omoi_ray.store.store import Store
 
@@ -72,6 +75,7 @@ def info(grant: Grant, now: float) -> GrantInfo:
     )
 
 
+@holds_start_error
 class LockManagerActor:
     def __init__(self, settings: Settings) -> None:
         setup_actor_logging()
@@ -81,6 +85,7 @@ class LockManagerActor:
 
         migrate.check(url)
         self.store = Store(url)
+        self.store.claim("locks", runtime_owner(settings.namespace), settings.owner_lease)  # before loading
         self.table = LockTable()
         snapshot = self.store.load_locks()
         now = time.time()

@@ -8,6 +8,8 @@ Rules:
 - Singleton: created by ``omoi_ray.runtime`` with a fixed name and namespace, ``get_if_exists``,
   ``num_cpus=0``, ``max_restarts=-1``, detached. The constructor rebuilds memory from the
   database, so a restart carries on where the last committed batch left off.
+- It claims the database first (``actors.startup``) and renews the runtime's lease on it from
+  its deadline timer; replaced by a newer process, it exits without committing.
 - Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready; the
   only timer is the graph's next deadline. Nothing here polls.
 - Ray reports agent deaths: the scheduler keeps one outstanding ``watch`` call per agent, which
@@ -33,13 +35,15 @@ import ray
 
 from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
+from actors.startup import exit_replaced, holds_start_error
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_json, check_text, clean_text
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
-from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, TaskNotFoundError
+from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, OwnershipLostError, TaskNotFoundError
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
+from omoi_ray.owner import runtime_owner
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import AttemptInfo, TaskInfo, check_name, json_size, parse_new_tasks, submission_list
@@ -68,6 +72,7 @@ class _Countdown:
             self.future.set_result(None)
 
 
+@holds_start_error
 class SchedulerActor:
     def __init__(self, settings: Settings) -> None:
         setup_actor_logging()
@@ -77,6 +82,9 @@ class SchedulerActor:
 
         migrate.check(url)
         self.store = Store(url)
+        # Before loading: what we load then holds every commit of a writer this one replaces.
+        claimed = self.store.claim("scheduler", runtime_owner(settings.namespace), settings.owner_lease)
+        self.renew_at = time.time() + settings.owner_lease / 3
         self.graph = TaskGraph(lease_ttl=settings.lease_ttl)
         snapshot = self.store.load()
         now = time.time()
@@ -108,11 +116,13 @@ class SchedulerActor:
                 self.graph.agent_lost(agent.id, agent.incarnation, now, "not found after a scheduler restart")
                 continue
             self._watch(agent.id, agent.incarnation, handle)
-        self.timers = DeadlineLoop(self.graph.next_due, self._deadline)
+        self.timers = DeadlineLoop(self._next_due, self._deadline)
         self._after_change()
         log.info(
-            "scheduler up (%s): %d live tasks, %d agents, database %s",
+            "scheduler up (%s, %s, owner epoch %d): %d live tasks, %d agents, database %s",
             "restarted" if self.restarted else "new",
+            claimed.value,
+            self.store.fence.owner_epoch,
             len(self.graph.tasks),
             len(self.handles),
             self.store.safe_url,
@@ -129,6 +139,7 @@ class SchedulerActor:
             "namespace": self.settings.namespace,
             "pid": os.getpid(),
             "restarted": self.restarted,
+            "owner_epoch": self.store.fence.owner_epoch,  # this process's claim (see actors.startup)
             "stats": {
                 **self.stats,
                 "commits": self.commit.commits,
@@ -295,6 +306,10 @@ class SchedulerActor:
                 parked.future.set_result([])
         self.parked.clear()
         await self.commit.sync()
+        try:  # another runtime may take the database at once
+            await self._db(self.store.release)
+        except Exception as exc:  # noqa: BLE001 - the lease then lapses on its own
+            log.warning("could not release the database lease (%s: %s)", type(exc).__name__, exc)
 
     # ------------------------------------------------------------------ agent API
 
@@ -450,9 +465,33 @@ class SchedulerActor:
                 return None
         return self.locks
 
+    def _next_due(self) -> float:
+        due = self.graph.next_due()
+        return self.renew_at if due is None else min(due, self.renew_at)
+
     def _deadline(self, now: float) -> None:
+        if now >= self.renew_at:
+            self._renew_lease(now)
         self.graph.advance(now)
         self._after_change()
+
+    def _renew_lease(self, now: float) -> None:
+        """Renew the runtime's lease on the database (every third of ``owner_lease``), on the
+        database thread; a scheduler that was replaced exits instead."""
+        lease = self.settings.owner_lease
+        self.renew_at = now + lease / 3
+
+        async def renew() -> None:
+            try:
+                await self._db(self.store.renew_lease, lease)
+            except OwnershipLostError as exc:
+                exit_replaced(exc)
+            except Exception as exc:  # noqa: BLE001 - the database is down: try again soon
+                log.warning("could not renew the database lease (%s: %s)", type(exc).__name__, exc)
+                self.renew_at = min(self.renew_at, time.time() + min(1.0, lease / 10))
+                self.timers.poke()
+
+        asyncio.get_running_loop().create_task(renew())
 
     def _watch(self, agent_id: str, incarnation: str, handle: Any) -> None:
         self.handles[agent_id] = handle

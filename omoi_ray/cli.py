@@ -267,12 +267,36 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "upgrade":
         revision = migrate.upgrade(url)
         print(f"{settings.safe_database_url()} is at revision {revision} (head)")
+    elif args.action == "takeover":
+        return _db_takeover(settings, url)
     else:
         current = migrate.current_revision(url)
         head = migrate.head_revision()
         state = "up to date" if current == head else f"behind head {head}: run `omoi-ray db upgrade`"
         print(f"{settings.safe_database_url()}: revision {current or '(none)'}, {state}")
         return 0 if current == head else 1
+    return 0
+
+
+def _db_takeover(settings, url: str) -> int:
+    """End the current owner's claim on the database at once (its writers are fenced off); the
+    next runtime to connect owns it."""
+    from omoi_ray.core.ownership import describe_owner
+    from omoi_ray.store import migrate, ownership
+    from omoi_ray.store.store import make_engine
+
+    migrate.check(url)
+    engine = make_engine(url)
+    try:
+        removed = ownership.takeover(engine)
+    finally:
+        engine.dispose()
+    where = settings.safe_database_url()
+    if removed is None:
+        print(f"{where} was owned by no runtime; the next runtime to connect owns it")
+    else:
+        print(f"{where} no longer belongs to the runtime in {describe_owner(removed)}; its writers "
+              "can commit nothing more, and the next runtime to connect owns it")
     return 0
 
 
@@ -497,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo, namespace=None)
 
     db = sub.add_parser("db", help="database schema: upgrade to head, or show the current revision")
-    db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument("action", choices=["upgrade", "current", "takeover"],
+                    help="takeover: free the database from the runtime that owns it (when that "
+                    "runtime is gone), at once")
     common(db)
     db.set_defaults(func=cmd_db)
 

@@ -162,6 +162,16 @@ class DatabaseNotMigratedError(ConfigurationError):
     """The database schema is behind the code; run ``omoi-ray db upgrade``."""
 
 
+class DatabaseOwnedError(ConfigurationError):
+    """Another runtime (``owner``: namespace, Ray cluster id, since when) owns the database and
+    its lease is live; use another database, or ``omoi-ray db takeover`` if it is gone."""
+
+
+class OwnershipLostError(ConfigurationError):
+    """This writer's owner epoch is no longer the database's: it was replaced (a restart of its
+    actor, another runtime's takeover, or ``omoi-ray db takeover``) and must not commit."""
+
+
 class RuntimeUnavailableError(OmoiError):
     """The runtime's actors could not be reached in time."""
 

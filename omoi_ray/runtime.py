@@ -1,10 +1,14 @@
 """The driver API: connect to (or start) a runtime, spawn agents, submit tasks, wait, inspect.
 
 Rules:
-- ``connect`` starts a local Ray or joins ``RAY_ADDRESS``/``address``, checks the database schema
-  (or migrates it when asked), and gets or creates the scheduler singleton in the runtime's
-  namespace. A second driver connecting later gets the same scheduler and sees the same state;
-  connecting with a different database than the running scheduler's is refused.
+- ``connect`` starts a local Ray or joins ``RAY_ADDRESS``/``address``, refuses a database another
+  runtime owns (before touching it), checks the database schema (or migrates it when asked), and
+  gets or creates the scheduler singleton in the runtime's namespace. On SQLite the singletons
+  are pinned to the driver's node, which holds the file. A second driver connecting later gets
+  the same scheduler and sees the same state; connecting with a different database than the
+  running scheduler's is refused.
+- ``spawn_agent`` takes an agent's name by creating its actor (Ray refuses a name that is taken),
+  never by looking first, so concurrent callers cannot both start one.
 - Calls are retried while the scheduler restarts (every driver call is idempotent: task ids are
   fixed on the driver before submission), and give up with ``RuntimeUnavailableError``.
 - Errors raised inside actors reach the caller as the original typed ``OmoiError``, not wrapped
@@ -16,11 +20,14 @@ Rules:
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -32,11 +39,13 @@ from actors.scheduler import SchedulerActor
 from omoi_ray.calls import call, label, set_driver_budget, unwrap
 from omoi_ray.core import storable
 from omoi_ray.errors import (
+    AgentNotFoundError,
     ConfigurationError,
     InvalidAgentSpecError,
     InvalidArgumentError,
     InvalidSubmissionError,
     OmoiError,
+    RuntimeUnavailableError,
     TaskNotFoundError,
     WaitTimeoutError,
 )
@@ -56,6 +65,8 @@ from omoi_ray.specs import (
 )
 
 log = logging.getLogger("omoi_ray")
+
+_NAME_RACE_TRIES = 5  # a name taken and freed again this many times in a row: give up
 
 _RemoteScheduler = ray.remote(SchedulerActor)
 _RemoteAgent = ray.remote(AgentActor)
@@ -166,7 +177,9 @@ class Runtime:
         (``{name: amount}``, amounts from 0.0001 to 1e6) are reserved on the node the agent runs
         on: a request that no node alive in the Ray cluster can satisfy is refused at once.
         ``max_restarts`` is -1 (forever) to 10,000. With ``exist_ok`` an agent of that name that
-        is already running is returned as it is. Raises ``InvalidAgentSpecError`` naming the
+        is already running is returned as it is (once registered). Safe to call from many threads or
+        drivers at once: exactly one agent of a name is started; without ``exist_ok`` every other
+        caller gets ``InvalidAgentSpecError``. Raises ``InvalidAgentSpecError`` naming the
         field, ``HandlerNotFoundError``.
         """
         spec = parse_agent_spec(
@@ -180,27 +193,39 @@ class Runtime:
             max_restarts=max_restarts,
         )
         actor_name = agent_actor_name(spec.name)
-        try:
-            existing = ray.get_actor(actor_name, namespace=self.settings.namespace)
-        except ValueError:
-            existing = None
-        if existing is not None:
+        options = {
+            "name": actor_name,
+            "namespace": self.settings.namespace,
+            "lifetime": "detached",
+            "num_cpus": spec.num_cpus,
+            "resources": spec.resources or None,
+            "max_restarts": spec.max_restarts,
+            "max_concurrency": max(1000, spec.capacity * 4),
+        }
+        _check_placeable(spec)
+        handle = None
+        for _ in range(_NAME_RACE_TRIES):
+            try:
+                # Creating is how a name is taken: another caller may take it between any look-up
+                # and the creation, and Ray then refuses the creation.
+                handle = _RemoteAgent.options(**options).remote(spec, self.settings)
+                break
+            except ray.exceptions.ActorAlreadyExistsError:
+                try:
+                    existing = ray.get_actor(actor_name, namespace=self.settings.namespace)
+                except ValueError:
+                    continue  # it died meanwhile: the name is free again
             if not exist_ok:
                 raise InvalidAgentSpecError(
                     f"an agent named '{spec.name}' is already running; stop it first, pick another "
                     "name, or pass exist_ok=True"
                 )
+            _ready(existing)  # as for a new agent: return once it is registered
             return AgentRef(spec.name, existing)
-        _check_placeable(spec)
-        handle = _RemoteAgent.options(
-            name=actor_name,
-            namespace=self.settings.namespace,
-            lifetime="detached",
-            num_cpus=spec.num_cpus,
-            resources=spec.resources or None,
-            max_restarts=spec.max_restarts,
-            max_concurrency=max(1000, spec.capacity * 4),
-        ).remote(spec, self.settings)
+        if handle is None:
+            raise InvalidAgentSpecError(
+                f"the agent name '{spec.name}' kept being taken and freed by other callers; try again"
+            )
         try:
             ray.get(handle.ready.remote(), timeout=120)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
@@ -423,26 +448,35 @@ def connect(
 
     Starts a local Ray when none is running and no address is given (``RAY_ADDRESS`` counts as
     one). With ``migrate`` the database is upgraded to the code's schema first; otherwise a
-    database that is behind raises ``DatabaseNotMigratedError``.
+    database that is behind raises ``DatabaseNotMigratedError``. A database owned by another
+    runtime (namespace and Ray cluster) whose lease is live raises ``DatabaseOwnedError`` before
+    anything is migrated or started. A singleton that cannot start raises its typed error.
     """
     from omoi_ray.store import migrate as migrations  # alembic: only drivers that connect need it
 
     settings = settings or Settings()
     url = settings.resolved_database_url()
-    if migrate:
-        migrations.upgrade(url)
-    else:
-        migrations.check(url)
     if not ray.is_initialized():
         options = {"namespace": settings.namespace, "log_to_driver": False, **(ray_init or {})}
         if address is not None:
             options["address"] = address
         ray.init(**options)
+        if options.get("address") is None and not os.environ.get("RAY_ADDRESS"):
+            # This process's local Ray ends with it: so does the runtime's claim on the database.
+            from omoi_ray.owner import runtime_owner
+
+            atexit.register(_release_at_exit, runtime_owner(settings.namespace), url)
+    _check_owner(settings, url)  # before migrating: another runtime's database stays untouched
+    if migrate:
+        migrations.upgrade(url)
+    else:
+        migrations.check(url)
     # The runtime's singletons: named, detached, restarted by Ray forever, placed on no CPU.
+    placement = _placement(url)
     scheduler, lock_manager, relay = (
         remote.options(
             name=name, namespace=settings.namespace, get_if_exists=True, lifetime="detached",
-            num_cpus=0, max_restarts=-1, max_concurrency=concurrency,
+            num_cpus=0, max_restarts=-1, max_concurrency=concurrency, **placement,
         ).remote(settings)
         for remote, name, concurrency in (
             (_RemoteScheduler, SCHEDULER_NAME, 10_000),
@@ -450,9 +484,7 @@ def connect(
             (_RemoteRelay, EVENTS_NAME, 16),  # threaded: flush() blocks a thread
         )
     )
-    described = call(lambda: scheduler.describe.remote(), retry_for=120)  # waits out a restart
-    call(lambda: lock_manager.describe.remote(), retry_for=120)
-    relay_state = call(lambda: relay.describe.remote(), retry_for=120)
+    described, _, relay_state = _describe_started([scheduler, lock_manager, relay])
     if described["database"] != settings.safe_database_url():
         raise ConfigurationError(
             f"the runtime in namespace '{settings.namespace}' uses the database "
@@ -470,6 +502,97 @@ def connect(
             "OMOI_REDIS_PREFIX, or another OMOI_NAMESPACE"
         )
     return Runtime(settings, scheduler, lock_manager, relay)
+
+
+def _check_owner(settings: Settings, url: str) -> None:
+    """Raise ``DatabaseOwnedError`` if another runtime owns the database (read only)."""
+    from omoi_ray.owner import runtime_owner
+    from omoi_ray.store import ownership
+    from omoi_ray.store.store import make_engine
+
+    path = _sqlite_path(url)
+    if path is not None and not Path(path).exists():
+        return  # a file not created yet is owned by nobody
+    engine = make_engine(url)
+    try:
+        ownership.check_free(engine, runtime_owner(settings.namespace), f"the database {settings.safe_database_url()}")
+    finally:
+        engine.dispose()
+
+
+def _release_at_exit(me: Any, url: str) -> None:
+    from omoi_ray.store import ownership
+    from omoi_ray.store.store import make_engine
+
+    try:
+        engine = make_engine(url)
+        try:
+            ownership.release_owner(engine, me)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the lease then lapses on its own
+        log.debug("could not release the database lease at exit: %s", exc)
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    return path.split("?", 1)[0] if path and path != ":memory:" else None
+
+
+def _placement(url: str) -> dict[str, Any]:
+    """Where the singletons may run. A SQLite file lives on the driver's node, so they are
+    pinned there (``soft=False``: never placed where another, empty file would be opened)."""
+    if not url.startswith("sqlite"):
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+
+
+def _describe_started(handles: list[Any]) -> list[dict[str, Any]]:
+    """Each singleton's ``describe``, waiting out restarts. One that could not start (its typed
+    start error: database not migrated, owned by another runtime, ...) is ended, so that the
+    next ``connect`` starts it afresh, and its error is raised."""
+    described: list[dict[str, Any]] = []
+    failure: OmoiError | None = None
+    for handle in handles:
+        try:
+            described.append(call(lambda h=handle: h.describe.remote(), retry_for=120))
+        except OmoiError as exc:
+            if isinstance(exc, RuntimeUnavailableError):
+                raise
+            cause = getattr(exc, "cause", None)  # Ray's wrapper of the actor's error
+            failure = failure or (cause if isinstance(cause, OmoiError) else exc)
+            _end_broken(handle)
+            described.append({})
+    if failure is not None:
+        raise failure
+    return described
+
+
+def _ready(handle: Any) -> None:
+    """Wait until an agent another caller started is registered (raise its start error)."""
+    try:
+        call(lambda: handle.ready.remote(), timeout=120)
+    except RuntimeUnavailableError:
+        raise AgentNotFoundError("the agent stopped before it was registered") from None
+
+
+def _end_broken(handle: Any, timeout: float = 30.0) -> None:
+    """Kill a singleton that answers with its start error; return once Ray reports it dead."""
+    ray.kill(handle)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.describe.remote(), timeout=timeout)
+        except ray.exceptions.RayActorError:
+            return
+        except Exception:  # noqa: BLE001 - it answered (its start error) before the kill landed
+            time.sleep(0.05)
 
 
 def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, check_seconds
+from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, MAX_OWNER_LEASE_S, check_seconds
 from omoi_ray.errors import ConfigurationError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     #: seconds a driver's call keeps retrying while a singleton (scheduler, lock manager, relay)
     #: restarts before it raises ``RuntimeUnavailableError`` (agents and handlers never give up)
     call_retry_for: float = 60.0
+    #: the runtime's lease on its database (seconds): renewed by the scheduler every third of
+    #: it; another runtime may take the database over once it lapses (see ``db_owner``)
+    owner_lease: float = 15.0
 
     @field_validator("namespace")
     @classmethod
@@ -119,6 +122,12 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"hard_timeout_grace must be a number of seconds, not {value!r}") from None
         return check_seconds(value, "hard_timeout_grace", maximum=MAX_HARD_TIMEOUT_GRACE_S)
+    @field_validator("owner_lease")
+    @classmethod
+    def _owner_lease(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0.1 <= value <= MAX_OWNER_LEASE_S):
+            raise ValueError(f"must be between 0.1 and {MAX_OWNER_LEASE_S:g} seconds")
+        return value
 
     @field_validator("events_replay")
     @classmethod

@@ -58,6 +58,8 @@ MAX_EVENTS_LIMIT = 100_000
 MAX_POSITION = 2**63 - 1
 #: latest time (seconds since the epoch) a store can hold: 9999-12-31 23:59:59 UTC
 MAX_TIMESTAMP_S = 253402300799.0
+#: longest lease a runtime may hold on its database (``OMOI_OWNER_LEASE``), in seconds
+MAX_OWNER_LEASE_S = 3600.0
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")

@@ -15,6 +15,8 @@ Rules:
 - Pruning deletes in batches and never deletes past ``upto`` (the relay's saved cursor when
   Redis is configured), so nothing is pruned before it was mirrored. It keeps the newest row,
   so ids (and positions) never go backwards.
+- Writes (cursors, pruning) of a relay that claimed the database check its owner epoch first
+  (``fence``), so a replaced relay writes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from omoi_ray.errors import ConfigurationError
 from omoi_ray.events import START, EventRecord, Position
 from omoi_ray.store import schema as t
+from omoi_ray.store.ownership import Fence, check_fence_conn
 
 _COLUMNS = ("id", "txid", "event_id", "type", "entity_type", "entity_id", "payload", "created_at",
             "task_id", "agent_id", "ticket_id", "request_id")
@@ -58,6 +61,12 @@ class EventLog:
             self._desc = (e.id.desc(),)
         self._safe = safe
         self._select = sa.select(*cols)
+        #: the relay's claim on the database: when set, every write here checks its owner epoch
+        self.fence: Fence | None = None
+
+    def _check_fence(self, conn: sa.Connection) -> None:
+        if self.fence is not None:
+            check_fence_conn(conn, self.fence)
 
     # ------------------------------------------------------------------ reading
 
@@ -140,6 +149,7 @@ class EventLog:
         with self.engine.begin() as conn:
             token = conn.execute(sa.select(table.c.token).where(table.c.name == name)).scalar()
             if token is None and create:
+                self._check_fence(conn)
                 token = secrets.token_hex(16)
                 conn.execute(table.insert().values(name=name, txid=0, event_pk=0, token=token,
                                                    updated_at=datetime.now(timezone.utc)))
@@ -156,6 +166,7 @@ class EventLog:
         table = t.relay_cursors
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
+            self._check_fence(conn)
             row = conn.execute(
                 sa.select(table.c.txid, table.c.event_pk).where(table.c.name == name)
             ).first()
@@ -183,6 +194,7 @@ class EventLog:
         deleted = 0
         while True:
             with self.engine.begin() as conn:
+                self._check_fence(conn)
                 n = conn.execute(t.events.delete().where(e.id.in_(victims.scalar_subquery()))).rowcount
             deleted += n
             if n < batch:

@@ -201,6 +201,30 @@ class WriterCommitRow(Base):
     committed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class DbOwnerRow(Base):
+    """The runtime that owns this database (one row, ``id`` 1; see ``omoi_ray.core.ownership``)."""
+
+    __tablename__ = "db_owner"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(sa.String(64))
+    cluster_id: Mapped[str] = mapped_column(sa.String(64))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: renewed by the owner's scheduler; another runtime may take over once it has passed
+    lease_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DbOwnerEpochRow(Base):
+    """Each writer's owner epoch: checked in every commit of that writer, bumped when a new
+    process of it (or a new owner) takes over. Distinct from ``writer_commits.epoch``."""
+
+    __tablename__ = "db_owner_epochs"
+
+    writer: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    owner_epoch: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class LockResourceRow(Base):
     """A lockable resource and its fencing-token counter (never goes backwards)."""
 
@@ -274,6 +298,8 @@ agents = AgentRow.__table__
 events = EventRow.__table__
 relay_cursors = RelayCursorRow.__table__
 writer_commits = WriterCommitRow.__table__
+db_owner = DbOwnerRow.__table__
+db_owner_epochs = DbOwnerEpochRow.__table__
 lock_resources = LockResourceRow.__table__
 lock_grants = LockGrantRow.__table__
 lock_requests = LockRequestRow.__table__

@@ -32,10 +32,13 @@ from omoi_ray.core.model import (
     Task,
 )
 from omoi_ray.core.lock_table import Grant, LockChanges, LockMode, Request
+from omoi_ray.core.ownership import Claim, OwnerId
 from omoi_ray.core.task_graph import ChangeSet, StoredTask
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
+from omoi_ray.store import ownership
 from omoi_ray.store import schema as t
+from omoi_ray.store.ownership import Fence
 from omoi_ray.store.writes import BatchWriter, Mark, Rows
 
 LIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL]
@@ -96,6 +99,7 @@ class Store:
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self.writer = BatchWriter(self.engine)
+        self.owner: OwnerId | None = None  # set by ``claim``
         self._read_dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
 
     def dispose(self) -> None:
@@ -118,6 +122,31 @@ class Store:
 
     def committed(self, mark: Mark) -> bool:
         return self.writer.committed(mark)
+
+    # ------------------------------------------------------------------ ownership
+
+    def claim(self, writer: str, me: OwnerId, lease: float) -> Claim:
+        """Claim the database for ``writer`` of runtime ``me`` (see ``ownership.claim``); from
+        then on every transaction of ``apply``/``write`` checks this writer's owner epoch.
+        Raises ``DatabaseOwnedError`` if another runtime owns it with a live lease."""
+        fence, outcome = ownership.claim(self.engine, writer, me, lease, f"the database {self.safe_url}")
+        self.owner, self.writer.fence = me, fence
+        return outcome
+
+    @property
+    def fence(self) -> Fence | None:
+        return self.writer.fence
+
+    def renew_lease(self, lease: float) -> float:
+        """Extend the owner's lease (raises ``OwnershipLostError`` once replaced)."""
+        assert self.owner is not None and self.writer.fence is not None, "claim() first"
+        return ownership.renew(self.engine, self.owner, self.writer.fence, lease)
+
+    def release(self) -> bool:
+        """End the owner's lease now, if this writer still holds the database."""
+        if self.owner is None or self.writer.fence is None:
+            return False
+        return ownership.release(self.engine, self.owner, self.writer.fence)
 
     # ------------------------------------------------------------------ loading
 

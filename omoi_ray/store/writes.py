@@ -11,6 +11,8 @@ Rules:
 - Every transaction also records a *commit mark* (writer, epoch, batch number). Plain inserts
   would fail if a batch were applied twice, so a writer whose commit outcome is unknown (the
   connection dropped during COMMIT) asks ``committed(mark)`` before applying the batch again.
+- A writer that claimed the database (``fence``) checks its owner epoch as the transaction's
+  last statement (``omoi_ray.store.ownership``); a replaced writer's transaction rolls back.
 - Rows are built from the change set's live objects and streamed in chunks; ``prepare`` takes a
   full snapshot when a batch must be handed to another thread.
 - A batch that fails on its own values (``is_data_error``, not an outage) can be judged task by
@@ -35,6 +37,7 @@ from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.storable import check_json, unstorable_char
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
+from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_fence_check
 
 CHUNK = 2000  # rows built and sent at a time
 BULK_ROWS = 400  # PostgreSQL: from this many rows in a transaction, COPY its large parts
@@ -82,6 +85,10 @@ class BatchWriter:
         self._time_form = _sqlite_time if self.dialect == "sqlite" else _aware
         self._time: Callable[[float | None], Any] = self._time_form
         self._statements = self._build_statements()
+        #: this writer's claim on the database (see ``omoi_ray.store.ownership``): when set,
+        #: every transaction checks its owner epoch before committing
+        self.fence: Fence | None = None
+        self._fence_sql = fence_statement(self._compile_dialect)
 
     # ------------------------------------------------------------------ statements
 
@@ -191,6 +198,7 @@ class BatchWriter:
         with self.engine.begin() as conn:
             dbapi: Any = conn.connection.dbapi_connection
             pipelined = self.dialect == "postgresql" and not bulk
+            fence_check = None
             with dbapi.pipeline() if pipelined else contextlib.nullcontext():
                 cursor = dbapi.cursor()
                 try:
@@ -207,8 +215,12 @@ class BatchWriter:
                         row = {"writer": mark.writer, "epoch": mark.epoch, "batch": mark.batch,
                                "committed_at": self._time_form(time.time())}
                         cursor.executemany(self._statements["mark"].many, [row])
+                    if self.fence is not None:  # last: a replaced (zombie) writer commits nothing
+                        fence_check = send_fence_check(dbapi, self._fence_sql, self.fence)
                 finally:
                     cursor.close()
+            if fence_check is not None:  # its answer came with the pipeline's one round trip
+                check_fence(fence_check, self.fence)  # type: ignore[arg-type]
 
     @staticmethod
     def _copy(cursor: Any, bulk: _Bulk, rows: Sequence[dict[str, Any]]) -> None:
