@@ -413,7 +413,8 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
     for col in ("agent", "status", "capabilities", "busy/capacity"):
         agents.add_column(col)
     for a in status.agents:
-        agents.add_row(Text(a.id), Text(a.status), Text(", ".join(a.capabilities)), f"{a.busy}/{a.capacity}")
+        busy = f"{a.busy}/{a.capacity}" + (f" ({a.zombies} held by zombie handlers, draining)" if a.zombies else "")
+        agents.add_row(Text(a.id), Text(a.status), Text(", ".join(a.capabilities)), busy)
     console.print(agents)
     for requires, count in status.unclaimable:
         console.print(Text(f"{count} ready tasks need [{', '.join(requires)}]: no live agent can run them",

@@ -309,3 +309,20 @@ def test_status_and_down_find_a_running_runtime_by_name(ray_session, tmp_path):
     finally:
         if {name for ns, name in _named_actors() if ns == namespace}:
             rt.shutdown(agents_timeout=2.0)
+
+
+def test_status_shows_slots_held_by_zombie_handlers():
+    from omoi_ray.cli import print_status
+    from omoi_ray.protocol import AgentView, RuntimeStatus
+
+    status = RuntimeStatus(
+        database="sqlite:////tmp/omoi.db", namespace="ns", tasks={"running": 3},
+        agents=[AgentView(id="a1", status="alive", capabilities=[], capacity=4, busy=3, info={}, zombies=1),
+                AgentView(id="a2", status="alive", capabilities=[], capacity=1, busy=1, info={})],
+        unclaimable=[], ready=0,
+    )
+    console = _console()
+    print_status(console, status, {"redis": None}, "sqlite:////tmp/omoi.db")
+    lines = console.file.getvalue().splitlines()
+    assert any("a1" in line and "3/4 (1 held by zombie handlers, draining)" in line for line in lines)
+    assert not any("a2" in line and "zombie" in line for line in lines)
