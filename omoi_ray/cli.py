@@ -57,10 +57,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _whole_number(low: int, high: int) -> Any:
     def whole_number(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        if not re.fullmatch(r"-?[0-9]{1,12}", text):  # ASCII digits only: int() also takes "٣" and " 3"
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}")
+        value = int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be from {low} to {high}, not {value}")
         return value

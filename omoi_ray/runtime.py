@@ -62,6 +62,7 @@ from omoi_ray.specs import (
     parse_agent_spec,
     submission_list,
     task_id_list,
+    task_spec_fields,
 )
 
 log = logging.getLogger("omoi_ray")
@@ -605,10 +606,11 @@ def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:
 
 
 def _with_id(item: TaskSpec | Mapping[str, Any], index: int) -> TaskSpec | dict[str, Any]:
-    """Fix each task's id on the driver, so a retried submission names the same tasks; check a
-    mapping's payload here (a ``TaskSpec``'s was checked when it was built)."""
+    """Fix each task's id on the driver, so a retried submission names the same tasks, and check
+    its payload here, before Ray pickles it (a ``TaskSpec`` travels as its fields: its payload may
+    have been changed since it was built, and the scheduler checks every field again)."""
     if isinstance(item, TaskSpec):
-        return item
+        item = task_spec_fields(item, index)
     if isinstance(item, Mapping):
         out = dict(item)
         out.setdefault("id", uuid.uuid4().hex)

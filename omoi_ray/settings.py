@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, MAX_OWNER_LEASE_S, check_seconds
+from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, MAX_LOCK_S, MAX_OWNER_LEASE_S, check_seconds
 from omoi_ray.errors import ConfigurationError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
@@ -106,11 +106,32 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (keep forever) or a positive number of seconds")
         return value
 
+    @field_validator(
+        "lease_ttl", "long_poll", "report_linger", "lock_ttl", "hard_timeout_grace", "payload_max_bytes",
+        "result_max_bytes", "max_submission", "events_stream_maxlen", "events_replay", "events_retention",
+        "events_poll", "events_batch", "call_retry_for", "owner_lease",
+        mode="before",
+    )
+    @classmethod
+    def _not_bool(cls, value: Any, info: Any) -> Any:
+        # pydantic would take True as 1: a number is never a boolean (environment values are text)
+        if isinstance(value, bool):
+            raise ValueError(f"{info.field_name} must be a number, not a boolean")
+        return value
+
     @field_validator("lease_ttl", "long_poll", "lock_ttl", "events_poll")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("lock_ttl")
+    @classmethod
+    def _lock_ttl(cls, value: float) -> float:
+        # every lock a task declares is asked for with this lease: it must be one the lock manager grants
+        if value > MAX_LOCK_S:
+            raise ValueError(f"must be at most {MAX_LOCK_S:g} seconds (the longest lock lease)")
         return value
 
     @field_validator("hard_timeout_grace", mode="before")

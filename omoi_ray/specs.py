@@ -316,8 +316,10 @@ def check_payload(item: Mapping[str, Any], index: int) -> None:
 def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int) -> Any:
     for index, item in enumerate(submission_list(items)):
         if isinstance(item, TaskSpec):
-            spec = item
-        elif isinstance(item, Mapping):
+            # Checked again as its fields: a TaskSpec's lists and payload are mutable after it was
+            # built, and ``model_construct`` builds one without any check.
+            item = task_spec_fields(item, index)
+        if isinstance(item, Mapping):
             try:
                 spec = TaskSpec.model_validate(dict(item))
             except ValidationError as exc:
@@ -337,6 +339,18 @@ def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_b
                 task_id=spec.id,
             )
         yield spec
+
+
+def task_spec_fields(spec: TaskSpec, index: int) -> dict[str, Any]:
+    """A ``TaskSpec``'s fields as a plain dict, to be validated like any mapping; raises
+    ``InvalidTaskSpecError`` naming the submission item if they cannot even be read."""
+    try:
+        return spec.model_dump()
+    except Exception as exc:  # noqa: BLE001 - a spec built with model_construct may lack fields
+        raise InvalidTaskSpecError(
+            f"submission item {index} is a TaskSpec whose fields cannot be read ({type(exc).__name__}); "
+            "build it with TaskSpec(...)"
+        ) from None
 
 
 def _who(task_id: Any, index: int | None) -> str:
@@ -487,13 +501,17 @@ class AgentSpec(BaseModel):
 
 def _resource_amount(value: Any, what: str, maximum: float) -> float:
     """A positive, finite, non-boolean amount Ray can reserve (at least ``MIN_RESOURCE_SHARE``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and storable.MIN_RESOURCE_SHARE <= value <= maximum
-    ):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        amount = float(value) if ok else math.nan
+    except OverflowError:  # an int past float's range
+        amount = math.inf
+    if not (math.isfinite(amount) and storable.MIN_RESOURCE_SHARE <= amount <= maximum):
+        shown = "an int too large for a float" if ok and amount == math.inf and isinstance(value, int) else repr(value)[:60]
         raise ValueError(
-            f"{what} must be a number from {storable.MIN_RESOURCE_SHARE:g} to {maximum:g}, not {value!r}"
+            f"{what} must be a number from {storable.MIN_RESOURCE_SHARE:g} to {maximum:g}, not {shown}"
         )
-    return float(value)
+    return amount
 
 
 def _check_handler(handler: Any, what: str) -> None:

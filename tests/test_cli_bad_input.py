@@ -72,6 +72,9 @@ BAD = [
     (["events", "--limit", "0"], {}, "--limit"),
     (["events", "--limit", "100001"], {}, "--limit"),
     (["events", "--limit", "1e3"], {}, "--limit"),
+    (["events", "--limit", "\u0663"], {}, "--limit"),  # an Arabic-Indic 3: int() would take it
+    (["events", "--limit", " 3"], {}, "--limit"),
+    (["events"], {"OMOI_LOCK_TTL": "200000"}, "OMOI_LOCK_TTL"),  # past the longest lock lease
     (["events"], {}, "does not exist"),  # no database yet: reported, not created
     (["status", "--address", "garbage"], {}, "--address"),
     (["status", "--address", "127.0.0.1:99999"], {}, "--address"),

@@ -64,7 +64,7 @@ MAX_OWNER_LEASE_S = 3600.0
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 # Free text (reasons, error messages) may hold tabs and line breaks, no other control characters.
-_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # Names and keys hold no control characters at all.
 _CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -168,9 +168,21 @@ def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = 
     ``(0, maximum]`` (``[0, maximum]`` with ``allow_zero``). Raises ``ValueError`` naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field} must be a number of seconds, not {value!r}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past float's range
+        seconds = math.inf
     low_ok = seconds >= 0 if allow_zero else seconds > 0
     if not (math.isfinite(seconds) and low_ok and seconds <= maximum):
         low = "0" if allow_zero else "above 0"
-        raise ValueError(f"{field} must be a finite number of seconds from {low} to {maximum:g}, not {value!r}")
+        raise ValueError(f"{field} must be a finite number of seconds from {low} to {maximum:g}, not {_short_repr(value)}")
     return seconds
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an int of 400 digits is not a message)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
