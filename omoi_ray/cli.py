@@ -266,7 +266,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "upgrade":
         revision = migrate.upgrade(url)
         print(f"{settings.safe_database_url()} is at revision {revision} (head)")
-    elif args.action == "takeover":
+        return 0
+    missing = _missing_database(settings)  # current and takeover only read: they create nothing
+    if missing:
+        raise ConfigurationError(missing)
+    if args.action == "takeover":
         return _db_takeover(settings, url)
     else:
         current = migrate.current_revision(url)
@@ -274,7 +278,6 @@ def cmd_db(args: argparse.Namespace) -> int:
         state = "up to date" if current == head else f"behind head {head}: run `omoi-ray db upgrade`"
         print(f"{settings.safe_database_url()}: revision {current or '(none)'}, {state}")
         return 0 if current == head else 1
-    return 0
 
 
 def _db_takeover(settings, url: str) -> int:
@@ -330,14 +333,27 @@ def cmd_events(args: argparse.Namespace) -> int:
     engine = make_engine(settings.resolved_database_url())
     log = EventLog(engine)
     try:
+        # The type filter is applied while reading, page by page, so ``--limit`` counts matches.
         if args.since is not None:
-            page = log.read_after(args.since, args.limit)
-            start = page[-1].pos if page else args.since  # follow on after the page
+            events, start = [], args.since
+            while len(events) < args.limit:
+                page = log.read_after(start, args.limit)
+                if not page:
+                    break
+                events += [e for e in page if matches(e.type, patterns)]
+                start = page[-1].pos  # follow on after what was read
+            if len(events) > args.limit:  # follow on after the last one printed
+                events = events[: args.limit]
+                start = events[-1].pos
         else:
             start = log.latest()  # follow on after it; the recent ones are read up to it
-            page = log.last(args.limit * 20 if patterns else args.limit, upto=start)
-        events = [e for e in page if matches(e.type, patterns)]
-        if args.since is None:
+            wanted = args.limit
+            while True:
+                page = log.last(wanted, upto=start)
+                events = [e for e in page if matches(e.type, patterns)]
+                if len(events) >= args.limit or len(page) < wanted:
+                    break
+                wanted *= 4  # too few matches among the newest: look further back
             events = events[-args.limit:]
     finally:
         engine.dispose()
@@ -486,6 +502,10 @@ def _run(args: argparse.Namespace) -> int:
               f"{_first_line(exc)}", 2)
     except OmoiError as exc:
         _fail(exc.message, 2 if isinstance(exc, (ConfigurationError, ValueError)) else 1)
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return 1
     except OSError as exc:
         if exc.filename is None:  # not about a path the user gave
             raise

@@ -16,6 +16,11 @@ from tests.conftest import ROOT, make_settings
 
 def test_db_upgrade_then_current(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(SystemExit) as exit_info:  # reading a revision creates no database
+        main(["db", "current", "--db", url])
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()
+    migrate.upgrade(url, revision="0001")
     assert main(["db", "current", "--db", url]) == 1
     assert "run `omoi-ray db upgrade`" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", url]) == 0

@@ -158,6 +158,50 @@ def test_events_since_a_position_past_the_end_prints_nothing_on_sqlite(tmp_path)
     assert [line.split()[3] for line in everything.stdout.splitlines()] == ["task:t0", "task:t1", "task:t2"]
 
 
+def _write_typed_events(url: str, types: list[str]) -> None:
+    store = Store(url)
+    try:
+        store.writer.apply(EventBatch([Event(t, "task", f"t{i}", time.time(), {}) for i, t in enumerate(types)]))
+    finally:
+        store.dispose()
+
+
+def test_events_type_filter_counts_matches_towards_the_limit(tmp_path):
+    url = f"sqlite:///{tmp_path / 'omoi.db'}"
+    migrate.upgrade(url)
+    # 3 lock events among 100 task events, the last one far from the newest
+    _write_typed_events(url, ["lock.granted"] + ["task.created"] * 40 + ["lock.granted"] * 2 + ["task.created"] * 60)
+    since = run_cli("events", "--db", url, "--since", "0-0", "--type", "lock.*", "--limit", "2")
+    assert since.returncode == 0, since.stderr
+    assert [line.split()[3] for line in since.stdout.splitlines()] == ["task:t0", "task:t41"]
+    recent = run_cli("events", "--db", url, "--type", "lock.*", "--limit", "3")
+    assert recent.returncode == 0, recent.stderr
+    assert [line.split()[3] for line in recent.stdout.splitlines()] == ["task:t0", "task:t41", "task:t42"]
+
+
+def test_events_into_a_closed_pipe_ends_quietly(tmp_path):
+    url = f"sqlite:///{tmp_path / 'omoi.db'}"
+    migrate.upgrade(url)
+    _write_events(url, 3000)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
+    base.update(PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "omoi_ray.cli", "events", "--db", url, "--since", "0-0",
+                             "--limit", "3000", "--json"], env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("action", ["current", "takeover"])
+def test_db_reading_commands_do_not_create_a_sqlite_file(action, tmp_path):
+    path = tmp_path / "new.db"
+    out = run_cli("db", action, "--db", f"sqlite:///{path}")
+    assert_one_line_error(out, "does not exist")
+    assert not path.exists()
+
+
 def test_the_event_log_reads_nothing_after_a_position_past_the_end(db_url):
     _write_events(db_url, 3)
     engine = make_engine(db_url)
