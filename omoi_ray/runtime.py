@@ -467,6 +467,7 @@ def connect(
             from omoi_ray.owner import runtime_owner
 
             atexit.register(_release_at_exit, runtime_owner(settings.namespace), url)
+    _check_running_database(settings)  # before migrating: a refused driver creates nothing
     _check_owner(settings, url)  # before migrating: another runtime's database stays untouched
     if migrate:
         migrations.upgrade(url)
@@ -486,13 +487,7 @@ def connect(
         )
     )
     described, _, relay_state = _describe_started([scheduler, lock_manager, relay])
-    if described["database"] != settings.safe_database_url():
-        raise ConfigurationError(
-            f"the runtime in namespace '{settings.namespace}' uses the database "
-            f"{described['database']}, but this driver is configured for "
-            f"{settings.safe_database_url()}; use the same OMOI_DATABASE_URL or another "
-            "OMOI_NAMESPACE"
-        )
+    _check_same_database(settings, described["database"])
     mirror = (settings.safe_redis_url(), settings.redis_prefix if settings.redis_url else None)
     running = (relay_state["redis"], relay_state["prefix"])
     if mirror != running:
@@ -503,6 +498,29 @@ def connect(
             "OMOI_REDIS_PREFIX, or another OMOI_NAMESPACE"
         )
     return Runtime(settings, scheduler, lock_manager, relay)
+
+
+def _check_same_database(settings: Settings, running: str) -> None:
+    if running != settings.safe_database_url():
+        raise ConfigurationError(
+            f"the runtime in namespace '{settings.namespace}' uses the database {running}, but this "
+            f"driver is configured for {settings.safe_database_url()}; use the same OMOI_DATABASE_URL "
+            "or another OMOI_NAMESPACE"
+        )
+
+
+def _check_running_database(settings: Settings) -> None:
+    """If a scheduler already runs in the namespace, raise ``ConfigurationError`` unless it uses
+    this driver's database (checked again, with Redis, once the singletons answer)."""
+    try:
+        scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
+    except ValueError:
+        return  # none yet: this driver starts it
+    try:
+        described = ray.get(scheduler.describe.remote(), timeout=30)
+    except (ray.exceptions.RayError, OmoiError):
+        return  # restarting or broken: the full start-up below waits for it and reports
+    _check_same_database(settings, described["database"])
 
 
 def _check_owner(settings: Settings, url: str) -> None:

@@ -299,3 +299,4 @@ def test_connecting_with_another_database_in_the_same_namespace_is_refused(runti
     other = make_settings(tmp_path, None, runtime.settings.namespace)
     with pytest.raises(ConfigurationError, match="uses the database"):
         omoi.connect(other, migrate=True)
+    assert not (tmp_path / "omoi.db").exists()  # refused before its own database was created
