@@ -24,6 +24,8 @@ import ray
 
 import omoi_ray as omoi
 from actors.agent import _plain_result
+from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
+from omoi_ray.core.task_graph import Report, TaskGraph
 from omoi_ray.errors import ResultNotSerializableError
 from tests.conftest import make_settings
 
@@ -184,3 +186,37 @@ def test_a_dict_subclass_result_is_stored_as_plain_data(rt, server, uid):
     t = _task(uid, "subclass")
     assert rt.run([t], timeout=60)[t.id].status == "completed"
     assert rt.get(t.id).result == {"pair": [1, 2]}
+
+
+# --------------------------------------------------------------------------- a task's reason (core)
+
+
+def _requeued_graph(max_retries: int):
+    """Task ``t`` whose first attempt was interrupted (its agent replaced), claimed again."""
+    graph = TaskGraph(lease_ttl=30.0)
+    graph.submit([NewTask(id="t", type="x", retry=RetryPolicy(max_retries=max_retries))], 0.0)
+    first = graph.register_agent("a", "inc-1", frozenset(), 1, 0.0)
+    graph.claim(first, 1, 1.0)
+    graph.apply_report(first, Report("started", "t", 1), 1.0)
+    graph.agent_replaced("a", "inc-1", 2.0, "replaced its process", restarting=True)
+    assert graph.tasks["t"].status.value == "ready"
+    assert graph.tasks["t"].reason.startswith("interrupted: agent 'a' replaced its process")
+    fresh = graph.register_agent("a", "inc-2", frozenset(), 1, 3.0)
+    graph.claim(fresh, 1, 3.0)
+    graph.apply_report(fresh, Report("started", "t", 2), 3.0)
+    graph.take_changes()
+    return graph, fresh
+
+
+def test_a_task_that_completes_after_a_requeue_keeps_no_stale_reason():
+    graph, fresh = _requeued_graph(max_retries=0)
+    graph.apply_report(fresh, Report("finished", "t", 2, AttemptOutcome.COMPLETED, {"ok": 1}, None), 4.0)
+    [task] = graph.take_changes().updated
+    assert (task.status.value, task.result, task.error, task.reason) == ("completed", {"ok": 1}, None, None)
+
+
+def test_a_task_failing_for_good_after_a_requeue_says_its_own_error_not_the_old_reason():
+    graph, fresh = _requeued_graph(max_retries=0)
+    graph.apply_report(fresh, Report("finished", "t", 2, AttemptOutcome.PERMANENT_FAILURE, None, "PermanentError: no"), 4.0)
+    [task] = graph.take_changes().updated
+    assert (task.status.value, task.error, task.reason) == ("failed", "PermanentError: no", None)
