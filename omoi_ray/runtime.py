@@ -67,6 +67,10 @@ from omoi_ray.specs import (
 log = logging.getLogger("omoi_ray")
 
 _NAME_RACE_TRIES = 5  # a name taken and freed again this many times in a row: give up
+#: how long ``AgentRef.stop`` waits past its ``timeout`` for the agent to report and deregister
+#: before it ends the actor anyway (an actor that ended oddly, e.g. after a handler called
+#: ``ray.actor.exit_actor()``, never answers), in seconds
+STOP_MARGIN_S = 15.0
 
 _RemoteScheduler = ray.remote(SchedulerActor)
 _RemoteAgent = ray.remote(AgentActor)
@@ -92,10 +96,16 @@ class AgentRef:
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """Stop gracefully (running handlers get ``timeout`` seconds, 0 to ``MAX_WAIT_S``),
-        then end the actor."""
+        then end the actor. Returns the agent's counters (``started``, ``finished``, ...), or
+        ``{}`` if it did not answer within ``timeout`` + ``STOP_MARGIN_S`` seconds (it is ended
+        anyway; what it held is requeued as for a lost agent). ``InvalidArgumentError`` for a
+        bad ``timeout``."""
         timeout = _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
         try:
-            stats = ray.get(self.handle.stop.remote(timeout))
+            stats = ray.get(self.handle.stop.remote(timeout), timeout=timeout + STOP_MARGIN_S)
+        except ray.exceptions.GetTimeoutError:
+            log.warning("agent %s did not answer its stop within %gs; ending it", self.name, timeout + STOP_MARGIN_S)
+            stats = {}
         except ray.exceptions.RayActorError:
             stats = {}
         _kill_and_wait(self.handle)

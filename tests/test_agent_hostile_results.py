@@ -15,6 +15,7 @@ Agent behaviour does not depend on the store: SQLite runtimes with short leases.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -23,6 +24,7 @@ import pytest
 import ray
 
 import omoi_ray as omoi
+import omoi_ray.runtime as runtime_module
 from actors.agent import _plain_result
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph
@@ -220,3 +222,56 @@ def test_a_task_failing_for_good_after_a_requeue_says_its_own_error_not_the_old_
     graph.apply_report(fresh, Report("finished", "t", 2, AttemptOutcome.PERMANENT_FAILURE, None, "PermanentError: no"), 4.0)
     [task] = graph.take_changes().updated
     assert (task.status.value, task.error, task.reason) == ("failed", "PermanentError: no", None)
+
+
+# --------------------------------------------------------------------------- an agent that ends oddly
+
+
+def _finishes(fn, within: float):
+    """Run ``fn`` on a daemon thread; return ``(finished, value or error)`` once it returns or
+    ``within`` seconds have passed (a hang must fail the test, not freeze the run)."""
+    box: dict = {}
+
+    def body():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            box["value"] = exc
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(within)
+    return not thread.is_alive(), box.get("value")
+
+
+@pytest.mark.ray
+def test_stop_and_shutdown_finish_after_a_handler_called_exit_actor(ray_session, tmp_path, monkeypatch, uid):
+    monkeypatch.setattr(runtime_module, "STOP_MARGIN_S", 3.0)  # the test need not wait the default
+    settings = make_settings(tmp_path, None, f"exit-actor-{uid}", lease_ttl=2.0, long_poll=1.5)
+    rt = omoi.connect(settings, migrate=True)
+    ended = False
+    try:
+        agents = [rt.spawn_agent(f"exiter-{n}", capabilities=[f"exiter-{n}"], handler=f"{__name__}:hostile")
+                  for n in (1, 2)]
+        tasks = [omoi.TaskSpec(id=f"{uid}-exit-{n}", type="x", requires=[f"exiter-{n}"], max_retries=0,
+                               payload={"what": "exit_actor"}) for n in (1, 2)]
+        rt.submit(tasks)
+        assert rt.wait([t.id for t in tasks], timeout=60) == {t.id: "failed" for t in tasks}
+
+        finished, value = _finishes(lambda: agents[0].stop(timeout=1), within=60)
+        assert finished, "AgentRef.stop hung after exit_actor()"
+        assert not isinstance(value, BaseException), value
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(agents[0].handle.pid.remote(), timeout=30)  # the actor is gone
+
+        finished, value = _finishes(lambda: rt.shutdown(agents_timeout=1), within=60)
+        assert finished, "Runtime.shutdown hung after exit_actor()"
+        assert value is None
+        ended = True
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(agents[1].handle.pid.remote(), timeout=30)
+    finally:
+        if not ended:
+            for agent in rt.status().agents:
+                rt.agent(agent.id).kill()
+            rt.shutdown(agents_timeout=0)
