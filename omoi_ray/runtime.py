@@ -57,6 +57,7 @@ from omoi_ray.specs import (
     AttemptInfo,
     TaskInfo,
     TaskSpec,
+    check_name,
     check_payload,
     check_task_id,
     parse_agent_spec,
@@ -212,6 +213,7 @@ class Runtime:
             "max_restarts": spec.max_restarts,
             "max_concurrency": max(1000, spec.capacity * 4),
         }
+        _check_sendable(spec)
         _check_placeable(spec)
         handle = None
         for _ in range(_NAME_RACE_TRIES):
@@ -247,6 +249,9 @@ class Runtime:
         return AgentRef(spec.name, handle)
 
     def agent(self, name: str) -> AgentRef:
+        """A handle on the running agent ``name``; ``InvalidArgumentError`` if ``name`` cannot be
+        an agent name, ``AgentNotFoundError`` if no such agent is running."""
+        _argument(check_name, name, "agent name")
         try:
             return AgentRef(name, ray.get_actor(agent_actor_name(name), namespace=self.settings.namespace))
         except ValueError:
@@ -640,6 +645,28 @@ def _wait_seconds(timeout: Any) -> float | None:
     if timeout is None:
         return None
     return _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
+
+
+def _check_sendable(spec: AgentSpec) -> None:
+    """Refuse at once a handler Ray cannot send to the agent's process (it is pickled with the
+    spec): a closure over a lock, a socket, a client... naming it, one line, instead of Ray's
+    multi-line serialisation report."""
+    given = [("handler", spec.handler), *((f"handlers[{t!r}]", h) for t, h in spec.handlers.items())]
+    for field, handler in given:
+        if handler is None or isinstance(handler, str):
+            continue  # an import path is resolved in the agent's process
+        try:
+            ray.cloudpickle.dumps(handler)
+        except Exception as exc:  # noqa: BLE001 - TypeError, PicklingError, AttributeError, ...
+            lines = storable.clean_text(exc, max_chars=300).splitlines()
+            why = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            module = getattr(handler, "__module__", None) or "?"
+            name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+            raise InvalidAgentSpecError(
+                f"agent '{spec.name}': {field} {storable.clean_text(f'{module}:{name}', max_chars=200)} cannot be "
+                f"sent to the agent's process ({why}); define it at module level and pass its import path "
+                "'pkg.module:function' instead"
+            ) from None
 
 
 def _check_placeable(spec: AgentSpec) -> None:

@@ -28,7 +28,12 @@ import omoi_ray.runtime as runtime_module
 from actors.agent import _plain_result
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph
-from omoi_ray.errors import ResultNotSerializableError
+from omoi_ray.errors import (
+    AgentNotFoundError,
+    InvalidAgentSpecError,
+    InvalidArgumentError,
+    ResultNotSerializableError,
+)
 from tests.conftest import make_settings
 
 CANNOT = "ResultNotSerializableError: task '{}' returned a result that cannot be stored: {}"
@@ -275,3 +280,44 @@ def test_stop_and_shutdown_finish_after_a_handler_called_exit_actor(ray_session,
             for agent in rt.status().agents:
                 rt.agent(agent.id).kill()
             rt.shutdown(agents_timeout=0)
+
+
+# --------------------------------------------------------------------------- agents refused at once
+
+
+def _closure_over_a_lock():
+    lock = threading.Lock()
+
+    def locked(task):
+        with lock:
+            return {"ok": True}
+
+    return locked
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("how", ["handler", "handlers"])
+def test_an_unpicklable_handler_is_refused_naming_it_and_nothing_starts(rt, uid, how):
+    name = f"unpicklable-{uid}"
+    fn = _closure_over_a_lock()
+    given = {"handler": fn} if how == "handler" else {"handlers": {"work": fn}}
+    with pytest.raises(InvalidAgentSpecError) as caught:
+        rt.spawn_agent(name, capabilities=["x"], **given)
+    field = "handler" if how == "handler" else "handlers['work']"
+    assert str(caught.value) == (
+        f"agent '{name}': {field} {__name__}:_closure_over_a_lock.<locals>.locked cannot be sent to the agent's "
+        "process (TypeError: cannot pickle '_thread.lock' object); define it at module level and pass its import "
+        "path 'pkg.module:function' instead"
+    )
+    with pytest.raises(AgentNotFoundError):
+        rt.agent(name)
+    assert name not in {a.id for a in rt.status().agents}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("bad", [None, "x\n", "", 7, "a b", "x" * 129])
+def test_a_bad_agent_name_is_refused_in_one_line(rt, bad):
+    with pytest.raises(InvalidArgumentError) as caught:
+        rt.agent(bad)
+    message = str(caught.value)
+    assert message.startswith("agent name must be 1-128 characters") and "\n" not in message
