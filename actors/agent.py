@@ -20,6 +20,10 @@ Rules:
   attempt with an outcome and readable error text (``clean_text``), on the handler's thread;
   the agent keeps serving. A rejected or cancelled attempt is told to stop (``ctx.cancelled()``;
   async handlers are cancelled, thread-safely).
+- A handler's result becomes plain, storable JSON data on the handler's thread too
+  (``_plain_result``): a value's own code (a dict subclass's ``items``, ``__iter__``, ``__str__``)
+  never runs on the control loop, and a result that cannot be stored, whatever it raises, is a
+  permanent failure of its attempt. The scheduler's intake checks it again, as for any agent.
 - Hard limit: a handler still running ``OMOI_HARD_TIMEOUT_GRACE`` seconds after it was told to
   stop (timeout, cancellation) is a zombie. The agent reports it (the scheduler shows the slot as
   held by a zombie and gives the agent no more work), stops claiming, lets its other attempts
@@ -32,6 +36,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -46,7 +51,7 @@ import ray
 
 from omoi_ray.calls import AGENT, call_async
 from omoi_ray.core.model import AttemptOutcome
-from omoi_ray.core.storable import clean_text
+from omoi_ray.core.storable import check_json, clean_text
 from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
 from omoi_ray.handlers import BoundHandler, HandlerTable, TaskContext, TaskView, acquire_async
@@ -55,7 +60,7 @@ from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.protocol import Assignment, ExchangeReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AgentSpec, json_size
+from omoi_ray.specs import AgentSpec
 
 log = logging.getLogger("omoi_ray.agent")
 
@@ -391,12 +396,11 @@ class AgentActor:
                         run.inner.cancel()
                     ctx.locks.extend(await run.inner)
                     run.inner = None
-                # Off the control loop; whatever the handler does comes back as an outcome.
-                outcome, value, error = await loop.run_in_executor(
-                    self.pool, _call_handler, bound, view, ctx, run, self.name
+                # Off the control loop; whatever the handler does comes back as an outcome, and
+                # its result as plain JSON data.
+                outcome, result, error = await loop.run_in_executor(
+                    self.pool, _call_handler, bound, view, ctx, run, self.name, self.settings.result_max_bytes
                 )
-                if outcome is AttemptOutcome.COMPLETED:
-                    result = self._check_result(a.task_id, value)
             except PermanentError as exc:
                 outcome, error = AttemptOutcome.PERMANENT_FAILURE, _describe(exc)
             except (asyncio.CancelledError, TaskCancelledError) as exc:
@@ -442,20 +446,6 @@ class AgentActor:
             lambda: getattr(self.lock_manager, method).remote(**kwargs),
             policy=AGENT, what=f"the lock manager (called by agent {self.name})", refresh=self._refresh_locks,
         )
-
-    def _check_result(self, task_id: str, value: Any) -> Any:
-        try:
-            size = json_size(value, "result")
-        except ValueError as exc:
-            raise ResultNotSerializableError(
-                f"task '{task_id}' returned a {type(value).__name__}, which is not JSON-serialisable: {exc}"
-            ) from None
-        if size > self.settings.result_max_bytes:
-            raise ResultNotSerializableError(
-                f"task '{task_id}' returned {size} bytes of JSON, over the limit of "
-                f"{self.settings.result_max_bytes} (OMOI_RESULT_MAX_BYTES); store it elsewhere and return a reference"
-            )
-        return value
 
     def _stop_attempt(self, key: tuple[str, int], reason: str) -> int:
         """Tell an attempt to stop (on the control loop); past the grace period it is a zombie."""
@@ -628,17 +618,46 @@ def _pong(run: _Running) -> None:
 
 
 def _call_handler(
-    bound: BoundHandler, view: TaskView, ctx: TaskContext, run: _Running, agent: str
+    bound: BoundHandler, view: TaskView, ctx: TaskContext, run: _Running, agent: str, max_bytes: int
 ) -> tuple[AttemptOutcome, Any, str | None]:
-    """Run one handler to its end on a pool thread and return ``(outcome, value, error)``.
+    """Run one handler to its end on a pool thread and return ``(outcome, result, error)``,
+    ``result`` as plain JSON data (``_plain_result``).
 
     Never raises: any ``BaseException`` the handler lets out (or that describing it raises)
-    becomes the attempt's outcome with readable error text.
+    becomes the attempt's outcome with readable error text. Its result is made plain here too,
+    so code of the result's own (``items``, ``__iter__``, ``__str__``) runs on this thread and
+    never on the agent's control loop.
     """
     try:
-        return _outcome_of_handler(bound, view, ctx, run, agent)
+        outcome, value, error = _outcome_of_handler(bound, view, ctx, run, agent)
+        if outcome is not AttemptOutcome.COMPLETED:
+            return outcome, None, error
+        try:
+            return outcome, _plain_result(view.id, value, max_bytes), None
+        except ResultNotSerializableError as exc:
+            return AttemptOutcome.PERMANENT_FAILURE, None, _describe(exc)
     except BaseException as exc:  # noqa: BLE001 - even describing (or logging) the error failed
         return AttemptOutcome.FAILED, None, f"the handler ended with a {type(exc).__name__} that could not be described"
+
+
+def _plain_result(task_id: str, value: Any, max_bytes: int) -> Any:
+    """A plain copy of a handler's result (dicts, lists, str, int, float, bool, None) that
+    every store can hold: ``check_json`` (as the scheduler's intake does), then compact JSON of
+    at most ``max_bytes`` bytes (``OMOI_RESULT_MAX_BYTES``) read back. Raises
+    ``ResultNotSerializableError`` (a permanent failure) saying why for anything else, including
+    any ``BaseException`` the value's own methods raise and a ``RecursionError``."""
+    try:
+        check_json(value, "result")
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        size = len(text.encode())
+        if size <= max_bytes:
+            return json.loads(text)
+        problem = f"{size} bytes of JSON, over the limit of {max_bytes} (OMOI_RESULT_MAX_BYTES)"
+    except ValueError as exc:  # check_json names the part of the result in error
+        problem = clean_text(exc)
+    except BaseException as exc:  # noqa: BLE001 - the result's own code raised (or recursed)
+        problem = f"reading it raised {_describe(exc)}"
+    raise ResultNotSerializableError(f"task '{task_id}' returned a result that cannot be stored: {problem}")
 
 
 def _outcome_of_handler(

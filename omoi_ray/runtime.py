@@ -57,6 +57,7 @@ from omoi_ray.specs import (
     AttemptInfo,
     TaskInfo,
     TaskSpec,
+    check_name,
     check_payload,
     check_task_id,
     parse_agent_spec,
@@ -68,6 +69,10 @@ from omoi_ray.specs import (
 log = logging.getLogger("omoi_ray")
 
 _NAME_RACE_TRIES = 5  # a name taken and freed again this many times in a row: give up
+#: how long ``AgentRef.stop`` waits past its ``timeout`` for the agent to report and deregister
+#: before it ends the actor anyway (an actor that ended oddly, e.g. after a handler called
+#: ``ray.actor.exit_actor()``, never answers), in seconds
+STOP_MARGIN_S = 15.0
 
 _RemoteScheduler = ray.remote(SchedulerActor)
 _RemoteAgent = ray.remote(AgentActor)
@@ -93,10 +98,16 @@ class AgentRef:
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """Stop gracefully (running handlers get ``timeout`` seconds, 0 to ``MAX_WAIT_S``),
-        then end the actor."""
+        then end the actor. Returns the agent's counters (``started``, ``finished``, ...), or
+        ``{}`` if it did not answer within ``timeout`` + ``STOP_MARGIN_S`` seconds (it is ended
+        anyway; what it held is requeued as for a lost agent). ``InvalidArgumentError`` for a
+        bad ``timeout``."""
         timeout = _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
         try:
-            stats = ray.get(self.handle.stop.remote(timeout))
+            stats = ray.get(self.handle.stop.remote(timeout), timeout=timeout + STOP_MARGIN_S)
+        except ray.exceptions.GetTimeoutError:
+            log.warning("agent %s did not answer its stop within %gs; ending it", self.name, timeout + STOP_MARGIN_S)
+            stats = {}
         except ray.exceptions.RayActorError:
             stats = {}
         _kill_and_wait(self.handle)
@@ -203,6 +214,7 @@ class Runtime:
             "max_restarts": spec.max_restarts,
             "max_concurrency": max(1000, spec.capacity * 4),
         }
+        _check_sendable(spec)
         _check_placeable(spec)
         handle = None
         for _ in range(_NAME_RACE_TRIES):
@@ -238,6 +250,9 @@ class Runtime:
         return AgentRef(spec.name, handle)
 
     def agent(self, name: str) -> AgentRef:
+        """A handle on the running agent ``name``; ``InvalidArgumentError`` if ``name`` cannot be
+        an agent name, ``AgentNotFoundError`` if no such agent is running."""
+        _argument(check_name, name, "agent name")
         try:
             return AgentRef(name, ray.get_actor(agent_actor_name(name), namespace=self.settings.namespace))
         except ValueError:
@@ -650,6 +665,28 @@ def _wait_seconds(timeout: Any) -> float | None:
     if timeout is None:
         return None
     return _argument(storable.check_seconds, timeout, "timeout", maximum=storable.MAX_WAIT_S, allow_zero=True)
+
+
+def _check_sendable(spec: AgentSpec) -> None:
+    """Refuse at once a handler Ray cannot send to the agent's process (it is pickled with the
+    spec): a closure over a lock, a socket, a client... naming it, one line, instead of Ray's
+    multi-line serialisation report."""
+    given = [("handler", spec.handler), *((f"handlers[{t!r}]", h) for t, h in spec.handlers.items())]
+    for field, handler in given:
+        if handler is None or isinstance(handler, str):
+            continue  # an import path is resolved in the agent's process
+        try:
+            ray.cloudpickle.dumps(handler)
+        except Exception as exc:  # noqa: BLE001 - TypeError, PicklingError, AttributeError, ...
+            lines = storable.clean_text(exc, max_chars=300).splitlines()
+            why = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            module = getattr(handler, "__module__", None) or "?"
+            name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+            raise InvalidAgentSpecError(
+                f"agent '{spec.name}': {field} {storable.clean_text(f'{module}:{name}', max_chars=200)} cannot be "
+                f"sent to the agent's process ({why}); define it at module level and pass its import path "
+                "'pkg.module:function' instead"
+            ) from None
 
 
 def _check_placeable(spec: AgentSpec) -> None:

@@ -128,7 +128,8 @@ def test_permanent_errors_and_unserialisable_results_are_not_retried(runtime, ge
     assert (infos[perm.id].status, infos[perm.id].attempt) == ("failed", 1)
     assert infos[perm.id].error == "PermanentError: this input can never work"
     assert (infos[bad.id].status, infos[bad.id].attempt) == ("failed", 1)
-    assert "not JSON-serialisable" in infos[bad.id].error
+    assert infos[bad.id].error == (f"ResultNotSerializableError: task '{bad.id}' returned a result that cannot "
+                                   "be stored: result['set'] is a set, which is not JSON")
     with pytest.raises(omoi.OmoiError, match=f"task '{perm.id}' is failed, not completed"):
         runtime.result(perm.id)
 

@@ -33,6 +33,10 @@ Rules:
 - A change the owner could not store fails the tasks it concerns (``fail_unstorable``): from any
   live status to ``failed``, reason ``could not be stored: ...``, with what a store may refuse
   cleared from them; dependents become ``upstream_failed`` as for any failure.
+- A task's ``reason`` says why it is in its current status where its error does not: why it was
+  requeued (while ``ready``), why it ended (gave up, cancelled, failed upstream, not storable).
+  Claiming a new attempt clears it, so a completed task, or one that failed for good on a later
+  attempt's error, never shows the reason of an earlier attempt.
 - An agent's lease covers every claim it holds. Any call from the agent renews it; when it runs
   out, or Ray reports the agent dead, the agent is lost and its attempts are requeued.
 """
@@ -576,6 +580,7 @@ class TaskGraph:
         task.agent_incarnation = agent.incarnation
         task.claim_request_id = request_id
         task.deadline = None
+        task.reason = None  # why the last attempt was requeued: a new attempt makes it stale
         self._move(task, S.CLAIMED, now, agent=agent.id, attempt=task.attempt, request_id=request_id)
         key = (task.id, task.attempt)
         attempt = Attempt(task.id, task.attempt, agent.id, agent.incarnation, claimed_at=now, locks=task.locks)
