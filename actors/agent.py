@@ -681,10 +681,19 @@ def _outcome_of_handler(
 
 
 def _log_raised(agent: str, run: _Running, view: TaskView, error: str, exc: BaseException) -> None:
-    log.warning(
-        "agent %s: handler %s of task %s attempt %d raised %s", agent, run.handler, view.id, view.attempt, error,
-        exc_info=exc,
-    )
+    # Logging must never change an attempt's outcome: a traceback holding a lone surrogate makes
+    # the log stream's encoder raise (and logging's own error report with it).
+    try:
+        log.warning(
+            "agent %s: handler %s of task %s attempt %d raised %s", agent, run.handler, view.id, view.attempt,
+            error, exc_info=exc,
+        )
+    except Exception:  # noqa: BLE001
+        try:
+            log.warning("agent %s: handler %s of task %s attempt %d raised %s (traceback not printable)",
+                        agent, run.handler, view.id, view.attempt, error)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _run_coroutine(bound: BoundHandler, view: TaskView, ctx: TaskContext, run: _Running) -> Any:

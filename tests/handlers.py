@@ -150,6 +150,8 @@ def _raise(kind: str) -> None:
         raise asyncio.CancelledError("the handler cancelled itself")
     if kind == "nul_text":
         raise RuntimeError("bad\x00text\x1b[31m")
+    if kind == "surrogate_text":  # a lone surrogate: no stream can encode it, not even the log's
+        raise RuntimeError("half \udcff pair")
     raise ValueError(f"unknown kind {kind!r}")
 
 

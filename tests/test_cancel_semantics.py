@@ -55,6 +55,20 @@ def _descendants(deps, roots):
     return out - set(roots)
 
 
+@settings(max_examples=100, deadline=None)
+@given(_graphs())
+def test_the_events_of_a_cancel_do_not_depend_on_the_order_of_its_ids(case):
+    deps, run, named = case
+    ids = [f"t{i}" for i in named]
+    outcomes = []
+    for order in (ids, ids[::-1]):
+        h = _build(deps, run)
+        h.graph.cancel_many(order, h.now, "stop it")
+        # every entity's final event, with its payload (the upstream a dependent names included)
+        outcomes.append({e.entity_id: (e.type, e.payload) for e in h.drain().events if e.entity_type == "task"})
+    assert outcomes[0] == outcomes[1]
+
+
 @settings(max_examples=200, deadline=None)
 @given(_graphs())
 def test_every_named_task_is_cancelled_and_only_unnamed_dependents_fail_upstream(case):

@@ -91,6 +91,16 @@ def test_a_lost_agent_still_charges_its_attempts():
     assert "t" not in graph.tasks  # failed: a lost attempt counts
 
 
+def test_an_agent_stopped_on_purpose_requeues_its_attempts_without_charging_them():
+    graph, _ = _graph_with_running(["t"], max_retries=0, capacity=1)
+    graph.take_changes()
+    assert graph.agent_stopped("a", "inc-1", 2.0)
+    task = graph.tasks["t"]  # still there: with max_retries=0 a charged attempt would fail it
+    assert (task.status.value, task.uncharged) == ("ready", 1)
+    assert [(a.task_id, a.outcome) for a in graph.take_changes().attempts] == [("t", AttemptOutcome.INTERRUPTED)]
+    assert graph.agents["a"].status is AgentStatus.STOPPED
+
+
 def test_a_replacement_that_will_not_restart_reports_the_agent_stopped():
     graph, _ = _graph_with_running(["t"], max_retries=0, capacity=1)
     assert graph.agent_replaced("a", "inc-1", 2.0, "replaced its process", restarting=False)
@@ -208,6 +218,7 @@ KINDS = {
     "generator_exit": "GeneratorExit: closed",
     "cancelled": "CancelledError: the handler cancelled itself (raised by the handler itself: nobody cancelled this attempt)",
     "nul_text": "RuntimeError: bad\ufffdtext\ufffd[31m",
+    "surrogate_text": "RuntimeError: half \ufffd pair",
 }
 
 

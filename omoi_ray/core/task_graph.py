@@ -22,7 +22,8 @@ Rules:
 - What an attempt's outcome means for its task is data (``OUTCOME_RULES``): errors and timeouts
   wait out the backoff in ``retry_wait``; attempts lost with their agent go straight back to
   ``ready``. Every attempt counts towards ``max_retries`` except those the rules mark uncharged
-  (``interrupted``: the agent's process was replaced to free a slot a zombie handler held).
+  (``interrupted``: the agent was stopped on purpose, or its process was replaced to free a
+  slot a zombie handler held).
 - An agent that reports a zombie (a handler that ignored its stop past the grace period) gets
   no more work: it is draining, and will be replaced (``agent_replaced``).
 - Every attempt that runs past its timeout writes ``task.timed_out``, whether or not the task is
@@ -508,11 +509,12 @@ class TaskGraph:
         return True
 
     def agent_stopped(self, agent_id: str, incarnation: str, now: float) -> bool:
-        """The agent left on purpose; anything it still held is requeued."""
+        """The agent left on purpose (``stop``, ``shutdown``); anything it still held is requeued
+        as ``interrupted``, not charged: an operator's stop is not the task's fault."""
         agent = self.live_agent(agent_id, incarnation)
         if agent is None:
             return False
-        self._retire_agent(agent, AgentStatus.STOPPED, now, "agent stopped")
+        self._retire_agent(agent, AgentStatus.STOPPED, now, "agent stopped", AttemptOutcome.INTERRUPTED)
         return True
 
     def agent_replaced(self, agent_id: str, incarnation: str, now: float, reason: str, *, restarting: bool) -> bool:
@@ -723,7 +725,9 @@ class TaskGraph:
         outer = self._draining
         self._draining = True  # settling waits until every named task is cancelled
         try:
-            for task in named:
+            # In submission order, whatever the argument order: a dependent of two named tasks
+            # then always names the same one as its upstream.
+            for task in sorted(named, key=lambda t: t.seq):
                 if task.status in ACTIVE:
                     self._end_attempt(task, AttemptOutcome.CANCELLED, reason, now)
                     self._signal(task, reason)
