@@ -2,14 +2,16 @@
 
 omoi-ray builds the Alembic config in code (``omoi_ray.store.migrate``), so there is no
 alembic.ini; the URL travels in ``config.attributes`` and is never interpolated or logged.
+Online, the whole upgrade is one transaction that first takes the migration lock (see
+``omoi_ray.store.migrate``): Alembic runs inside it as in an external transaction.
 """
 
 from __future__ import annotations
 
 from alembic import context
 
+from omoi_ray.store.migrate import lock_for_migration, migration_engine
 from omoi_ray.store.schema import Base
-from omoi_ray.store.store import make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,7 +33,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(config.attributes["url"])
+    engine = migration_engine(config.attributes["url"])
     try:
         with engine.connect() as conn:
             _run(conn)
@@ -40,14 +42,24 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
+    if connection.in_transaction():  # the caller's transaction: the caller commits it
+        lock_for_migration(connection)
+        _configure(connection)
+        context.run_migrations()
+        return
+    with connection.begin():
+        lock_for_migration(connection)
+        _configure(connection)
+        context.run_migrations()
+
+
+def _configure(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
 
 
 if context.is_offline_mode():
