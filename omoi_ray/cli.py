@@ -30,11 +30,8 @@ from pydantic import SecretStr
 
 from omoi_ray.errors import ConfigurationError
 
-#: how long ``status``/``down`` try to open a connection to the Ray address before giving up
-RAY_CONNECT_TIMEOUT_S = 3.0
 #: the largest number an event position can hold (positions are 64-bit integers in the database)
 _MAX_POSITION = 2**63 - 1
-_RAY_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})")
 # settings field -> (flag, attribute of the parsed arguments)
 _FLAGS = {
     "database_url": ("--db", "db"),
@@ -99,14 +96,12 @@ def _type_pattern(text: str) -> str:
 
 def _ray_address(text: str) -> str:
     """``host:port`` (the head node's GCS port), ``ray://host:port`` or ``auto``."""
-    text = text.strip()
-    match = _RAY_ADDRESS.fullmatch(text)
-    if text != "auto" and (match is None or not 0 < int(match[2]) < 65536):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a Ray address: use host:port (the head node's GCS port, e.g. "
-            "10.0.0.5:6379), ray://host:port or auto"
-        )
-    return text
+    from omoi_ray import ray_address
+
+    try:
+        return ray_address.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ settings, database, Ray
@@ -144,7 +139,7 @@ def _missing_database(settings: Any) -> str | None:
 
 def _address(args: argparse.Namespace) -> str:
     """The Ray address to join (``--address``, else ``RAY_ADDRESS``), checked and reachable."""
-    import socket
+    from omoi_ray import ray_address
 
     address = args.address
     if address is None:
@@ -155,35 +150,8 @@ def _address(args: argparse.Namespace) -> str:
             address = _ray_address(env)
         except argparse.ArgumentTypeError as exc:
             raise ConfigurationError(f"RAY_ADDRESS: {exc}") from None
-    match = _RAY_ADDRESS.fullmatch(address)
-    if match is not None:  # "auto" is resolved (and refused when there is none) by ray.init
-        try:
-            with socket.create_connection((match[1].strip("[]"), int(match[2])),
-                                          timeout=RAY_CONNECT_TIMEOUT_S) as sock:
-                grpc = _speaks_grpc(sock)
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConfigurationError(f"cannot reach Ray at {address}: {reason}") from None
-        if not grpc:  # ray.init would retry for minutes, logging as it goes
-            raise ConfigurationError(f"{address} does not answer as a Ray cluster (no gRPC server "
-                                     "there): give the head node's GCS port, e.g. host:6379")
+    ray_address.check_reachable(address)  # ray.init would retry for minutes, logging as it goes
     return address
-
-
-def _speaks_grpc(sock: Any) -> bool:
-    """Whether the server on ``sock`` answers HTTP/2's opening (as Ray's gRPC servers do) with a
-    SETTINGS frame. False on silence (``RAY_CONNECT_TIMEOUT_S``) or any other answer."""
-    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-    head = b""
-    try:
-        while len(head) < 9:
-            chunk = sock.recv(9 - len(head))
-            if not chunk:
-                return False
-            head += chunk
-    except (TimeoutError, ConnectionError):
-        return False
-    return head[3] == 4  # the frame type of SETTINGS
 
 
 def _find_runtime(settings: Any, address: str) -> dict[str, Any]:

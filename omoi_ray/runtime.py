@@ -476,6 +476,7 @@ def connect(
         options = {"namespace": settings.namespace, "log_to_driver": False, **(ray_init or {})}
         if address is not None:
             options["address"] = address
+        _check_ray_address(options.get("address"))
         ray.init(**options)
         if options.get("address") is None and not os.environ.get("RAY_ADDRESS"):
             # This process's local Ray ends with it: so does the runtime's claim on the database.
@@ -513,6 +514,22 @@ def connect(
             "OMOI_REDIS_PREFIX, or another OMOI_NAMESPACE"
         )
     return Runtime(settings, scheduler, lock_manager, relay)
+
+
+def _check_ray_address(address: str | None) -> None:
+    """Refuse at once, with ``ConfigurationError``, a Ray address (given, else ``RAY_ADDRESS``)
+    that is malformed or where no Ray answers: ``ray.init`` would retry there for minutes."""
+    from omoi_ray import ray_address
+
+    source = "address" if address is not None else "RAY_ADDRESS"
+    text = address if address is not None else os.environ.get("RAY_ADDRESS", "").strip()
+    if not text:
+        return  # a local Ray is started
+    try:
+        text = ray_address.parse(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{source}: {exc}") from None
+    ray_address.check_reachable(text)
 
 
 def _check_same_database(settings: Settings, running: str) -> None:
