@@ -51,7 +51,7 @@ import ray
 
 from omoi_ray.calls import AGENT, call_async
 from omoi_ray.core.model import AttemptOutcome
-from omoi_ray.core.storable import check_json, clean_text
+from omoi_ray.core.storable import clean_text, storable_json
 from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
 from omoi_ray.handlers import BoundHandler, HandlerTable, TaskContext, TaskView, acquire_async
@@ -642,18 +642,13 @@ def _call_handler(
 
 def _plain_result(task_id: str, value: Any, max_bytes: int) -> Any:
     """A plain copy of a handler's result (dicts, lists, str, int, float, bool, None) that
-    every store can hold: ``check_json`` (as the scheduler's intake does), then compact JSON of
-    at most ``max_bytes`` bytes (``OMOI_RESULT_MAX_BYTES``) read back. Raises
+    every store can hold: ``storable_json`` (as the scheduler's intake checks), of at most
+    ``max_bytes`` bytes (``OMOI_RESULT_MAX_BYTES``), read back. Raises
     ``ResultNotSerializableError`` (a permanent failure) saying why for anything else, including
     any ``BaseException`` the value's own methods raise and a ``RecursionError``."""
     try:
-        check_json(value, "result")
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-        size = len(text.encode())
-        if size <= max_bytes:
-            return json.loads(text)
-        problem = f"{size} bytes of JSON, over the limit of {max_bytes} (OMOI_RESULT_MAX_BYTES)"
-    except ValueError as exc:  # check_json names the part of the result in error
+        return json.loads(storable_json(value, "result", max_bytes=max_bytes, setting="OMOI_RESULT_MAX_BYTES"))
+    except ValueError as exc:  # names the part of the result in error, or its size
         problem = clean_text(exc)
     except BaseException as exc:  # noqa: BLE001 - the result's own code raised (or recursed)
         problem = f"reading it raised {_describe(exc)}"

@@ -37,7 +37,7 @@ from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
 from actors.startup import exit_replaced, holds_start_error
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
-from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_json, check_text, clean_text
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
 from omoi_ray.core.task_state import TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, OwnershipLostError, TaskNotFoundError
@@ -46,7 +46,7 @@ from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.owner import runtime_owner
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, check_name, json_size, parse_new_tasks, submission_list
+from omoi_ray.specs import AttemptInfo, TaskInfo, check_name, parse_new_tasks, submission_list
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
@@ -539,8 +539,8 @@ async def _fire_and_forget(ref: Any) -> None:
 
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:
     """Agents' reports as the core may take them, whatever agent sent them: error text cleaned
-    (``clean_text``), and a result that cannot be stored (``check_json``, or over
-    ``result_max_bytes``) turned into a permanent failure of its attempt that says why."""
+    (``clean_text``), and a result that cannot be stored (``storable_json``: not storable JSON,
+    or over ``result_max_bytes``) turned into a permanent failure of its attempt that says why."""
     out: list[Report] | None = None
     for i, report in enumerate(reports):
         if report.kind != "finished" or (report.error is None and report.result is None):
@@ -569,12 +569,9 @@ def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report
 def _unstorable_result(result: Any, max_bytes: int) -> str | None:
     """Why ``result`` cannot be stored as a task's result, or None."""
     try:
-        check_json(result, "result")
-        size = json_size(result, "result")
+        storable_json(result, "result", max_bytes=max_bytes, setting="OMOI_RESULT_MAX_BYTES")
     except (ValueError, RecursionError) as exc:
         return str(exc)
-    if size > max_bytes:
-        return f"{size} bytes of JSON, over the limit of {max_bytes} (OMOI_RESULT_MAX_BYTES)"
     return None
 
 

@@ -616,9 +616,8 @@ def _describe_started(handles: list[Any]) -> list[dict[str, Any]]:
         except OmoiError as exc:
             if isinstance(exc, RuntimeUnavailableError):
                 raise
-            cause = getattr(exc, "cause", None)  # Ray's wrapper of the actor's error
-            failure = failure or (cause if isinstance(cause, OmoiError) else exc)
-            _end_broken(handle)
+            failure = failure or exc  # ``call`` raises the actor's own typed error
+            _kill_and_wait(handle)
             described.append({})
     if failure is not None:
         raise failure
@@ -633,26 +632,18 @@ def _ready(handle: Any) -> None:
         raise AgentNotFoundError("the agent stopped before it was registered") from None
 
 
-def _end_broken(handle: Any, timeout: float = 30.0) -> None:
-    """Kill a singleton that answers with its start error; return once Ray reports it dead."""
+def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:
+    """Kill an actor and return once Ray reports it dead (its name is then free again). A call
+    sent before the kill lands may still be answered (a broken singleton answers with its start
+    error): ask again until Ray says the actor is dead, for at most ``timeout`` seconds."""
     ray.kill(handle)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            ray.get(handle.describe.remote(), timeout=timeout)
-        except ray.exceptions.RayActorError:
+            ray.get(handle.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return
-        except Exception:  # noqa: BLE001 - it answered (its start error) before the kill landed
-            time.sleep(0.05)
-
-
-def _kill_and_wait(handle: Any, timeout: float = 30.0) -> None:
-    """Kill an actor and return once Ray reports it dead (its name is then free again)."""
-    ray.kill(handle)
-    try:
-        ray.get(handle.pid.remote(), timeout=timeout)
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-        pass
+        time.sleep(0.05)  # it answered before the kill landed; Ray offers no event to await
 
 
 def _with_id(item: TaskSpec | Mapping[str, Any], index: int) -> TaskSpec | dict[str, Any]:

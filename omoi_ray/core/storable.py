@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -161,6 +162,18 @@ def _path(parent: str, key: Any) -> str:
     if key is None:
         return parent
     return f"{parent}[{key}]" if type(key) is int else f"{parent}[{key!r}]"
+
+
+def storable_json(value: Any, field: str, *, max_bytes: int, setting: str) -> str:
+    """``value`` as compact JSON text, if it is storable JSON (``check_json``) of at most
+    ``max_bytes`` bytes; raises ``ValueError`` naming ``field``, or the size and ``setting``
+    (the name of the limit a user can change) when it is too large."""
+    check_json(value, field)
+    text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ValueError(f"{size} bytes of JSON, over the limit of {max_bytes} ({setting})")
+    return text
 
 
 def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = False) -> float:
