@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,36 @@ def runtime(ray_session: None, backend: tuple[str, str | None], tmp_path_factory
     rt = omoi.connect(settings, migrate=True)
     yield rt
     rt.shutdown(agents_timeout=2.0)
+
+
+@pytest.fixture
+def own_runtime(request: pytest.FixtureRequest, ray_session: None, backend: tuple[str, str | None], tmp_path: Path):
+    """A runtime with its own namespace and its own database (one scheduler per database), for
+    tests that kill its singletons or agents."""
+    import omoi_ray as omoi
+
+    name, _ = backend
+    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    settings = make_settings(tmp_path, url, f"own-{uuid.uuid4().hex[:8]}", lease_ttl=6.0, long_poll=5.0)
+    rt = omoi.connect(settings, migrate=True)
+    yield rt
+    rt.shutdown(agents_timeout=2.0)
+
+
+def until(condition, what: str = "the condition", timeout: float = 60.0):
+    """Poll ``condition`` until it returns something truthy, and return that; fail after
+    ``timeout`` seconds naming ``what``. For states a test can only observe by asking (each look
+    is one call), never as a wait for "long enough"."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 @pytest.fixture

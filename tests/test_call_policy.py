@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 import ray
@@ -30,7 +29,7 @@ from omoi_ray.errors import (
     TaskNotFoundError,
 )
 from omoi_ray.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import until
 from tests.handlers import gate
 
 H = "tests.handlers:behave"
@@ -216,26 +215,6 @@ def test_errors_from_the_scheduler_lock_manager_and_an_agent_constructor_arrive_
 
 
 # ---------------------------------------------------------------- restarts cost no attempt
-
-
-@pytest.fixture
-def own_runtime(request, ray_session, backend, tmp_path):
-    """A runtime with its own namespace and database: its singletons are killed here."""
-    name, _ = backend
-    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
-    settings = make_settings(tmp_path, url, f"calls-{uuid.uuid4().hex[:8]}", lease_ttl=6.0, long_poll=5.0)
-    rt = omoi.connect(settings, migrate=True)
-    yield rt
-    rt.shutdown(agents_timeout=2.0)
-
-
-def until(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 def waiting(rt, resource: str) -> list[str]:

@@ -6,7 +6,6 @@ Each test gets its own runtime (namespace and database) so its kills disturb nob
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 
 import pytest
@@ -15,22 +14,10 @@ import ray
 import omoi_ray as omoi
 from omoi_ray.core.task_graph import Report
 from omoi_ray.core.model import AttemptOutcome
-from tests.conftest import make_settings
 from tests.handlers import gate
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults]
 H = "tests.handlers:behave"
-
-
-@pytest.fixture
-def own_runtime(request, ray_session, backend, tmp_path):
-    """A runtime with its own namespace and its own database (one scheduler per database)."""
-    name, _ = backend
-    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
-    settings = make_settings(tmp_path, url, f"faults-{uuid.uuid4().hex[:8]}", lease_ttl=6.0, long_poll=5.0)
-    rt = omoi.connect(settings, migrate=True)
-    yield rt
-    rt.shutdown(agents_timeout=2.0)
 
 
 def completed_events(rt, task_ids):

@@ -14,7 +14,6 @@ the core rule and its persistence are tested without Ray, on both stores.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -25,26 +24,12 @@ from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, RetryPolic
 from omoi_ray.core.task_graph import OUTCOME_RULES, Report, TaskGraph
 from omoi_ray.errors import AgentNotFoundError
 from omoi_ray.store.memory import MemoryStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, until
 from tests.handlers import gate
 
 SYNC = "tests.handlers:misbehave"
 ASYNC = "tests.handlers:misbehave_async"
 GRACE = 1.0
-
-
-def until(condition, what: str, timeout: float = 60.0):
-    """Poll ``condition`` until it returns something truthy (bounded), and return that."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(delay)  # polling a condition with a bounded deadline, not waiting "enough"
-        delay = min(delay * 2, 0.5)
 
 
 # --------------------------------------------------------------------------- the core rule (no Ray)
