@@ -289,6 +289,8 @@ def test_a_singleton_killed_for_good_fails_driver_calls_at_once_and_agents_find_
 
     ray.kill(rt.relay)  # no restart: this handle's actor is gone
     ray.kill(rt.scheduler)
+    for handle in (rt.relay, rt.scheduler):  # ray.kill is asynchronous: a call sent at once may still be served
+        until(lambda: _is_dead(handle), "the killed actor is dead")
     for gone, name in ((rt.relay_status, "event relay"), (rt.status, "scheduler")):
         with pytest.raises(RuntimeUnavailableError, match=rf"the {name} \(omoi\.\w+\) is gone .* connect\(\) again") as caught:
             gone()
@@ -301,6 +303,16 @@ def test_a_singleton_killed_for_good_fails_driver_calls_at_once_and_agents_find_
     assert again.run([second], timeout=60)[second.id].status == "completed"
     assert [(x.agent_id, x.attempt, x.outcome) for x in again.attempts(second.id)] == [("survivor", 1, "completed")]
     assert again.get(first.id).status == "completed"  # the database kept everything
+
+
+def _is_dead(handle) -> bool:
+    try:
+        ray.get(handle.__ray_ready__.remote(), timeout=10)
+    except ray.exceptions.RayActorError:
+        return True
+    except ray.exceptions.GetTimeoutError:
+        return False
+    return False
 
 
 # ------------------------------------------------------------------- relay health is dated
