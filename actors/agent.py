@@ -8,7 +8,7 @@ Rules:
   that appear while the claimer is parked. Reports accumulated during a call form the next
   batch, so the number of calls stays low under load.
 - Every call carries a request id and is retried with the same id until the scheduler (or the
-  lock manager) answers, under the agents' call policy (``omoi_ray.calls.AGENT``: never gives
+  lock manager) answers, under the agents' call policy (``omoi_ray.client.calls.AGENT``: never gives
   up, logs while it waits): singleton restarts lose nothing, double nothing, and cost no attempt.
 - Handler code never runs on the actor's event loop, which is the agent's control plane
   (claims, reports, heartbeats, lease and lock renewals): sync handlers run on the thread pool,
@@ -49,18 +49,18 @@ from typing import Any
 
 import ray
 
-from omoi_ray.calls import AGENT, call_async
+from omoi_ray.client.calls import AGENT, call_async
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.storable import clean_text, storable_json
 from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
-from omoi_ray.handlers import BoundHandler, HandlerTable, TaskContext, TaskView, acquire_async
-from omoi_ray.lock_specs import request_id_for
+from omoi_ray.handler.context import BoundHandler, HandlerTable, TaskContext, TaskView, acquire_async
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.protocol import Assignment, ExchangeReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AgentSpec
+from omoi_ray.specs.locks import request_id_for
+from omoi_ray.specs.tasks import AgentSpec
 
 log = logging.getLogger("omoi_ray.agent")
 

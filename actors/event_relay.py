@@ -6,9 +6,9 @@ name, namespace, ``get_if_exists``, ``num_cpus=0``, ``max_restarts=-1``).
 
 Rules:
 - One loop thread does all the work: read the next committed events in position order (see
-  ``omoi_ray.store.event_log``), append them to the stream in one pipeline, advance the cursor.
+  ``omoi_ray.store.events``), append them to the stream in one pipeline, advance the cursor.
 - Where to resume comes from Redis itself: the stream's last id is the last position mirrored,
-  and every batch checks it (see ``omoi_ray.event_stream``). A stream owned by another database
+  and every batch checks it (see ``omoi_ray.store.stream``). A stream owned by another database
   is renamed aside, never appended to. If the stream is gone (Redis restarted empty, key deleted), the relay resumes from its cursor
   saved in the database (at most ~1 s old), rewound by ``events_replay`` events so that readers
   who had not caught up find recent history again; a relay that never mirrored starts from the
@@ -39,15 +39,15 @@ import redis
 
 from actors.startup import exit_replaced, holds_start_error
 from omoi_ray.errors import OwnershipLostError, WaitTimeoutError
-from omoi_ray.event_stream import Appender, StreamKeys, StreamOutOfStep, client_for, owner_of, stream_top
-from omoi_ray.events import START, Position
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.owner import runtime_owner
 from omoi_ray.settings import Settings
-from omoi_ray.store.event_log import EventLog
+from omoi_ray.specs.events import START, Position
+from omoi_ray.store.events import EventLog
 from omoi_ray.store.store import make_engine
+from omoi_ray.store.stream import Appender, StreamKeys, StreamOutOfStep, client_for, owner_of, stream_top
 
-log = logging.getLogger("omoi_ray.events")
+log = logging.getLogger("omoi_ray.specs.events")
 
 CURSOR_NAME = "redis"
 SAVE_EVERY = 1.0  # seconds between cursor saves

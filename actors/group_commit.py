@@ -28,8 +28,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
 
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store.writes import Mark, is_data_error, is_permanent_error

@@ -32,15 +32,15 @@ import ray
 from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
 from actors.startup import holds_start_error
-from omoi_ray.core.lock_table import Grant, LockChanges, LockTable, RequestState, show
+from omoi_ray.core.locks import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
-from omoi_ray.lock_specs import check_holder, check_request_id, parse_request
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.owner import runtime_owner
 from omoi_ray.settings import Settings
+from omoi_ray.specs.locks import check_holder, check_request_id, parse_request
 from omoi_ray.store.store import Store
 
-log = logging.getLogger("omoi_ray.locks")
+log = logging.getLogger("omoi_ray.client.locks")
 
 POLL = 10.0  # seconds a waiting caller is parked before it is told to ask again
 REMEMBERED_RELEASES = 10_000
@@ -228,7 +228,7 @@ class LockManagerActor:
 
     async def holders(self, resource: str) -> dict[str, Any]:
         """Who holds a resource and who waits for it, in order."""
-        from omoi_ray.lock_specs import parse_resource
+        from omoi_ray.specs.locks import parse_resource
 
         key, _ = parse_resource(resource)
         now = time.time()

@@ -5,7 +5,7 @@ A thin shell around ``TaskGraph`` (decisions), ``Store`` (SQL) and ``GroupCommit
 Rules:
 - Every public method applies its decisions to the graph, queues the resulting change set, and
   replies only after ``GroupCommit.sync``: nothing is acknowledged before it is committed.
-- Singleton: created by ``omoi_ray.runtime`` with a fixed name and namespace, ``get_if_exists``,
+- Singleton: created by ``omoi_ray.client.runtime`` with a fixed name and namespace, ``get_if_exists``,
   ``num_cpus=0``, ``max_restarts=-1``, detached. The constructor rebuilds memory from the
   database, so a restart carries on where the last committed batch left off.
 - It claims the database first (``actors.startup``) and renews the runtime's lease on it from
@@ -39,14 +39,14 @@ from actors.startup import exit_replaced, holds_start_error
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
-from omoi_ray.core.task_state import TERMINAL, TaskStatus
+from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, OwnershipLostError, TaskNotFoundError
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.owner import runtime_owner
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, check_name, parse_new_tasks, submission_list
+from omoi_ray.specs.tasks import AttemptInfo, TaskInfo, check_name, parse_new_tasks, submission_list
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")

@@ -35,11 +35,11 @@ from pydantic import SecretStr  # noqa: E402
 from actors.event_relay import EventRelayActor  # noqa: E402
 from benchmarks._common import drop_pg_schema, fresh_pg_schema, start_ray  # noqa: E402
 from omoi_ray.core.model import Event, EventBatch  # noqa: E402
-from omoi_ray.event_stream import StreamKeys  # noqa: E402
-from omoi_ray.events import EventRecord  # noqa: E402
 from omoi_ray.settings import Settings  # noqa: E402
+from omoi_ray.specs.events import EventRecord  # noqa: E402
 from omoi_ray.store import migrate  # noqa: E402
 from omoi_ray.store.store import Store  # noqa: E402
+from omoi_ray.store.stream import StreamKeys  # noqa: E402
 
 BATCH = 100  # events per writer transaction
 

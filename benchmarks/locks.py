@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 
 from benchmarks._common import finish, runtime, start_ray  # noqa: E402
-from omoi_ray.locks import LockClient  # noqa: E402
+from omoi_ray.client.locks import LockClient  # noqa: E402
 
 CLIENTS = 16
 HOLD = 0.001

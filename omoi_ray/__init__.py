@@ -12,7 +12,7 @@ Quick use::
 """
 
 from omoi_ray.core.model import Priority
-from omoi_ray.core.task_state import TaskStatus
+from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import (
     CycleError,
     DatabaseNotMigratedError,
@@ -26,10 +26,10 @@ from omoi_ray.errors import (
     UnknownDependencyError,
     WaitTimeoutError,
 )
-from omoi_ray.events import EventRecord
-from omoi_ray.handlers import TaskContext, TaskView
+from omoi_ray.handler.context import TaskContext, TaskView
 from omoi_ray.settings import Settings
-from omoi_ray.specs import AttemptInfo, TaskInfo, TaskSpec
+from omoi_ray.specs.events import EventRecord
+from omoi_ray.specs.tasks import AttemptInfo, TaskInfo, TaskSpec
 
 __all__ = [
     "AgentRef",
@@ -64,7 +64,7 @@ _RUNTIME_NAMES = {"AgentRef", "Runtime", "connect"}
 def __getattr__(name: str) -> object:
     # The runtime imports the actors, which import this package's modules: load it on first use.
     if name in _RUNTIME_NAMES:
-        from omoi_ray import runtime
+        from omoi_ray.client import runtime
 
         return getattr(runtime, name)
     raise AttributeError(f"module 'omoi_ray' has no attribute {name!r}")

@@ -14,9 +14,9 @@ import time
 import ray
 import sqlalchemy as sa
 
+from omoi_ray.client.locks import LockClient
 from omoi_ray.errors import StaleTokenError
-from omoi_ray.fencing import fenced_update
-from omoi_ray.locks import LockClient
+from omoi_ray.handler.fencing import fenced_update
 from omoi_ray.naming import LOCKS_NAME
 from tests.handlers import gate
 

@@ -24,7 +24,7 @@ import pytest
 import ray
 
 import omoi_ray as omoi
-import omoi_ray.runtime as runtime_module
+import omoi_ray.client.runtime as runtime_module
 from actors.agent import _plain_result
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph

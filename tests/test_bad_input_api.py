@@ -14,7 +14,7 @@ import pytest
 import ray
 
 import omoi_ray as omoi
-from omoi_ray.calls import call
+from omoi_ray.client.calls import call
 from omoi_ray.core.storable import MAX_WAIT_S
 from omoi_ray.errors import (
     AgentNotFoundError,

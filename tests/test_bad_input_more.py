@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from omoi_ray.core import storable
 from omoi_ray.errors import InvalidAgentSpecError, InvalidTaskSpecError, TaskNotFoundError
 from omoi_ray.settings import Settings
-from omoi_ray.specs import TaskSpec, iter_task_specs, parse_agent_spec
+from omoi_ray.specs.tasks import TaskSpec, iter_task_specs, parse_agent_spec
 
 HUGE = 10**400  # past float's range: float(HUGE) raises OverflowError
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from omoi_ray.client.follow import check_types, follow
 from omoi_ray.core.model import Priority
 from omoi_ray.core.storable import MAX_BACKOFF_S, MAX_JSON_DEPTH, MAX_POSITION, MAX_TIMEOUT_S
 from omoi_ray.errors import (
@@ -22,10 +23,9 @@ from omoi_ray.errors import (
     InvalidSubmissionError,
     InvalidTaskSpecError,
 )
-from omoi_ray.events import Position
-from omoi_ray.follow import check_types, follow
-from omoi_ray.lock_specs import parse_request
-from omoi_ray.specs import TaskSpec, parse_agent_spec, parse_task_specs, submission_list, task_id_list
+from omoi_ray.specs.events import Position
+from omoi_ray.specs.locks import parse_request
+from omoi_ray.specs.tasks import TaskSpec, parse_agent_spec, parse_task_specs, submission_list, task_id_list
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN, INF = float("nan"), float("inf")

@@ -308,7 +308,7 @@ def _inject(scheduler, kind: str, bad: str, poison_id: str, cancel_id: str, late
     middle one unstorable, then waits for them to be committed."""
     import time as _time
 
-    from omoi_ray.specs import parse_new_tasks
+    from omoi_ray.specs.tasks import parse_new_tasks
 
     async def go() -> dict:
         graph = scheduler.graph

@@ -1,4 +1,4 @@
-"""One call policy (``omoi_ray.calls``): a singleton's restart costs time, never an attempt, and
+"""One call policy (``omoi_ray.client.calls``): a singleton's restart costs time, never an attempt, and
 errors raised inside actors reach callers as the plain typed omoi error.
 
 The policy itself is tested with stand-in calls (no Ray process needed); the restarts are real:
@@ -19,7 +19,7 @@ import ray
 from pydantic import SecretStr, ValidationError
 
 import omoi_ray as omoi
-from omoi_ray import calls
+from omoi_ray.client import calls
 from omoi_ray.errors import (
     CycleError,
     HandlerNotFoundError,
@@ -153,7 +153,7 @@ def test_a_driver_gives_up_after_its_budget_and_an_agent_does_not(caplog):
     assert 2 <= len(fake.tries) < 10  # retried, with growing waits, then stopped
     # the same outage for an agent: it outlasts the driver's budget, says so, and gets its answer
     agent = Flaky(*[unavailable() for _ in range(6)], answer="back")
-    with caplog.at_level("WARNING", logger="omoi_ray.calls"):
+    with caplog.at_level("WARNING", logger="omoi_ray.client.calls"):
         assert asyncio.run(calls.call_async(agent, policy=calls.AGENT, what="the scheduler")) == "back"
     assert len(agent.tries) == 7
     assert any("the scheduler is unavailable" in r.getMessage() for r in caplog.records)

@@ -12,7 +12,7 @@ from hypothesis.stateful import rule
 
 import omoi_ray as omoi
 from omoi_ray.core.task_graph import ChangeSet
-from omoi_ray.core.task_state import TaskStatus
+from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import InvalidCancelError, TaskNotFoundError
 from tests import test_task_graph_stateful as _stateful
 from tests.graph_harness import Harness, spec

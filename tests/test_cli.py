@@ -39,7 +39,7 @@ def test_status_without_a_ray_address_says_what_to_set(tmp_path, capsys, monkeyp
 
 @pytest.mark.ray
 def test_the_demo_runs_its_dag_to_completion(ray_session, tmp_path, capsys):
-    from omoi_ray.demo import run_demo
+    from omoi_ray.cli.demo import run_demo
 
     settings = make_settings(tmp_path, None, "demo-test")
     result = run_demo(files=20, settings=settings, progress=False)

@@ -17,9 +17,9 @@ import uuid
 import pytest
 
 from omoi_ray.core.model import Event, EventBatch
-from omoi_ray.events import Position
+from omoi_ray.specs.events import Position
 from omoi_ray.store import migrate
-from omoi_ray.store.event_log import EventLog
+from omoi_ray.store.events import EventLog
 from omoi_ray.store.store import Store, make_engine
 from tests.conftest import ROOT
 
@@ -233,7 +233,7 @@ def _console(width: int = 80):
 
 
 def test_progress_shows_user_text_literally_and_every_count_whole_at_80_columns():
-    from omoi_ray.progress import ProgressBar
+    from omoi_ray.client.progress import ProgressBar
 
     console = _console()
     bar = ProgressBar(12345, "12345 tasks [bold]", console=console)
@@ -275,7 +275,7 @@ def test_status_prints_names_capabilities_and_errors_literally():
 
 
 def test_the_demo_report_prints_names_literally_and_the_path_whole_at_80_columns(tmp_path):
-    from omoi_ray.demo import print_report
+    from omoi_ray.cli.demo import print_report
 
     path = tmp_path / ("deep-" * 12) / "[gpu]" / "report.json"
     report = {"files": 3, "directories": 1, "totals": {"lines": 10, "functions": 2, "classes": 1},
@@ -290,7 +290,7 @@ def test_the_demo_report_prints_names_literally_and_the_path_whole_at_80_columns
 
 
 def test_demo_help_names_the_namespace_the_demo_uses():
-    from omoi_ray.demo import DEMO_NAMESPACE
+    from omoi_ray.cli.demo import DEMO_NAMESPACE
 
     out = run_cli("demo", "--help")
     assert out.returncode == 0
@@ -299,7 +299,7 @@ def test_demo_help_names_the_namespace_the_demo_uses():
 
 
 def test_run_demo_refuses_a_bad_file_count_before_starting_anything():
-    from omoi_ray.demo import run_demo
+    from omoi_ray.cli.demo import run_demo
 
     for bad in (-1, 0, True, 2.5):
         with pytest.raises(ValueError, match="files must be"):

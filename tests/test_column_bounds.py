@@ -19,13 +19,15 @@ import sqlalchemy as sa
 
 import omoi_ray as omoi
 from actors.event_relay import CURSOR_NAME
-from omoi_ray import lock_specs, specs
-from omoi_ray.core import event_types, model, storable
-from omoi_ray.core.lock_table import LockMode
+from omoi_ray.core import events as event_types
+from omoi_ray.core import model, storable
+from omoi_ray.core.locks import LockMode
 from omoi_ray.core.ownership import WRITERS
-from omoi_ray.core.task_state import TaskStatus
+from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import InvalidLockRequestError, InvalidTaskSpecError
 from omoi_ray.settings import Settings
+from omoi_ray.specs import locks as lock_specs
+from omoi_ray.specs import tasks as specs
 from omoi_ray.store.schema import Base
 
 

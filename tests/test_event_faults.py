@@ -27,14 +27,14 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from actors.event_relay import EventRelayActor
-from omoi_ray.calls import call
-from omoi_ray.event_stream import StreamKeys
-from omoi_ray.events import EventRecord, Position
-from omoi_ray.follow import follow
+from omoi_ray.client.calls import call
+from omoi_ray.client.follow import follow
 from omoi_ray.settings import Settings
+from omoi_ray.specs.events import EventRecord, Position
 from omoi_ray.store import migrate
 from omoi_ray.store import schema as t
-from omoi_ray.store.event_log import EventLog
+from omoi_ray.store.events import EventLog
+from omoi_ray.store.stream import StreamKeys
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.ray]
 

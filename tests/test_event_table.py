@@ -1,4 +1,4 @@
-"""The README's event tables and the catalogue in ``omoi_ray/core/event_types.py`` say the same
+"""The README's event tables and the catalogue in ``omoi_ray/core/events.py`` say the same
 thing, and the runtime writes what they say (``task.timed_out`` for every attempt past its
 timeout, retried or not)."""
 
@@ -9,7 +9,7 @@ import re
 import pytest
 
 import omoi_ray as omoi
-from omoi_ray.core.event_types import DECLARED, EMITTED
+from omoi_ray.core.events import DECLARED, EMITTED
 from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph
 from tests.conftest import ROOT

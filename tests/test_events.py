@@ -17,17 +17,17 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from actors.event_relay import EventRelayActor
-from omoi_ray.core.event_types import CATALOGUE, EMITTED, matches
+from omoi_ray.client.follow import check_types, follow
+from omoi_ray.core.events import CATALOGUE, EMITTED, matches
 from omoi_ray.core.model import Event, EventBatch
-from omoi_ray.core.task_state import TRANSITIONS
+from omoi_ray.core.tasks import TRANSITIONS
 from omoi_ray.errors import InvalidEventQueryError
-from omoi_ray.event_stream import StreamKeys
-from omoi_ray.events import START, EventRecord, Position
-from omoi_ray.follow import check_types, follow
 from omoi_ray.settings import Settings
+from omoi_ray.specs.events import START, EventRecord, Position
 from omoi_ray.store import schema as t
-from omoi_ray.store.event_log import EventLog
+from omoi_ray.store.events import EventLog
 from omoi_ray.store.store import Store
+from omoi_ray.store.stream import StreamKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 import omoi_ray as omoi
-from omoi_ray.core.event_types import CATALOGUE
-from omoi_ray.events import EventRecord
+from omoi_ray.core.events import CATALOGUE
+from omoi_ray.specs.events import EventRecord
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.ray

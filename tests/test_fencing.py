@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from omoi_ray.errors import StaleTokenError
-from omoi_ray.fencing import TokenFile, fenced_update
+from omoi_ray.handler.fencing import TokenFile, fenced_update
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from omoi_ray.core.lock_table import LockMode, LockTable, RequestState
+from omoi_ray.core.locks import LockMode, LockTable, RequestState
 from omoi_ray.store import schema as t
 from omoi_ray.store.store import Store
 from omoi_ray.store.writes import Mark, is_permanent_error

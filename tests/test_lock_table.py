@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from omoi_ray.core.lock_table import COMPATIBLE, LockMode, LockTable, RequestState
+from omoi_ray.core.locks import COMPATIBLE, LockMode, LockTable, RequestState
 from omoi_ray.errors import (
     DeadlockError,
     LeaseExpiredError,

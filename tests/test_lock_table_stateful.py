@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from omoi_ray.core.lock_table import COMPATIBLE, LockMode, LockTable, RequestState
+from omoi_ray.core.locks import COMPATIBLE, LockMode, LockTable, RequestState
 from omoi_ray.errors import (
     DeadlockError,
     InvalidLockRequestError,

@@ -9,6 +9,7 @@ import pytest
 import ray
 
 import omoi_ray as omoi
+from omoi_ray.client.locks import LockClient
 from omoi_ray.errors import (
     DeadlockError,
     InvalidLockRequestError,
@@ -18,7 +19,6 @@ from omoi_ray.errors import (
     LockTimeoutError,
     LockUnavailableError,
 )
-from omoi_ray.locks import LockClient
 from tests.handlers import gate
 
 pytestmark = pytest.mark.ray

@@ -173,8 +173,8 @@ def test_renew_extends_the_lease_and_release_ends_it(db_url):
 
 
 def test_a_replaced_relay_saves_no_cursor_and_prunes_nothing(db_url):
-    from omoi_ray.events import Position
-    from omoi_ray.store.event_log import EventLog
+    from omoi_ray.specs.events import Position
+    from omoi_ray.store.events import EventLog
 
     engine = sa.create_engine(db_url)
     try:
@@ -268,7 +268,7 @@ def test_the_singletons_refuse_another_runtimes_database_themselves(request, ray
                                                                    monkeypatch):
     """A driver that raced the owner past its own check still gets the typed refusal: each
     singleton claims the database when it starts."""
-    import omoi_ray.runtime as runtime_module
+    import omoi_ray.client.runtime as runtime_module
 
     settings = _fresh_settings(request, backend, tmp_path)
     _claim_for(settings, FOREIGN, lease=3600)
@@ -395,7 +395,7 @@ def test_a_singleton_that_cannot_start_raises_its_typed_error_and_is_ended(
 def test_on_sqlite_the_singletons_are_pinned_to_the_drivers_node(ray_session):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from omoi_ray.runtime import _placement
+    from omoi_ray.client.runtime import _placement
 
     strategy = _placement("sqlite:////tmp/x/omoi.db")["scheduling_strategy"]
     assert isinstance(strategy, NodeAffinitySchedulingStrategy)

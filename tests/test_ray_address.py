@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from omoi_ray import ray_address
+from omoi_ray.client import address as ray_address
 from omoi_ray.errors import ConfigurationError
 from tests.conftest import ROOT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omoi_ray.core.ready_index import ReadyIndex
+from omoi_ray.core.ready import ReadyIndex
 
 CAPS = ["a", "b", "c"]
 

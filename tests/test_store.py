@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.task_graph import TaskGraph
-from omoi_ray.core.task_state import TaskStatus
+from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import DatabaseNotMigratedError
 from omoi_ray.store import migrate
 from omoi_ray.store.schema import Base

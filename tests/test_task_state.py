@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omoi_ray.core.task_state import ACTIVE, FAILED_FOR_GOOD, TERMINAL, TRANSITIONS, TaskStatus, event_for
+from omoi_ray.core.tasks import ACTIVE, FAILED_FOR_GOOD, TERMINAL, TRANSITIONS, TaskStatus, event_for
 from omoi_ray.errors import IllegalTransitionError
 
 S = TaskStatus

@@ -7,7 +7,7 @@ Create Date: 2026-11-26
 
 On PostgreSQL ``events.txid`` defaults to ``pg_current_xact_id()`` (the writing transaction),
 so readers can publish only what no running transaction can still add to (see
-``omoi_ray/store/event_log.py``). SQLite serialises writers; its ``txid`` stays 0.
+``omoi_ray/store/events.py``). SQLite serialises writers; its ``txid`` stays 0.
 Self-contained on purpose (see 0001).
 """
 

@@ -1,5 +1,5 @@
 """``events.entity_id`` widened to 1024 characters: a lock event names its resource ``type:id``,
-up to 64 + 1 + 512 characters (see ``omoi_ray/lock_specs.py``), which did not fit 128.
+up to 64 + 1 + 512 characters (see ``omoi_ray/specs/locks.py``), which did not fit 128.
 
 Revision ID: 0005
 Revises: 0004

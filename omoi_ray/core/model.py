@@ -5,7 +5,7 @@ Rules:
   reads a clock).
 - These are dataclasses with slots: the scheduler keeps every live task in memory, so a task's
   footprint matters (see ``benchmarks/scale.py``).
-- Validation of user input happens before these are built (``omoi_ray.specs``); the core trusts
+- Validation of user input happens before these are built (``omoi_ray.specs.tasks``); the core trusts
   field types and checks only graph-level rules.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
-from omoi_ray.core.task_state import TaskStatus
+from omoi_ray.core.tasks import TaskStatus
 
 
 class Priority(IntEnum):

@@ -63,9 +63,9 @@ from omoi_ray.core.model import (
     NewTask,
     Task,
 )
-from omoi_ray.core.ready_index import ReadyIndex
+from omoi_ray.core.ready import ReadyIndex
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
-from omoi_ray.core.task_state import (
+from omoi_ray.core.tasks import (
     ACTIVE,
     CREATED_EVENT,
     FAILED_EVENT,

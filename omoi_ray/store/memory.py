@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from omoi_ray.core.model import Agent, AgentStatus, Attempt, Event, Task
 from omoi_ray.core.task_graph import ChangeSet, StoredTask
-from omoi_ray.core.task_state import TERMINAL
+from omoi_ray.core.tasks import TERMINAL
 from omoi_ray.store.store import Snapshot
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
     Agent,
     AgentStatus,
@@ -31,10 +32,9 @@ from omoi_ray.core.model import (
     RetryPolicy,
     Task,
 )
-from omoi_ray.core.lock_table import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.ownership import Claim, OwnerId
 from omoi_ray.core.task_graph import ChangeSet, StoredTask
-from omoi_ray.core.task_state import TERMINAL, TaskStatus
+from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
 from omoi_ray.store import ownership
 from omoi_ray.store import schema as t

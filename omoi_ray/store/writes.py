@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from omoi_ray.core.locks import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
-from omoi_ray.core.lock_table import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.storable import check_json, unstorable_char
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t

@@ -2,7 +2,7 @@
 
 Rules:
 - One stream ``<prefix>:events`` holds every event; its entry id *is* the event's position (see
-  ``omoi_ray.events``). Each entry has two fields: ``e`` (the event as JSON) and ``p`` (the
+  ``omoi_ray.specs.events``). Each entry has two fields: ``e`` (the event as JSON) and ``p`` (the
   position of the entry mirrored just before it). A reader whose last position is below ``p``
   knows it missed events (stream trimmed, Redis restarted empty) and reads them from the
   database.
@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from omoi_ray.events import START, EventRecord, Position
+from omoi_ray.specs.events import START, EventRecord, Position
 
 
 class StreamKeys:

@@ -36,7 +36,7 @@ from actors.agent import AgentActor
 from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
-from omoi_ray.calls import call, label, set_driver_budget, unwrap
+from omoi_ray.client.calls import call, label, set_driver_budget, unwrap
 from omoi_ray.core import storable
 from omoi_ray.errors import (
     AgentNotFoundError,
@@ -52,7 +52,7 @@ from omoi_ray.errors import (
 from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME, agent_actor_name
 from omoi_ray.protocol import RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import (
+from omoi_ray.specs.tasks import (
     AgentSpec,
     AttemptInfo,
     TaskInfo,
@@ -136,9 +136,9 @@ class Runtime:
 
     @property
     def locks(self) -> Any:
-        """A ``LockClient`` holding locks as this driver (see ``omoi_ray.locks``)."""
+        """A ``LockClient`` holding locks as this driver (see ``omoi_ray.client.locks``)."""
         if self._locks is None:
-            from omoi_ray.locks import LockClient
+            from omoi_ray.client.locks import LockClient
 
             self._locks = LockClient(self.lock_manager)
         return self._locks
@@ -320,7 +320,7 @@ class Runtime:
         tick = 0.25 if progress else 30.0
         bar = None
         if progress:
-            from omoi_ray.progress import ProgressBar
+            from omoi_ray.client.progress import ProgressBar
 
             bar = ProgressBar(total=len(pending), description=description)
         try:
@@ -410,9 +410,9 @@ class Runtime:
         types: Any = None,
         **options: Any,
     ) -> Any:
-        """An async iterator over committed events (see ``omoi_ray.follow.follow``); bad
+        """An async iterator over committed events (see ``omoi_ray.client.follow.follow``); bad
         arguments raise ``InvalidEventQueryError`` here, before iterating."""
-        from omoi_ray.follow import follow
+        from omoi_ray.client.follow import follow
 
         return follow(self.settings, since=since, types=types, **options)
 
@@ -519,7 +519,7 @@ def connect(
 def _check_ray_address(address: str | None) -> None:
     """Refuse at once, with ``ConfigurationError``, a Ray address (given, else ``RAY_ADDRESS``)
     that is malformed or where no Ray answers: ``ray.init`` would retry there for minutes."""
-    from omoi_ray import ray_address
+    from omoi_ray.client import address as ray_address
 
     source = "address" if address is not None else "RAY_ADDRESS"
     text = address if address is not None else os.environ.get("RAY_ADDRESS", "").strip()

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from omoi_ray.handlers import TaskContext, TaskView
+from omoi_ray.handler.context import TaskContext, TaskView
 
 # ------------------------------------------------------------------ handlers (run on agents)
 
@@ -234,9 +234,9 @@ def run_demo(
     try:
         console.print("starting agents: reader-1, reader-2 (read, 4 slots each), analyst (analyze + report, 2 slots)")
         handlers = {
-            "file_stats": "omoi_ray.demo:file_stats",
-            "directory_summary": "omoi_ray.demo:directory_summary",
-            "final_report": "omoi_ray.demo:final_report",
+            "file_stats": "omoi_ray.cli.demo:file_stats",
+            "directory_summary": "omoi_ray.cli.demo:directory_summary",
+            "final_report": "omoi_ray.cli.demo:final_report",
         }
         for name in ("reader-1", "reader-2"):
             rt.spawn_agent(name, capabilities=["read"], capacity=4, handlers=handlers, exist_ok=True)

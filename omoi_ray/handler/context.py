@@ -82,7 +82,7 @@ class TaskContext:
         """Results of the tasks this one depends on, by id (they all completed: that is why it
         runs). Blocks, so call it from sync handlers; async handlers use
         ``await ctx.upstream_results_async()``."""
-        from omoi_ray.calls import HANDLER, call
+        from omoi_ray.client.calls import HANDLER, call
 
         if not self.depends_on:
             return {}
@@ -91,7 +91,7 @@ class TaskContext:
                            check=self.raise_if_cancelled))
 
     async def upstream_results_async(self) -> dict[str, Any]:
-        from omoi_ray.calls import HANDLER, call_async
+        from omoi_ray.client.calls import HANDLER, call_async
 
         if not self.depends_on:
             return {}
@@ -108,8 +108,8 @@ class TaskContext:
     def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> Any:
         """Take a lock now (sync handlers); it is released when the attempt ends, whatever its
         outcome, and renewed by the agent meanwhile. Returns a ``Lease`` (tokens in ``.tokens``)."""
-        from omoi_ray.calls import HANDLER
-        from omoi_ray.locks import LockClient
+        from omoi_ray.client.calls import HANDLER
+        from omoi_ray.client.locks import LockClient
 
         self.took_locks = True
         lease = LockClient(self._lock_manager, self.holder, policy=HANDLER, check=self.raise_if_cancelled).acquire(
@@ -140,12 +140,12 @@ async def acquire_async(
     policy: Any = None, refresh: Callable[[], Any] | None = None,
 ) -> list[Any]:
     """Acquire from async code: ask again with the same request id until granted; returns the
-    grants. Rides out lock-manager restarts under ``policy`` (an ``omoi_ray.calls.Policy``;
+    grants. Rides out lock-manager restarts under ``policy`` (an ``omoi_ray.client.calls.Policy``;
     default: a handler's, which never gives up); ``refresh`` returns a new handle when the old
     one's actor is gone. Raises the lock manager's ``LockError`` (timeout, deadlock, bad request)."""
     import uuid
 
-    from omoi_ray.calls import HANDLER, call_async
+    from omoi_ray.client.calls import HANDLER, call_async
 
     request_id = request_id or uuid.uuid4().hex
     handle = lock_manager

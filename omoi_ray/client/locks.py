@@ -16,7 +16,7 @@ Rules:
   ``holder=None`` means this client's holder, any other holder must be valid text (``""`` is
   refused, never replaced by the default).
 - Every call rides out a lock-manager restart under the caller's call policy
-  (``omoi_ray.calls``): a driver's for ``OMOI_CALL_RETRY_FOR`` seconds, a handler's until its
+  (``omoi_ray.client.calls``): a driver's for ``OMOI_CALL_RETRY_FOR`` seconds, a handler's until its
   attempt ends. A waiting ``acquire`` asks again with the same request id, so a restart neither
   loses its place in the queue nor grants it twice.
 """
@@ -30,9 +30,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-from omoi_ray.calls import Policy, call
+from omoi_ray.client.calls import Policy, call
 from omoi_ray.errors import LeaseExpiredError, LockError, LockNotHeldError, OmoiError
-from omoi_ray.lock_specs import check_request_id, parse_request, request_id_for
+from omoi_ray.specs.locks import check_request_id, parse_request, request_id_for
 
 
 def default_holder() -> str:

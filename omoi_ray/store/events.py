@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from omoi_ray.errors import ConfigurationError
-from omoi_ray.events import START, EventRecord, Position
+from omoi_ray.specs.events import START, EventRecord, Position
 from omoi_ray.store import schema as t
 from omoi_ray.store.ownership import Fence, check_fence_conn
 

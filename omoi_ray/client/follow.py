@@ -28,11 +28,11 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from omoi_ray.core import storable
-from omoi_ray.core.event_types import matches
+from omoi_ray.core.events import matches
 from omoi_ray.errors import InvalidEventQueryError
-from omoi_ray.event_stream import StreamKeys, decode_entry
-from omoi_ray.events import EventRecord, Position
 from omoi_ray.settings import Settings
+from omoi_ray.specs.events import EventRecord, Position
+from omoi_ray.store.stream import StreamKeys, decode_entry
 
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,128}")  # matched whole
 # Brackets only as whole, non-empty sets ("[abc]"): a lone "[" would silently match nothing.
@@ -102,7 +102,7 @@ def follow(
 async def _follow(
     settings: Settings, since: Position | None, patterns: tuple[str, ...], batch: int, poll: float, use_redis: bool
 ) -> AsyncIterator[EventRecord]:
-    from omoi_ray.store.event_log import EventLog
+    from omoi_ray.store.events import EventLog
     from omoi_ray.store.store import make_engine
 
     engine = make_engine(settings.resolved_database_url())

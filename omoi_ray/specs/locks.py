@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omoi_ray.core import storable
-from omoi_ray.core.lock_table import LockMode, Resource
+from omoi_ray.core.locks import LockMode, Resource
 from omoi_ray.errors import InvalidLockRequestError
 
 MAX_ITEMS = 64

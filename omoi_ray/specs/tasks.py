@@ -222,7 +222,7 @@ class TaskSpec(BaseModel):
         if not value:
             return []
         from omoi_ray.errors import InvalidLockRequestError
-        from omoi_ray.lock_specs import parse_request
+        from omoi_ray.specs.locks import parse_request
 
         try:
             spec = parse_request("task", list(value))
@@ -395,7 +395,7 @@ class TaskInfo(BaseModel):
 
     @property
     def done(self) -> bool:
-        from omoi_ray.core.task_state import TERMINAL, TaskStatus
+        from omoi_ray.core.tasks import TERMINAL, TaskStatus
 
         return TaskStatus(self.status) in TERMINAL
 

@@ -38,7 +38,7 @@ import ray
 
 from omoi_ray.errors import OmoiError, RuntimeUnavailableError
 
-log = logging.getLogger("omoi_ray.calls")
+log = logging.getLogger("omoi_ray.client.calls")
 
 #: Ray errors that mean "the actor is restarting or briefly unreachable: ask again". In Ray 2.60
 #: a restartable actor's calls in flight when it dies fail with it ("The actor was restarted"),

@@ -73,7 +73,7 @@ def _directory(text: str) -> Path:
 
 def _position(text: str) -> Any:
     from omoi_ray.errors import InvalidEventQueryError
-    from omoi_ray.events import Position
+    from omoi_ray.specs.events import Position
 
     try:
         pos = Position.parse(text)
@@ -85,8 +85,8 @@ def _position(text: str) -> Any:
 
 
 def _type_pattern(text: str) -> str:
+    from omoi_ray.client.follow import check_types
     from omoi_ray.errors import InvalidEventQueryError
-    from omoi_ray.follow import check_types
 
     try:
         return check_types([text])[0]
@@ -96,7 +96,7 @@ def _type_pattern(text: str) -> str:
 
 def _ray_address(text: str) -> str:
     """``host:port`` (the head node's GCS port), ``ray://host:port`` or ``auto``."""
-    from omoi_ray import ray_address
+    from omoi_ray.client import address as ray_address
 
     try:
         return ray_address.parse(text)
@@ -139,7 +139,7 @@ def _missing_database(settings: Any) -> str | None:
 
 def _address(args: argparse.Namespace) -> str:
     """The Ray address to join (``--address``, else ``RAY_ADDRESS``), checked and reachable."""
-    from omoi_ray import ray_address
+    from omoi_ray.client import address as ray_address
 
     address = args.address
     if address is None:
@@ -213,7 +213,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from omoi_ray.demo import run_demo
+    from omoi_ray.cli.demo import run_demo
 
     settings = _settings(args)
     result = run_demo(
@@ -286,10 +286,10 @@ def cmd_events(args: argparse.Namespace) -> int:
     """Print recent events (from the database); with --follow keep printing new ones."""
     import asyncio
 
-    from omoi_ray.core.event_types import matches
-    from omoi_ray.follow import follow
+    from omoi_ray.client.follow import follow
+    from omoi_ray.core.events import matches
     from omoi_ray.store import migrate
-    from omoi_ray.store.event_log import EventLog
+    from omoi_ray.store.events import EventLog
     from omoi_ray.store.store import make_engine
 
     settings = _settings(args)
@@ -347,8 +347,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
+    from omoi_ray.client.runtime import Runtime
     from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
-    from omoi_ray.runtime import Runtime
 
     settings = _settings(args)
     address = _address(args)
@@ -408,8 +408,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     """Stop the runtime's agents and singletons; with no runtime running there is nothing to do."""
     import ray
 
+    from omoi_ray.client.runtime import Runtime
     from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
-    from omoi_ray.runtime import Runtime
 
     settings = _settings(args)
     found = _find_runtime(settings, _address(args))
@@ -486,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``omoi-ray`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status of a
     command that ran (0, 1 or 3, see the module rules). Errors print one line on stderr and raise
     ``SystemExit`` with their status (2 for anything the command was given and cannot use)."""
+    from omoi_ray.cli.demo import DEMO_NAMESPACE, MAX_DEMO_FILES
     from omoi_ray.core.storable import MAX_EVENTS_LIMIT
-    from omoi_ray.demo import DEMO_NAMESPACE, MAX_DEMO_FILES
 
     parser = _Parser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -545,6 +545,3 @@ def main(argv: list[str] | None = None) -> int:
         args.namespace = DEMO_NAMESPACE
     return _run(args)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
