@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 
 class EventType(NamedTuple):
+    """One catalogue entry: ``name`` (``area.what``), ``entity_type`` (what ``entity_id`` names), ``meaning``."""
+
     name: str
     entity_type: str
     meaning: str

@@ -43,10 +43,13 @@ class Ownership:
     lease_expires_at: float
 
     def live(self, now: float) -> bool:
+        """True while the lease runs past ``now`` (epoch seconds)."""
         return self.lease_expires_at > now
 
 
 class Claim(enum.Enum):
+    """What ``decide`` lets a starting writer do: become the owner, take over at once, or nothing."""
+
     NEW_OWNER = "new owner"  # nobody owned it, or the owner released it or let its lease lapse
     SAME_OWNER = "same owner"  # a singleton of the owning runtime started again: at once
     REFUSED = "refused"  # another runtime owns it and its lease is live

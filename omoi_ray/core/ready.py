@@ -21,6 +21,8 @@ Key = tuple[int, int]  # (-priority, seq)
 
 
 class ReadyIndex:
+    """The ready tasks, grouped by required capability set, each group a priority heap (see Rules)."""
+
     def __init__(self) -> None:
         self._heaps: dict[frozenset[str], list[tuple[int, int, str]]] = {}
         self._members: dict[str, tuple[frozenset[str], Key]] = {}
@@ -35,6 +37,14 @@ class ReadyIndex:
         return task_id in self._members
 
     def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int) -> None:
+        """Add a ready task; a task already present is left as it is.
+
+        Args:
+            task_id: the task's id.
+            requires: the capability names the task needs (an agent must have them all).
+            priority: higher is taken first.
+            seq: submission sequence number; lower is taken first among equal priorities.
+        """
         if task_id in self._members:
             return
         heap = self._heaps.get(requires)
@@ -48,6 +58,7 @@ class ReadyIndex:
         self._sizes[requires] += 1
 
     def discard(self, task_id: str) -> bool:
+        """Forget a task (cancelled, failed upstream...). Returns True if it was present."""
         member = self._members.pop(task_id, None)
         if member is None:
             return False
@@ -58,7 +69,15 @@ class ReadyIndex:
         return True
 
     def pop_for(self, capabilities: frozenset[str], limit: int) -> list[str]:
-        """Remove and return up to ``limit`` task ids this capability set may run, best first."""
+        """Remove and return up to ``limit`` task ids this capability set may run, best first.
+
+        Args:
+            capabilities: the agent's capability names.
+            limit: most task ids to take (<= 0 takes none).
+
+        Returns:
+            list[str] of task ids, highest priority then earliest submitted first.
+        """
         if limit <= 0 or not self._members:
             return []
         heads: list[tuple[int, int, str, frozenset[str]]] = []
@@ -81,6 +100,7 @@ class ReadyIndex:
         return taken
 
     def counts_by_requirement(self) -> dict[frozenset[str], int]:
+        """Return the number of ready tasks per required capability set (empty groups left out)."""
         return {group: size for group, size in self._sizes.items() if size}
 
     def unclaimable(self, capability_sets: Iterable[frozenset[str]]) -> dict[frozenset[str], int]:

@@ -1,6 +1,6 @@
 """The task lifecycle: every status a task can have and every move between them.
 
-Rules of this file:
+Rules:
 - ``TRANSITIONS`` is the only place that says which status may follow which, and which event a
   move emits. Code elsewhere asks ``event_for(old, new)``; it raises ``IllegalTransitionError``
   for any pair the table does not list, so an unlisted move cannot happen silently.
@@ -28,6 +28,8 @@ from omoi_ray.errors import IllegalTransitionError
 
 
 class TaskStatus(str, Enum):
+    """A task's status; the value is the stored text (``str()`` gives it too)."""
+
     PENDING = "pending"
     READY = "ready"
     CLAIMED = "claimed"
@@ -96,7 +98,19 @@ FAILED_EVENT = TRANSITIONS[S.RUNNING][S.FAILED]
 
 
 def event_for(old: TaskStatus, new: TaskStatus, task_id: str = "?") -> str:
-    """Return the event type of the move ``old -> new``; raise if the table does not allow it."""
+    """Return the event type of the move ``old -> new``; raise if the table does not allow it.
+
+    Args:
+        old: the task's current status.
+        new: the status it moves to.
+        task_id: named in the error message.
+
+    Returns:
+        the event type, e.g. ``"task.ready"``.
+
+    Raises:
+        IllegalTransitionError: ``TRANSITIONS`` does not list the move.
+    """
     try:
         return TRANSITIONS[old][new]
     except KeyError:

@@ -15,6 +15,8 @@ from collections.abc import Hashable
 
 
 class Timers:
+    """A min-heap of ``(due time, kind, key)`` entries; due times are seconds on the caller's clock."""
+
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, str, Hashable]] = []
         self._counter = itertools.count()
@@ -23,12 +25,25 @@ class Timers:
         return len(self._heap)
 
     def add(self, at: float, kind: str, key: Hashable) -> None:
+        """Remember to look at ``key`` again at time ``at``.
+
+        Args:
+            at: due time, seconds on the caller's clock.
+            kind: what the entry is for (``"lease"``, ``"wait"``, ``"retry"``...), chosen by the owner.
+            key: what to look at (a task id, a grant id...).
+        """
         heapq.heappush(self._heap, (at, next(self._counter), kind, key))
 
     def next_due(self) -> float | None:
+        """Return the earliest due time (seconds), or None when no entry is left."""
         return self._heap[0][0] if self._heap else None
 
     def pop_due(self, now: float) -> list[tuple[str, Hashable]]:
+        """Remove and return the entries due at or before ``now`` (seconds).
+
+        Returns:
+            list of ``(kind, key)``, earliest due first, ties in insertion order.
+        """
         due: list[tuple[str, Hashable]] = []
         while self._heap and self._heap[0][0] <= now:
             _, _, kind, key = heapq.heappop(self._heap)
