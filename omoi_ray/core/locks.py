@@ -48,10 +48,13 @@ from omoi_ray.errors import (
 
 
 class LockMode(str, Enum):
+    """How a resource is held: ``shared`` (many holders) or ``exclusive`` (one); see ``COMPATIBLE``."""
+
     SHARED = "shared"
     EXCLUSIVE = "exclusive"
 
     def __str__(self) -> str:
+        """The stored value, ``"shared"`` or ``"exclusive"``."""
         return self.value
 
 
@@ -70,11 +73,21 @@ Resource = tuple[str, str]  # (type, id)
 
 
 def show(resource: Resource) -> str:
+    """Return ``"type:id"`` for a resource ``(type, id)``, as messages and event entity ids name it."""
     return f"{resource[0]}:{resource[1]}"
 
 
 @dataclass(slots=True)
 class Grant:
+    """A lease on one resource in one mode, held by ``holder``.
+
+    ``token`` is the fencing token (the resource's counter after this grant); ``request_id`` the
+    request that obtained it; ``ttl`` the lease length in seconds; ``granted_at``, ``expires_at``
+    and ``ended_at`` are seconds on the lock manager's clock; ``task_id``/``agent_id`` tie it to a
+    task attempt or an agent for bulk release; ``end_reason`` says how it ended (``released``,
+    ``expired``, ``holder released``, ``upgraded``, ``downgraded``, or a bulk-release reason).
+    """
+
     id: str
     resource: Resource
     mode: LockMode
@@ -91,10 +104,13 @@ class Grant:
 
     @property
     def active(self) -> bool:
+        """True until the grant ends (``ended_at`` is None)."""
         return self.ended_at is None
 
 
 class RequestState(str, Enum):
+    """Where a lock request stands: waiting in queues, granted, or failed (``Request.error`` says why)."""
+
     WAITING = "waiting"
     GRANTED = "granted"
     FAILED = "failed"  # timed out, deadlock, cancelled: ``error`` says which
@@ -102,6 +118,13 @@ class RequestState(str, Enum):
 
 @dataclass(slots=True)
 class Request:
+    """A request for one or more ``(resource, mode)`` items, granted all together or not at all.
+
+    ``ttl`` is the lease length in seconds of the grants it obtains; ``seq`` its arrival order;
+    ``enqueued_at`` and ``deadline`` (None: waits forever) are seconds on the lock manager's clock;
+    ``grants`` lists the ids of its grants once granted; ``error`` is the typed error of a failed one.
+    """
+
     id: str
     holder: str
     items: tuple[tuple[Resource, LockMode], ...]
@@ -118,6 +141,8 @@ class Request:
 
 @dataclass(slots=True)
 class ResourceState:
+    """One resource: its fencing-token counter, its active grants, and its waiting request ids in arrival order."""
+
     key: Resource
     token: int = 0
     holders: dict[str, Grant] = field(default_factory=dict)  # grant id -> active grant
@@ -162,7 +187,14 @@ class LockChanges:
 
 
 class LockTable:
+    """The lock manager's state and decisions, without I/O (see the Rules above).
+
+    Every method takes ``now``, seconds on the owner's clock, and records its changes for
+    ``take_changes``.
+    """
+
     def __init__(self) -> None:
+        """An empty table; ``restore`` fills it from storage."""
         self.resources: dict[Resource, ResourceState] = {}
         self.grants: dict[str, Grant] = {}  # active grants
         self.requests: dict[str, Request] = {}  # every request still remembered, by id
@@ -230,10 +262,29 @@ class LockTable:
         task_id: str | None = None,
         agent_id: str | None = None,
     ) -> Request:
-        """Ask for every item at once. Returns the request: granted, or waiting (``wait`` is
-        None or > 0). Raises ``LockUnavailableError`` (``wait == 0`` and not free),
-        ``LockUpgradeError`` or ``DeadlockError``; nothing changes when it raises, and asking
-        again with the same ``request_id`` gets the same answer."""
+        """Ask for every item at once. Nothing changes when it raises, and asking again with the
+        same ``request_id`` gets the same answer (the same request, or the same error).
+
+        Args:
+            request_id: the caller's idempotency key.
+            holder: the holder's name.
+            items: ``(resource, mode)`` pairs, granted all together or not at all.
+            now: seconds on the owner's clock.
+            ttl: lease length of each grant, seconds.
+            wait: seconds to wait at most; 0 refuses at once; None waits with no deadline.
+            task_id: the task attempt it belongs to, if any (for bulk release).
+            agent_id: the agent it belongs to, if any (for bulk release).
+
+        Returns:
+            the ``Request``: ``GRANTED`` (its ``grants`` hold the grant ids) or ``WAITING``.
+
+        Raises:
+            LockUnavailableError: ``wait == 0`` and an item is not free now.
+            LockUpgradeError: an upgrade to exclusive while others share the resource.
+            InvalidLockRequestError: the holder is already waiting for one of the resources.
+            DeadlockError: waiting would close a wait-for cycle (the error names it).
+            OmoiError: the stored error of an earlier failed request with this id.
+        """
         known = self.requests.get(request_id)
         if known is not None:
             if known.state is RequestState.FAILED and known.error is not None:
@@ -320,8 +371,21 @@ class LockTable:
     # ------------------------------------------------------------------ releasing and renewing
 
     def release(self, holder: str, grant_ids: Sequence[str], now: float, reason: str = "released") -> list[Grant]:
-        """End grants this holder holds. Raises ``LockNotHeldError`` (naming the first problem)
-        and changes nothing if any grant is not an active grant of this holder."""
+        """End grants this holder holds; all or nothing.
+
+        Args:
+            holder: the holder's name.
+            grant_ids: ids of its active grants.
+            now: seconds on the owner's clock.
+            reason: recorded as each grant's ``end_reason``.
+
+        Returns:
+            list[Grant] of the ended grants, in ``grant_ids`` order.
+
+        Raises:
+            LeaseExpiredError: a grant's lease expired (nothing is changed).
+            LockNotHeldError: a grant is not an active grant of this holder (nothing is changed).
+        """
         grants = [self._held_by(holder, gid) for gid in grant_ids]
         touched = []
         for grant in grants:
@@ -331,7 +395,15 @@ class LockTable:
         return grants
 
     def renew(self, holder: str, grant_ids: Sequence[str], now: float) -> list[Grant]:
-        """Extend each grant's lease by its ttl from ``now``; all or nothing."""
+        """Extend each grant's lease to ``now + ttl`` (seconds); all or nothing.
+
+        Returns:
+            list[Grant] of the renewed grants, in ``grant_ids`` order.
+
+        Raises:
+            LeaseExpiredError: a grant's lease expired (nothing is changed).
+            LockNotHeldError: a grant is not an active grant of this holder (nothing is changed).
+        """
         grants = [self._held_by(holder, gid) for gid in grant_ids]
         for grant in grants:
             grant.expires_at = now + grant.ttl
@@ -348,7 +420,14 @@ class LockTable:
         agent_id: str | None = None,
         reason: str = "holder released",
     ) -> int:
-        """End every grant, and drop every waiting request, of a holder, task or agent."""
+        """End every grant, and drop every waiting request, of a holder, task or agent.
+
+        A grant or request matches when any of the given ``holder``, ``task_id``, ``agent_id``
+        matches it; dropped requests fail with ``LockNotHeldError`` naming ``reason``.
+
+        Returns:
+            the number of grants ended plus requests dropped.
+        """
 
         def matches(x: Grant | Request) -> bool:
             return (
@@ -367,7 +446,8 @@ class LockTable:
         return len(ended) + len(dropped)
 
     def cancel(self, request_id: str, now: float, reason: str) -> None:
-        """Drop a waiting request (its caller gave up)."""
+        """Drop a waiting request (its caller gave up); it fails with ``LockTimeoutError`` naming
+        ``reason``. An unknown or no longer waiting request is left alone."""
         request = self.requests.get(request_id)
         if request is not None and request.state is RequestState.WAITING:
             self._fail(request, LockTimeoutError(f"request '{request_id}' stopped waiting: {reason}"), now)
@@ -376,10 +456,12 @@ class LockTable:
     # ------------------------------------------------------------------ time
 
     def next_due(self) -> float | None:
+        """Return when the next lease expiry or wait deadline falls due (seconds), or None."""
         return self.timers.next_due()
 
     def advance(self, now: float) -> None:
-        """Expire leases and drop waits whose time has come."""
+        """Expire leases and drop waits (``LockTimeoutError``) due at or before ``now`` (seconds),
+        then grant what they freed."""
         touched: list[Resource] = []
         for kind, key in self.timers.pop_due(now):
             if kind == "lease":
@@ -407,19 +489,27 @@ class LockTable:
     # ------------------------------------------------------------------ queries
 
     def holders_of(self, key: Resource) -> list[Grant]:
+        """Return the active grants on ``key``, oldest token first (empty if unknown)."""
         state = self.resources.get(key)
         return sorted(state.holders.values(), key=lambda g: g.token) if state else []
 
     def waiting_on(self, key: Resource) -> list[Request]:
+        """Return the requests waiting for ``key``, in arrival order (empty if unknown)."""
         state = self.resources.get(key)
         return [self.requests[rid] for rid in state.queue] if state else []
 
     def grant_of(self, grant_id: str) -> Grant | None:
+        """Return the active grant with this id, or None (ended or unknown)."""
         return self.grants.get(grant_id)
 
     # ------------------------------------------------------------------ change log
 
     def take_changes(self) -> LockChanges:
+        """Return every change since the last call and start a new log.
+
+        Returns:
+            a ``LockChanges`` of live objects (the owner snapshots them before persisting).
+        """
         changes = LockChanges(
             resources=list(self._changed_resources.values()),
             grants=list(self._changed_grants.values()),
