@@ -66,6 +66,7 @@ def lock_for_migration(connection: sa.Connection) -> None:
 
 
 def alembic_config(url: str) -> Config:
+    """Return an Alembic config for the database at ``url``, with the ``migrations`` package as script location."""
     import migrations
 
     cfg = Config()
@@ -75,12 +76,14 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str:
+    """Return the code's head revision id (the last migration in ``migrations``)."""
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None, "the migrations package has no revisions"
     return head
 
 
 def current_revision(url: str) -> str | None:
+    """Return the revision id the database at ``url`` is at, or None when it has no schema yet."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -91,7 +94,11 @@ def current_revision(url: str) -> str | None:
 
 def upgrade(url: str, revision: str = "head") -> str:
     """Upgrade the database at ``url`` to ``revision`` in one transaction, waiting for any
-    other upgrader of it first; returns the revision it is at afterwards."""
+    other upgrader of it first (a SQLite file's folder is created if missing).
+
+    Returns:
+        the revision id the database is at afterwards ("" if it has none).
+    """
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -101,7 +108,12 @@ def upgrade(url: str, revision: str = "head") -> str:
 
 
 def check(url: str) -> None:
-    """Raise ``DatabaseNotMigratedError`` unless the database is at the code's head revision."""
+    """Check that the database at ``url`` is at the code's head revision.
+
+    Raises:
+        DatabaseNotMigratedError: it has no schema, is behind, or is at an unknown revision;
+            the message names the command to run.
+    """
     current = current_revision(url)
     head = head_revision()
     if current == head:

@@ -83,9 +83,24 @@ def check_free(engine: sa.Engine, me: OwnerId, what: str, now: float | None = No
 
 
 def claim(engine: sa.Engine, writer: str, me: OwnerId, lease: float, what: str) -> tuple[Fence, Claim]:
-    """Claim the database for writer ``writer`` (one of ``WRITERS``) of runtime ``me``; returns
-    its fence and how the claim went. Raises ``DatabaseOwnedError`` when another runtime's lease
-    is live."""
+    """Claim the database for writer ``writer`` of runtime ``me``.
+
+    Args:
+        engine: the database.
+        writer: one of ``WRITERS``.
+        me: the claiming runtime.
+        lease: owner lease length, seconds from now.
+        what: how messages name the database (e.g. a masked URL).
+
+    Returns:
+        ``(fence, claim)``: the writer's fence (new owner epoch) and how the claim went
+        (``Claim.NEW_OWNER`` or ``Claim.SAME_OWNER``).
+
+    Raises:
+        DatabaseOwnedError: another runtime owns it with a live lease.
+        ValueError: ``writer`` is not one of ``WRITERS``.
+        sqlalchemy.exc.IntegrityError: concurrent first claims kept racing (after 3 tries).
+    """
     if writer not in WRITERS:
         raise ValueError(f"unknown writer {writer!r}; the writers are {', '.join(WRITERS)}")
     for attempt in range(_CLAIM_TRIES):
@@ -192,6 +207,7 @@ def takeover(engine: sa.Engine) -> Ownership | None:
 
 
 def lost(fence: Fence) -> OwnershipLostError:
+    """Return (not raise) the error for a writer whose ``fence`` no longer holds, naming writer and epoch."""
     return OwnershipLostError(
         f"the {fence.writer} lost the database: its owner epoch {fence.owner_epoch} was replaced "
         "(a newer process of it, another runtime, or `omoi-ray db takeover` took over); it must "

@@ -36,6 +36,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        """Convert a datetime (naive taken as UTC) or epoch seconds to UTC: naive for SQLite, aware otherwise."""
         if value is None:
             return None
         if isinstance(value, (int, float)):
@@ -46,16 +47,21 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        """Return the stored value as an aware UTC datetime (None stays None)."""
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):
+    """The declarative base of every table; its metadata names constraints with ``NAMING``."""
+
     metadata = sa.MetaData(naming_convention=NAMING)
 
 
 class TicketRow(Base):
+    """A ticket grouping tasks (``tasks.ticket_id``): title, phase, status, free-form ``meta`` JSON."""
+
     __tablename__ = "tickets"
 
     id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
@@ -68,6 +74,13 @@ class TicketRow(Base):
 
 
 class TaskRow(Base):
+    """A task: its submission (type, payload, requires, priority, retry policy in seconds, timeout_s),
+    its status and current ``attempt``, the agent incarnation holding it, and its outcome.
+
+    ``requires`` is a JSON list of capability names; ``locks`` a JSON list ``[[type, id, mode], ...]``;
+    ``not_before`` is when a retry may start, ``deadline`` when the current attempt times out.
+    """
+
     __tablename__ = "tasks"
 
     id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
@@ -104,6 +117,8 @@ class TaskRow(Base):
 
 
 class TaskDependencyRow(Base):
+    """An edge of the task graph: ``task_id`` depends on ``depends_on_id``."""
+
     __tablename__ = "task_dependencies"
 
     task_id: Mapped[str] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
@@ -113,6 +128,9 @@ class TaskDependencyRow(Base):
 
 
 class TaskAttemptRow(Base):
+    """One attempt of a task by one agent incarnation: claim, start, finish and slot release times,
+    ``outcome`` and ``error``; ``released_at IS NULL`` marks an attempt still occupying a slot."""
+
     __tablename__ = "task_attempts"
     __table_args__ = (
         sa.Index(
@@ -136,6 +154,8 @@ class TaskAttemptRow(Base):
 
 
 class AgentRow(Base):
+    """A registered agent: current incarnation, capabilities (JSON list of names), capacity (slots), status."""
+
     __tablename__ = "agents"
 
     id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
@@ -149,6 +169,12 @@ class AgentRow(Base):
 
 
 class EventRow(Base):
+    """An event, appended by its writer in the same transaction as the change it describes.
+
+    ``event_id`` is a unique text id; ``type`` a catalogue name (``omoi_ray.core.events``);
+    ``entity_type``/``entity_id`` what it is about; ``payload`` JSON; ``(txid, id)`` its position.
+    """
+
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

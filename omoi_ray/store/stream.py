@@ -29,15 +29,21 @@ from omoi_ray.specs.events import START, EventRecord, Position
 
 
 class StreamKeys:
+    """The Redis key names under one prefix: ``stream`` (``<prefix>:events``) and ``owner``
+    (``<prefix>:events-owner``), plus the per-type pub/sub channels."""
+
     def __init__(self, prefix: str) -> None:
+        """Name the keys under ``prefix`` (e.g. ``"omoi:<namespace>"``)."""
         self.prefix = prefix
         self.stream = f"{prefix}:events"
         self.owner = f"{prefix}:events-owner"
 
     def channel(self, event_type: str) -> str:
+        """Return the pub/sub channel of one event type, ``<prefix>:events:<type>``."""
         return f"{self.prefix}:events:{event_type}"
 
     def channel_pattern(self, type_pattern: str = "*") -> str:
+        """Return a ``PSUBSCRIBE`` pattern for event types matching ``type_pattern`` (``task.*``)."""
         return f"{self.prefix}:events:{type_pattern}"
 
 
@@ -97,6 +103,7 @@ def stream_top(client: redis.Redis, keys: StreamKeys) -> Position | None:
 
 
 def owner_of(client: redis.Redis, keys: StreamKeys) -> str | None:
+    """Return the identity of the database the stream mirrors, or None when no owner is set."""
     value = client.get(keys.owner)
     return value.decode() if isinstance(value, bytes) else value
 
@@ -105,6 +112,15 @@ class Appender:
     """Appends batches for one relay (the script is loaded once, called by its hash)."""
 
     def __init__(self, client: redis.Redis, keys: StreamKeys, owner: str, maxlen: int, channels: bool = True) -> None:
+        """Load the append script.
+
+        Args:
+            client: a Redis client (``client_for``).
+            keys: the key names.
+            owner: this database's identity (``EventLog.identity``).
+            maxlen: approximate cap of the stream, in entries (``MAXLEN ~``).
+            channels: also publish each event on its type's channel.
+        """
         self.client = client
         self.keys = keys
         self.owner = owner
@@ -113,10 +129,23 @@ class Appender:
         self._script = client.register_script(_APPEND)
 
     def append(self, records: Sequence[EventRecord], previous: Position, *, fresh: bool) -> int:
-        """Add ``records`` (in position order, all after ``previous``) and publish each; returns
-        how many were added. Raises ``StreamOutOfStep`` when the stream is not at ``previous``
-        (nothing added), ``redis.ResponseError`` when Redis refused an entry (the ones before it
-        were added: the count is on the exception as ``added``), and connection errors."""
+        """Add ``records`` (in position order, all after ``previous``) and publish each.
+
+        Args:
+            records: the events to mirror, in position order.
+            previous: the position mirrored last (the stream's last id must equal it).
+            fresh: the stream may be created (with this owner) if it does not exist.
+
+        Returns:
+            how many entries were added (all of them unless it raises).
+
+        Raises:
+            StreamOutOfStep: the stream is not at ``previous``, missing, or owned by another
+                database (nothing added).
+            redis.ResponseError: Redis refused an entry; the ones before it were added and
+                their count is on the exception as ``added``.
+            redis.ConnectionError: Redis is unreachable (and other redis-py connection errors).
+        """
         args: list[Any] = [str(previous), "1" if fresh else "0", self.maxlen, self.owner]
         for r in records:
             args += [r.position, r.wire(), self.keys.channel(r.type) if self.channels else ""]
