@@ -39,6 +39,7 @@ class EventLog:
     """Position-ordered reads, cursors and pruning of the events table."""
 
     def __init__(self, engine: sa.Engine) -> None:
+        """Prepare the dialect's position expressions for ``engine`` (SQLite or PostgreSQL); ``fence`` starts unset."""
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         e = t.events.c
@@ -78,7 +79,16 @@ class EventLog:
         before: Position | None = None,
     ) -> list[EventRecord]:
         """Committed events after ``after`` (and before ``before``), in position order. Type
-        filters are the caller's: skipped events must still advance its position."""
+        filters are the caller's: skipped events must still advance its position.
+
+        Args:
+            after: read strictly after this position (``START``: from the beginning).
+            limit: most events to return.
+            before: if given, read strictly before this position.
+
+        Returns:
+            list[EventRecord], at most ``limit``, in position order.
+        """
         q = self._select.where(self._safe, self._after(after))
         if before is not None:
             q = q.where(self._before(before))
@@ -156,13 +166,18 @@ class EventLog:
         return token
 
     def load_cursor(self, name: str) -> Position | None:
+        """Return the position cursor ``name`` (a relay) saved last, or None if it has none."""
         c = t.relay_cursors.c
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(c.txid, c.event_pk).where(c.name == name)).first()
         return None if row is None else Position(row.txid, row.event_pk)
 
     def save_cursor(self, name: str, pos: Position) -> None:
-        """Record that everything up to ``pos`` was mirrored (never moves a cursor backwards)."""
+        """Record that everything up to ``pos`` was mirrored (never moves a cursor backwards).
+
+        Raises:
+            OwnershipLostError: ``fence`` is set and no longer holds (nothing is written).
+        """
         table = t.relay_cursors
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
@@ -181,7 +196,14 @@ class EventLog:
 
     def prune(self, older_than: float, *, upto: Position | None = None, batch: int = 5000) -> int:
         """Delete events created before epoch second ``older_than`` (and at or before ``upto``),
-        ``batch`` rows per transaction. Returns how many rows were deleted."""
+        ``batch`` rows per transaction; the newest row always stays.
+
+        Returns:
+            how many rows were deleted.
+
+        Raises:
+            OwnershipLostError: ``fence`` is set and no longer holds (the current batch rolls back).
+        """
         e = t.events.c
         cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
         # The newest row always stays: SQLite would otherwise hand out its id again and a
