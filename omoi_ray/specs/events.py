@@ -29,10 +29,13 @@ _POSITION = re.compile(r"([0-9]{1,40})(?:-([0-9]{1,40}))?")
 
 
 class Position(NamedTuple):
+    """An event's place in the one total order: ``(major, minor)`` = (writing transaction id, row id), major 0 on SQLite."""
+
     major: int
     minor: int
 
     def __str__(self) -> str:
+        """The text form ``"<major>-<minor>"`` (also the Redis stream entry id)."""
         return f"{self.major}-{self.minor}"
 
     @classmethod
@@ -40,7 +43,11 @@ class Position(NamedTuple):
         """``"12-345"`` (also ``"345"``, meaning ``0-345``) to a Position; a typed error otherwise.
 
         Both numbers are ASCII digits up to ``MAX_POSITION`` (the stores hold positions as signed
-        64-bit integers, so no larger position can exist)."""
+        64-bit integers, so no larger position can exist).
+
+        Raises:
+            InvalidEventQueryError: not a string or Position, not of that form, or out of range.
+        """
         if isinstance(value, Position):
             if not all(type(n) is int and 0 <= n <= MAX_POSITION for n in value):
                 raise InvalidEventQueryError(f"event position {value!r} must hold two integers from 0 to {MAX_POSITION}")
@@ -81,6 +88,7 @@ class EventRecord(BaseModel):
 
     @property
     def pos(self) -> Position:
+        """The ``position`` text parsed as a ``Position``."""
         return Position.parse(self.position)
 
     def wire(self) -> str:
@@ -98,6 +106,12 @@ class EventRecord(BaseModel):
 
     @classmethod
     def from_wire(cls, data: str | bytes) -> EventRecord:
+        """Rebuild a record from ``wire()`` JSON (``at`` from epoch seconds to an aware UTC datetime).
+
+        Raises:
+            json.JSONDecodeError: not JSON.
+            pydantic.ValidationError: fields missing or of the wrong type.
+        """
         raw = json.loads(data)
         raw["at"] = datetime.fromtimestamp(raw["at"], tz=timezone.utc)
         return cls.model_validate(raw)

@@ -37,6 +37,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 @dataclass(frozen=True, slots=True)
 class LockRequestSpec:
+    """A validated lock request: ``holder`` name, ``items`` as ``((type, id), mode)`` pairs (each
+    resource once), ``ttl`` lease seconds, ``wait`` seconds (0: try once; None: no limit)."""
+
     holder: str
     items: tuple[tuple[Resource, LockMode], ...]
     ttl: float
@@ -44,6 +47,11 @@ class LockRequestSpec:
 
 
 def parse_mode(value: Any) -> LockMode:
+    """Return the ``LockMode`` of ``"exclusive"``, ``"shared"`` or a ``LockMode``.
+
+    Raises:
+        InvalidLockRequestError: anything else (``True`` and ``1`` included).
+    """
     if isinstance(value, LockMode):
         return value
     if isinstance(value, str) and value in ("exclusive", "shared"):
@@ -52,7 +60,14 @@ def parse_mode(value: Any) -> LockMode:
 
 
 def parse_resource(value: Any) -> tuple[Resource, LockMode | None]:
-    """``"type:id"`` / ``(type, id)`` / ``(type, id, mode)`` -> ((type, id), mode or None)."""
+    """Parse ``"type:id"`` / ``(type, id)`` / ``(type, id, mode)``.
+
+    Returns:
+        ``((type, id), mode)``; mode is None when the value names none.
+
+    Raises:
+        InvalidLockRequestError: another shape, a bad type, id or mode.
+    """
     mode = None
     if isinstance(value, str):
         if ":" not in value:
@@ -68,6 +83,11 @@ def parse_resource(value: Any) -> tuple[Resource, LockMode | None]:
 
 
 def check_type(value: Any) -> str:
+    """Return ``value`` if it is a resource type (1-64 of letters, digits, ``_ . -``, not starting with ``.``/``-``).
+
+    Raises:
+        InvalidLockRequestError: not such a name.
+    """
     if not isinstance(value, str) or not _TYPE.fullmatch(value):
         raise InvalidLockRequestError(
             f"resource type must be 1-64 letters, digits and '_ . -', not {value!r}"
@@ -76,6 +96,11 @@ def check_type(value: Any) -> str:
 
 
 def check_id(value: Any) -> str:
+    """Return a resource id, NFC-normalised: non-empty text, no control character, at most 512 UTF-8 bytes.
+
+    Raises:
+        InvalidLockRequestError: not text, empty, a control character, or over 512 bytes.
+    """
     if not isinstance(value, str) or not value:
         raise InvalidLockRequestError(f"resource id must be non-empty text, not {value!r}")
     try:
@@ -92,7 +117,11 @@ MAX_REQUEST_ID = 100
 
 
 def check_request_id(value: Any) -> str | None:
-    """A caller-chosen request id: 1-100 characters without control characters (None: generated)."""
+    """A caller-chosen request id: 1-100 characters without control characters (None: generated).
+
+    Raises:
+        InvalidLockRequestError: not such text.
+    """
     if value is None:
         return None
     return _text(value, "request_id", MAX_REQUEST_ID)
@@ -123,10 +152,24 @@ def request_id_for(label: str) -> str:
 
 
 def check_holder(value: Any) -> str:
+    """Return a holder name: 1-256 characters of text without control characters.
+
+    Raises:
+        InvalidLockRequestError: not such text.
+    """
     return _text(value, "holder", 256)
 
 
 def check_seconds(value: Any, what: str, *, allow_none: bool = False, allow_zero: bool = False) -> float | None:
+    """Return ``value`` as seconds: positive (or 0 if ``allow_zero``), at most ``MAX_SECONDS``.
+
+    Args:
+        value: the number given (None passes only with ``allow_none``).
+        what: the field name for the message (``"ttl"``, ``"wait"``).
+
+    Raises:
+        InvalidLockRequestError: not a finite number in range, naming ``what``.
+    """
     if value is None and allow_none:
         return None
     try:
@@ -143,7 +186,21 @@ def parse_request(
     ttl: Any = 30.0,
     wait: Any = None,
 ) -> LockRequestSpec:
-    """Validate a whole request. ``mode`` applies to resources that do not name their own."""
+    """Validate a whole request.
+
+    Args:
+        holder: the holder's name.
+        resources: one resource or a list of them (see ``parse_resource``), at most ``MAX_ITEMS``.
+        mode: the mode of resources that do not name their own.
+        ttl: lease length, seconds.
+        wait: seconds to wait at most (0: try once; None: no limit).
+
+    Returns:
+        the ``LockRequestSpec``.
+
+    Raises:
+        InvalidLockRequestError: the first problem found (nothing else changes).
+    """
     default = parse_mode(mode)
     if isinstance(resources, str) or (isinstance(resources, tuple) and _is_single(resources)):
         resources = [resources]  # one resource, not a list of them
