@@ -17,12 +17,14 @@ class OmoiError(Exception):
     """Base class of every error omoi-ray raises on purpose."""
 
     def __init__(self, message: str, **details: Any) -> None:
+        """Keep ``message`` as the only positional argument and each of ``details`` as an attribute."""
         super().__init__(message)
         for key, value in details.items():
             setattr(self, key, value)
 
     @property
     def message(self) -> str:
+        """The one-line message ("" if there is none)."""
         return str(self.args[0]) if self.args else ""
 
 

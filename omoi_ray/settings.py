@@ -39,10 +39,27 @@ _URL_HINTS = {
 
 
 def default_home() -> Path:
+    """Return ``$OMOI_HOME``, else ``~/.omoi-ray`` (user-expanded): where the embedded database and workspaces live."""
     return Path(os.environ.get("OMOI_HOME") or Path.home() / ".omoi-ray").expanduser()
 
 
 class Settings(BaseSettings):
+    """The runtime's settings; each field ``x`` is read from ``OMOI_X`` unless passed in. Frozen.
+
+    Durations are seconds, sizes bytes, counts plain integers: ``home`` (folder of the embedded
+    database), ``database_url`` (None: SQLite under ``home``), ``namespace`` (the Ray namespace,
+    1-64 of letters, digits, ``_ . -``), ``workspace_dir`` (None: ``home/workspaces``),
+    ``lease_ttl`` (agent lease), ``long_poll`` (longest wait of a claim call), ``report_linger``
+    (0-1), ``lock_ttl``, ``hard_timeout_grace``, ``payload_max_bytes``, ``result_max_bytes``,
+    ``max_submission`` (tasks per submission), the Redis mirror (``redis_url``, ``redis_prefix``,
+    ``events_stream_maxlen``, ``events_replay``, ``events_batch``), ``events_retention`` (0: keep
+    forever), ``events_poll``, ``call_retry_for`` and ``owner_lease``; comments on the fields say more.
+
+    Raises:
+        pydantic.ValidationError: a value out of range or of the wrong kind (booleans are not
+            numbers), or a URL of an unsupported scheme (the message never quotes the URL).
+    """
+
     model_config = SettingsConfigDict(env_prefix="OMOI_", extra="ignore", frozen=True)
 
     home: Path = Field(default_factory=default_home)
@@ -207,7 +224,11 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     def resolved_database_url(self) -> str:
-        """The SQLAlchemy URL, with the driver spelled out. Contains the password: never show it."""
+        """The SQLAlchemy URL, with the driver spelled out. Contains the password: never show it.
+
+        Raises:
+            ConfigurationError: ``OMOI_DATABASE_URL`` is set but empty.
+        """
         if self.database_url is None:
             return f"sqlite:///{(self.home / 'omoi.db').resolve()}"
         url = self.database_url.get_secret_value().strip()
@@ -230,10 +251,12 @@ class Settings(BaseSettings):
         return url or None
 
     def safe_redis_url(self) -> str | None:
+        """The Redis URL with any password masked (None when Redis is not configured)."""
         url = self.resolved_redis_url()
         return None if url is None else mask_url(url)
 
     def resolved_workspace_dir(self) -> Path:
+        """The absolute workspace folder: ``workspace_dir``, else ``home/workspaces``."""
         return (self.workspace_dir or self.home / "workspaces").expanduser().resolve()
 
 
