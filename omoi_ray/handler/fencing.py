@@ -10,8 +10,11 @@ accepted and refuses smaller ones. Two ready-made guards:
 - ``TokenFile``: a token file for a directory or workspace; ``admit(token)`` raises if a larger
   token has been admitted (the check and the write are atomic under an OS file lock).
 
-Both raise ``StaleTokenError`` and change nothing when the token is stale. Equal tokens are
-admitted: the holder of a grant may write many times.
+Rules:
+- Both raise ``StaleTokenError`` and change nothing when the token is stale.
+- Equal tokens are admitted: the holder of a grant may write many times.
+- The guard lives with the resource, not with the lock manager: a token is checked where the
+  write lands.
 """
 
 from __future__ import annotations
@@ -38,8 +41,19 @@ def fenced_update(
 ) -> None:
     """``UPDATE table SET values, token_column = token WHERE key AND token_column <= token``.
 
-    Raises ``StaleTokenError`` if the row was written with a larger token, ``LookupError`` if
-    no row matches ``key``. Runs inside the caller's transaction.
+    Runs inside the caller's transaction; a NULL token column counts as never fenced.
+
+    Args:
+        conn: a connection with a transaction open.
+        table: the table holding the row and the token column.
+        key: column name -> value, selecting one row.
+        token: the grant's fencing token.
+        values: column name -> new value.
+        token_column: the column that keeps the largest token written.
+
+    Raises:
+        StaleTokenError: the row was written with a larger token (``current`` on the error).
+        LookupError: no row matches ``key``.
     """
     where = [table.c[name] == value for name, value in key.items()]
     fence = table.c[token_column]
@@ -65,9 +79,11 @@ class TokenFile:
     """The largest token admitted to a directory, kept in a small file inside it."""
 
     def __init__(self, directory: str | os.PathLike[str], name: str = ".omoi-fence") -> None:
+        """Keep the token in ``directory/name`` (created on the first ``admit``)."""
         self.path = Path(directory) / name
 
     def current(self) -> int | None:
+        """Return the largest token admitted so far, or None when none was."""
         try:
             text = self.path.read_text().strip()
         except FileNotFoundError:
@@ -75,7 +91,11 @@ class TokenFile:
         return int(text) if text else None
 
     def admit(self, token: int) -> None:
-        """Record ``token`` unless a larger one was admitted (then ``StaleTokenError``)."""
+        """Record ``token`` unless a larger one was admitted; atomic under an exclusive file lock.
+
+        Raises:
+            StaleTokenError: a larger token was admitted (``current`` on the error); nothing changes.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
