@@ -213,6 +213,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo (``omoi_ray.cli.demo``); exit status 0 when every demo task completed, else 1."""
     from omoi_ray.cli.demo import run_demo
 
     settings = _settings(args)
@@ -227,6 +228,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    """``db upgrade`` (migrate to head), ``db current`` (exit 1 when behind head) or ``db takeover``.
+
+    Raises:
+        ConfigurationError: ``current``/``takeover`` on a SQLite file that does not exist.
+    """
     from omoi_ray.store import migrate
 
     settings = _settings(args)

@@ -9,8 +9,12 @@ The DAG, built by the driver from the files it finds:
     report         (agents with "report")                totals, top files and functions; writes
                                                          report.json into its workspace
 
-One stats task hits a simulated transient error on its first attempt and succeeds on retry, so
-the run shows a retry with backoff. Handlers do real work on real files; nothing sleeps.
+Rules:
+- One stats task hits a simulated transient error on its first attempt and succeeds on retry,
+  so the run shows a retry with backoff.
+- Handlers do real work on real files; nothing sleeps.
+- The handlers run on agents and are named by import path (``omoi_ray.cli.demo:<name>``); the
+  DAG is built and submitted by the driver.
 """
 
 from __future__ import annotations
@@ -133,6 +137,17 @@ def pick_files(root: Path, limit: int) -> dict[str, list[Path]]:
 
 
 def build_dag(run_id: str, groups: dict[str, list[Path]]) -> list[dict[str, Any]]:
+    """Return the demo's task specs (dicts ``submit`` accepts), dependencies before dependents.
+
+    Args:
+        run_id: prefix of every task id, and the tasks' ticket id.
+        groups: directory (relative) -> its ``.py`` files, as ``pick_files`` returns them.
+
+    Returns:
+        list of task dicts: one ``file_stats`` per file (the first one flaky), one
+        ``directory_summary`` per directory depending on its files' stats, one ``final_report``
+        depending on every summary.
+    """
     tasks: list[dict[str, Any]] = []
     summaries = []
     flaky_done = False
@@ -205,8 +220,15 @@ def run_demo(
 
     ``files``: at most this many ``.py`` files (1 to ``MAX_DEMO_FILES``); ``settings`` default to
     the namespace ``DEMO_NAMESPACE``; ``console``: a rich ``Console`` to print to (default stdout).
-    Returns ``{"run_id", "tasks", "statuses" (count per final status), "wall_s", "retried"}``.
-    Raises ``ValueError`` for a bad ``files``, ``FileNotFoundError`` when no ``.py`` file is found.
+    ``ray_init``: extra ``ray.init`` arguments; ``progress``: show the live progress bar.
+
+    Returns:
+        ``{"run_id": str, "tasks": int, "statuses": {final status: count}, "wall_s": seconds,
+        "retried": number of tasks that needed more than one attempt}``.
+
+    Raises:
+        ValueError: ``files`` is not a whole number from 1 to ``MAX_DEMO_FILES``.
+        FileNotFoundError: no ``.py`` file under the directory.
     """
     import ray
     from rich.console import Console
