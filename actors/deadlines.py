@@ -1,4 +1,10 @@
-"""A timer for an actor's earliest deadline: it sleeps until then, or until poked. No polling."""
+"""A timer for an actor's earliest deadline: it sleeps until then, or until poked. No polling.
+
+Rules:
+- The owner's ``next_due()`` is the only source of the deadline; the loop asks it again after
+  every wake-up, so it never acts on a stale deadline.
+- ``fire(now)`` runs on the actor's event loop with the wall clock (``time.time()``, seconds).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,12 @@ class DeadlineLoop:
     """
 
     def __init__(self, next_due: Callable[[], float | None], fire: Callable[[float], None]) -> None:
+        """Start the loop as a task on the running event loop.
+
+        Args:
+            next_due: returns the earliest deadline (Unix seconds), or None when there is none.
+            fire: called with the current time (Unix seconds) once that deadline has passed.
+        """
         self._next_due = next_due
         self._fire = fire
         self._wake = asyncio.Event()
@@ -22,6 +34,7 @@ class DeadlineLoop:
         self._task = asyncio.get_event_loop().create_task(self._run())
 
     def poke(self) -> None:
+        """Wake the loop if ``next_due()`` is now earlier than the deadline it sleeps towards."""
         due = self._next_due()
         if due is not None and (self._due is None or due < self._due):
             self._wake.set()

@@ -57,7 +57,22 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 @holds_start_error
 class EventRelayActor:
+    """The relay singleton (``omoi.events``): a loop thread mirroring events to Redis and pruning.
+
+    Public methods are its Ray calls; a start error (see ``__init__``) is raised by each of them.
+    """
+
     def __init__(self, settings: Settings) -> None:
+        """Check the schema, claim the database as writer ``events``, and start the loop thread.
+
+        Args:
+            settings: the runtime's settings (database, Redis URL and prefix, retention, lease).
+
+        Raises:
+            DatabaseNotMigratedError: the database is not at the code's head revision.
+            DatabaseOwnedError: another runtime owns the database with a live lease.
+            (Both are kept by ``holds_start_error`` and raised by every later call.)
+        """
         setup_actor_logging()
         self.settings = settings
         url = settings.resolved_database_url()
@@ -94,13 +109,21 @@ class EventRelayActor:
         self._thread.start()
 
     def __repr__(self) -> str:
+        """``EventRelay(<masked Redis URL or "database only">, prefix=...)``, as Ray shows the actor."""
         target = self.settings.safe_redis_url() or "database only"
         return f"EventRelay({target}, prefix={self.settings.redis_prefix!r})"
 
     # ------------------------------------------------------------------ calls
 
     def describe(self) -> dict[str, Any]:
-        """Where mirroring stands: Redis state, cursor, counters and lag."""
+        """Where mirroring stands: Redis state, cursor, counters and lag.
+
+        Returns:
+            dict with ``redis`` (masked URL or None), ``redis_up``, ``stream``, ``prefix``,
+            ``cursor`` and ``saved_cursor`` (positions as text, or None), ``mirrored``,
+            ``resyncs``, ``pruned`` (counts), ``lag_seconds``, ``healthy``, ``last_error``,
+            ``last_error_at`` (Unix seconds or None) and ``pid``.
+        """
         return {
             "redis": self.settings.safe_redis_url(),
             "redis_up": self.redis_up,
@@ -122,7 +145,14 @@ class EventRelayActor:
         """Wait until every event committed before this call is on the stream; returns the cursor.
         (A long writing transaction elsewhere on the PostgreSQL cluster delays it: see event_log.)
 
-        Raises ``WaitTimeoutError`` if Redis (or the relay) does not get there in ``timeout`` seconds.
+        Args:
+            timeout: seconds to wait at most.
+
+        Returns:
+            the position mirrored up to, as text (without Redis: the newest readable event's).
+
+        Raises:
+            WaitTimeoutError: Redis (or the relay) does not get there in ``timeout`` seconds.
         """
         if self.redis is None:
             return str(self.log.latest())
