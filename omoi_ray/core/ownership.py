@@ -31,6 +31,7 @@ class OwnerId:
     cluster_id: str
 
     def __str__(self) -> str:
+        """``namespace '<ns>' on Ray cluster <first 12 characters of the cluster id>``, for messages."""
         return f"namespace '{self.namespace}' on Ray cluster {self.cluster_id[:12]}"
 
 

@@ -24,6 +24,7 @@ class ReadyIndex:
     """The ready tasks, grouped by required capability set, each group a priority heap (see Rules)."""
 
     def __init__(self) -> None:
+        """An empty index."""
         self._heaps: dict[frozenset[str], list[tuple[int, int, str]]] = {}
         self._members: dict[str, tuple[frozenset[str], Key]] = {}
         self._sizes: dict[frozenset[str], int] = {}
@@ -31,9 +32,11 @@ class ReadyIndex:
         self._stale = 0
 
     def __len__(self) -> int:
+        """The number of ready tasks held."""
         return len(self._members)
 
     def __contains__(self, task_id: str) -> bool:
+        """True if ``task_id`` is held (pushed, not yet popped or discarded)."""
         return task_id in self._members
 
     def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int) -> None:

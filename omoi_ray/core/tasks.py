@@ -42,6 +42,7 @@ class TaskStatus(str, Enum):
     UPSTREAM_FAILED = "upstream_failed"
 
     def __str__(self) -> str:
+        """The stored value, e.g. ``"retry_wait"``."""
         return self.value
 
 

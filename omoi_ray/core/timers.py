@@ -18,10 +18,12 @@ class Timers:
     """A min-heap of ``(due time, kind, key)`` entries; due times are seconds on the caller's clock."""
 
     def __init__(self) -> None:
+        """No entries."""
         self._heap: list[tuple[float, int, str, Hashable]] = []
         self._counter = itertools.count()
 
     def __len__(self) -> int:
+        """The number of entries, stale ones included."""
         return len(self._heap)
 
     def add(self, at: float, kind: str, key: Hashable) -> None:
