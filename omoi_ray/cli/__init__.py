@@ -1,5 +1,10 @@
 """The ``omoi-ray`` command: demo, database migrations, events, runtime status and teardown.
 
+Package: this module (argument parsing, the ``cmd_<name>`` functions, ``main``), ``__main__``
+(``python -m omoi_ray.cli``) and ``demo`` (the demo's handlers, DAG and run). The CLI is the
+outermost layer: it uses the client and the store, and no other package imports it (agents load
+the demo's handlers by import path, ``omoi_ray.cli.demo:<name>``).
+
 Rules:
 - Exit statuses: 0 done; 1 the command ran and found something wrong (the schema behind head,
   demo tasks not all completed, a runtime error); 2 what it was given cannot be used (a bad

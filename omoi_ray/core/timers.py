@@ -31,8 +31,8 @@ class Timers:
 
         Args:
             at: due time, seconds on the caller's clock.
-            kind: what the entry is for (``"lease"``, ``"wait"``, ``"retry"``...), chosen by the owner.
-            key: what to look at (a task id, a grant id...).
+            kind: what the entry is for (``"lease"``, ``"wait"``, ``"retry"``, ``"timeout"``), chosen by the owner.
+            key: what to look at (a grant id, a ``(task id, attempt)`` pair...).
         """
         heapq.heappush(self._heap, (at, next(self._counter), kind, key))
 

@@ -5,5 +5,6 @@ Modules:
 - ``fencing``: guards that make a resource refuse writes made with a stale lock token.
 
 Rules:
-- This is the API a user's handler code sees; it runs in the agent's process, never in the driver.
+- This is the API a user's handler code sees, in the agent's process (the fencing guards also
+  serve a driver holding a lease).
 """
