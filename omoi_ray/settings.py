@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     Durations are seconds, sizes bytes, counts plain integers: ``home`` (folder of the embedded
     database), ``database_url`` (None: SQLite under ``home``), ``namespace`` (the Ray namespace,
     1-64 of letters, digits, ``_ . -``), ``workspace_dir`` (None: ``home/workspaces``),
-    ``lease_ttl`` (agent lease), ``long_poll`` (longest wait of a claim call), ``report_linger``
+    ``lease_ttl`` (agent lease), ``long_poll`` (longest wait of an agent's poll for work), ``report_linger``
     (0-1), ``lock_ttl``, ``hard_timeout_grace``, ``payload_max_bytes``, ``result_max_bytes``,
     ``max_submission`` (tasks per submission), the Redis mirror (``redis_url``, ``redis_prefix``,
     ``events_stream_maxlen``, ``events_replay``, ``events_batch``), ``events_retention`` (0: keep
