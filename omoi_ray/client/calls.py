@@ -38,6 +38,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -387,6 +388,9 @@ def ask_until(step: Step, done: Callable[[Any], bool]) -> Steps[Any]:
             return answer
 
 
+_STEPS_OF = re.compile(r"(?:\w+\.)*Steps\[(.*)\]")  # a definition's return annotation
+
+
 def flavours(
     definition: Callable[..., Steps[T] | T],
 ) -> tuple[Callable[..., T], Callable[..., Awaitable[T]]]:
@@ -414,8 +418,9 @@ def flavours(
 
     signature = inspect.signature(definition)
     returns = signature.return_annotation
-    if isinstance(returns, str) and returns.startswith("Steps[") and returns.endswith("]"):
-        signature = signature.replace(return_annotation=returns[len("Steps["):-1])  # what callers get
+    steps_of = _STEPS_OF.fullmatch(returns) if isinstance(returns, str) else None
+    if steps_of is not None:
+        signature = signature.replace(return_annotation=steps_of[1])  # what callers get
     owner = definition.__qualname__.rpartition(".")[0]
     for method, suffix in ((blocking, ""), (awaitable, "_async")):
         method.__name__ = name + suffix
