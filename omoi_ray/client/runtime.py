@@ -35,7 +35,7 @@ from actors.event_relay import EventRelayActor
 from actors.lock_manager import LockManagerActor
 from actors.scheduler import SchedulerActor
 from omoi_ray.client._args import seconds
-from omoi_ray.client.agents import STOP_MARGIN_S, AgentRef, Agents, kill_and_wait
+from omoi_ray.client.agents import STOP_MARGIN_S, AgentRef, Agents, kill_and_wait  # noqa: F401 - re-exported
 from omoi_ray.client.calls import Step, Steps, call, flavours, label, set_driver_budget
 from omoi_ray.client.events import Events
 from omoi_ray.client.locks import Lease, LockClient
