@@ -49,12 +49,12 @@ from typing import Any
 
 import ray
 
-from omoi_ray.client.calls import AGENT, call_async
+from omoi_ray.client.calls import AGENT, Step, ask_until, call_async, drive_async
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.storable import clean_text, storable_json
 from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
-from omoi_ray.handler.context import BoundHandler, HandlerTable, TaskContext, TaskView, acquire_async
+from omoi_ray.handler.context import BoundHandler, HandlerTable, TaskContext, TaskView
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.protocol import Assignment, ExchangeReply
@@ -426,12 +426,17 @@ class AgentActor:
         self.state_changed.set()
 
     async def _task_locks(self, a: Assignment, ctx: TaskContext) -> list[Any]:
-        """The task's declared locks, before its handler runs (waiting no longer than its timeout)."""
-        return await acquire_async(
-            self.lock_manager, ctx.holder, [list(lock) for lock in a.locks], ttl=self.settings.lock_ttl,
-            wait=a.timeout, task_id=a.task_id, agent_id=self.name, request_id=request_id_for(f"task:{ctx.holder}"),
-            policy=AGENT, refresh=self._refresh_locks,
-        )
+        """The task's declared locks, before its handler runs (waiting no longer than its timeout):
+        a long poll asked again with the same request id until granted."""
+        locks, request_id = [list(lock) for lock in a.locks], request_id_for(f"task:{ctx.holder}")
+        reply = await drive_async(ask_until(
+            Step(lambda: self.lock_manager.acquire.remote(
+                ctx.holder, locks, ttl=self.settings.lock_ttl, wait=a.timeout, request_id=request_id,
+                task_id=a.task_id, agent_id=self.name,
+            ), policy=AGENT, what=f"the lock manager (called by agent {self.name})", refresh=self._refresh_locks),
+            lambda reply: reply.granted,
+        ))
+        return list(reply.grants)
 
     async def _release_locks(self, ctx: TaskContext) -> None:
         """Whatever the attempt's outcome: give back every lock it took."""

@@ -294,7 +294,8 @@ class SchedulerActor:
             ready=len(self.graph.ready),
         )
 
-    async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[Any]:
+        """The oldest ``limit`` events (of one entity), as ``EventRecord``s, once committed."""
         await self.commit.sync()
         return await self._db(self.store.events_of, entity_id, limit)
 

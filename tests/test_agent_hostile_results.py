@@ -24,7 +24,7 @@ import pytest
 import ray
 
 import omoi_ray as omoi
-import omoi_ray.client.runtime as runtime_module
+import omoi_ray.client.agents as agents_module
 from actors.agent import _plain_result
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph
@@ -177,7 +177,7 @@ def test_a_result_slower_to_read_than_the_lease_completes_in_one_attempt(rt, ser
     assert rt.run([slow], timeout=60)[slow.id].status == "completed"
     assert rt.get(slow.id).result == {"done": True}
     assert [a.outcome for a in rt.attempts(slow.id)] == ["completed"]
-    assert [e["type"] for e in rt.events(server.name)] == ["agent.registered"]  # never lost
+    assert [e.type for e in rt.events(server.name)] == ["agent.registered"]  # never lost
 
 
 @pytest.mark.ray
@@ -251,7 +251,7 @@ def _finishes(fn, within: float):
 
 @pytest.mark.ray
 def test_stop_and_shutdown_finish_after_a_handler_called_exit_actor(ray_session, tmp_path, monkeypatch, uid):
-    monkeypatch.setattr(runtime_module, "STOP_MARGIN_S", 3.0)  # the test need not wait the default
+    monkeypatch.setattr(agents_module, "STOP_MARGIN_S", 3.0)  # the test need not wait the default
     settings = make_settings(tmp_path, None, f"exit-actor-{uid}", lease_ttl=2.0, long_poll=1.5)
     rt = omoi.connect(settings, migrate=True)
     ended = False

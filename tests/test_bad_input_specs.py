@@ -25,7 +25,7 @@ from omoi_ray.errors import (
 )
 from omoi_ray.specs.events import Position
 from omoi_ray.specs.locks import parse_request
-from omoi_ray.specs.tasks import TaskSpec, parse_agent_spec, parse_task_specs, submission_list, task_id_list
+from omoi_ray.specs.tasks import TaskSpec, parse_agent_spec, parse_new_tasks, submission_list, task_id_list
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN, INF = float("nan"), float("inf")
@@ -108,7 +108,7 @@ def task_fields(uid: str, fields: dict) -> dict:
 def test_a_bad_task_field_is_refused_naming_task_and_field(fields, field):
     item = task_fields("x", fields)
     with pytest.raises(InvalidTaskSpecError) as err:
-        parse_task_specs([{"id": "x-good", "type": "t"}, item], 1_000_000)
+        parse_new_tasks([{"id": "x-good", "type": "t"}, item], 1_000_000)
     message = str(err.value)
     assert f"{field}:" in message or f"{field} " in message, message
     if "id" not in fields:
@@ -169,14 +169,14 @@ def test_a_submission_must_be_a_list_of_tasks(items):
     with pytest.raises(InvalidSubmissionError, match="pass a list of tasks"):
         submission_list(items)
     with pytest.raises(InvalidSubmissionError, match="pass a list of tasks"):
-        parse_task_specs(items, 1000)
+        parse_new_tasks(items, 1000)
 
 
 def test_a_submission_may_be_any_other_iterable():
-    specs = parse_task_specs((TaskSpec(id=f"t{i}", type="t") for i in range(3)), 1000)
+    specs = parse_new_tasks((TaskSpec(id=f"t{i}", type="t") for i in range(3)), 1000)
     assert [s.id for s in specs] == ["t0", "t1", "t2"]
     with pytest.raises(InvalidTaskSpecError, match="submission item 1 must be a TaskSpec or a mapping"):
-        parse_task_specs([{"id": "a", "type": "t"}, 123], 1000)
+        parse_new_tasks([{"id": "a", "type": "t"}, 123], 1000)
 
 
 # (case id, fields of an agent, text the message must hold)

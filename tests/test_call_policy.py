@@ -276,7 +276,7 @@ def test_a_scheduler_restart_while_an_agent_reports_costs_no_attempt(own_runtime
     assert [(x.attempt, x.outcome) for x in rt.attempts(t.id)] == [(1, "completed")]
     described = rt.describe()
     assert described["restarted"] and described["pid"] != pid
-    assert [e["type"] for e in rt.events(t.id)].count("task.completed") == 1
+    assert [e.type for e in rt.events(t.id)].count("task.completed") == 1
 
 
 @pytest.mark.ray

@@ -137,7 +137,7 @@ def test_cancel_with_an_unknown_id_cancels_nothing(runtime, uid):
     with pytest.raises(TaskNotFoundError):
         runtime.cancel(f"{uid}-nosuch", a.id)
     assert runtime.get(a.id).status == "ready"
-    assert [e["type"] for e in runtime.events(a.id)] == ["task.created", "task.ready"]
+    assert [e.type for e in runtime.events(a.id)] == ["task.created", "task.ready"]
     runtime.cancel(a.id)
 
 

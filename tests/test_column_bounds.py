@@ -237,7 +237,7 @@ def test_locks_and_tasks_at_their_bounds_run_without_restarting_a_singleton(runt
 
     # the lock events were stored under the resources' full names
     for resource in (f"{lock_type}:{plain_id}", f"{lock_type}:{wide_id}"):
-        kinds = [e["type"] for e in runtime.events(entity_id=resource)]
+        kinds = [e.type for e in runtime.events(entity_id=resource)]
         assert kinds[:1] == ["lock.granted"] and "lock.released" in kinds
     scheduler_after = runtime.describe()
     locks_after = ray.get(runtime.lock_manager.describe.remote())

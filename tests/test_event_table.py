@@ -87,13 +87,13 @@ def test_a_timed_out_retried_attempt_writes_timed_out_then_retry_scheduled(runti
                           timeout=0.5, max_retries=1, backoff_base=0.1, backoff_cap=0.1)
         info = runtime.run([t], timeout=60)[t.id]
         assert (info.status, info.attempt) == ("timed_out", 2)
-        types = [e["type"] for e in runtime.events(t.id)]
+        types = [e.type for e in runtime.events(t.id)]
         after_start = types[types.index("task.started"):]
         assert after_start == [
             "task.started", "task.timed_out", "task.retry_scheduled", "task.ready", "task.claimed",
             "task.started", "task.timed_out",
         ]
-        payloads = [e["payload"] for e in runtime.events(t.id) if e["type"] == "task.timed_out"]
+        payloads = [e.payload for e in runtime.events(t.id) if e.type == "task.timed_out"]
         assert [p["attempt"] for p in payloads] == [1, 2]
     finally:
         agent.stop()

@@ -244,10 +244,10 @@ def test_an_async_handler_blocking_its_loop_runs_once_and_keeps_its_leases(rt, u
     info = rt.get(t.id)
     assert info.attempt == 1 and set(info.result["tokens"]) == {resource}
     assert [a.outcome for a in rt.attempts(t.id)] == ["completed"]
-    assert [e["type"] for e in rt.events(t.id) if e["type"] in ("task.requeued", "task.started")] == ["task.started"]
-    lock_events = [e["type"] for e in rt.events(resource)]
+    assert [e.type for e in rt.events(t.id) if e.type in ("task.requeued", "task.started")] == ["task.started"]
+    lock_events = [e.type for e in rt.events(resource)]
     assert lock_events == ["lock.granted", "lock.released"]
-    assert [e["type"] for e in rt.events(agent.name)] == ["agent.registered"]
+    assert [e.type for e in rt.events(agent.name)] == ["agent.registered"]
     assert agent.info()["incarnation"] == incarnation
     agent.stop(timeout=5)
 
@@ -269,10 +269,10 @@ def test_a_sync_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slo
     assert replaced["agent"] == agent.name and replaced["pid"] != first_pid
     assert rt.get(later.id).result["pid"] == replaced["pid"]
     assert [a.outcome for a in rt.attempts(later.id)] == ["completed"]
-    types = [e["type"] for e in rt.events(agent.name)]
+    types = [e.type for e in rt.events(agent.name)]
     assert types == ["agent.registered", "agent.lost", "agent.registered"]
-    lost = next(e for e in rt.events(agent.name) if e["type"] == "agent.lost")
-    assert "zombie" in lost["payload"]["reason"] and f"{uid}-z#1" in lost["payload"]["reason"]
+    lost = next(e for e in rt.events(agent.name) if e.type == "agent.lost")
+    assert "zombie" in lost.payload["reason"] and f"{uid}-z#1" in lost.payload["reason"]
     view = until(lambda: {a.id: a for a in rt.status().agents}.get(agent.name), "agent in status")
     assert (view.status, view.busy, view.zombies) == ("alive", 0, 0)
     agent.stop(timeout=5)
@@ -325,7 +325,7 @@ def test_a_zombie_on_an_agent_that_may_not_restart_leaves_it_stopped(rt, uid):
     z = omoi.TaskSpec(id=f"{uid}-z", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
                       payload={"op": "block", "seconds": 300})
     rt.submit([z])
-    until(lambda: [e for e in rt.events(agent.name) if e["type"] == "agent.stopped"], "agent.stopped")
+    until(lambda: [e for e in rt.events(agent.name) if e.type == "agent.stopped"], "agent.stopped")
     view = {a.id: a for a in rt.status().agents}[agent.name]
     assert (view.status, view.busy, view.zombies) == ("stopped", 0, 0)
     until(lambda: rt.get(z.id).status == "ready", "the timed-out task back to ready")
@@ -360,7 +360,7 @@ def test_a_zombie_that_ends_by_itself_during_the_drain_spares_its_agent(rt, uid)
     assert rt.wait([timed.id], timeout=60) == {timed.id: "completed"}
     assert [a.outcome for a in rt.attempts(z.id)] == ["timed_out", "completed"]
     assert {rt.get(z.id).result["pid"], rt.get(timed.id).result["pid"], agent.info()["pid"]} == {pid}
-    assert [e["type"] for e in rt.events(agent.name)] == ["agent.registered"]
+    assert [e.type for e in rt.events(agent.name)] == ["agent.registered"]
     agent.stop(timeout=5)
 
 
@@ -374,4 +374,4 @@ def test_an_async_handler_in_its_own_loop_still_reaches_the_runtime(rt, servers,
     result = rt.get(t.id).result
     assert set(result["tokens"]) == {f"res:{uid}"}
     assert result["upstream"][up.id]["attempt"] == 1
-    assert [e["type"] for e in rt.events(f"res:{uid}")] == ["lock.granted", "lock.released"]
+    assert [e.type for e in rt.events(f"res:{uid}")] == ["lock.granted", "lock.released"]

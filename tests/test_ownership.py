@@ -257,7 +257,7 @@ def test_a_second_runtime_on_a_live_runtimes_database_is_refused_and_changes_not
     alive_after = {a.id for a in runtime.status().agents if a.status == "alive"}
     assert owners_agent.name in alive_before and alive_before <= alive_after
     for agent_id in alive_before:
-        assert "agent.lost" not in [e["type"] for e in runtime.events(agent_id)]
+        assert "agent.lost" not in [e.type for e in runtime.events(agent_id)]
     assert runtime.describe()["pid"] == pid  # the owner's scheduler never restarted
     task = omoi.TaskSpec(id=f"{cap}-t", type="behave", requires=[cap], payload={"op": "echo"})
     assert runtime.run([task], timeout=60)[task.id].status == "completed"  # the owner keeps working
@@ -370,7 +370,7 @@ def test_a_replaced_scheduler_commits_nothing_and_its_restart_takes_over_at_once
             ray.get(rogue.submit.remote([{"id": "rogue-task", "type": "x"}]), timeout=60)
         with pytest.raises(TaskNotFoundError):
             rt.get("rogue-task")
-        assert [e["type"] for e in rt.events(task.id)].count("task.created") == 1
+        assert [e.type for e in rt.events(task.id)].count("task.created") == 1
     finally:
         rt.shutdown(agents_timeout=1.0)
 

@@ -128,9 +128,9 @@ def test_events_are_written_with_the_change_they_describe(db_url):
     h = Harness()
     _run_some_work(h)
     store.apply(h.graph.take_changes())
-    types = [e["type"] for e in store.events_of("a")]
+    types = [e.type for e in store.events_of("a")]
     assert types == ["task.created", "task.ready", "task.claimed", "task.started", "task.completed"]
-    assert [e["type"] for e in store.events_of("a1")] == ["agent.registered"]
+    assert [e.type for e in store.events_of("a1")] == ["agent.registered"]
     store.dispose()
 
 

@@ -23,16 +23,26 @@ Rules:
   one-line message (``unwrap`` takes the cause out of Ray's ``RayTaskError`` wrapper).
 - ``call`` (blocking) and ``call_async`` (awaiting) share one policy (``_Tries``); the path of
   a call that succeeds at once does no extra work.
+- A "still waiting" answer of a long poll (a lock request queued behind others) is asked again
+  with the same request id (``ask_until``), never with a new one: the actor keeps its place.
+- Every public driver call is described once, as a generator of ``Step``s (the object ref(s) it
+  makes, with their policy) around its checks and post-processing; ``flavours`` turns that one
+  definition into a blocking method (``ray.get`` on each step) and an awaitable one (``await``
+  on the same refs), so a web layer's event loop reuses it with no extra hop. Arguments are
+  checked once, in the definition, before the first ref is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -66,6 +76,14 @@ class Policy:
 
     @classmethod
     def driver(cls, seconds: float = DEFAULT_DRIVER_RETRY_FOR) -> Policy:
+        """A driver's budget: give up after ``seconds`` of failed tries.
+
+        Args:
+            seconds: the budget, in seconds (``OMOI_CALL_RETRY_FOR``; default 60).
+
+        Returns:
+            A ``Policy`` named ``"driver"``.
+        """
         return cls("driver", seconds)
 
 
@@ -82,6 +100,7 @@ def set_driver_budget(seconds: float) -> None:
 
 
 def driver_policy() -> Policy:
+    """The driver budget in force in this process (see ``set_driver_budget``)."""
     return _driver
 
 
@@ -166,6 +185,49 @@ class _Tries:
                      time.monotonic() - self.started)
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One call to an actor, ready to be made: how to make its object ref, under which policy.
+
+    Attributes:
+        make: makes the call and returns its object ref (or, in tests, an awaitable); called
+            again for every try, so it picks up a handle that ``refresh`` replaced.
+        policy: the caller's budget (None: the driver's, ``Settings.call_retry_for`` seconds).
+        what: names the actor in messages (None: the label ``label`` gave its handle).
+        timeout: seconds each try may take (None: no limit); past it Ray's ``GetTimeoutError``.
+        refresh: looks the actor up again by name when its handle's actor is gone.
+        check: runs before each retry and may raise to stop retrying (a cancelled attempt).
+        if_repeated: turns the error of a call made again into its answer (or raises it).
+        retry: False for a call that is made once, whose Ray errors reach the definition as
+            they are (it handles them itself, e.g. an agent that failed to start).
+    """
+
+    make: Callable[[], Any]
+    policy: Policy | None = None
+    what: str | None = None
+    timeout: float | None = None
+    refresh: Callable[[], Any] | None = None
+    check: Callable[[], None] | None = None
+    if_repeated: Callable[[BaseException], Any] | None = None
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A wait of ``seconds`` inside a definition (``time.sleep`` blocking, ``asyncio.sleep``
+    awaiting); its answer is None."""
+
+    seconds: float
+
+
+#: A call's one definition: yields ``Step``s (and ``Pause``s), receives each step's answer (or
+#: its final error, thrown in), and returns the call's result.
+Steps = Generator["Step | Pause", Any, T]
+
+
 def call(
     ref_factory: Callable[[], Any],
     *,
@@ -179,27 +241,62 @@ def call(
 ) -> Any:
     """Run ``ray.get(ref_factory())`` under the call policy; returns the actor's answer.
 
-    ``ref_factory`` makes the call (it is called again for every try, so it picks up a handle
-    that ``refresh`` replaced). ``policy`` is the caller's budget (default: the driver's,
-    ``Settings.call_retry_for`` seconds); ``retry_for`` overrides it with a driver budget of that
-    many seconds. ``timeout`` bounds each try (Ray's ``GetTimeoutError``). ``what`` names the
-    actor in messages; ``check`` runs before each retry and may raise to stop retrying;
-    ``if_repeated(error)`` turns an error from a repeated call into its answer (or raises it).
+    Args:
+        ref_factory: makes the call (called again for every try, so it picks up a handle that
+            ``refresh`` replaced).
+        policy: the caller's budget (default: the driver's, ``Settings.call_retry_for`` seconds).
+        retry_for: overrides ``policy`` with a driver budget of that many seconds.
+        timeout: bounds each try, in seconds (Ray's ``GetTimeoutError``).
+        what: names the actor in messages.
+        refresh: looks the actor up again when its handle's actor is gone.
+        check: runs before each retry and may raise to stop retrying.
+        if_repeated: turns an error from a repeated call into its answer (or raises it).
 
-    Raises the actor's ``OmoiError`` as itself, ``RuntimeUnavailableError`` when the budget is
-    spent (or the actor is gone and cannot be refreshed), and any other error unchanged.
+    Returns:
+        The actor's answer.
+
+    Raises:
+        OmoiError: the actor's own typed error, as itself.
+        RuntimeUnavailableError: the budget is spent, or the actor is gone and cannot be
+            refreshed.
+        Exception: any other error, unchanged.
     """
     if retry_for is not None:
         policy = Policy.driver(retry_for)
+    return _get(Step(ref_factory, policy, what, timeout, refresh, check, if_repeated))
+
+
+async def call_async(
+    ref_factory: Callable[[], Any],
+    *,
+    policy: Policy = AGENT,
+    timeout: float | None = None,
+    what: str | None = None,
+    refresh: Callable[[], Any] | None = None,
+    check: Callable[[], None] | None = None,
+    if_repeated: Callable[[BaseException], Any] | None = None,
+) -> Any:
+    """``call`` for async code: ``await ref_factory()`` under ``policy`` (default: an agent's,
+    which never gives up). Cancelling the awaiting task stops the retries.
+
+    Args, Returns and Raises as for ``call``.
+    """
+    return await _await(Step(ref_factory, policy, what, timeout, refresh, check, if_repeated))
+
+
+def _get(step: Step) -> Any:
+    """One step, blocking: ``ray.get`` under its policy."""
+    if not step.retry:
+        return ray.get(step.make(), timeout=step.timeout)
     tries: _Tries | None = None
     while True:
         try:
-            value = ray.get(ref_factory(), timeout=timeout)
+            value = ray.get(step.make(), timeout=step.timeout)
         except Exception as exc:  # noqa: BLE001 - sorted by the policy
             if tries is None:
-                tries = _Tries(policy or _driver, what, refresh, check)
-            elif if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
-                return if_repeated(unwrap(exc))  # made again: "already done" may be its answer
+                tries = _Tries(step.policy or _driver, step.what, step.refresh, step.check)
+            elif step.if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
+                return step.if_repeated(unwrap(exc))  # made again: "already done" may be its answer
             delay = tries.after(exc)
         else:
             if tries is not None:
@@ -208,28 +305,127 @@ def call(
         time.sleep(delay)
 
 
-async def call_async(
-    ref_factory: Callable[[], Any],
-    *,
-    policy: Policy = AGENT,
-    what: str | None = None,
-    refresh: Callable[[], Any] | None = None,
-    if_repeated: Callable[[BaseException], Any] | None = None,
-) -> Any:
-    """``call`` for async code: ``await ref_factory()`` under ``policy`` (default: an agent's,
-    which never gives up). Cancelling the awaiting task stops the retries."""
+async def _await_once(step: Step) -> Any:
+    if step.timeout is None:
+        return await step.make()
+    try:
+        return await asyncio.wait_for(_awaited(step.make()), step.timeout)
+    except TimeoutError:
+        raise ray.exceptions.GetTimeoutError(f"the call did not answer within {step.timeout:g}s") from None
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+async def _await(step: Step) -> Any:
+    """One step, awaiting the same ref under the same policy as ``_get``."""
+    if not step.retry:
+        return await _await_once(step)
     tries: _Tries | None = None
     while True:
         try:
-            value = await ref_factory()
+            value = await _await_once(step)
         except Exception as exc:  # noqa: BLE001 - sorted by the policy
             if tries is None:
-                tries = _Tries(policy, what, refresh, None)
-            elif if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
-                return if_repeated(unwrap(exc))  # made again: "already done" may be its answer
+                tries = _Tries(step.policy or _driver, step.what, step.refresh, step.check)
+            elif step.if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
+                return step.if_repeated(unwrap(exc))  # made again: "already done" may be its answer
             delay = tries.after(exc)
         else:
             if tries is not None:
                 tries.recovered()
             return value
         await asyncio.sleep(delay)
+
+
+def drive(steps: Steps[T] | T) -> T:
+    """Run a definition blocking: each ``Step`` with ``ray.get``, each ``Pause`` with
+    ``time.sleep``; returns what the definition returns (a plain value is returned as is).
+    A step's final error is thrown into the definition, which may handle it."""
+    if not inspect.isgenerator(steps):
+        return steps  # type: ignore[return-value]
+    try:
+        item = next(steps)
+        while True:
+            try:
+                answer = time.sleep(item.seconds) if isinstance(item, Pause) else _get(item)
+            except Exception as exc:  # noqa: BLE001 - the definition decides
+                item = steps.throw(exc)
+            else:
+                item = steps.send(answer)
+    except StopIteration as done:
+        return done.value
+
+
+async def drive_async(steps: Steps[T] | T) -> T:
+    """``drive`` for async code: each ``Step`` awaited on its ref, each ``Pause`` with
+    ``asyncio.sleep``."""
+    if not inspect.isgenerator(steps):
+        return steps  # type: ignore[return-value]
+    try:
+        item = next(steps)
+        while True:
+            try:
+                if isinstance(item, Pause):
+                    answer = await asyncio.sleep(item.seconds)
+                else:
+                    answer = await _await(item)
+            except Exception as exc:  # noqa: BLE001 - the definition decides
+                item = steps.throw(exc)
+            else:
+                item = steps.send(answer)
+    except StopIteration as done:
+        return done.value
+
+
+def ask_until(step: Step, done: Callable[[Any], bool]) -> Steps[Any]:
+    """A long poll: make ``step`` (the same call, so the same request id) until ``done(answer)``;
+    returns that answer. For use with ``yield from`` inside a definition."""
+    while True:
+        answer = yield step
+        if done(answer):
+            return answer
+
+
+_STEPS_OF = re.compile(r"(?:\w+\.)*Steps\[(.*)\]")  # a definition's return annotation
+
+
+def flavours(
+    definition: Callable[..., Steps[T] | T],
+) -> tuple[Callable[..., T], Callable[..., Awaitable[T]]]:
+    """The blocking and the awaitable method made from one definition.
+
+    Args:
+        definition: a method (``self`` first) that checks its arguments and yields ``Step``s;
+            conventionally named with a leading underscore (``_get`` gives ``get`` and
+            ``get_async``).
+
+    Returns:
+        ``(blocking, awaitable)``: ``blocking(self, ...)`` drives the definition with
+        ``ray.get``; ``awaitable(self, ...)`` is a coroutine function driving it with ``await``.
+        Both keep the definition's signature and docstring.
+    """
+    name = definition.__name__.lstrip("_")
+
+    @functools.wraps(definition)
+    def blocking(self: Any, *args: Any, **kwargs: Any) -> T:
+        return drive(definition(self, *args, **kwargs))
+
+    @functools.wraps(definition)
+    async def awaitable(self: Any, *args: Any, **kwargs: Any) -> T:
+        return await drive_async(definition(self, *args, **kwargs))
+
+    signature = inspect.signature(definition)
+    returns = signature.return_annotation
+    steps_of = _STEPS_OF.fullmatch(returns) if isinstance(returns, str) else None
+    if steps_of is not None:
+        signature = signature.replace(return_annotation=steps_of[1])  # what callers get
+    owner = definition.__qualname__.rpartition(".")[0]
+    for method, suffix in ((blocking, ""), (awaitable, "_async")):
+        method.__name__ = name + suffix
+        method.__qualname__ = f"{owner}.{name}{suffix}" if owner else name + suffix
+        method.__signature__ = signature  # type: ignore[attr-defined]
+    awaitable.__doc__ = (f"Awaitable form of ``{name}`` (same arguments, result and errors; awaits the "
+                         f"same object refs).\n\n{inspect.getdoc(definition) or ''}")
+    return blocking, awaitable

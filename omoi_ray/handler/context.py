@@ -79,24 +79,37 @@ class TaskContext:
         return self._cancelled.wait(timeout)
 
     def upstream_results(self) -> dict[str, Any]:
-        """Results of the tasks this one depends on, by id (they all completed: that is why it
-        runs). Blocks, so call it from sync handlers; async handlers use
-        ``await ctx.upstream_results_async()``."""
-        from omoi_ray.client.calls import HANDLER, call
+        """Results of the tasks this one depends on (they all completed: that is why it runs).
+        Blocks, so call it from sync handlers; async handlers use
+        ``await ctx.upstream_results_async()``.
 
-        if not self.depends_on:
-            return {}
-        ids = list(self.depends_on)
-        return _by_id(call(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler",
-                           check=self.raise_if_cancelled))
+        Returns:
+            ``{task id: result}`` for every dependency (``{}`` without dependencies).
+
+        Raises:
+            TaskCancelledError: the attempt was cancelled while the scheduler was unavailable.
+            OmoiError: the scheduler's own typed error, as itself.
+        """
+        from omoi_ray.client.calls import drive
+
+        return drive(self._upstream_results())
 
     async def upstream_results_async(self) -> dict[str, Any]:
-        from omoi_ray.client.calls import HANDLER, call_async
+        """``upstream_results`` for async handlers (awaits the same call)."""
+        from omoi_ray.client.calls import drive_async
+
+        return await drive_async(self._upstream_results())
+
+    def _upstream_results(self) -> Any:
+        """The one definition of ``upstream_results`` (a generator of call steps)."""
+        from omoi_ray.client.calls import HANDLER, Step
 
         if not self.depends_on:
             return {}
         ids = list(self.depends_on)
-        return _by_id(await call_async(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler"))
+        infos = yield Step(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler",
+                           check=self.raise_if_cancelled)
+        return {info.id: info.result for info in infos}
 
     def token(self, resource: str) -> int:
         """The fencing token of a lock this attempt holds (``"type:id"``)."""
@@ -107,66 +120,43 @@ class TaskContext:
 
     def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> Any:
         """Take a lock now (sync handlers); it is released when the attempt ends, whatever its
-        outcome, and renewed by the agent meanwhile. Returns a ``Lease`` (tokens in ``.tokens``)."""
-        from omoi_ray.client.calls import HANDLER
-        from omoi_ray.client.locks import LockClient
+        outcome, and renewed by the agent meanwhile.
 
+        Args:
+            resources, mode, wait, ttl: as for ``LockClient.acquire``.
+
+        Returns:
+            A ``Lease`` (tokens in ``.tokens``).
+
+        Raises:
+            InvalidLockRequestError, LockTimeoutError, LockUnavailableError, DeadlockError: as
+                ``LockClient.acquire``; TaskCancelledError: the attempt ended while waiting.
+        """
         self.took_locks = True
-        lease = LockClient(self._lock_manager, self.holder, policy=HANDLER, check=self.raise_if_cancelled).acquire(
-            resources, mode, wait=wait, ttl=ttl, task_id=self.task_id, agent_id=self.agent_id
-        )
+        lease = self._lock_client().acquire(resources, mode, wait=wait, ttl=ttl, task_id=self.task_id,
+                                            agent_id=self.agent_id)
         self.locks.extend(lease.grants)
         return lease
 
     async def lock_async(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> list[Any]:
-        """``lock`` for async handlers; returns the grants."""
+        """``lock`` for async handlers; returns the grants (``resource``, ``token``, ...)."""
         self.took_locks = True
-        grants = await acquire_async(
-            self._lock_manager, self.holder, resources, mode, wait=wait, ttl=ttl,
-            task_id=self.task_id, agent_id=self.agent_id,
-        )
-        self.locks.extend(grants)
-        return grants
+        lease = await self._lock_client().acquire_async(resources, mode, wait=wait, ttl=ttl, task_id=self.task_id,
+                                                        agent_id=self.agent_id)
+        self.locks.extend(lease.grants)
+        return lease.grants
+
+    def _lock_client(self) -> Any:
+        """A lock client holding as this attempt, under the handlers' call policy."""
+        from omoi_ray.client.calls import HANDLER
+        from omoi_ray.client.locks import LockClient
+
+        return LockClient(self._lock_manager, self.holder, policy=HANDLER, check=self.raise_if_cancelled)
 
     def _cancel(self, reason: str) -> None:
         if not self._cancelled.is_set():
             self.cancel_reason = reason
             self._cancelled.set()
-
-
-async def acquire_async(
-    lock_manager: Any, holder: str, resources: Any, mode: str = "exclusive", *, wait: float | None,
-    ttl: float, task_id: str | None, agent_id: str | None, request_id: str | None = None,
-    policy: Any = None, refresh: Callable[[], Any] | None = None,
-) -> list[Any]:
-    """Acquire from async code: ask again with the same request id until granted; returns the
-    grants. Rides out lock-manager restarts under ``policy`` (an ``omoi_ray.client.calls.Policy``;
-    default: a handler's, which never gives up); ``refresh`` returns a new handle when the old
-    one's actor is gone. Raises the lock manager's ``LockError`` (timeout, deadlock, bad request)."""
-    import uuid
-
-    from omoi_ray.client.calls import HANDLER, call_async
-
-    request_id = request_id or uuid.uuid4().hex
-    handle = lock_manager
-
-    def refreshed() -> None:
-        nonlocal handle
-        handle = (refresh() if refresh is not None else None) or handle
-
-    while True:  # "still waiting" replies: ask again with the same request id
-        reply = await call_async(
-            lambda: handle.acquire.remote(
-                holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id, task_id=task_id, agent_id=agent_id
-            ),
-            policy=policy or HANDLER, what="the lock manager", refresh=refreshed if refresh is not None else None,
-        )
-        if reply.granted:
-            return list(reply.grants)
-
-
-def _by_id(infos: list[Any]) -> dict[str, Any]:
-    return {info.id: info.result for info in infos}
 
 
 def resolve_handler(handler: Callable[..., Any] | str) -> Callable[..., Any]:

@@ -278,13 +278,6 @@ def _retry_policy(max_retries: int, backoff_base: float, backoff_cap: float) -> 
     return RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_cap=backoff_cap)
 
 
-def parse_task_specs(
-    items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int
-) -> list[TaskSpec]:
-    """Validate a submission; raise ``InvalidTaskSpecError`` naming the task and field."""
-    return list(iter_task_specs(items, payload_max_bytes))
-
-
 def parse_new_tasks(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int) -> list[NewTask]:
     """Validate a submission straight into the core's form (one ``TaskSpec`` alive at a time)."""
     return [spec.to_new_task() for spec in iter_task_specs(items, payload_max_bytes)]

@@ -94,7 +94,7 @@ class EventLog:
             q = q.where(self._before(before))
         q = q.order_by(*self._order).limit(limit)
         with self.engine.connect() as conn:
-            return [_record(r) for r in conn.execute(q)]
+            return [event_record(r) for r in conn.execute(q)]
 
     def latest(self, *, readable: bool = True) -> Position:
         """The position of the newest readable event (``START`` if there is none). With
@@ -115,7 +115,7 @@ class EventLog:
             q = q.where(self._upto(upto))
         q = q.order_by(*self._desc).limit(count)
         with self.engine.connect() as conn:
-            rows = [_record(r) for r in conn.execute(q)]
+            rows = [event_record(r) for r in conn.execute(q)]
         rows.reverse()
         return rows
 
@@ -227,7 +227,9 @@ def _position(txid: int, pk: int) -> Position:
     return Position(int(txid or 0), int(pk))
 
 
-def _record(r: Any) -> EventRecord:
+def event_record(r: Any) -> EventRecord:
+    """The ``EventRecord`` of one ``events`` row (all columns selected); the one row -> record
+    mapping, shared by ``EventLog`` and ``Store.events_of``."""
     return EventRecord.model_construct(
         position=f"{int(r.txid or 0)}-{r.id}",
         id=r.event_id,

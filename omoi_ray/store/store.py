@@ -36,8 +36,10 @@ from omoi_ray.core.ownership import Claim, OwnerId
 from omoi_ray.core.task_graph import ChangeSet, StoredTask
 from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
+from omoi_ray.specs.events import EventRecord
 from omoi_ray.store import ownership
 from omoi_ray.store import schema as t
+from omoi_ray.store.events import event_record
 from omoi_ray.store.ownership import Fence
 from omoi_ray.store.writes import BatchWriter, Mark, Rows
 
@@ -366,12 +368,14 @@ class Store:
                     out[s] = out.get(s, 0) + n
             return out
 
-    def events_of(self, entity_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def events_of(self, entity_id: str | None = None, limit: int = 1000) -> list[EventRecord]:
+        """The oldest ``limit`` events (of one entity if ``entity_id`` is given), as the same
+        ``EventRecord``s ``follow`` yields."""
         with self.engine.connect() as conn:
             query = sa.select(t.events).order_by(t.events.c.id).limit(limit)
             if entity_id is not None:
                 query = query.where(t.events.c.entity_id == entity_id)
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [event_record(r) for r in conn.execute(query)]
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
