@@ -49,6 +49,7 @@ from omoi_ray.settings import Settings
 from omoi_ray.specs.tasks import (
     AttemptInfo,
     TaskInfo,
+    attempt_info_from_row,
     check_name,
     info_from_row,
     info_from_task,
@@ -206,19 +207,7 @@ class SchedulerActor:
             found = await self._db(self.store.task_rows, [task_id])
             if not found:
                 raise TaskNotFoundError(_unknown_message([task_id]), task_ids=[task_id])
-        return [
-            AttemptInfo(
-                task_id=r["task_id"],
-                attempt=r["attempt"],
-                agent_id=r["agent_id"],
-                outcome=r["outcome"],
-                error=r["error"],
-                claimed_at=r["claimed_at"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-            )
-            for r in rows
-        ]
+        return [attempt_info_from_row(r) for r in rows]
 
     async def wait(self, task_ids: Sequence[str], timeout: float) -> WaitReply:
         """Wait up to ``timeout`` seconds for every task to be final; report progress either way."""

@@ -12,13 +12,30 @@ from typing import Any
 import pytest
 
 from omoi_ray.core import task_fields
-from omoi_ray.core.model import NewTask, Task
-from omoi_ray.core.task_fields import FIELDS, KINDS, Shape, TaskField, carried_by, names_in, shape_mismatches
+from omoi_ray.core.model import Attempt, AttemptOutcome, NewTask, Task
+from omoi_ray.core.task_fields import (
+    ATTEMPT_FIELDS,
+    FIELDS,
+    KINDS,
+    Shape,
+    TaskField,
+    carried_by,
+    names_in,
+    shape_mismatches,
+)
 from omoi_ray.core.task_graph import ChangeSet, TaskGraph
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.handler.context import TaskView
 from omoi_ray.protocol import Assignment
-from omoi_ray.specs.tasks import TaskInfo, TaskSpec, info_from_row, info_from_task, parse_new_tasks
+from omoi_ray.specs.tasks import (
+    AttemptInfo,
+    TaskInfo,
+    TaskSpec,
+    attempt_info_from_row,
+    info_from_row,
+    info_from_task,
+    parse_new_tasks,
+)
 from omoi_ray.store import schema, writes
 from omoi_ray.store.store import Store
 
@@ -34,6 +51,14 @@ SHAPES: dict[Shape, list[str]] = {
     Shape.INFO: list(TaskInfo.model_fields),
     Shape.WIRE: list(Assignment._fields),
     Shape.VIEW: [f.name for f in dataclasses.fields(TaskView)],
+}
+
+#: Every attempt shape class, with the names it has.
+ATTEMPT_SHAPES: dict[Shape, list[str]] = {
+    Shape.TASK: [f.name for f in dataclasses.fields(Attempt)],
+    Shape.ROW: [c.name for c in schema.TaskAttemptRow.__table__.columns],
+    Shape.UPDATE: list(writes.ATTEMPT_MUTABLE),
+    Shape.INFO: list(AttemptInfo.model_fields),
 }
 
 #: A submission setting every spec field to a value other than its default.
@@ -83,6 +108,11 @@ SPEC_TO_NEW = dict.fromkeys(KINDS, lambda v: v) | {
 @pytest.mark.parametrize("shape", list(SHAPES), ids=lambda s: s.name)
 def test_every_shape_class_carries_exactly_the_declared_fields(shape):
     assert shape_mismatches(shape, SHAPES[shape]) == []
+
+
+@pytest.mark.parametrize("shape", list(ATTEMPT_SHAPES), ids=lambda s: s.name)
+def test_every_attempt_shape_class_carries_exactly_the_declared_fields(shape):
+    assert shape_mismatches(shape, ATTEMPT_SHAPES[shape], ATTEMPT_FIELDS) == []
 
 
 def test_a_field_missing_from_a_shape_is_caught():
@@ -166,3 +196,33 @@ def test_every_declared_field_round_trips_spec_task_row_task_info(db_url):
     for f in carried_by(Shape.VIEW):
         expected = task.priority.name if f.kind == task_fields.PRIORITY else _value(task, f.name_in(Shape.TASK))
         assert getattr(view, f.name) == expected, f.name
+
+
+def test_every_declared_attempt_field_round_trips_attempt_row_attempt_info(db_url):
+    [new] = parse_new_tasks([{"id": "t", "type": "u", "locks": ["repo:main"]}], payload_max_bytes=1 << 20)
+    graph = TaskGraph(lease_ttl=30.0, rng=random.Random(1))
+    graph.submit([new], NOW)
+    attempt = Attempt(
+        task_id="t", attempt=3, agent_id="a1", agent_incarnation="inc-1", claimed_at=NOW + 1.0,
+        started_at=NOW + 2.5, finished_at=NOW + 4.75, outcome=AttemptOutcome.FAILED, error="boom",
+    )
+    db = Store(db_url)
+    try:
+        db.apply(graph.take_changes())
+        db.apply(ChangeSet(attempts=[attempt], new_attempts={("t", 3)}))  # the insert row
+        [loaded] = db.load().open_attempts
+        assert loaded == dataclasses.replace(attempt, locks=(("repo", "main", "exclusive"),))
+        attempt.released_at = NOW + 5.0
+        attempt.outcome = AttemptOutcome.TIMED_OUT
+        db.apply(ChangeSet(attempts=[attempt]))  # the update row
+        assert db.load().open_attempts == []
+        [row] = db.attempt_rows("t")
+        assert row["released_at"].timestamp() == NOW + 5.0
+        info = attempt_info_from_row(row)
+        for f in carried_by(Shape.INFO, ATTEMPT_FIELDS):
+            value = getattr(attempt, f.name)
+            expected = value.value if f.kind == task_fields.OUTCOME else value
+            shown = getattr(info, f.name)
+            assert (shown.timestamp() if f.kind in (task_fields.TIME, task_fields.STAMP) else shown) == expected, f.name
+    finally:
+        db.dispose()

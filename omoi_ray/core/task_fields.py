@@ -20,6 +20,7 @@ Rules:
   function (``params``) or, if not named there, left to the target's default.
 - Mappings are compiled once, at import: a generated function is a single call or dict literal,
   as fast as the hand-written mapping it replaces (the row mapping is on the hot path).
+- Attempts are declared the same way (``ATTEMPT_FIELDS``), with the same shape names.
 - Pure: no ray, sqlalchemy, redis or pydantic; kinds are names, conversions belong to layers.
 """
 
@@ -61,7 +62,8 @@ IDS = "ids"  # core, wire, view: a tuple of task ids; spec, info: a list
 PRIORITY = "priority"  # core: Priority; row: its int; info, wire, view: its name
 STATUS = "status"  # core: TaskStatus; row, info: its value
 LOCKS = "locks"  # core, wire: tuple of (type, id, mode); spec: lists; row: JSON list or NULL
-KINDS = (PLAIN, JSON, TIME, STAMP, CAPS, IDS, PRIORITY, STATUS, LOCKS)
+OUTCOME = "outcome"  # core: AttemptOutcome or None; row, info: its value or None
+KINDS = (PLAIN, JSON, TIME, STAMP, CAPS, IDS, PRIORITY, STATUS, LOCKS, OUTCOME)
 
 S, N, R, U, I, W, V = Shape.SPEC, Shape.NEW, Shape.ROW, Shape.UPDATE, Shape.INFO, Shape.WIRE, Shape.VIEW
 NONE = Shape(0)  # carried by the core Task alone
@@ -136,6 +138,22 @@ FIELDS: tuple[TaskField, ...] = (
     F("started_at", TIME, R | U | I),
     F("finished_at", TIME, R | U | I),
     F("updated_at", STAMP, R | U),
+)
+
+#: Every field of an attempt, in the order of ``Attempt``, with the same shapes: ``TASK`` is the
+#: core ``Attempt``, ``ROW`` the ``task_attempts`` table, ``INFO`` an ``AttemptInfo``.
+ATTEMPT_FIELDS: tuple[TaskField, ...] = (
+    F("task_id", PLAIN, R | I),
+    F("attempt", PLAIN, R | I),
+    F("agent_id", PLAIN, R | I),
+    F("agent_incarnation", PLAIN, R),
+    F("claimed_at", STAMP, R | I),
+    F("started_at", TIME, R | U | I),
+    F("finished_at", TIME, R | U | I),
+    F("outcome", OUTCOME, R | U | I),
+    F("error", PLAIN, R | U | I),
+    F("released_at", TIME, R | U),
+    F("locks", LOCKS, NONE),  # the task's declared locks, read from its row on restore
 )
 del F
 

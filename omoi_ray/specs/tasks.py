@@ -402,6 +402,7 @@ TASK_TO_INFO = dict.fromkeys(task_fields.KINDS, "{v}") | {
     task_fields.IDS: "list({v})",
     task_fields.PRIORITY: "{v}.name",
     task_fields.STATUS: "{v}.value",
+    task_fields.OUTCOME: "({v}.value if {v} else None)",
 }
 #: How a read row's value (JSON decoded, times as aware datetimes) becomes a ``TaskInfo``'s.
 ROW_TO_INFO = dict.fromkeys(task_fields.KINDS, "{v}") | {
@@ -445,6 +446,12 @@ class AttemptInfo(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
+
+#: ``attempt_info_from_row(row)``: a row of the ``task_attempts`` table as an ``AttemptInfo``.
+attempt_info_from_row: Callable[..., AttemptInfo] = task_fields.compile_mapping(
+    "attempt_info_from_row", Shape.ROW, Shape.INFO, ROW_TO_INFO, build="AttemptInfo",
+    namespace={"AttemptInfo": AttemptInfo}, fields=task_fields.ATTEMPT_FIELDS,
+)
 
 Handler = Callable[..., Any] | str
 

@@ -190,23 +190,12 @@ class Store:
                 for r in conn.execute(sa.select(t.agents).where(t.agents.c.status == AgentStatus.ALIVE.value))
             ]
             attempts = [
-                Attempt(
-                    task_id=r.task_id,
-                    attempt=r.attempt,
-                    agent_id=r.agent_id,
-                    agent_incarnation=r.agent_incarnation,
-                    claimed_at=_epoch(r.claimed_at) or 0.0,
-                    started_at=_epoch(r.started_at),
-                    finished_at=_epoch(r.finished_at),
-                    outcome=AttemptOutcome(r.outcome) if r.outcome else None,
-                    error=r.error,
-                    locks=tuple(tuple(lock) for lock in r.locks or ()),
-                )
+                _ATTEMPT_FROM_ROW(r, locks=tuple(tuple(lock) for lock in r["locks"] or ()))
                 for r in conn.execute(
                     sa.select(t.task_attempts, t.tasks.c.locks)
                     .join(t.tasks, t.tasks.c.id == t.task_attempts.c.task_id)
                     .where(t.task_attempts.c.released_at.is_(None))
-                )
+                ).mappings()
             ]
             next_seq = (conn.execute(sa.select(sa.func.max(t.tasks.c.seq))).scalar() or 0) + 1
         return Snapshot(
@@ -350,12 +339,18 @@ FROM_ROW = {
     task_fields.PRIORITY: "Priority({v})",
     task_fields.STATUS: "TaskStatus({v})",
     task_fields.LOCKS: "tuple(tuple(lock) for lock in {v} or ())",
+    task_fields.OUTCOME: "(AttemptOutcome({v}) if {v} else None)",
 }
 _TASK_FROM_ROW = task_fields.compile_mapping(
     "task_from_row", task_fields.Shape.ROW, task_fields.Shape.TASK, FROM_ROW, build="Task",
     namespace={"Task": Task, "_epoch": _epoch, "Priority": Priority, "TaskStatus": TaskStatus,
                "RetryPolicy": RetryPolicy},
     groups={"retry": "RetryPolicy"}, params={"depends_on": "()"},
+)
+_ATTEMPT_FROM_ROW = task_fields.compile_mapping(
+    "attempt_from_row", task_fields.Shape.ROW, task_fields.Shape.TASK, FROM_ROW, build="Attempt",
+    namespace={"Attempt": Attempt, "_epoch": _epoch, "AttemptOutcome": AttemptOutcome},
+    params={"locks": None}, fields=task_fields.ATTEMPT_FIELDS,
 )
 
 

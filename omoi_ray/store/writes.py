@@ -46,7 +46,8 @@ BULK_ROWS = 400  # PostgreSQL: from this many rows in a transaction, COPY its la
 
 #: The task columns a change rewrites (the rest are written once, at submission).
 TASK_MUTABLE = tuple(task_fields.names_in(Shape.UPDATE))
-ATTEMPT_MUTABLE = ("started_at", "finished_at", "released_at", "outcome", "error")
+#: The attempt columns a change rewrites.
+ATTEMPT_MUTABLE = tuple(task_fields.names_in(Shape.UPDATE, task_fields.ATTEMPT_FIELDS))
 GRANT_MUTABLE = ("expires_at", "ended_at", "end_reason")
 
 Rows = list[tuple[str, list[dict[str, Any]]]]
@@ -358,27 +359,10 @@ class BatchWriter:
         return _TASK_UPDATE(task, ts=self._time)
 
     def _attempt_row(self, a: Attempt) -> dict[str, Any]:
-        return {
-            "task_id": a.task_id,
-            "attempt": a.attempt,
-            "agent_id": a.agent_id,
-            "agent_incarnation": a.agent_incarnation,
-            "claimed_at": self._time(a.claimed_at),
-            **self._attempt_mutable(a),
-        }
+        return _ATTEMPT_ROW(a, ts=self._time)
 
     def _attempt_update(self, a: Attempt) -> dict[str, Any]:
-        return {"b_task_id": a.task_id, "b_attempt": a.attempt, **self._attempt_mutable(a)}
-
-    def _attempt_mutable(self, a: Attempt) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "started_at": ts(a.started_at),
-            "finished_at": ts(a.finished_at),
-            "released_at": ts(a.released_at),
-            "outcome": a.outcome.value if a.outcome else None,
-            "error": a.error,
-        }
+        return _ATTEMPT_UPDATE(a, ts=self._time)
 
     def _agent_row(self, a: Agent, now: Any) -> dict[str, Any]:
         return {
@@ -475,6 +459,7 @@ TO_ROW = {
     task_fields.PRIORITY: "int({v})",
     task_fields.STATUS: "{v}.value",
     task_fields.LOCKS: "(_json([list(lock) for lock in {v}]) if {v} else None)",
+    task_fields.OUTCOME: "({v}.value if {v} else None)",
 }
 _TASK_ROW = task_fields.compile_mapping(
     "task_row", Shape.TASK, Shape.ROW, TO_ROW, namespace={"_json": _json}, params={"ts": None}
@@ -482,6 +467,13 @@ _TASK_ROW = task_fields.compile_mapping(
 _TASK_UPDATE = task_fields.compile_mapping(
     "task_update", Shape.TASK, Shape.UPDATE, TO_ROW, namespace={"_json": _json}, params={"ts": None},
     extra={"b_id": "s.id"},
+)
+_ATTEMPT_ROW = task_fields.compile_mapping(
+    "attempt_row", Shape.TASK, Shape.ROW, TO_ROW, params={"ts": None}, fields=task_fields.ATTEMPT_FIELDS
+)
+_ATTEMPT_UPDATE = task_fields.compile_mapping(
+    "attempt_update", Shape.TASK, Shape.UPDATE, TO_ROW, params={"ts": None},
+    extra={"b_task_id": "s.task_id", "b_attempt": "s.attempt"}, fields=task_fields.ATTEMPT_FIELDS,
 )
 
 
