@@ -35,7 +35,11 @@ from omoi_ray.core.model import Task
 
 
 class Shape(IntFlag):
-    """The shapes a task takes (``Task``, which carries every field, is implied)."""
+    """The shapes a task takes; a field declares the ones that carry it (``TASK`` carries all).
+
+    An attempt's fields (``ATTEMPT_FIELDS``) use the same names: ``TASK`` for the core
+    ``Attempt``, ``ROW``/``UPDATE`` for the ``task_attempts`` table, ``INFO`` for ``AttemptInfo``.
+    """
 
     SPEC = 1  # omoi_ray.specs.tasks.TaskSpec: what a user submits
     NEW = 2  # omoi_ray.core.model.NewTask: a validated submission
@@ -155,7 +159,7 @@ ATTEMPT_FIELDS: tuple[TaskField, ...] = (
     F("released_at", TIME, R | U),
     F("locks", LOCKS, NONE),  # the task's declared locks, read from its row on restore
 )
-del F
+del F, S, N, R, U, I, W, V  # the table's shorthands
 
 
 def carried_by(shape: Shape, fields: Iterable[TaskField] = FIELDS) -> tuple[TaskField, ...]:
