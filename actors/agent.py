@@ -388,7 +388,7 @@ class AgentActor:
             try:
                 bound = self.handlers.for_type(a.type)
                 run.fn = bound.fn
-                view = TaskView(a.task_id, a.type, a.payload, a.attempt, a.priority, a.ticket_id, a.phase, a.depends_on)
+                view = TaskView.of(a)
                 if a.locks:
                     ctx.took_locks = True
                     run.inner = asyncio.ensure_future(self._task_locks(a, ctx))

@@ -46,7 +46,16 @@ from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.owner import runtime_owner
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs.tasks import AttemptInfo, TaskInfo, check_name, parse_new_tasks, submission_list
+from omoi_ray.specs.tasks import (
+    AttemptInfo,
+    TaskInfo,
+    attempt_info_from_row,
+    check_name,
+    info_from_row,
+    info_from_task,
+    parse_new_tasks,
+    submission_list,
+)
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
@@ -185,7 +194,10 @@ class SchedulerActor:
         out = []
         for tid in task_ids:
             task = self.graph.tasks.get(tid)
-            out.append(_info_from_task(task) if task is not None else _info_from_row(rows[tid]))
+            if task is not None:
+                out.append(info_from_task(task))
+            else:
+                out.append(info_from_row(rows[tid], depends_on=rows[tid]["depends_on"]))
         return out
 
     async def attempts(self, task_id: str) -> list[AttemptInfo]:
@@ -195,19 +207,7 @@ class SchedulerActor:
             found = await self._db(self.store.task_rows, [task_id])
             if not found:
                 raise TaskNotFoundError(_unknown_message([task_id]), task_ids=[task_id])
-        return [
-            AttemptInfo(
-                task_id=r["task_id"],
-                attempt=r["attempt"],
-                agent_id=r["agent_id"],
-                outcome=r["outcome"],
-                error=r["error"],
-                claimed_at=r["claimed_at"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-            )
-            for r in rows
-        ]
+        return [attempt_info_from_row(r) for r in rows]
 
     async def wait(self, task_ids: Sequence[str], timeout: float) -> WaitReply:
         """Wait up to ``timeout`` seconds for every task to be final; report progress either way."""
@@ -634,55 +634,6 @@ def _unknown_message(ids: Sequence[str]) -> str:
     shown = ", ".join(f"'{i}'" for i in ids[:5])
     more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
     return f"no task with id {shown}{more}"
-
-
-def _info_from_task(task: Task) -> TaskInfo:
-    from datetime import datetime, timezone
-
-    def ts(v: float | None) -> datetime | None:
-        return None if v is None else datetime.fromtimestamp(v, tz=timezone.utc)
-
-    return TaskInfo(
-        id=task.id,
-        type=task.type,
-        status=task.status.value,
-        priority=task.priority.name,
-        attempt=task.attempt,
-        depends_on=list(task.depends_on),
-        requires=sorted(task.requires),
-        result=task.result,
-        error=task.error,
-        reason=task.reason,
-        agent_id=task.agent_id,
-        ticket_id=task.ticket_id,
-        phase=task.phase,
-        created_at=ts(task.created_at),
-        started_at=ts(task.started_at),
-        finished_at=ts(task.finished_at),
-    )
-
-
-def _info_from_row(row: dict[str, Any]) -> TaskInfo:
-    from omoi_ray.core.model import Priority
-
-    return TaskInfo(
-        id=row["id"],
-        type=row["type"],
-        status=row["status"],
-        priority=Priority(row["priority"]).name,
-        attempt=row["attempt"],
-        depends_on=row["depends_on"],
-        requires=row["requires"] or [],
-        result=row["result"],
-        error=row["error"],
-        reason=row["reason"],
-        agent_id=row["agent_id"],
-        ticket_id=row["ticket_id"],
-        phase=row["phase"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
 
 
 def terminal(status: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from omoi_ray.core import task_fields
 from omoi_ray.core.model import Task
 from omoi_ray.core.task_graph import Rejection, Report
 
@@ -35,18 +36,16 @@ class Assignment(NamedTuple):
 
     @classmethod
     def of(cls, task: Task) -> Assignment:
-        return cls(
-            task_id=task.id,
-            attempt=task.attempt,
-            type=task.type,
-            payload=task.payload,
-            priority=task.priority.name,
-            timeout=task.timeout,
-            ticket_id=task.ticket_id,
-            phase=task.phase,
-            depends_on=task.depends_on,
-            locks=task.locks,
-        )
+        """The current attempt of ``task`` (its fields as ``FIELDS`` declares for ``WIRE``)."""
+        return _assignment_of(task)
+
+
+#: How a core task's value becomes an ``Assignment``'s, per kind of field.
+TASK_TO_WIRE = dict.fromkeys(task_fields.KINDS, "{v}") | {task_fields.PRIORITY: "{v}.name"}
+_assignment_of = task_fields.compile_mapping(
+    "assignment_of", task_fields.Shape.TASK, task_fields.Shape.WIRE, TASK_TO_WIRE, build="Assignment",
+    namespace={"Assignment": Assignment},
+)
 
 
 @dataclass(frozen=True, slots=True)

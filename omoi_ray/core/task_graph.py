@@ -65,6 +65,7 @@ from omoi_ray.core.model import (
 )
 from omoi_ray.core.ready import ReadyIndex
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
+from omoi_ray.core.task_fields import task_from_new
 from omoi_ray.core.tasks import (
     ACTIVE,
     CREATED_EVENT,
@@ -331,24 +332,7 @@ class TaskGraph:
         created: list[Task] = []
         doomed: list[tuple[Task, str, str]] = []
         for spec in fresh:
-            task = Task(
-                id=spec.id,
-                seq=self.next_seq,
-                type=spec.type,
-                payload=spec.payload,
-                requires=spec.requires,
-                priority=spec.priority,
-                depends_on=spec.depends_on,
-                retry=spec.retry,
-                timeout=spec.timeout,
-                ticket_id=spec.ticket_id,
-                phase=spec.phase,
-                idempotency_key=spec.idempotency_key,
-                fingerprint=spec.fingerprint,
-                created_at=now,
-                locks=spec.locks,
-                updated_at=now,
-            )
+            task = task_from_new(spec, seq=self.next_seq, created_at=now, updated_at=now)
             self.next_seq += 1
             self.tasks[task.id] = task
             if task.idempotency_key:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omoi_ray.core import task_fields
 from omoi_ray.errors import HandlerNotFoundError, TaskCancelledError
 
 
@@ -37,6 +38,18 @@ class TaskView:
     ticket_id: str | None = None
     phase: str | None = None
     depends_on: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, assignment: Any) -> TaskView:
+        """The view of an ``omoi_ray.protocol.Assignment`` (the fields ``FIELDS`` declares for
+        ``VIEW``)."""
+        return _view_of(assignment)
+
+
+_view_of = task_fields.compile_mapping(
+    "view_of", task_fields.Shape.WIRE, task_fields.Shape.VIEW, dict.fromkeys(task_fields.KINDS, "{v}"),
+    build="TaskView", namespace={"TaskView": TaskView},
+)
 
 
 @dataclass(eq=False)

@@ -24,13 +24,14 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from omoi_ray.core import storable
-from omoi_ray.core.model import NewTask, Priority, RetryPolicy
+from omoi_ray.core import storable, task_fields
+from omoi_ray.core.model import NewTask, Priority, RetryPolicy, Task
+from omoi_ray.core.task_fields import Shape
 from omoi_ray.errors import (
     InvalidAgentSpecError,
     InvalidArgumentError,
@@ -255,21 +256,8 @@ class TaskSpec(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_new_task(self) -> NewTask:
-        return NewTask(
-            id=self.id,
-            type=self.type,
-            payload=self.payload,
-            requires=frozenset(self.requires),
-            priority=self.priority,
-            depends_on=tuple(self.depends_on),
-            retry=_retry_policy(self.max_retries, self.backoff_base, self.backoff_cap),
-            timeout=self.timeout,
-            ticket_id=self.ticket_id,
-            phase=self.phase,
-            idempotency_key=self.idempotency_key,
-            fingerprint=self.fingerprint(),
-            locks=tuple((t, i, m) for t, i, m in self.locks),
-        )
+        """This task in the core's form (``NewTask``), fingerprint included."""
+        return _new_task_from_spec(self, fingerprint=self.fingerprint())
 
 
 @functools.lru_cache(maxsize=256)
@@ -393,6 +381,52 @@ class TaskInfo(BaseModel):
         return TaskStatus(self.status) in TERMINAL
 
 
+#: How a spec's value becomes a ``NewTask``'s, per kind of field (``omoi_ray.core.task_fields``).
+SPEC_TO_NEW = dict.fromkeys(task_fields.KINDS, "{v}") | {
+    task_fields.CAPS: "frozenset({v})",
+    task_fields.IDS: "tuple({v})",
+    task_fields.LOCKS: "tuple((t, i, m) for t, i, m in {v})",
+}
+#: How a core task's value becomes a ``TaskInfo``'s, per kind of field.
+TASK_TO_INFO = dict.fromkeys(task_fields.KINDS, "{v}") | {
+    task_fields.TIME: "_utc({v})",
+    task_fields.STAMP: "_utc({v})",
+    task_fields.CAPS: "sorted({v})",
+    task_fields.IDS: "list({v})",
+    task_fields.PRIORITY: "{v}.name",
+    task_fields.STATUS: "{v}.value",
+    task_fields.OUTCOME: "({v}.value if {v} else None)",
+}
+#: How a read row's value (JSON decoded, times as aware datetimes) becomes a ``TaskInfo``'s.
+ROW_TO_INFO = dict.fromkeys(task_fields.KINDS, "{v}") | {
+    task_fields.CAPS: "({v} or [])",
+    task_fields.PRIORITY: "Priority({v}).name",
+}
+
+
+def _utc(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+_new_task_from_spec = task_fields.compile_mapping(
+    "new_task_from_spec", Shape.SPEC, Shape.NEW, SPEC_TO_NEW, build="NewTask",
+    namespace={"NewTask": NewTask, "_retry_policy": _retry_policy},
+    groups={"retry": "_retry_policy"}, params={"fingerprint": None},
+)
+
+#: ``info_from_task(task)``: a core ``Task`` as a ``TaskInfo``.
+info_from_task: Callable[[Task], TaskInfo] = task_fields.compile_mapping(
+    "info_from_task", Shape.TASK, Shape.INFO, TASK_TO_INFO, build="TaskInfo",
+    namespace={"TaskInfo": TaskInfo, "_utc": _utc},
+)
+
+#: ``info_from_row(row, depends_on=[...])``: a row of the ``tasks`` table as a ``TaskInfo``.
+info_from_row: Callable[..., TaskInfo] = task_fields.compile_mapping(
+    "info_from_row", Shape.ROW, Shape.INFO, ROW_TO_INFO, build="TaskInfo",
+    namespace={"TaskInfo": TaskInfo, "Priority": Priority}, params={"depends_on": None},
+)
+
+
 class AttemptInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -405,6 +439,12 @@ class AttemptInfo(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
+
+#: ``attempt_info_from_row(row)``: a row of the ``task_attempts`` table as an ``AttemptInfo``.
+attempt_info_from_row: Callable[..., AttemptInfo] = task_fields.compile_mapping(
+    "attempt_info_from_row", Shape.ROW, Shape.INFO, ROW_TO_INFO, build="AttemptInfo",
+    namespace={"AttemptInfo": AttemptInfo}, fields=task_fields.ATTEMPT_FIELDS,
+)
 
 Handler = Callable[..., Any] | str
 

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from omoi_ray.core import task_fields
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
     Agent,
@@ -191,23 +192,12 @@ class Store:
                 for r in conn.execute(sa.select(t.agents).where(t.agents.c.status == AgentStatus.ALIVE.value))
             ]
             attempts = [
-                Attempt(
-                    task_id=r.task_id,
-                    attempt=r.attempt,
-                    agent_id=r.agent_id,
-                    agent_incarnation=r.agent_incarnation,
-                    claimed_at=_epoch(r.claimed_at) or 0.0,
-                    started_at=_epoch(r.started_at),
-                    finished_at=_epoch(r.finished_at),
-                    outcome=AttemptOutcome(r.outcome) if r.outcome else None,
-                    error=r.error,
-                    locks=tuple(tuple(lock) for lock in r.locks or ()),
-                )
+                _ATTEMPT_FROM_ROW(r, locks=tuple(tuple(lock) for lock in r["locks"] or ()))
                 for r in conn.execute(
                     sa.select(t.task_attempts, t.tasks.c.locks)
                     .join(t.tasks, t.tasks.c.id == t.task_attempts.c.task_id)
                     .where(t.task_attempts.c.released_at.is_(None))
-                )
+                ).mappings()
             ]
             next_seq = (conn.execute(sa.select(sa.func.max(t.tasks.c.seq))).scalar() or 0) + 1
         return Snapshot(
@@ -220,42 +210,7 @@ class Store:
 
     @staticmethod
     def _task_from_row(r: Any) -> Task:
-        return Task(
-            id=r["id"],
-            seq=r["seq"],
-            type=r["type"],
-            payload=r["payload"],
-            requires=frozenset(r["requires"] or []),
-            priority=Priority(r["priority"]),
-            depends_on=(),
-            retry=RetryPolicy(
-                max_retries=r["max_retries"],
-                backoff_base=r["backoff_base"],
-                backoff_cap=r["backoff_cap"],
-                jitter=r["backoff_jitter"],
-            ),
-            timeout=r["timeout_s"],
-            ticket_id=r["ticket_id"],
-            phase=r["phase"],
-            idempotency_key=r["idempotency_key"],
-            fingerprint=r["fingerprint"],
-            locks=tuple(tuple(lock) for lock in r["locks"] or ()),
-            created_at=_epoch(r["created_at"]) or 0.0,
-            status=TaskStatus(r["status"]),
-            attempt=r["attempt"],
-            not_before=_epoch(r["not_before"]),
-            agent_id=r["agent_id"],
-            agent_incarnation=r["agent_incarnation"],
-            claim_request_id=r["claim_request_id"],
-            deadline=_epoch(r["deadline"]),
-            result=r["result"],
-            error=r["error"],
-            reason=r["reason"],
-            upstream=r["upstream"],
-            started_at=_epoch(r["started_at"]),
-            finished_at=_epoch(r["finished_at"]),
-            updated_at=_epoch(r["updated_at"]) or 0.0,
-        )
+        return _TASK_FROM_ROW(r)
 
     def load_locks(self) -> LockSnapshot:
         """Resource counters, active grants and waiting requests (the lock manager's memory)."""
@@ -376,6 +331,31 @@ class Store:
             if entity_id is not None:
                 query = query.where(t.events.c.entity_id == entity_id)
             return [event_record(r) for r in conn.execute(query)]
+
+
+#: How a read row's value (JSON decoded, times as aware datetimes) becomes a task's, per kind.
+FROM_ROW = {
+    task_fields.PLAIN: "{v}",
+    task_fields.JSON: "{v}",
+    task_fields.TIME: "_epoch({v})",
+    task_fields.STAMP: "(_epoch({v}) or 0.0)",
+    task_fields.CAPS: "frozenset({v} or [])",
+    task_fields.PRIORITY: "Priority({v})",
+    task_fields.STATUS: "TaskStatus({v})",
+    task_fields.LOCKS: "tuple(tuple(lock) for lock in {v} or ())",
+    task_fields.OUTCOME: "(AttemptOutcome({v}) if {v} else None)",
+}
+_TASK_FROM_ROW = task_fields.compile_mapping(
+    "task_from_row", task_fields.Shape.ROW, task_fields.Shape.TASK, FROM_ROW, build="Task",
+    namespace={"Task": Task, "_epoch": _epoch, "Priority": Priority, "TaskStatus": TaskStatus,
+               "RetryPolicy": RetryPolicy},
+    groups={"retry": "RetryPolicy"}, params={"depends_on": "()"},
+)
+_ATTEMPT_FROM_ROW = task_fields.compile_mapping(
+    "attempt_from_row", task_fields.Shape.ROW, task_fields.Shape.TASK, FROM_ROW, build="Attempt",
+    namespace={"Attempt": Attempt, "_epoch": _epoch, "AttemptOutcome": AttemptOutcome},
+    params={"locks": None}, fields=task_fields.ATTEMPT_FIELDS,
+)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:

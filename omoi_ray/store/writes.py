@@ -32,9 +32,11 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from omoi_ray.core import task_fields
 from omoi_ray.core.locks import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.storable import check_json, unstorable_char
+from omoi_ray.core.task_fields import Shape
 from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
 from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_fence_check
@@ -42,11 +44,10 @@ from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_f
 CHUNK = 2000  # rows built and sent at a time
 BULK_ROWS = 400  # PostgreSQL: from this many rows in a transaction, COPY its large parts
 
-TASK_MUTABLE = (
-    "status", "attempt", "not_before", "agent_id", "agent_incarnation", "claim_request_id", "deadline",
-    "result", "error", "reason", "upstream", "updated_at", "started_at", "finished_at",
-)
-ATTEMPT_MUTABLE = ("started_at", "finished_at", "released_at", "outcome", "error")
+#: The task columns a change rewrites (the rest are written once, at submission).
+TASK_MUTABLE = tuple(task_fields.names_in(Shape.UPDATE))
+#: The attempt columns a change rewrites.
+ATTEMPT_MUTABLE = tuple(task_fields.names_in(Shape.UPDATE, task_fields.ATTEMPT_FIELDS))
 GRANT_MUTABLE = ("expires_at", "ended_at", "end_reason")
 
 Rows = list[tuple[str, list[dict[str, Any]]]]
@@ -352,72 +353,16 @@ class BatchWriter:
         }
 
     def _task_row(self, task: Task) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "id": task.id,
-            "seq": task.seq,
-            "ticket_id": task.ticket_id,
-            "phase": task.phase,
-            "type": task.type,
-            "payload": _json(task.payload),
-            "requires": _json(sorted(task.requires)),
-            "priority": int(task.priority),
-            "max_retries": task.retry.max_retries,
-            "backoff_base": task.retry.backoff_base,
-            "backoff_cap": task.retry.backoff_cap,
-            "backoff_jitter": task.retry.jitter,
-            "timeout_s": task.timeout,
-            "idempotency_key": task.idempotency_key,
-            "fingerprint": task.fingerprint,
-            "locks": _json([list(lock) for lock in task.locks]) if task.locks else None,
-            "created_at": ts(task.created_at),
-            **self._task_mutable(task),
-        }
+        return _TASK_ROW(task, ts=self._time)
 
     def _task_update(self, task: Task) -> dict[str, Any]:
-        return {"b_id": task.id, **self._task_mutable(task)}
-
-    def _task_mutable(self, task: Task) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "status": task.status.value,
-            "attempt": task.attempt,
-            "not_before": ts(task.not_before),
-            "agent_id": task.agent_id,
-            "agent_incarnation": task.agent_incarnation,
-            "claim_request_id": task.claim_request_id,
-            "deadline": ts(task.deadline),
-            "result": _json(task.result),
-            "error": task.error,
-            "reason": task.reason,
-            "upstream": task.upstream,
-            "updated_at": ts(task.updated_at),
-            "started_at": ts(task.started_at),
-            "finished_at": ts(task.finished_at),
-        }
+        return _TASK_UPDATE(task, ts=self._time)
 
     def _attempt_row(self, a: Attempt) -> dict[str, Any]:
-        return {
-            "task_id": a.task_id,
-            "attempt": a.attempt,
-            "agent_id": a.agent_id,
-            "agent_incarnation": a.agent_incarnation,
-            "claimed_at": self._time(a.claimed_at),
-            **self._attempt_mutable(a),
-        }
+        return _ATTEMPT_ROW(a, ts=self._time)
 
     def _attempt_update(self, a: Attempt) -> dict[str, Any]:
-        return {"b_task_id": a.task_id, "b_attempt": a.attempt, **self._attempt_mutable(a)}
-
-    def _attempt_mutable(self, a: Attempt) -> dict[str, Any]:
-        ts = self._time
-        return {
-            "started_at": ts(a.started_at),
-            "finished_at": ts(a.finished_at),
-            "released_at": ts(a.released_at),
-            "outcome": a.outcome.value if a.outcome else None,
-            "error": a.error,
-        }
+        return _ATTEMPT_UPDATE(a, ts=self._time)
 
     def _agent_row(self, a: Agent, now: Any) -> dict[str, Any]:
         return {
@@ -502,6 +447,34 @@ def _sqlite_time(value: float | None) -> str | None:
 def _json(value: Any) -> str | None:
     """JSON text for a JSON column; ``None`` is SQL NULL (read back as None)."""
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: How a task's value becomes a row's plain value, per kind of field (``ts``: the batch's time form).
+TO_ROW = {
+    task_fields.PLAIN: "{v}",
+    task_fields.JSON: "_json({v})",
+    task_fields.TIME: "ts({v})",
+    task_fields.STAMP: "ts({v})",
+    task_fields.CAPS: "_json(sorted({v}))",
+    task_fields.PRIORITY: "int({v})",
+    task_fields.STATUS: "{v}.value",
+    task_fields.LOCKS: "(_json([list(lock) for lock in {v}]) if {v} else None)",
+    task_fields.OUTCOME: "({v}.value if {v} else None)",
+}
+_TASK_ROW = task_fields.compile_mapping(
+    "task_row", Shape.TASK, Shape.ROW, TO_ROW, namespace={"_json": _json}, params={"ts": None}
+)
+_TASK_UPDATE = task_fields.compile_mapping(
+    "task_update", Shape.TASK, Shape.UPDATE, TO_ROW, namespace={"_json": _json}, params={"ts": None},
+    extra={"b_id": "s.id"},
+)
+_ATTEMPT_ROW = task_fields.compile_mapping(
+    "attempt_row", Shape.TASK, Shape.ROW, TO_ROW, params={"ts": None}, fields=task_fields.ATTEMPT_FIELDS
+)
+_ATTEMPT_UPDATE = task_fields.compile_mapping(
+    "attempt_update", Shape.TASK, Shape.UPDATE, TO_ROW, params={"ts": None},
+    extra={"b_task_id": "s.task_id", "b_attempt": "s.attempt"}, fields=task_fields.ATTEMPT_FIELDS,
+)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
