@@ -21,8 +21,8 @@ Rules:
   latest failure's text after recovery, dated by ``last_error_at`` (Unix seconds).
 - With no Redis configured it only prunes.
 - It starts only on a migrated database that its runtime may own (claimed like the other
-  singletons, see ``actors.startup``); its writes check its owner epoch, and a replaced relay
-  exits.
+  singletons: the start-up of ``actors.durable.Singleton``); its writes check its owner epoch,
+  and a replaced relay exits.
 - Pruning (every ``PRUNE_EVERY`` s): events older than ``events_retention``; with Redis, never
   past the saved cursor.
 """
@@ -30,21 +30,17 @@ Rules:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
 
 import redis
 
-from actors.startup import exit_replaced, holds_start_error
+from actors.durable import Singleton, exit_replaced, holds_start_error
 from omoi_ray.errors import OwnershipLostError, WaitTimeoutError
-from omoi_ray.logs import setup_actor_logging
-from omoi_ray.owner import runtime_owner
 from omoi_ray.settings import Settings
 from omoi_ray.specs.events import START, Position
 from omoi_ray.store.events import EventLog
-from omoi_ray.store.store import make_engine
 from omoi_ray.store.stream import Appender, StreamKeys, StreamOutOfStep, client_for, owner_of, stream_top
 
 log = logging.getLogger("omoi_ray.specs.events")
@@ -56,11 +52,13 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 
 @holds_start_error
-class EventRelayActor:
+class EventRelayActor(Singleton):
     """The relay singleton (``omoi.events``): a loop thread mirroring events to Redis and pruning.
 
     Public methods are its Ray calls; a start error (see ``__init__``) is raised by each of them.
     """
+
+    WRITER = "events"
 
     def __init__(self, settings: Settings) -> None:
         """Check the schema, claim the database as writer ``events``, and start the loop thread.
@@ -73,18 +71,11 @@ class EventRelayActor:
             DatabaseOwnedError: another runtime owns the database with a live lease.
             (Both are kept by ``holds_start_error`` and raised by every later call.)
         """
-        setup_actor_logging()
-        self.settings = settings
-        url = settings.resolved_database_url()
-        from omoi_ray.store import migrate, ownership  # only this process needs alembic
-
-        migrate.check(url)  # never relay (or prune) a database without the schema
-        self.engine = make_engine(url)
+        # Never relay (or prune) a database without the schema; claimed before reading anything.
+        super().__init__(settings)
+        self.engine = self.store.engine
         self.log = EventLog(self.engine)
-        self.log.fence, _ = ownership.claim(  # before reading anything
-            self.engine, "events", runtime_owner(settings.namespace), settings.owner_lease,
-            f"the database {settings.safe_database_url()}",
-        )
+        self.log.fence = self.store.fence
         self.keys = StreamKeys(settings.redis_prefix)
         self.redis_url = settings.resolved_redis_url()
         self.redis: Any = None if self.redis_url is None else client_for(self.redis_url)
@@ -125,6 +116,7 @@ class EventRelayActor:
             ``last_error_at`` (Unix seconds or None) and ``pid``.
         """
         return {
+            **self._basics(),
             "redis": self.settings.safe_redis_url(),
             "redis_up": self.redis_up,
             "stream": self.keys.stream if self.redis is not None else None,
@@ -138,7 +130,6 @@ class EventRelayActor:
             "healthy": self.healthy,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
-            "pid": os.getpid(),
         }
 
     def flush(self, timeout: float = 30.0) -> str:
@@ -323,7 +314,7 @@ class EventRelayActor:
         self.healthy = False
 
     def _exit_if_replaced(self, exc: Exception) -> None:
-        """A relay whose owner epoch was replaced writes nothing more (``actors.startup``): its
+        """A relay whose owner epoch was replaced writes nothing more (``actors.durable``): its
         process exits (in-process use: its loop stops)."""
         if isinstance(exc, OwnershipLostError):
             exit_replaced(exc)

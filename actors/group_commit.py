@@ -1,5 +1,9 @@
 """Group commit: change sets are written in order, one transaction per batch of them.
 
+One group commit per durable writer (``actors.durable``), for one kind of change set: any
+``omoi_ray.core.changes.ChangeSet`` (``merge``, ``bool``, ``worth_flushing``), written by the
+store's writer for that kind (``store.writer.tasks``, ``.locks``), which the owner passes in.
+
 Rules:
 - ``add`` queues a change set and returns at once; ``sync`` waits until everything added before
   it is committed. An actor replies only after ``sync``, so nothing is visible before it is
@@ -29,23 +33,37 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
-from omoi_ray.core.task_graph import ChangeSet
-from omoi_ray.store.writes import Mark, is_data_error, is_permanent_error
+from omoi_ray.core.changes import ChangeSet
+from omoi_ray.store.writes import ChangeWriter, Mark, is_data_error, is_permanent_error
 
 log = logging.getLogger("omoi_ray.commit")
 
+C = TypeVar("C", bound=ChangeSet)
 
-class GroupCommit:
+
+class GroupCommit(Generic[C]):
+    """Writes change sets of one kind in order, many callers per transaction.
+
+    Args:
+        store: the writer of this kind of change set (``store.writer.tasks``: ``apply``,
+            ``prepare``, ``write``, ``committed``).
+        on_committed: called on the event loop with each committed batch (one merged change set).
+        writer: this writer's name in commit marks (``"scheduler"``, ``"locks"``).
+        give_up_after: seconds of failed commits after which the process exits for a restart.
+        on_unstorable: ``(changes, error, round) -> repair or None`` for a batch that fails on
+            its own values (see the rules above); None: such a batch ends the process.
+    """
+
     def __init__(
         self,
-        store: Any,
-        on_committed: Callable[[ChangeSet], None],
+        store: ChangeWriter[C],
+        on_committed: Callable[[C], None],
         *,
         writer: str,
         give_up_after: float = 120.0,
-        on_unstorable: Callable[[Any, BaseException, int], Any | None] | None = None,
+        on_unstorable: Callable[[C, BaseException, int], C | None] | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
@@ -55,7 +73,7 @@ class GroupCommit:
         self._give_up_after = give_up_after
         self._on_unstorable = on_unstorable
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omoi-db")
-        self._pending: list[ChangeSet] = []
+        self._pending: list[C] = []
         self._added = 0
         self._done = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -70,9 +88,9 @@ class GroupCommit:
         """The database thread; run reads on it too, so they see every committed batch."""
         return self._executor
 
-    def add(self, changes: Any) -> None:
-        """Queue a change set (a ``ChangeSet`` or ``LockChanges``: anything with ``merge`` and
-        ``worth_flushing``)."""
+    def add(self, changes: C) -> None:
+        """Queue a change set (ignored unless ``changes.worth_flushing()``); returns at once.
+        Must be called on the event loop."""
         if not changes.worth_flushing():
             return
         self._pending.append(changes)
@@ -82,6 +100,8 @@ class GroupCommit:
             asyncio.get_running_loop().create_task(self._flush())
 
     async def sync(self) -> None:
+        """Wait until every change set added before this call is committed (and
+        ``on_committed`` has seen it)."""
         target = self._added
         if self._done >= target:
             return
@@ -107,7 +127,7 @@ class GroupCommit:
                         batch = await self._salvage(parts, error)
                     self.commit_seconds += time.perf_counter() - started
                     self.commits += 1
-                    self.events_written += len(batch.events)
+                    self.events_written += len(getattr(batch, "events", ()))  # a change set's events, if it has any
                 self._done = target
                 self._on_committed(batch)
                 still_waiting = []
@@ -121,7 +141,7 @@ class GroupCommit:
         finally:
             self._flushing = False
 
-    async def _commit(self, changes: Any) -> BaseException | None:
+    async def _commit(self, changes: C) -> BaseException | None:
         """Commit ``changes`` in one transaction, waiting out outages; None once committed, or
         the error saying its own values cannot be stored (only with an ``on_unstorable``)."""
         self._batch += 1
@@ -142,7 +162,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._write_with_retry, prepared, mark)
 
-    async def _salvage(self, parts: list[Any], error: BaseException) -> Any:
+    async def _salvage(self, parts: list[C], error: BaseException) -> C:
         """The backstop, for a batch that failed on its own values: commit its change sets one by
         one, in order; one that cannot be stored goes to ``on_unstorable``, whose repair (the
         same changes with the tasks concerned failed) is committed in its place. Returns what
@@ -165,7 +185,7 @@ class GroupCommit:
             committed.append(changes)
         return type(parts[0]).merge(committed)
 
-    def _write_inline(self, batch: Any, mark: Mark) -> BaseException | None:
+    def _write_inline(self, batch: C, mark: Mark) -> BaseException | None:
         """Write on the event loop's own thread: no thread hand-offs, and calls that arrive
         meanwhile queue up to form the next batch. Returns the error if it failed: the caller
         then retries on the database thread, so an outage never blocks the loop in a sleep."""
@@ -201,6 +221,7 @@ class GroupCommit:
                 delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
+        """Stop the database thread (after its current work)."""
         self._executor.shutdown(wait=True)
 
 
@@ -215,12 +236,12 @@ def _exit_for_restart(exc: BaseException) -> NoReturn:
 
 
 def _exit_if_replaced(exc: Exception) -> None:
-    """A writer whose owner epoch was replaced commits nothing more (``actors.startup``): its
+    """A writer whose owner epoch was replaced commits nothing more (``actors.durable``): its
     process exits (in-process use: the error is raised, never retried)."""
     from omoi_ray.errors import OwnershipLostError
 
     if isinstance(exc, OwnershipLostError):
-        from actors.startup import exit_replaced
+        from actors.durable import exit_replaced
 
         exit_replaced(exc)
         raise exc

@@ -1,12 +1,13 @@
 """The lock manager actor: the one writer of lock grants, waiters and fencing-token counters.
 
-A thin shell around ``LockTable`` (decisions), ``Store`` (SQL) and ``GroupCommit`` (durability).
+A thin shell around ``LockTable`` (decisions), on the durable-singleton shell
+(``actors.durable.DurableWriter``: start-up, ``Store``, ``GroupCommit``, deadline timer, describe).
 
 Rules:
 - Every grant, release, expiry, wait and refusal is committed (with its event) before the caller
   hears of it; a grant's token is therefore durable before anyone can use it.
 - Singleton like the scheduler: fixed name, namespace, ``get_if_exists``, ``num_cpus=0``,
-  ``max_restarts=-1``; the constructor claims the database (``actors.startup``), then rebuilds
+  ``max_restarts=-1``; the constructor claims the database (``actors.durable``), then rebuilds
   memory from it.
 - ``acquire`` parks a waiting caller for at most ``poll`` seconds and then answers "still
   waiting"; the caller asks again with the same request id. A waiting request nobody has asked
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 import uuid
@@ -29,16 +29,11 @@ from typing import Any, NamedTuple
 
 import ray
 
-from actors.deadlines import DeadlineLoop
-from actors.group_commit import GroupCommit
-from actors.startup import holds_start_error
+from actors.durable import DurableWriter, holds_start_error
 from omoi_ray.core.locks import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
-from omoi_ray.logs import setup_actor_logging
-from omoi_ray.owner import runtime_owner
 from omoi_ray.settings import Settings
 from omoi_ray.specs.locks import check_holder, check_request_id, parse_request
-from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.client.locks")
 
@@ -76,29 +71,21 @@ def info(grant: Grant, now: float) -> GrantInfo:
 
 
 @holds_start_error
-class LockManagerActor:
-    def __init__(self, settings: Settings) -> None:
-        setup_actor_logging()
-        self.settings = settings
-        url = settings.resolved_database_url()
-        from omoi_ray.store import migrate  # only this process needs alembic
+class LockManagerActor(DurableWriter[LockChanges]):
+    WRITER = "locks"
 
-        migrate.check(url)
-        self.store = Store(url)
-        self.store.claim("locks", runtime_owner(settings.namespace), settings.owner_lease)  # before loading
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)  # settings, logging, migration check, store, claim
         self.table = LockTable()
         snapshot = self.store.load_locks()
         now = time.time()
         self.table.restore(snapshot.tokens, snapshot.grants, snapshot.requests, f"{secrets.token_hex(4)}-", now)
-        self.commit = GroupCommit(self.store, self._on_committed, writer="locks")
         self.callers: dict[str, list[asyncio.Future[None]]] = {}
         # Waiting requests with no caller parked on them, and when one last asked: dropped after
         # 3 * POLL (restored waiters start here, so their callers have that long to come back).
         self.unattended: dict[str, float] = {r.id: now for r in snapshot.requests}
         self.releases: OrderedDict[str, Any] = OrderedDict()
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.timers = DeadlineLoop(self._next_due, self._deadline)
-        self._after_change()
+        self._start(self.table, self.store.writer.locks)
         log.info(
             "lock manager up (%s): %d active grants, %d waiting, database %s",
             "restarted" if self.restarted else "new", len(self.table.grants), len(snapshot.requests), self.store.safe_url,
@@ -239,29 +226,18 @@ class LockManagerActor:
             "waiting": [(r.holder, dict(r.items)[key].value) for r in self.table.waiting_on(key)],
         }
 
-    async def describe(self) -> dict[str, Any]:
-        return {
-            "database": self.store.safe_url,
-            "namespace": self.settings.namespace,
-            "pid": os.getpid(),
-            "restarted": self.restarted,
-            "active_grants": len(self.table.grants),
-            "waiting": sum(1 for r in self.table.requests.values() if r.state is RequestState.WAITING),
-            "commits": self.commit.commits,
-            "commit_seconds": round(self.commit.commit_seconds, 3),
-            "write_seconds": round(self.commit.write_seconds, 3),
-        }
-
     # ------------------------------------------------------------------ internals
 
-    def _after_change(self) -> None:
-        self.commit.add(self.table.take_changes())  # type: ignore[arg-type]
-        self.timers.poke()
+    def _counters(self) -> dict[str, Any]:
+        """``describe``'s numbers: the shell's, then active grants and waiting requests."""
+        return {
+            **super()._counters(),
+            "active_grants": len(self.table.grants),
+            "waiting": sum(1 for r in self.table.requests.values() if r.state is RequestState.WAITING),
+        }
 
-    def _on_committed(self, batch: Any) -> None:
+    def _on_committed(self, batch: LockChanges) -> None:
         """After a commit: wake the callers of requests that were granted or gave up."""
-        if not isinstance(batch, LockChanges):
-            return
         for request in batch.settled:
             self.unattended.pop(request.id, None)
             for caller in self.callers.pop(request.id, ()):
@@ -276,13 +252,13 @@ class LockManagerActor:
             due = orphan if due is None else min(due, orphan)
         return due
 
-    def _deadline(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
+        """Leases that lapsed end, waits that timed out fail, and waits nobody asks about go."""
         self.table.advance(now)
         for request_id, asked in list(self.unattended.items()):
             if asked + 3 * POLL <= now:
                 self.unattended.pop(request_id, None)
                 self.table.cancel(request_id, now, "its caller stopped asking (gone?)")
-        self._after_change()
 
     def _remember(self, request_id: str | None, outcome: Any) -> None:
         if request_id is None:

@@ -1,6 +1,7 @@
 """The scheduler actor: the one writer of tasks, attempts and agents.
 
-A thin shell around ``TaskGraph`` (decisions), ``Store`` (SQL) and ``GroupCommit`` (durability).
+A thin shell around ``TaskGraph`` (decisions), on the durable-singleton shell
+(``actors.durable.DurableWriter``: start-up, ``Store``, ``GroupCommit``, deadline timer, describe).
 
 Rules:
 - Every public method applies its decisions to the graph, queues the resulting change set, and
@@ -8,7 +9,7 @@ Rules:
 - Singleton: created by ``omoi_ray.client.runtime`` with a fixed name and namespace, ``get_if_exists``,
   ``num_cpus=0``, ``max_restarts=-1``, detached. The constructor rebuilds memory from the
   database, so a restart carries on where the last committed batch left off.
-- It claims the database first (``actors.startup``) and renews the runtime's lease on it from
+- It claims the database first (``actors.durable``) and renews the runtime's lease on it from
   its deadline timer; replaced by a newer process, it exits without committing.
 - Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready; the
   only timer is the graph's next deadline. Nothing here polls.
@@ -24,26 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
-from actors.deadlines import DeadlineLoop
-from actors.group_commit import GroupCommit
-from actors.startup import exit_replaced, holds_start_error
+from actors.durable import DurableWriter, exit_replaced, holds_start_error
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
-from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, OwnershipLostError, TaskNotFoundError
-from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
-from omoi_ray.owner import runtime_owner
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs.tasks import (
@@ -59,8 +53,6 @@ from omoi_ray.specs.tasks import (
 from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
-
-
 
 
 @dataclass(eq=False)
@@ -82,17 +74,11 @@ class _Countdown:
 
 
 @holds_start_error
-class SchedulerActor:
-    def __init__(self, settings: Settings) -> None:
-        setup_actor_logging()
-        self.settings = settings
-        url = settings.resolved_database_url()
-        from omoi_ray.store import migrate  # only this process needs alembic
+class SchedulerActor(DurableWriter[ChangeSet]):
+    WRITER = "scheduler"
 
-        migrate.check(url)
-        self.store = Store(url)
-        # Before loading: what we load then holds every commit of a writer this one replaces.
-        claimed = self.store.claim("scheduler", runtime_owner(settings.namespace), settings.owner_lease)
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)  # settings, logging, migration check, store, claim
         self.renew_at = time.time() + settings.owner_lease / 3
         self.graph = TaskGraph(lease_ttl=settings.lease_ttl)
         snapshot = self.store.load()
@@ -105,7 +91,6 @@ class SchedulerActor:
             snapshot.next_seq,
             now,
         )
-        self.commit = GroupCommit(self.store, self._on_committed, writer="scheduler", on_unstorable=self._unstorable)
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.locks: Any = None  # the lock manager, found on first need
@@ -114,7 +99,6 @@ class SchedulerActor:
         self.submit_lock = asyncio.Lock()
         self.stopping = False
         self.stats: dict[str, int] = {"exchanges": 0, "claimed": 0, "reports": 0}
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         # Re-attach to the agents the database believes alive; those Ray no longer knows are lost.
         for agent in list(self.graph.agents.values()):
             if agent.status is not AgentStatus.ALIVE:
@@ -125,12 +109,11 @@ class SchedulerActor:
                 self.graph.agent_lost(agent.id, agent.incarnation, now, "not found after a scheduler restart")
                 continue
             self._watch(agent.id, agent.incarnation, handle)
-        self.timers = DeadlineLoop(self._next_due, self._deadline)
-        self._after_change()
+        self._start(self.graph, self.store.writer.tasks, on_unstorable=self._unstorable)
         log.info(
             "scheduler up (%s, %s, owner epoch %d): %d live tasks, %d agents, database %s",
             "restarted" if self.restarted else "new",
-            claimed.value,
+            self.claimed.value,
             self.store.fence.owner_epoch,
             len(self.graph.tasks),
             len(self.handles),
@@ -141,24 +124,6 @@ class SchedulerActor:
         return f"Scheduler(namespace={self.settings.namespace!r})"
 
     # ------------------------------------------------------------------ driver API
-
-    async def describe(self) -> dict[str, Any]:
-        return {
-            "database": self.store.safe_url,
-            "namespace": self.settings.namespace,
-            "pid": os.getpid(),
-            "restarted": self.restarted,
-            "owner_epoch": self.store.fence.owner_epoch,  # this process's claim (see actors.startup)
-            "stats": {
-                **self.stats,
-                "commits": self.commit.commits,
-                "events_written": self.commit.events_written,
-                "commit_seconds": round(self.commit.commit_seconds, 3),
-                "write_seconds": round(self.commit.write_seconds, 3),
-                "live_tasks": len(self.graph.tasks),
-                "parked_agents": len(self.parked),
-            },
-        }
 
     async def submit(self, items: Sequence[Any], request_id: str | None = None) -> list[str]:
         """Validate and store a whole submission atomically; return the task ids in order."""
@@ -424,11 +389,18 @@ class SchedulerActor:
                 break
 
     def _after_change(self) -> None:
-        """Dispatch, queue the change log for commit, and re-arm the timer."""
+        """Dispatch, then queue the change log for commit and re-arm the timer (the shell's)."""
         self._dispatch(time.time())
-        changes = self.graph.take_changes()
-        self.commit.add(changes)
-        self.timers.poke()
+        super()._after_change()
+
+    def _counters(self) -> dict[str, Any]:
+        """``describe``'s numbers: the shell's, then calls, claims, reports, live tasks, parked agents."""
+        return {
+            **super()._counters(),
+            **self.stats,
+            "live_tasks": len(self.graph.tasks),
+            "parked_agents": len(self.parked),
+        }
 
     def _on_committed(self, batch: ChangeSet) -> None:
         """After a commit: wake waiters on finished tasks, tell agents to stop cancelled attempts."""
@@ -470,11 +442,11 @@ class SchedulerActor:
         due = self.graph.next_due()
         return self.renew_at if due is None else min(due, self.renew_at)
 
-    def _deadline(self, now: float) -> None:
+    def _advance(self, now: float) -> None:
+        """Renew the database lease when due, and let the graph act on its deadlines."""
         if now >= self.renew_at:
             self._renew_lease(now)
         self.graph.advance(now)
-        self._after_change()
 
     def _renew_lease(self, now: float) -> None:
         """Renew the runtime's lease on the database (every third of ``owner_lease``), on the
@@ -526,9 +498,6 @@ class SchedulerActor:
 
     def _unclaimable(self) -> list[tuple[list[str], int]]:
         return [(sorted(req), n) for req, n in sorted(self.graph.unclaimable().items(), key=lambda kv: sorted(kv[0]))]
-
-    async def _db(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.commit.executor, fn, *args)
 
 
 async def _fire_and_forget(ref: Any) -> None:
@@ -636,9 +605,3 @@ def _unknown_message(ids: Sequence[str]) -> str:
     return f"no task with id {shown}{more}"
 
 
-def terminal(status: str) -> bool:
-    return TaskStatus(status) in TERMINAL
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex

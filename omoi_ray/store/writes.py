@@ -15,6 +15,9 @@ Rules:
   last statement (``omoi_ray.store.ownership``); a replaced writer's transaction rolls back.
 - Rows are built from the change set's live objects and streamed in chunks; ``prepare`` takes a
   full snapshot when a batch must be handed to another thread.
+- One ``ChangeWriter`` per kind of change set (``tasks``, ``locks``, ``events``), registered
+  once in ``BatchWriter``: a durable writer is handed its own, and nothing dispatches on a
+  batch's type (``apply``/``prepare`` on the batch writer look the type up in that registry).
 - A batch that fails on its own values (``is_data_error``, not an outage) can be judged task by
   task without the database (``unstorable``): the scheduler's backstop uses it.
 """
@@ -27,7 +30,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -61,6 +64,43 @@ class Mark(NamedTuple):
     batch: int
 
 
+C = TypeVar("C")
+RowBuilders = list[tuple[str, list[Callable[[], dict[str, Any]]]]]
+
+
+class ChangeWriter(Generic[C]):
+    """The write path of one kind of change set: its row builders bound to the batch writer.
+
+    What a durable writer's group commit is given (``actors.group_commit``): ``apply`` writes
+    on the caller's thread, ``prepare`` + ``write`` hand a snapshot to another thread, and
+    ``committed`` tells whether a mark's transaction went through.
+    """
+
+    def __init__(self, batch_writer: BatchWriter, rows: Callable[[C], RowBuilders]) -> None:
+        self._batch_writer = batch_writer
+        self._rows = rows
+
+    def apply(self, changes: C, mark: Mark | None = None) -> None:
+        """Write ``changes`` (and ``mark``) in one transaction, building rows as they are sent.
+
+        ``changes`` must not change meanwhile: the caller writes it synchronously. Raises what
+        the database raises (``OwnershipLostError`` once this writer was replaced).
+        """
+        self._batch_writer._transaction([(name, builders, True) for name, builders in self._rows(changes)], mark)
+
+    def prepare(self, changes: C) -> Rows:
+        """Every row of ``changes`` as plain values: a snapshot, safe to hand to another thread."""
+        return [(name, [build() for build in builders]) for name, builders in self._rows(changes)]
+
+    def write(self, prepared: Rows, mark: Mark | None = None) -> None:
+        """Write rows from ``prepare`` (and ``mark``) in one transaction."""
+        self._batch_writer.write(prepared, mark)
+
+    def committed(self, mark: Mark) -> bool:
+        """Whether the batch ``mark`` names is in the database (its transaction committed)."""
+        return self._batch_writer.committed(mark)
+
+
 class _Bulk(NamedTuple):
     """PostgreSQL's bulk form of a statement: ``COPY`` into the table, or into a staging table
     followed by ``UPDATE ... FROM`` (when ``stage`` is set)."""
@@ -90,6 +130,13 @@ class BatchWriter:
         #: every transaction checks its owner epoch before committing
         self.fence: Fence | None = None
         self._fence_sql = fence_statement(self._compile_dialect)
+        #: one writer per kind of change set, registered once: nothing dispatches on a batch's type
+        self.tasks: ChangeWriter[ChangeSet] = ChangeWriter(self, self._task_rows)
+        self.locks: ChangeWriter[LockChanges] = ChangeWriter(self, self._lock_rows)
+        self.events: ChangeWriter[EventBatch] = ChangeWriter(self, self._event_rows)
+        self._writers: dict[type[Any], ChangeWriter[Any]] = {
+            ChangeSet: self.tasks, LockChanges: self.locks, EventBatch: self.events,
+        }
 
     # ------------------------------------------------------------------ statements
 
@@ -170,19 +217,31 @@ class BatchWriter:
     # ------------------------------------------------------------------ writing
 
     def apply(self, changes: ChangeSet | LockChanges | EventBatch, mark: Mark | None = None) -> None:
-        """Write a change set (and its mark) in one transaction, a chunk of rows at a time.
+        """Write a change set (and its mark) in one transaction, a chunk of rows at a time, with
+        the writer registered for its type (``writer_for``).
 
         The change set must not change meanwhile: the caller writes it synchronously.
         """
-        self._transaction([(name, builders, True) for name, builders in self._rows(changes)], mark)
+        self.writer_for(type(changes)).apply(changes, mark)
 
     def prepare(self, changes: ChangeSet | LockChanges | EventBatch) -> Rows:
         """Every row of a change set as plain values: a snapshot, safe to hand to another thread."""
-        return [(name, [build() for build in builders]) for name, builders in self._rows(changes)]
+        return self.writer_for(type(changes)).prepare(changes)
 
     def write(self, prepared: Rows, mark: Mark | None = None) -> None:
         """Write rows from ``prepare`` (and the mark) in one transaction."""
         self._transaction([(name, rows, False) for name, rows in prepared], mark)
+
+    def writer_for(self, kind: type[Any]) -> ChangeWriter[Any]:
+        """The writer of one kind of change set (``ChangeSet``, ``LockChanges``, ``EventBatch``).
+
+        Raises:
+            TypeError: ``kind`` is not a change-set type this store writes.
+        """
+        try:
+            return self._writers[kind]
+        except KeyError:
+            raise TypeError(f"no writer for change sets of type {kind.__name__}") from None
 
     def committed(self, mark: Mark) -> bool:
         """Whether the batch ``mark`` names is in the database (its transaction committed)."""
@@ -273,25 +332,23 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ rows
 
-    def _rows(self, changes: ChangeSet | LockChanges | EventBatch) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
-        """Statement by statement, in dependency order: a row builder per row (built on demand)."""
+    def _begin_rows(self) -> tuple[Any, RowBuilders, Callable[..., None]]:
+        """What every row builder starts from: the batch's time, its statement list, and ``add``
+        (a row builder per item, built on demand, for a named statement)."""
         # Most times in a batch are a handful of distinct values: convert each once.
         self._time = functools.lru_cache(maxsize=4096)(self._time_form)
-        now = self._time(time.time())
-        out: list[tuple[str, list[Callable[[], dict[str, Any]]]]] = []
+        out: RowBuilders = []
 
         def add(name: str, builder: Callable[[Any], dict[str, Any]], items: Iterable[Any]) -> None:
             rows = [functools.partial(builder, item) for item in items]
             if rows:
                 out.append((name, rows))
 
-        if isinstance(changes, LockChanges):
-            self._lock_rows(changes, add)
-            return out
-        if isinstance(changes, EventBatch):
-            add("event", self._event_row, changes.events)
-            return out
+        return self._time(time.time()), out, add
 
+    def _task_rows(self, changes: ChangeSet) -> RowBuilders:
+        """The scheduler's change set, statement by statement in dependency order."""
+        now, out, add = self._begin_rows()
         tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})
         add("ticket", lambda i: {"id": i, "status": "open", "created_at": now, "updated_at": now}, tickets)
         add("task", self._task_row, changes.created)
@@ -304,7 +361,9 @@ class BatchWriter:
         add("event", self._event_row, changes.events)
         return out
 
-    def _lock_rows(self, changes: LockChanges, add: Callable[..., None]) -> None:
+    def _lock_rows(self, changes: LockChanges) -> RowBuilders:
+        """The lock manager's change set, statement by statement in dependency order."""
+        _, out, add = self._begin_rows()
         add("lock_resource", lambda r: {"resource_type": r.key[0], "resource_id": r.key[1], "token": r.token},
             changes.resources)
         # Grants that end go first: an exclusive grant's successor may be in the same batch, and
@@ -316,6 +375,13 @@ class BatchWriter:
         add("lock_request", self._request_row,
             [r for r in changes.requests if r.state is RequestState.WAITING])
         add("event", self._event_row, changes.events)
+        return out
+
+    def _event_rows(self, batch: EventBatch) -> RowBuilders:
+        """Events alone."""
+        _, out, add = self._begin_rows()
+        add("event", self._event_row, batch.events)
+        return out
 
     def _grant_row(self, g: Grant) -> dict[str, Any]:
         return {
