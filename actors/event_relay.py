@@ -21,7 +21,7 @@ Rules:
   latest failure's text after recovery, dated by ``last_error_at`` (Unix seconds).
 - With no Redis configured it only prunes.
 - It starts only on a migrated database that its runtime may own (claimed like the other
-  singletons, see ``actors.startup``); its writes check its owner epoch, and a replaced relay
+  singletons, see ``omoi_ray.actors.startup``); its writes check its owner epoch, and a replaced relay
   exits.
 - Pruning (every ``PRUNE_EVERY`` s): events older than ``events_retention``; with Redis, never
   past the saved cursor.
@@ -37,7 +37,7 @@ from typing import Any
 
 import redis
 
-from actors.startup import exit_replaced, holds_start_error
+from omoi_ray.actors.startup import exit_replaced, holds_start_error
 from omoi_ray.errors import OwnershipLostError, WaitTimeoutError
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.owner import runtime_owner
@@ -293,7 +293,7 @@ class EventRelayActor:
         self.healthy = False
 
     def _exit_if_replaced(self, exc: Exception) -> None:
-        """A relay whose owner epoch was replaced writes nothing more (``actors.startup``): its
+        """A relay whose owner epoch was replaced writes nothing more (``omoi_ray.actors.startup``): its
         process exits (in-process use: its loop stops)."""
         if isinstance(exc, OwnershipLostError):
             exit_replaced(exc)

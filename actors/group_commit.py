@@ -215,12 +215,12 @@ def _exit_for_restart(exc: BaseException) -> NoReturn:
 
 
 def _exit_if_replaced(exc: Exception) -> None:
-    """A writer whose owner epoch was replaced commits nothing more (``actors.startup``): its
+    """A writer whose owner epoch was replaced commits nothing more (``omoi_ray.actors.startup``): its
     process exits (in-process use: the error is raised, never retried)."""
     from omoi_ray.errors import OwnershipLostError
 
     if isinstance(exc, OwnershipLostError):
-        from actors.startup import exit_replaced
+        from omoi_ray.actors.startup import exit_replaced
 
         exit_replaced(exc)
         raise exc

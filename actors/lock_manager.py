@@ -6,7 +6,7 @@ Rules:
 - Every grant, release, expiry, wait and refusal is committed (with its event) before the caller
   hears of it; a grant's token is therefore durable before anyone can use it.
 - Singleton like the scheduler: fixed name, namespace, ``get_if_exists``, ``num_cpus=0``,
-  ``max_restarts=-1``; the constructor claims the database (``actors.startup``), then rebuilds
+  ``max_restarts=-1``; the constructor claims the database (``omoi_ray.actors.startup``), then rebuilds
   memory from it.
 - ``acquire`` parks a waiting caller for at most ``poll`` seconds and then answers "still
   waiting"; the caller asks again with the same request id. A waiting request nobody has asked
@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 
 import ray
 
-from actors.deadlines import DeadlineLoop
-from actors.group_commit import GroupCommit
-from actors.startup import holds_start_error
+from omoi_ray.actors.deadlines import DeadlineLoop
+from omoi_ray.actors.group_commit import GroupCommit
+from omoi_ray.actors.startup import holds_start_error
 from omoi_ray.core.locks import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
 from omoi_ray.logs import setup_actor_logging

@@ -8,7 +8,7 @@ Rules:
 - Singleton: created by ``omoi_ray.client.runtime`` with a fixed name and namespace, ``get_if_exists``,
   ``num_cpus=0``, ``max_restarts=-1``, detached. The constructor rebuilds memory from the
   database, so a restart carries on where the last committed batch left off.
-- It claims the database first (``actors.startup``) and renews the runtime's lease on it from
+- It claims the database first (``omoi_ray.actors.startup``) and renews the runtime's lease on it from
   its deadline timer; replaced by a newer process, it exits without committing.
 - Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready; the
   only timer is the graph's next deadline. Nothing here polls.
@@ -33,9 +33,9 @@ from typing import Any
 
 import ray
 
-from actors.deadlines import DeadlineLoop
-from actors.group_commit import GroupCommit
-from actors.startup import exit_replaced, holds_start_error
+from omoi_ray.actors.deadlines import DeadlineLoop
+from omoi_ray.actors.group_commit import GroupCommit
+from omoi_ray.actors.startup import exit_replaced, holds_start_error
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
@@ -139,7 +139,7 @@ class SchedulerActor:
             "namespace": self.settings.namespace,
             "pid": os.getpid(),
             "restarted": self.restarted,
-            "owner_epoch": self.store.fence.owner_epoch,  # this process's claim (see actors.startup)
+            "owner_epoch": self.store.fence.owner_epoch,  # this process's claim (see omoi_ray.actors.startup)
             "stats": {
                 **self.stats,
                 "commits": self.commit.commits,

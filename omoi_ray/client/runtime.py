@@ -32,10 +32,10 @@ from typing import Any
 
 import ray
 
-from actors.agent import AgentActor
-from actors.event_relay import EventRelayActor
-from actors.lock_manager import LockManagerActor
-from actors.scheduler import SchedulerActor
+from omoi_ray.actors.agent import AgentActor
+from omoi_ray.actors.event_relay import EventRelayActor
+from omoi_ray.actors.lock_manager import LockManagerActor
+from omoi_ray.actors.scheduler import SchedulerActor
 from omoi_ray.client.calls import call, label, set_driver_budget, unwrap
 from omoi_ray.core import storable
 from omoi_ray.errors import (

@@ -66,7 +66,7 @@ def lock_for_migration(connection: sa.Connection) -> None:
 
 
 def alembic_config(url: str) -> Config:
-    import migrations
+    from omoi_ray import migrations
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
