@@ -107,3 +107,11 @@ def test_each_attempt_gets_a_workspace(tmp_path):
 
     assert run_handler(write, workspace=tmp_path / "ws") == str(tmp_path / "ws")
     assert (tmp_path / "ws" / "out.txt").read_text() == "hi"
+
+
+def test_the_readme_example_runs():
+    from tests.conftest import ROOT
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("### Testing your handlers\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
