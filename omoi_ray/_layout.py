@@ -63,4 +63,5 @@ def install_source_tree_finder() -> None:
     root = source_root(Path(__file__).resolve().parent)
     if root is None or any(isinstance(f, SourceTreeFinder) and f.root == root for f in sys.meta_path):
         return
-    sys.meta_path.append(SourceTreeFinder(root))
+    # first: an editable install of another checkout must not answer for this one's folders
+    sys.meta_path.insert(0, SourceTreeFinder(root))

@@ -148,6 +148,7 @@ class FakeTaskContext(TaskContext):
         return {tid: self.upstream[tid] for tid in self.depends_on}
 
     async def upstream_results_async(self) -> dict[str, Any]:
+        """``upstream_results`` for async handlers."""
         return self.upstream_results()
 
     def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> Any:
@@ -161,6 +162,7 @@ class FakeTaskContext(TaskContext):
 
     async def lock_async(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None,
                          ttl: float = 30.0) -> list[Any]:
+        """``lock`` for async handlers; returns the grants (``FakeGrant``)."""
         return list(self.lock(resources, mode, wait=wait, ttl=ttl).grants)
 
 
