@@ -34,7 +34,9 @@ class SourceTreeFinder(importlib.abc.MetaPathFinder):
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         """The spec of ``omoi_ray.actors``/``.migrations``/``.patterns`` in the checkout, or None
         (any other name, or the folder is missing)."""
         folder = FOLDERS.get(fullname)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import omoi_ray.actors
 import omoi_ray.migrations
+
 from omoi_ray import _layout
 from tests.conftest import ROOT
 
@@ -45,7 +46,7 @@ def test_a_users_own_actors_and_migrations_are_not_shadowed(tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     owner_a, owner_m, ours_a, ours_m = json.loads(run.stdout.splitlines()[-1])
     assert (owner_a, owner_m) == ("user", "user")

@@ -101,7 +101,9 @@ class FakeLockManager:
         self.table = LockTable()
         self._ids = itertools.count(1)
         self.handle = self  # what a Lease calls: handle.release.remote(...), handle.renew.remote(...)
-        self.release = _Remote(lambda holder, ids, request_id=None: len(self.table.release(holder, ids, self.clock())))
+        self.release = _Remote(
+            lambda holder, ids, request_id=None: len(self.table.release(holder, ids, self.clock()))
+        )
         self.renew = _Remote(lambda holder, ids: self._grants(self.table.renew(holder, ids, self.clock())))
 
     def _call(self, fn: Callable[[], Any], **_: Any) -> Any:
@@ -123,7 +125,8 @@ class FakeLockManager:
         if request.state is not RequestState.GRANTED:  # wait=0 refuses rather than queues; be sure
             raise LockUnavailableError(f"lock request '{request_id}' was not granted at once")
         grants = [self.table.grant_of(g) for g in request.grants]
-        return Lease(self, spec.holder, request_id, self._grants([g for g in grants if g is not None]), spec.ttl)
+        held = self._grants([g for g in grants if g is not None])
+        return Lease(self, spec.holder, request_id, held, spec.ttl)
 
     @staticmethod
     def _grants(grants: list[Any]) -> list[FakeGrant]:
@@ -151,7 +154,8 @@ class FakeTaskContext(TaskContext):
         """``upstream_results`` for async handlers."""
         return self.upstream_results()
 
-    def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None, ttl: float = 30.0) -> Any:
+    def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None,
+             ttl: float = 30.0) -> Any:
         """Take a lock from the in-memory lock manager; see ``FakeLockManager.acquire``."""
         self.took_locks = True
         assert self.lock_manager is not None
