@@ -157,14 +157,14 @@ class Head:
         return pids
 
     def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 20.0)):
             for pid in self._ours():
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             try:
-                until(lambda: not self._ours(), "the Ray head's processes gone", timeout=20)
+                until(lambda: not self._ours(), "the Ray head's processes gone", timeout=grace)
                 return
             except AssertionError:
                 continue
