@@ -21,7 +21,7 @@ Rules:
   latest failure's text after recovery, dated by ``last_error_at`` (Unix seconds).
 - With no Redis configured it only prunes.
 - It starts only on a migrated database that its runtime may own (claimed like the other
-  singletons: the start-up of ``actors.durable.Singleton``); its writes check its owner epoch,
+  singletons: the start-up of ``omoi_ray.actors.durable.Singleton``); its writes check its owner epoch,
   and a replaced relay exits.
 - Pruning (every ``PRUNE_EVERY`` s): events older than ``events_retention``; with Redis, never
   past the saved cursor.
@@ -36,7 +36,7 @@ from typing import Any
 
 import redis
 
-from actors.durable import Singleton, exit_replaced, holds_start_error
+from omoi_ray.actors.durable import Singleton, exit_replaced, holds_start_error
 from omoi_ray.errors import OwnershipLostError, WaitTimeoutError
 from omoi_ray.settings import Settings
 from omoi_ray.specs.events import START, Position
@@ -314,7 +314,7 @@ class EventRelayActor(Singleton):
         self.healthy = False
 
     def _exit_if_replaced(self, exc: Exception) -> None:
-        """A relay whose owner epoch was replaced writes nothing more (``actors.durable``): its
+        """A relay whose owner epoch was replaced writes nothing more (``omoi_ray.actors.durable``): its
         process exits (in-process use: its loop stops)."""
         if isinstance(exc, OwnershipLostError):
             exit_replaced(exc)

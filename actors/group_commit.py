@@ -1,6 +1,6 @@
 """Group commit: change sets are written in order, one transaction per batch of them.
 
-One group commit per durable writer (``actors.durable``), for one kind of change set: any
+One group commit per durable writer (``omoi_ray.actors.durable``), for one kind of change set: any
 ``omoi_ray.core.changes.ChangeSet`` (``merge``, ``bool``, ``worth_flushing``), written by the
 store's writer for that kind (``store.writer.tasks``, ``.locks``), which the owner passes in.
 
@@ -236,12 +236,12 @@ def _exit_for_restart(exc: BaseException) -> NoReturn:
 
 
 def _exit_if_replaced(exc: Exception) -> None:
-    """A writer whose owner epoch was replaced commits nothing more (``actors.durable``): its
+    """A writer whose owner epoch was replaced commits nothing more (``omoi_ray.actors.durable``): its
     process exits (in-process use: the error is raised, never retried)."""
     from omoi_ray.errors import OwnershipLostError
 
     if isinstance(exc, OwnershipLostError):
-        from actors.durable import exit_replaced
+        from omoi_ray.actors.durable import exit_replaced
 
         exit_replaced(exc)
         raise exc

@@ -1,13 +1,13 @@
 """The lock manager actor: the one writer of lock grants, waiters and fencing-token counters.
 
 A thin shell around ``LockTable`` (decisions), on the durable-singleton shell
-(``actors.durable.DurableWriter``: start-up, ``Store``, ``GroupCommit``, deadline timer, describe).
+(``omoi_ray.actors.durable.DurableWriter``: start-up, ``Store``, ``GroupCommit``, deadline timer, describe).
 
 Rules:
 - Every grant, release, expiry, wait and refusal is committed (with its event) before the caller
   hears of it; a grant's token is therefore durable before anyone can use it.
 - Singleton like the scheduler: fixed name, namespace, ``get_if_exists``, ``num_cpus=0``,
-  ``max_restarts=-1``; the constructor claims the database (``actors.durable``), then rebuilds
+  ``max_restarts=-1``; the constructor claims the database (``omoi_ray.actors.durable``), then rebuilds
   memory from it.
 - ``acquire`` parks a waiting caller for at most ``poll`` seconds and then answers "still
   waiting"; the caller asks again with the same request id. A waiting request nobody has asked
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import ray
 
-from actors.durable import DurableWriter, holds_start_error
+from omoi_ray.actors.durable import DurableWriter, holds_start_error
 from omoi_ray.core.locks import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
 from omoi_ray.settings import Settings

@@ -1,7 +1,7 @@
 """The scheduler actor: the one writer of tasks, attempts and agents.
 
 A thin shell around ``TaskGraph`` (decisions), on the durable-singleton shell
-(``actors.durable.DurableWriter``: start-up, ``Store``, ``GroupCommit``, deadline timer, describe).
+(``omoi_ray.actors.durable.DurableWriter``: start-up, ``Store``, ``GroupCommit``, deadline timer, describe).
 
 Rules:
 - Every public method applies its decisions to the graph, queues the resulting change set, and
@@ -9,7 +9,7 @@ Rules:
 - Singleton: created by ``omoi_ray.client.runtime`` with a fixed name and namespace, ``get_if_exists``,
   ``num_cpus=0``, ``max_restarts=-1``, detached. The constructor rebuilds memory from the
   database, so a restart carries on where the last committed batch left off.
-- It claims the database first (``actors.durable``) and renews the runtime's lease on it from
+- It claims the database first (``omoi_ray.actors.durable``) and renews the runtime's lease on it from
   its deadline timer; replaced by a newer process, it exits without committing.
 - Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready; the
   only timer is the graph's next deadline. Nothing here polls.
@@ -32,7 +32,7 @@ from typing import Any
 
 import ray
 
-from actors.durable import DurableWriter, exit_replaced, holds_start_error
+from omoi_ray.actors.durable import DurableWriter, exit_replaced, holds_start_error
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph

@@ -7,6 +7,7 @@ from typing import Any
 
 from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.testing import FakeClock
 
 
 def spec(
@@ -34,13 +35,20 @@ def spec(
 
 class Harness:
     def __init__(self, lease_ttl: float = 30.0) -> None:
-        self.now = 1000.0
+        self.clock = FakeClock(1000.0)
         self.graph = TaskGraph(lease_ttl=lease_ttl, rng=random.Random(7))
         self.events: list[Any] = []
 
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.clock.advance(value - self.clock.now)
+
     def tick(self, seconds: float) -> None:
-        self.now += seconds
-        self.graph.advance(self.now)
+        self.graph.advance(self.clock.advance(seconds))
 
     def submit(self, *specs: NewTask, **kw: Any) -> list[str]:
         return self.graph.submit(list(specs), self.now, **kw)

@@ -25,7 +25,7 @@ import ray
 
 import omoi_ray as omoi
 import omoi_ray.client.agents as agents_module
-from actors.agent import _plain_result
+from omoi_ray.actors.agent import _plain_result
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.task_graph import Report, TaskGraph
 from omoi_ray.errors import (

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
 import omoi_ray as omoi
-from actors.group_commit import GroupCommit
-from actors.scheduler import _intake, repair_unstorable
+from omoi_ray.actors.group_commit import GroupCommit
+from omoi_ray.actors.scheduler import _intake, repair_unstorable
 from omoi_ray.core.model import AttemptOutcome, Event
 from omoi_ray.core.storable import MAX_ERROR_CHARS
 from omoi_ray.core.task_graph import ChangeSet, Report, TaskGraph
@@ -229,7 +229,7 @@ class _GaveUp(Exception):
 def _salvage_run(store: _PickyStore, repair, monkeypatch) -> list[ChangeSet]:
     """Three change sets queued together (the middle one touches task p); raises ``_GaveUp``
     where the process would have exited."""
-    import actors.group_commit as gc
+    import omoi_ray.actors.group_commit as gc
 
     seen: list[ChangeSet] = []
 

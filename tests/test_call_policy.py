@@ -392,7 +392,7 @@ class Proxy:
 def test_relay_status_dates_a_database_outage_and_reports_recovery(pg_schemas, redis_prefix, tmp_path):
     import sqlalchemy as sa
 
-    from actors.event_relay import EventRelayActor
+    from omoi_ray.actors.event_relay import EventRelayActor
     from omoi_ray.store import migrate
     from omoi_ray.store.store import Store
     from tests.test_events import write

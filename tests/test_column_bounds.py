@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import omoi_ray as omoi
-from actors.event_relay import CURSOR_NAME
+from omoi_ray.actors.event_relay import CURSOR_NAME
 from omoi_ray.core import events as event_types
 from omoi_ray.core import model, storable
 from omoi_ray.core.locks import LockMode

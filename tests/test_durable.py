@@ -1,4 +1,4 @@
-"""The durable-singleton shell (``actors.durable``): one contract for the scheduler and the lock manager.
+"""The durable-singleton shell (``omoi_ray.actors.durable``): one contract for the scheduler and the lock manager.
 
 The actor classes are used in-process, on an event loop, as the shell allows outside Ray.
 """
@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from actors.durable import BASICS, DurableWriter
-from actors.lock_manager import LockManagerActor
-from actors.scheduler import SchedulerActor
+from omoi_ray.actors.durable import BASICS, DurableWriter
+from omoi_ray.actors.lock_manager import LockManagerActor
+from omoi_ray.actors.scheduler import SchedulerActor
 from omoi_ray.errors import DatabaseNotMigratedError
 from tests.conftest import make_settings
 

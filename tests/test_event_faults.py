@@ -26,7 +26,7 @@ import redis
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from actors.event_relay import EventRelayActor
+from omoi_ray.actors.event_relay import EventRelayActor
 from omoi_ray.client.calls import call
 from omoi_ray.client.follow import follow
 from omoi_ray.settings import Settings

@@ -16,7 +16,7 @@ import redis
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from actors.event_relay import EventRelayActor
+from omoi_ray.actors.event_relay import EventRelayActor
 from omoi_ray.client.follow import check_types, follow
 from omoi_ray.core.events import CATALOGUE, EMITTED, matches
 from omoi_ray.core.model import Event, EventBatch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.group_commit import GroupCommit
+from omoi_ray.actors.group_commit import GroupCommit
 from omoi_ray.core.task_graph import ChangeSet
 from tests.graph_harness import Harness, spec
 

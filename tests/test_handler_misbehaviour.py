@@ -23,7 +23,7 @@ import omoi_ray as omoi
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.task_graph import OUTCOME_RULES, Report, TaskGraph
 from omoi_ray.errors import AgentNotFoundError
-from omoi_ray.store.memory import MemoryStore
+from omoi_ray.testing import MemoryStore
 from tests.conftest import make_settings, until
 from tests.handlers import gate
 

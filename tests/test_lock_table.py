@@ -15,6 +15,7 @@ from omoi_ray.errors import (
     LockUnavailableError,
     LockUpgradeError,
 )
+from omoi_ray.testing import FakeClock
 
 X, S = LockMode.EXCLUSIVE, LockMode.SHARED
 A, B, C = ("file", "a"), ("file", "b"), ("file", "c")
@@ -23,7 +24,7 @@ A, B, C = ("file", "a"), ("file", "b"), ("file", "c")
 class Locks:
     def __init__(self) -> None:
         self.table = LockTable()
-        self.now = 100.0
+        self.clock = FakeClock(100.0)
         self.ids = itertools.count(1)
 
     def acquire(self, holder, *items, wait=None, ttl=10.0, rid=None):
@@ -35,9 +36,12 @@ class Locks:
     def release(self, holder, request):
         return self.table.release(holder, request.grants, self.now)
 
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
     def tick(self, seconds):
-        self.now += seconds
-        self.table.advance(self.now)
+        self.table.advance(self.clock.advance(seconds))
 
 
 def test_compatibility_is_a_table():

@@ -22,7 +22,7 @@ from omoi_ray.core.model import AgentStatus, AttemptOutcome, Priority
 from omoi_ray.core.task_graph import Report, TaskGraph
 from omoi_ray.core.tasks import ACTIVE, TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidSubmissionError
-from omoi_ray.store.memory import MemoryStore
+from omoi_ray.testing import MemoryStore
 from tests.graph_harness import spec
 
 AGENTS = {"a1": ("x",), "a2": ()}

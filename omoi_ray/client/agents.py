@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from actors.agent import AgentActor
+from omoi_ray.actors.agent import AgentActor
 from omoi_ray.client._args import argument, seconds
 from omoi_ray.client.calls import Pause, Step, Steps, drive, flavours, unwrap
 from omoi_ray.core import storable

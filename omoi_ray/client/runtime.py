@@ -31,9 +31,9 @@ from typing import Any
 
 import ray
 
-from actors.event_relay import EventRelayActor
-from actors.lock_manager import LockManagerActor
-from actors.scheduler import SchedulerActor
+from omoi_ray.actors.event_relay import EventRelayActor
+from omoi_ray.actors.lock_manager import LockManagerActor
+from omoi_ray.actors.scheduler import SchedulerActor
 from omoi_ray.client._args import seconds
 from omoi_ray.client.agents import STOP_MARGIN_S, AgentRef, Agents, kill_and_wait  # noqa: F401 - re-exported
 from omoi_ray.client.calls import Step, Steps, call, flavours, label, set_driver_budget

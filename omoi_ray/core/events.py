@@ -2,7 +2,10 @@
 
 Rules:
 - A type is ``<area>.<what happened>`` in lower case; its entity type says what ``entity_id``
-  names (a task, an agent, a lock resource, a thread...).
+  names (a task, an agent, a lock resource, a queued lock request, a thread...), and it is the
+  entity type the emitter writes: ``lock.waiting``/``lock.wait_ended``/``lock.deadlock`` name the
+  request (``lock_request``, its request id), the other ``lock.*`` types the resource (``lock``).
+  tests/test_event_catalogue.py drives the core through every emitted type and checks both.
 - ``EMITTED`` types are written today; ``DECLARED`` ones belong to features still being built
   (agent messaging, hand-offs, coordination patterns). They are listed now so that consumers,
   filters and the README agree on the names before the features land.
@@ -45,9 +48,9 @@ _EMITTED = (
     EventType("lock.granted", "lock", "a lease was granted (mode, holder, fencing token)"),
     EventType("lock.released", "lock", "a lease was released by its holder or in bulk"),
     EventType("lock.expired", "lock", "a lease ran out without renewal and was freed"),
-    EventType("lock.waiting", "lock", "a request is queued behind a conflicting holder"),
-    EventType("lock.wait_ended", "lock", "a queued request gave up (timeout, cancel, dropped)"),
-    EventType("lock.deadlock", "lock", "a request would close a wait-for cycle and was refused"),
+    EventType("lock.waiting", "lock_request", "a request is queued behind a conflicting holder"),
+    EventType("lock.wait_ended", "lock_request", "a queued request gave up (timeout, cancel, dropped)"),
+    EventType("lock.deadlock", "lock_request", "a request would close a wait-for cycle and was refused"),
 )
 
 _DECLARED = (

@@ -67,7 +67,7 @@ def lock_for_migration(connection: sa.Connection) -> None:
 
 def alembic_config(url: str) -> Config:
     """Return an Alembic config for the database at ``url``, with the ``migrations`` package as script location."""
-    import migrations
+    from omoi_ray import migrations
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))

@@ -71,7 +71,7 @@ RowBuilders = list[tuple[str, list[Callable[[], dict[str, Any]]]]]
 class ChangeWriter(Generic[C]):
     """The write path of one kind of change set: its row builders bound to the batch writer.
 
-    What a durable writer's group commit is given (``actors.group_commit``): ``apply`` writes
+    What a durable writer's group commit is given (``omoi_ray.actors.group_commit``): ``apply`` writes
     on the caller's thread, ``prepare`` + ``write`` hand a snapshot to another thread, and
     ``committed`` tells whether a mark's transaction went through.
     """

@@ -1,0 +1,270 @@
+"""Test doubles for omoi-ray users and for omoi-ray's own tests: run a handler in process, with a
+fake clock and in-memory stand-ins for the scheduler, the lock manager and the store.
+
+Quick use (no Ray, no database)::
+
+    from omoi_ray.testing import run_handler
+
+    def double(task, ctx):
+        return {"twice": task.payload["n"] * 2, "token": ctx.token("file:a")}
+
+    assert run_handler(double, {"n": 2}, locks={"file:a": 7}) == {"twice": 4, "token": 7}
+
+Rules:
+- ``run_handler`` calls the handler exactly as an agent does (``handler(task, ctx)``, or
+  ``handler(task)`` when it takes one argument; async handlers run to completion in their own
+  event loop) and returns its result or raises its exception unchanged: a ``PermanentError`` stays
+  a ``PermanentError``. A result that no store could hold (not JSON, NaN, over-deep) raises
+  ``ValueError`` naming the field, as the agent would refuse it.
+- The context is a real ``TaskContext`` whose calls out of the process are answered in memory:
+  ``upstream_results()`` from ``upstream``, ``token()`` from ``locks`` (the task's declared locks,
+  resource ``"type:id"`` -> fencing token), ``lock()``/``lock_async()`` from an in-memory
+  ``LockTable`` on the fake clock (shared across calls through ``FakeLockManager``); a lock that
+  is not free fails at once with ``LockUnavailableError`` instead of waiting.
+- Cancellation is data: ``cancelled="reason"`` starts the attempt cancelled (``ctx.cancelled()``
+  is True, ``ctx.raise_if_cancelled()`` raises ``TaskCancelledError``); ``make_context`` returns
+  the context so a test can cancel it at any point with ``ctx._cancel(reason)``.
+- ``FakeClock`` is the only time source of the doubles: nothing here sleeps or reads the wall
+  clock. ``MemoryStore`` is the in-memory store with ``Store``'s ``apply``/``load``/``lookup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omoi_ray.client.locks import Lease
+from omoi_ray.core.locks import LockTable, RequestState
+from omoi_ray.core.storable import check_json
+from omoi_ray.errors import LockUnavailableError
+from omoi_ray.handler.context import BoundHandler, TaskContext, TaskView
+from omoi_ray.specs.locks import parse_request
+from omoi_ray.store.memory import MemoryStore
+
+__all__ = ["FakeClock", "FakeLockManager", "FakeTaskContext", "MemoryStore", "make_context", "run_handler",
+           "run_handler_async"]
+
+
+class FakeClock:
+    """A clock that moves only when told to.
+
+    Args:
+        start: the first reading, in seconds (any epoch; default 1000.0).
+
+    Calling the clock returns ``now``; ``advance(seconds)`` moves it forward and returns the new
+    reading. Raises ``ValueError`` for a negative step: time never goes back.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move forward ``seconds`` (>= 0); returns the new reading."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, not {seconds!r}")
+        self.now += seconds
+        return self.now
+
+
+@dataclass(frozen=True, slots=True)
+class FakeGrant:
+    """A granted lock as a handler sees it: ``resource`` is ``"type:id"``, ``token`` its fencing token."""
+
+    id: str
+    resource: str
+    mode: str
+    token: int
+
+
+class FakeLockManager:
+    """An in-memory lock manager: the core ``LockTable`` on a ``FakeClock``, answering the calls
+    a ``Lease`` makes (``release``, ``renew``) at once.
+
+    Args:
+        clock: the time source (default: a new ``FakeClock``).
+
+    A lock that cannot be granted at once fails with ``LockUnavailableError`` (nothing else runs
+    to release it, so waiting could not end); share one manager between ``run_handler`` calls
+    and contexts to test contention.
+    """
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()
+        self.table = LockTable()
+        self._ids = itertools.count(1)
+        self.handle = self  # what a Lease calls: handle.release.remote(...), handle.renew.remote(...)
+        self.release = _Remote(
+            lambda holder, ids, request_id=None: len(self.table.release(holder, ids, self.clock()))
+        )
+        self.renew = _Remote(lambda holder, ids: self._grants(self.table.renew(holder, ids, self.clock())))
+
+    def _call(self, fn: Callable[[], Any], **_: Any) -> Any:
+        return fn()
+
+    def acquire(self, holder: str, resources: Any, mode: str = "exclusive", *, ttl: float = 30.0,
+                task_id: str | None = None, agent_id: str | None = None) -> Lease:
+        """Take every resource at once or raise. Returns a ``Lease`` (tokens in ``.tokens``).
+
+        Raises:
+            InvalidLockRequestError: a malformed resource, mode or ttl.
+            LockUnavailableError: a resource is held in a conflicting mode.
+            DeadlockError, LockUpgradeError: as the real lock manager would.
+        """
+        spec = parse_request(holder, resources, mode, ttl=ttl, wait=0)
+        request_id = f"fake-{next(self._ids)}"
+        request = self.table.acquire(request_id, spec.holder, spec.items, self.clock(), ttl=spec.ttl, wait=0,
+                                     task_id=task_id, agent_id=agent_id)
+        if request.state is not RequestState.GRANTED:  # wait=0 refuses rather than queues; be sure
+            raise LockUnavailableError(f"lock request '{request_id}' was not granted at once")
+        grants = [self.table.grant_of(g) for g in request.grants]
+        held = self._grants([g for g in grants if g is not None])
+        return Lease(self, spec.holder, request_id, held, spec.ttl)
+
+    @staticmethod
+    def _grants(grants: list[Any]) -> list[FakeGrant]:
+        return [FakeGrant(g.id, f"{g.resource[0]}:{g.resource[1]}", g.mode.value, g.token) for g in grants]
+
+
+class _Remote:
+    """``fn`` reachable as ``obj.method.remote(...)``, answered at once."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.remote = fn
+
+
+class FakeTaskContext(TaskContext):
+    """A ``TaskContext`` whose scheduler and lock manager are in memory (see the module rules)."""
+
+    upstream: Mapping[str, Any] = {}
+    lock_manager: FakeLockManager | None = None
+
+    def upstream_results(self) -> dict[str, Any]:
+        """The results given as ``upstream``, by task id."""
+        return {tid: self.upstream[tid] for tid in self.depends_on}
+
+    async def upstream_results_async(self) -> dict[str, Any]:
+        """``upstream_results`` for async handlers."""
+        return self.upstream_results()
+
+    def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None,
+             ttl: float = 30.0) -> Any:
+        """Take a lock from the in-memory lock manager; see ``FakeLockManager.acquire``."""
+        self.took_locks = True
+        assert self.lock_manager is not None
+        lease = self.lock_manager.acquire(self.holder, resources, mode, ttl=ttl, task_id=self.task_id,
+                                          agent_id=self.agent_id)
+        self.locks.extend(lease.grants)
+        return lease
+
+    async def lock_async(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None,
+                         ttl: float = 30.0) -> list[Any]:
+        """``lock`` for async handlers; returns the grants (``FakeGrant``)."""
+        return list(self.lock(resources, mode, wait=wait, ttl=ttl).grants)
+
+
+def make_context(
+    task_id: str = "task",
+    *,
+    attempt: int = 1,
+    agent_id: str = "test-agent",
+    upstream: Mapping[str, Any] | None = None,
+    locks: Mapping[str, int] | None = None,
+    lock_manager: FakeLockManager | None = None,
+    cancelled: str | None = None,
+    timeout: float | None = None,
+    workspace: Path | None = None,
+) -> FakeTaskContext:
+    """A context for one attempt of ``task_id``, answered in memory.
+
+    Args:
+        upstream: results of the tasks this one depends on, by task id (their ids become
+            ``depends_on``).
+        locks: the task's declared locks as ``{"type:id": fencing token}`` (``ctx.token``).
+        lock_manager: the lock manager ``ctx.lock`` takes from (default: a new one).
+        cancelled: a reason to start the attempt cancelled, or None.
+        timeout: the attempt's timeout in seconds, as the handler may read it.
+        workspace: the attempt's directory (default: a new temporary directory).
+
+    Returns:
+        A ``FakeTaskContext``.
+    """
+    ctx = FakeTaskContext(
+        task_id=task_id, attempt=attempt, agent_id=agent_id,
+        workspace_path=workspace or Path(tempfile.mkdtemp(prefix="omoi-ws-")),
+        timeout=timeout, depends_on=tuple(upstream or ()), holder=f"{agent_id}/{task_id}#{attempt}",
+    )
+    ctx.upstream = dict(upstream or {})
+    ctx.lock_manager = lock_manager or FakeLockManager()
+    ctx.locks.extend(FakeGrant(f"declared-{i}", resource, "exclusive", token)
+                     for i, (resource, token) in enumerate((locks or {}).items()))
+    if cancelled is not None:
+        ctx._cancel(cancelled)
+    return ctx
+
+
+def _task(task_id: str, task_type: str, payload: Any, ctx: TaskContext, priority: str) -> TaskView:
+    return TaskView(id=task_id, type=task_type, payload=payload, attempt=ctx.attempt, priority=priority,
+                    depends_on=ctx.depends_on)
+
+
+def run_handler(
+    handler: Callable[..., Any] | str,
+    payload: Any = None,
+    *,
+    task_id: str = "task",
+    task_type: str = "task",
+    priority: str = "MEDIUM",
+    ctx: FakeTaskContext | None = None,
+    **context: Any,
+) -> Any:
+    """Run ``handler`` once, in this process, as an agent would.
+
+    Args:
+        handler: a function (sync or async) or an import path ``"pkg.module:function"``.
+        payload: the task's payload (any JSON value).
+        task_id, task_type, priority: what the handler sees in ``task``.
+        ctx: a context from ``make_context``; otherwise ``context`` keywords build one
+            (``attempt``, ``upstream``, ``locks``, ``lock_manager``, ``cancelled``, ``timeout``,
+            ``workspace``, ``agent_id``).
+
+    Returns:
+        The handler's result.
+
+    Raises:
+        Whatever the handler raises, unchanged; ``HandlerNotFoundError`` for an import path that
+        does not resolve; ``ValueError`` naming the field when the result is not storable JSON.
+    """
+    bound = BoundHandler.of(handler)
+    ctx = ctx or make_context(task_id, **context)
+    task = _task(ctx.task_id, task_type, payload, ctx, priority)
+    result = asyncio.run(bound.call(task, ctx)) if bound.is_async else bound.call(task, ctx)
+    check_json(result, "result")
+    return result
+
+
+async def run_handler_async(
+    handler: Callable[..., Any] | str,
+    payload: Any = None,
+    *,
+    task_id: str = "task",
+    task_type: str = "task",
+    priority: str = "MEDIUM",
+    ctx: FakeTaskContext | None = None,
+    **context: Any,
+) -> Any:
+    """``run_handler`` from async code (a sync handler runs in a worker thread); same arguments,
+    result and errors."""
+    bound = BoundHandler.of(handler)
+    ctx = ctx or make_context(task_id, **context)
+    task = _task(ctx.task_id, task_type, payload, ctx, priority)
+    result = await (bound.call(task, ctx) if bound.is_async else asyncio.to_thread(bound.call, task, ctx))
+    check_json(result, "result")
+    return result

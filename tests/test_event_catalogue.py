@@ -1,0 +1,89 @@
+"""Every event the core emits is in the catalogue (``omoi_ray/core/events.py``) with the entity
+type the catalogue declares, and every type the catalogue says is emitted is emitted.
+
+The scenario drives the two event sources, the task graph and the lock table, through every
+emitted type, collecting what each ``take_changes()`` hands to the store.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from omoi_ray.core.events import CATALOGUE, EMITTED
+from omoi_ray.core.locks import LockMode, LockTable
+from omoi_ray.core.model import AttemptOutcome
+from omoi_ray.errors import DeadlockError
+from tests.graph_harness import Harness, spec
+
+X = LockMode.EXCLUSIVE
+A, B, C = ("file", "a"), ("file", "b"), ("file", "c")
+
+
+def _task_graph_events() -> list:
+    h = Harness(lease_ttl=30.0)
+    worker = h.agent("w1", caps=("x",), capacity=8)
+    h.agent("w1", caps=("x", "y"), capacity=8)  # same incarnation, new capabilities
+    h.submit(
+        spec("ok"),
+        spec("after-ok", "ok"),
+        spec("flaky", max_retries=1),
+        spec("doomed", max_retries=0),
+        spec("after-doomed", "doomed"),
+        spec("slow", timeout=5.0, max_retries=0),
+        spec("lost"),
+        spec("never", requires=("z",)),
+    )
+    h.claim(worker)
+    h.run(worker, "ok")
+    h.run(worker, "flaky", error="boom", outcome=AttemptOutcome.FAILED)  # retried after its backoff
+    h.run(worker, "doomed", error="boom", outcome=AttemptOutcome.FAILED)  # fails for good; its dependant with it
+    h.start(worker, "slow")
+    h.tick(6.0)  # past "slow"'s timeout
+    h.graph.cancel("never", h.now)
+    h.start(worker, "lost")
+    h.graph.agent_lost("w1", "i1", h.now, "died")  # "lost" is requeued with its agent
+    h.agent("w2", inc="i2")
+    h.graph.agent_stopped("w2", "i2", h.now)
+    h.drain()
+    return h.events
+
+
+def _lock_table_events() -> list:
+    table, now, events = LockTable(), 100.0, []
+    table.acquire("r1", "alice", [(A, X)], now, ttl=10.0, wait=None)
+    table.acquire("r2", "bob", [(B, X)], now, ttl=10.0, wait=None)
+    table.acquire("r3", "alice", [(B, X)], now, ttl=10.0, wait=None)  # waits behind bob
+    with pytest.raises(DeadlockError):
+        table.acquire("r4", "bob", [(A, X)], now, ttl=10.0, wait=None)
+    table.acquire("r5", "carol", [(A, X)], now, ttl=10.0, wait=1.0)  # gives up after one second
+    table.advance(now + 1.0)
+    events += table.take_changes().events
+    held = [g.id for g in table.holders_of(B)]
+    table.release("bob", held, now + 1.0)  # alice's wait on b ends in a grant
+    table.acquire("r6", "dave", [(C, X)], now + 1.0, ttl=2.0, wait=None)
+    table.advance(now + 5.0)  # dave's lease runs out
+    events += table.take_changes().events
+    return events
+
+
+@pytest.fixture(scope="module")
+def emitted() -> list:
+    return _task_graph_events() + _lock_table_events()
+
+
+def test_every_emitted_event_is_catalogued_with_its_entity_type(emitted):
+    assert emitted
+    wrong = sorted(
+        {(e.type, e.entity_type) for e in emitted
+         if e.type not in EMITTED or EMITTED[e.type].entity_type != e.entity_type}
+    )
+    assert wrong == [], "emitted (type, entity type) pairs the catalogue does not declare"
+
+
+def test_every_type_the_catalogue_says_is_emitted_is_emitted(emitted):
+    assert sorted(set(EMITTED) - {e.type for e in emitted}) == []
+
+
+def test_declared_types_are_not_emitted_yet(emitted):
+    declared_only = set(CATALOGUE) - set(EMITTED)
+    assert {e.type for e in emitted} & declared_only == set()
