@@ -223,9 +223,17 @@ class Pause:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A step answered in this process, with no actor to call (the in-memory doubles of
+    ``omoi_ray.testing`` yield these); its answer is ``value``."""
+
+    value: Any
+
+
 #: A call's one definition: yields ``Step``s (and ``Pause``s), receives each step's answer (or
 #: its final error, thrown in), and returns the call's result.
-Steps = Generator["Step | Pause", Any, T]
+Steps = Generator["Step | Pause | Answered", Any, T]
 
 
 def call(
@@ -349,7 +357,10 @@ def drive(steps: Steps[T] | T) -> T:
         item = next(steps)
         while True:
             try:
-                answer = time.sleep(item.seconds) if isinstance(item, Pause) else _get(item)
+                if isinstance(item, Answered):
+                    answer = item.value
+                else:
+                    answer = time.sleep(item.seconds) if isinstance(item, Pause) else _get(item)
             except Exception as exc:  # noqa: BLE001 - the definition decides
                 item = steps.throw(exc)
             else:
@@ -367,7 +378,9 @@ async def drive_async(steps: Steps[T] | T) -> T:
         item = next(steps)
         while True:
             try:
-                if isinstance(item, Pause):
+                if isinstance(item, Answered):
+                    answer = item.value
+                elif isinstance(item, Pause):
                     answer = await asyncio.sleep(item.seconds)
                 else:
                     answer = await _await(item)

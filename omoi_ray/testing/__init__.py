@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omoi_ray.client.calls import Answered
 from omoi_ray.client.locks import Lease
 from omoi_ray.core.locks import LockTable, RequestState
 from omoi_ray.core.storable import check_json
@@ -108,6 +109,10 @@ class FakeLockManager:
 
     def _call(self, fn: Callable[[], Any], **_: Any) -> Any:
         return fn()
+
+    def _step(self, method: str, *args: Any, if_repeated: Any = None, **kwargs: Any) -> Answered:
+        """What a ``Lease`` yields to call the lock manager: answered here, at once."""
+        return Answered(getattr(self, method).remote(*args, **kwargs))
 
     def acquire(self, holder: str, resources: Any, mode: str = "exclusive", *, ttl: float = 30.0,
                 task_id: str | None = None, agent_id: str | None = None) -> Lease:
