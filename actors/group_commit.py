@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
-from omoi_ray.core.task_graph import ChangeSet
+from omoi_ray.core.changes import ChangeSet
 from omoi_ray.store.writes import Mark, is_data_error, is_permanent_error
 
 log = logging.getLogger("omoi_ray.commit")
@@ -71,7 +71,7 @@ class GroupCommit:
         return self._executor
 
     def add(self, changes: Any) -> None:
-        """Queue a change set (a ``ChangeSet`` or ``LockChanges``: anything with ``merge`` and
+        """Queue a change set (a ``TaskChanges`` or ``LockChanges``: anything with ``merge`` and
         ``worth_flushing``)."""
         if not changes.worth_flushing():
             return

@@ -6,7 +6,8 @@ import random
 from typing import Any
 
 from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
-from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.core.claims import Report
+from omoi_ray.core.scheduler import TaskGraph
 
 
 def spec(

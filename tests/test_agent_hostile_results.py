@@ -27,7 +27,8 @@ import omoi_ray as omoi
 import omoi_ray.client.runtime as runtime_module
 from actors.agent import _plain_result
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
-from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.core.claims import Report
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import (
     AgentNotFoundError,
     InvalidAgentSpecError,

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from omoi_ray.core.model import AttemptOutcome, Priority
-from omoi_ray.core.task_graph import StoredTask
+from omoi_ray.core.submission import StoredTask
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import CycleError, IdempotencyConflictError, TaskExistsError, UnknownDependencyError
 from tests.graph_harness import Harness, spec

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from omoi_ray.core.locks import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.storable import check_json, unstorable_char
-from omoi_ray.core.task_graph import ChangeSet
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.store import schema as t
 from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_fence_check
 
@@ -168,14 +168,14 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ writing
 
-    def apply(self, changes: ChangeSet | LockChanges | EventBatch, mark: Mark | None = None) -> None:
+    def apply(self, changes: TaskChanges | LockChanges | EventBatch, mark: Mark | None = None) -> None:
         """Write a change set (and its mark) in one transaction, a chunk of rows at a time.
 
         The change set must not change meanwhile: the caller writes it synchronously.
         """
         self._transaction([(name, builders, True) for name, builders in self._rows(changes)], mark)
 
-    def prepare(self, changes: ChangeSet | LockChanges | EventBatch) -> Rows:
+    def prepare(self, changes: TaskChanges | LockChanges | EventBatch) -> Rows:
         """Every row of a change set as plain values: a snapshot, safe to hand to another thread."""
         return [(name, [build() for build in builders]) for name, builders in self._rows(changes)]
 
@@ -234,7 +234,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ the backstop
 
-    def unstorable(self, changes: ChangeSet) -> dict[str, str]:
+    def unstorable(self, changes: TaskChanges) -> dict[str, str]:
         """The tasks of ``changes`` whose rows (task, attempts, events) a store would refuse,
         as ``{task id: why}`` (the first problem found), judged without the database: by the
         rules of ``omoi_ray.core.storable`` and by building the rows as ``apply`` would."""
@@ -272,7 +272,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ rows
 
-    def _rows(self, changes: ChangeSet | LockChanges | EventBatch) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
+    def _rows(self, changes: TaskChanges | LockChanges | EventBatch) -> list[tuple[str, list[Callable[[], dict[str, Any]]]]]:
         """Statement by statement, in dependency order: a row builder per row (built on demand)."""
         # Most times in a batch are a handful of distinct values: convert each once.
         self._time = functools.lru_cache(maxsize=4096)(self._time_form)
