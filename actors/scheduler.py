@@ -36,10 +36,10 @@ import ray
 from actors.deadlines import DeadlineLoop
 from actors.group_commit import GroupCommit
 from actors.startup import exit_replaced, holds_start_error
-from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
-from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.claims import Rejection, Report
+from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, OwnershipLostError, TaskNotFoundError

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from omoi_ray.core.model import Task
 from omoi_ray.core.claims import Rejection, Report
+from omoi_ray.core.model import Task
 
 
 class Assignment(NamedTuple):

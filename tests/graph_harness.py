@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
 from omoi_ray.core.claims import Report
+from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
 from omoi_ray.core.scheduler import TaskGraph
 
 

@@ -26,8 +26,8 @@ import ray
 import omoi_ray as omoi
 import omoi_ray.client.runtime as runtime_module
 from actors.agent import _plain_result
-from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.claims import Report
+from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import (
     AgentNotFoundError,

@@ -16,10 +16,10 @@ import sqlalchemy.exc as sa_exc
 import omoi_ray as omoi
 from actors.group_commit import GroupCommit
 from actors.scheduler import _intake, repair_unstorable
-from omoi_ray.core.model import AttemptOutcome, Event
-from omoi_ray.core.storable import MAX_ERROR_CHARS
 from omoi_ray.core.claims import Report
+from omoi_ray.core.model import AttemptOutcome, Event
 from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.core.storable import MAX_ERROR_CHARS
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.store.store import Store
 from omoi_ray.store.writes import is_data_error

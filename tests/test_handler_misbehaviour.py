@@ -20,8 +20,8 @@ import pytest
 import ray
 
 import omoi_ray as omoi
-from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.claims import OUTCOME_RULES, Report
+from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import AgentNotFoundError
 from omoi_ray.store.memory import MemoryStore

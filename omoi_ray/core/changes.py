@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 #: merge rule: lists are concatenated in order
 APPEND = "append"
@@ -69,7 +69,7 @@ class ChangeSet:
         return bool(self) or any(getattr(self, name) for name in self.NOTIFY)
 
     @classmethod
-    def merge(cls: type[C], batches: Sequence[C]) -> C:
+    def merge(cls, batches: Sequence[Self]) -> Self:
         """One change set equivalent to applying ``batches`` in order.
 
         Args:
