@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from omoi_ray.core.changes import APPEND, UNION, ChangeRecorder, ChangeSet, latest, merge_rule
@@ -137,11 +138,11 @@ class LockChanges(ChangeSet):
 
     NOTIFY: ClassVar[tuple[str, ...]] = ("settled",)
 
-    resources: list[ResourceState] = field(default_factory=list, metadata=merge_rule(latest(lambda r: r.key)))
-    grants: list[Grant] = field(default_factory=list, metadata=merge_rule(latest(lambda g: g.id)))
+    resources: list[ResourceState] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("key"))))
+    grants: list[Grant] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     new_grants: set[str] = field(default_factory=set, metadata=merge_rule(UNION))
     #: waiting ones to store, others to drop
-    requests: list[Request] = field(default_factory=list, metadata=merge_rule(latest(lambda r: r.id)))
+    requests: list[Request] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     events: list[Event] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: no longer waiting: wake their callers
     settled: list[Request] = field(default_factory=list, metadata=merge_rule(APPEND))

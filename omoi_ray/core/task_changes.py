@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import ClassVar
 
 from omoi_ray.core.changes import APPEND, UNION, ChangeSet, latest, merge_rule
@@ -36,14 +37,14 @@ class TaskChanges(ChangeSet):
 
     NOTIFY: ClassVar[tuple[str, ...]] = ("signals", "finished", "abandoned")
 
-    created: list[Task] = field(default_factory=list, metadata=merge_rule(latest(lambda t: t.id)))
+    created: list[Task] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     dependencies: list[tuple[str, str]] = field(default_factory=list, metadata=merge_rule(APPEND))
-    updated: list[Task] = field(default_factory=list, metadata=merge_rule(latest(lambda t: t.id)))
+    updated: list[Task] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     attempts: list[Attempt] = field(
-        default_factory=list, metadata=merge_rule(latest(lambda a: (a.task_id, a.attempt)))
+        default_factory=list, metadata=merge_rule(latest(attrgetter("task_id", "attempt")))
     )
     new_attempts: set[AttemptKey] = field(default_factory=set, metadata=merge_rule(UNION))
-    agents: list[Agent] = field(default_factory=list, metadata=merge_rule(latest(lambda a: a.id)))
+    agents: list[Agent] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     events: list[Event] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: running attempts the agents must be told to stop
     signals: list[CancelSignal] = field(default_factory=list, metadata=merge_rule(APPEND))
