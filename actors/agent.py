@@ -50,9 +50,9 @@ from typing import Any
 import ray
 
 from omoi_ray.client.calls import AGENT, Step, ask_until, call_async, drive_async
+from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.storable import clean_text, storable_json
-from omoi_ray.core.task_graph import Report
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
 from omoi_ray.handler.context import BoundHandler, HandlerTable, TaskContext, TaskView
 from omoi_ray.logs import setup_actor_logging

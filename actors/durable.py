@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from omoi_ray.actors.group_commit import GroupCommit
+
 from omoi_ray.core.changes import ChangeLog, ChangeSet
 from omoi_ray.errors import OmoiError
 from omoi_ray.logs import setup_actor_logging

@@ -35,8 +35,8 @@ import time
 from typing import Any
 
 import redis
-
 from omoi_ray.actors.durable import Singleton, exit_replaced, holds_start_error
+
 from omoi_ray.errors import OwnershipLostError, WaitTimeoutError
 from omoi_ray.settings import Settings
 from omoi_ray.specs.events import START, Position

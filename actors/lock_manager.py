@@ -28,8 +28,8 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import ray
-
 from omoi_ray.actors.durable import DurableWriter, holds_start_error
+
 from omoi_ray.core.locks import Grant, LockChanges, LockTable, RequestState, show
 from omoi_ray.errors import OmoiError
 from omoi_ray.settings import Settings

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-
 from omoi_ray.actors.durable import DurableWriter, exit_replaced, holds_start_error
+
+from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
-from omoi_ray.core.task_graph import ChangeSet, Rejection, Report, TaskGraph
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import InvalidCancelError, InvalidSubmissionError, OwnershipLostError, TaskNotFoundError
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
@@ -74,7 +76,7 @@ class _Countdown:
 
 
 @holds_start_error
-class SchedulerActor(DurableWriter[ChangeSet]):
+class SchedulerActor(DurableWriter[TaskChanges]):
     WRITER = "scheduler"
 
     def __init__(self, settings: Settings) -> None:
@@ -402,7 +404,7 @@ class SchedulerActor(DurableWriter[ChangeSet]):
             "parked_agents": len(self.parked),
         }
 
-    def _on_committed(self, batch: ChangeSet) -> None:
+    def _on_committed(self, batch: TaskChanges) -> None:
         """After a commit: wake waiters on finished tasks, tell agents to stop cancelled attempts."""
         for tid in batch.finished:
             for countdown in self.task_waiters.pop(tid, ()):
@@ -423,7 +425,7 @@ class SchedulerActor(DurableWriter[ChangeSet]):
                     _fire_and_forget(locks.release_all.remote(holders=holders, reason="agent lost"))
                 )
 
-    def _unstorable(self, changes: ChangeSet, error: BaseException, round_: int) -> ChangeSet | None:
+    def _unstorable(self, changes: TaskChanges, error: BaseException, round_: int) -> TaskChanges | None:
         """The backstop, called by ``GroupCommit`` when ``changes`` could not be stored."""
         repair = repair_unstorable(self.graph, self.store, changes, error, round_)
         if repair is not None:
@@ -567,8 +569,8 @@ def _cancel_request(task_ids: Any, reason: Any) -> tuple[list[str], str]:
 
 
 def repair_unstorable(
-    graph: TaskGraph, store: Store, changes: ChangeSet, error: BaseException, round_: int
-) -> ChangeSet | None:
+    graph: TaskGraph, store: Store, changes: TaskChanges, error: BaseException, round_: int
+) -> TaskChanges | None:
     """``changes`` could not be stored (``error``): fail the tasks concerned, each with its
     reason recorded, and return what to commit in its place (``changes`` cleared of what could
     not be stored, plus those moves), or None to give up (the actor then exits).
@@ -591,7 +593,7 @@ def repair_unstorable(
         len(touched), _one_line(error), ", ".join(sorted(problems)[:10]),
     )
     graph.fail_unstorable(changes, problems, time.time())
-    return ChangeSet.merge([changes, graph.take_changes()])
+    return TaskChanges.merge([changes, graph.take_changes()])
 
 
 def _one_line(error: BaseException) -> str:

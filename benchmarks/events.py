@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 import redis  # noqa: E402
+from omoi_ray.actors.event_relay import EventRelayActor  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
-from omoi_ray.actors.event_relay import EventRelayActor  # noqa: E402
 from benchmarks._common import drop_pg_schema, fresh_pg_schema, start_ray  # noqa: E402
 from omoi_ray.core.model import Event, EventBatch  # noqa: E402
 from omoi_ray.settings import Settings  # noqa: E402

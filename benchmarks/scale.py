@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 
 from benchmarks._common import finish, runtime, start_ray  # noqa: E402
+from omoi_ray.core.claims import Report  # noqa: E402
 from omoi_ray.core.model import AttemptOutcome  # noqa: E402
-from omoi_ray.core.task_graph import Report  # noqa: E402
 
 BATCH = 32
 CALLS = 40

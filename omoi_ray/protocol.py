@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from omoi_ray.core import task_fields
+from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.model import Task
-from omoi_ray.core.task_graph import Rejection, Report
 
 
 class Assignment(NamedTuple):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
-from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.testing import FakeClock
 
 

@@ -22,12 +22,13 @@ from collections import OrderedDict
 
 import pytest
 import ray
+from omoi_ray.actors.agent import _plain_result
 
 import omoi_ray as omoi
 import omoi_ray.client.agents as agents_module
-from omoi_ray.actors.agent import _plain_result
+from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome, NewTask, RetryPolicy
-from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import (
     AgentNotFoundError,
     InvalidAgentSpecError,

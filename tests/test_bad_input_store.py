@@ -12,13 +12,15 @@ import time
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
-
-import omoi_ray as omoi
 from omoi_ray.actors.group_commit import GroupCommit
 from omoi_ray.actors.scheduler import _intake, repair_unstorable
+
+import omoi_ray as omoi
+from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome, Event
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS
-from omoi_ray.core.task_graph import ChangeSet, Report, TaskGraph
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.store.store import Store
 from omoi_ray.store.writes import is_data_error
 from tests.graph_harness import spec
@@ -96,7 +98,7 @@ class _World:
     def __init__(self, url: str) -> None:
         self.store = Store(url)
         self.graph = TaskGraph(lease_ttl=60)
-        self.committed: list[ChangeSet] = []
+        self.committed: list[TaskChanges] = []
         self.repairs: list[int] = []
         self.commit: GroupCommit | None = None
 
@@ -121,17 +123,17 @@ def _poison(kind: str, graph: TaskGraph, agent, bad: str, now: float) -> None:
     task = graph.tasks["p"]
     if kind == "time":  # a time past year 9999: the rows cannot even be built
         task.started_at = 1e15
-        graph._dirty["p"] = task
+        graph.log.updated.add(task)
     elif kind == "text":  # refused by the database driver
         task.reason = bad
-        graph._dirty["p"] = task
+        graph.log.updated.add(task)
     elif kind == "event":  # an event payload the database refuses (PostgreSQL: JSONB)
-        graph._events.append(Event("task.note", "task", "p", now, {"note": bad}, task_id="p"))
+        graph.log.events.add(Event("task.note", "task", "p", now, {"note": bad}, task_id="p"))
     elif kind == "result":  # a completion whose result slipped past the intake
         graph.apply_report(agent, Report("finished", "p", 1, AttemptOutcome.COMPLETED, {"r": bad}), now)
     elif kind == "too-long":  # PostgreSQL: a value too long for its column, which no rule here knows
         task.upstream = "u" * 200
-        graph._dirty["p"] = task
+        graph.log.updated.add(task)
 
 
 @pytest.mark.parametrize("kind", ["time", "text", "event", "result", "too-long"])
@@ -226,12 +228,12 @@ class _GaveUp(Exception):
     pass
 
 
-def _salvage_run(store: _PickyStore, repair, monkeypatch) -> list[ChangeSet]:
+def _salvage_run(store: _PickyStore, repair, monkeypatch) -> list[TaskChanges]:
     """Three change sets queued together (the middle one touches task p); raises ``_GaveUp``
     where the process would have exited."""
     import omoi_ray.actors.group_commit as gc
 
-    seen: list[ChangeSet] = []
+    seen: list[TaskChanges] = []
 
     async def main() -> None:
         gave_up = asyncio.Event()
@@ -269,7 +271,7 @@ def test_each_refused_change_set_is_repaired_and_the_others_commit_in_order(monk
     def repair(changes, error, round_):
         rounds.append(round_)
         # stands for the owner's repair: the first one is still refused, the second is not
-        return changes if round_ == 0 else ChangeSet(events=changes.events)
+        return changes if round_ == 0 else TaskChanges(events=changes.events)
 
     seen = _salvage_run(store, repair, monkeypatch)
     assert rounds == [0, 1]
@@ -320,7 +322,7 @@ def _inject(scheduler, kind: str, bad: str, poison_id: str, cancel_id: str, late
             task.started_at = 1e15
         else:
             task.reason = bad
-        graph._dirty[poison_id] = task
+        graph.log.updated.add(task)
         scheduler._after_change()
         graph.submit(parse_new_tasks([later], 10**6), now)
         scheduler._after_change()

@@ -391,8 +391,8 @@ class Proxy:
 @pytest.mark.faults
 def test_relay_status_dates_a_database_outage_and_reports_recovery(pg_schemas, redis_prefix, tmp_path):
     import sqlalchemy as sa
-
     from omoi_ray.actors.event_relay import EventRelayActor
+
     from omoi_ray.store import migrate
     from omoi_ray.store.store import Store
     from tests.test_events import write

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
 import omoi_ray as omoi
-from omoi_ray.core.task_graph import ChangeSet
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import InvalidCancelError, TaskNotFoundError
 from tests import test_task_graph_stateful as _stateful
@@ -202,7 +202,7 @@ class _CoreWithCancelAndBackstop(_stateful.SchedulerCore):
         if self.graph.tasks:
             tid = sorted(self.graph.tasks)[pick % len(self.graph.tasks)]
             task = self.graph.tasks[tid]
-            self.graph.fail_unstorable(ChangeSet(updated=[task]), {tid: "a test says so"}, self.now)
+            self.graph.fail_unstorable(TaskChanges(updated=[task]), {tid: "a test says so"}, self.now)
             self.commit()
             stored = self.store.tasks[tid]
             assert (stored.status, stored.reason) == (TaskStatus.FAILED, "could not be stored: a test says so")

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from omoi_ray.actors.event_relay import CURSOR_NAME
 
 import omoi_ray as omoi
-from omoi_ray.actors.event_relay import CURSOR_NAME
 from omoi_ray.core import events as event_types
 from omoi_ray.core import model, storable
 from omoi_ray.core.locks import LockMode

@@ -9,10 +9,10 @@ import asyncio
 import os
 
 import pytest
-
 from omoi_ray.actors.durable import BASICS, DurableWriter
 from omoi_ray.actors.lock_manager import LockManagerActor
 from omoi_ray.actors.scheduler import SchedulerActor
+
 from omoi_ray.errors import DatabaseNotMigratedError
 from tests.conftest import make_settings
 

@@ -24,9 +24,9 @@ import pytest
 import ray
 import redis
 import sqlalchemy as sa
+from omoi_ray.actors.event_relay import EventRelayActor
 from pydantic import SecretStr
 
-from omoi_ray.actors.event_relay import EventRelayActor
 from omoi_ray.client.calls import call
 from omoi_ray.client.follow import follow
 from omoi_ray.settings import Settings

@@ -9,9 +9,10 @@ import re
 import pytest
 
 import omoi_ray as omoi
+from omoi_ray.core.claims import Report
 from omoi_ray.core.events import DECLARED, EMITTED
 from omoi_ray.core.model import AttemptOutcome, NewTask, Priority, RetryPolicy
-from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.core.scheduler import TaskGraph
 from tests.conftest import ROOT
 
 _ROW = re.compile(r"\| `([a-z_.]+)` \| ([a-z_]+) \| (.+) \|")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
+from omoi_ray.actors.event_relay import EventRelayActor
 from pydantic import SecretStr
 
-from omoi_ray.actors.event_relay import EventRelayActor
 from omoi_ray.client.follow import check_types, follow
 from omoi_ray.core.events import CATALOGUE, EMITTED, matches
 from omoi_ray.core.model import Event, EventBatch

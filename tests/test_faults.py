@@ -12,8 +12,8 @@ import pytest
 import ray
 
 import omoi_ray as omoi
+from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome
-from omoi_ray.core.task_graph import Report
 from tests.handlers import gate
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults]

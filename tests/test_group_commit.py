@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from omoi_ray.actors.group_commit import GroupCommit
-from omoi_ray.core.task_graph import ChangeSet
+
+from omoi_ray.core.task_changes import TaskChanges
 from tests.graph_harness import Harness, spec
 
 
@@ -42,14 +43,14 @@ class FlakyStore:
         return mark in self.committed_marks
 
 
-def changes(*ids: str) -> ChangeSet:
+def changes(*ids: str) -> TaskChanges:
     h = Harness()
     h.submit(*[spec(i) for i in ids])
     return h.graph.take_changes()
 
 
-def run(store: FlakyStore, batches: list[ChangeSet]) -> list[ChangeSet]:
-    seen: list[ChangeSet] = []
+def run(store: FlakyStore, batches: list[TaskChanges]) -> list[TaskChanges]:
+    seen: list[TaskChanges] = []
 
     async def main() -> None:
         commit = GroupCommit(store, seen.append, writer="test", give_up_after=30)
@@ -89,6 +90,6 @@ def test_merge_keeps_the_latest_state_and_every_event():
     ag = h.agent()
     h.claim(ag)
     second = h.graph.take_changes()
-    merged = ChangeSet.merge([first, second])
+    merged = TaskChanges.merge([first, second])
     assert [e.type for e in merged.events] == [e.type for e in first.events + second.events]
     assert [t.id for t in merged.created] == ["a"] and [t.id for t in merged.updated] == ["a"]

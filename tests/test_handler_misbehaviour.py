@@ -20,8 +20,9 @@ import pytest
 import ray
 
 import omoi_ray as omoi
+from omoi_ray.core.claims import OUTCOME_RULES, Report
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, RetryPolicy
-from omoi_ray.core.task_graph import OUTCOME_RULES, Report, TaskGraph
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import AgentNotFoundError
 from omoi_ray.testing import MemoryStore
 from tests.conftest import make_settings, until

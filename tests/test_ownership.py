@@ -343,6 +343,7 @@ def test_a_replaced_scheduler_commits_nothing_and_its_restart_takes_over_at_once
     request, ray_session, backend, tmp_path
 ):
     from omoi_ray.actors.scheduler import SchedulerActor
+
     from omoi_ray.errors import RuntimeUnavailableError, TaskNotFoundError
 
     settings = _fresh_settings(request, backend, tmp_path, lease_ttl=6.0, long_poll=5.0)

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from omoi_ray.core.model import AttemptOutcome
-from omoi_ray.core.task_graph import TaskGraph
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import DatabaseNotMigratedError
 from omoi_ray.store import migrate

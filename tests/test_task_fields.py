@@ -13,6 +13,8 @@ import pytest
 
 from omoi_ray.core import task_fields
 from omoi_ray.core.model import Attempt, AttemptOutcome, NewTask, Task
+from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.task_fields import (
     ATTEMPT_FIELDS,
     FIELDS,
@@ -23,7 +25,6 @@ from omoi_ray.core.task_fields import (
     names_in,
     shape_mismatches,
 )
-from omoi_ray.core.task_graph import ChangeSet, TaskGraph
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.handler.context import TaskView
 from omoi_ray.protocol import Assignment
@@ -175,7 +176,7 @@ def test_every_declared_field_round_trips_spec_task_row_task_info(db_url):
         db.apply(created)  # the insert row
         for name, value in STATE.items():
             setattr(task, name, value)
-        db.apply(ChangeSet(updated=[task]))  # the update row
+        db.apply(TaskChanges(updated=[task]))  # the update row
         [loaded] = [t for t in db.load().tasks if t.id == "t"]
         for f in carried_by(Shape.ROW):
             path = f.name_in(Shape.TASK)
@@ -209,12 +210,12 @@ def test_every_declared_attempt_field_round_trips_attempt_row_attempt_info(db_ur
     db = Store(db_url)
     try:
         db.apply(graph.take_changes())
-        db.apply(ChangeSet(attempts=[attempt], new_attempts={("t", 3)}))  # the insert row
+        db.apply(TaskChanges(attempts=[attempt], new_attempts={("t", 3)}))  # the insert row
         [loaded] = db.load().open_attempts
         assert loaded == dataclasses.replace(attempt, locks=(("repo", "main", "exclusive"),))
         attempt.released_at = NOW + 5.0
         attempt.outcome = AttemptOutcome.TIMED_OUT
-        db.apply(ChangeSet(attempts=[attempt]))  # the update row
+        db.apply(TaskChanges(attempts=[attempt]))  # the update row
         assert db.load().open_attempts == []
         [row] = db.attempt_rows("t")
         assert row["released_at"].timestamp() == NOW + 5.0

@@ -18,8 +18,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, Priority
-from omoi_ray.core.task_graph import Report, TaskGraph
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.tasks import ACTIVE, TERMINAL, TaskStatus
 from omoi_ray.errors import InvalidSubmissionError
 from omoi_ray.testing import MemoryStore

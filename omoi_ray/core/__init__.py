@@ -7,7 +7,7 @@ Modules:
 - ``dag``: the graph rules a submission must satisfy.
 - ``ready``: the ready index, claimable in priority order by capability set.
 - ``timers``: deadlines by due time.
-- ``task_graph``: the scheduler's state and decisions (``TaskGraph``).
+- ``scheduler``: ``TaskGraph``, the front composing submission, agents, claims and the DAG.
 - ``locks``: the lock table (modes, fairness, leases, fencing tokens, deadlocks).
 - ``ownership``: who owns a database, decided as data.
 - ``events``: the catalogue of event types.

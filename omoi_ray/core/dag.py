@@ -1,6 +1,18 @@
-"""Graph rules a submission must satisfy before any of it is stored.
+"""The DAG: the rules a submission must satisfy, and the live tasks with their settlement.
+
+``validate_submission`` judges a submission before any of it is stored. ``LiveTasks`` holds the
+live (non-terminal) tasks, the dependency counters between them and the ready index; every
+status move of a task goes through its ``move``, which records the move's event and settles the
+task's dependents when it is terminal.
 
 Rules:
+- Status moves follow the table in ``core.tasks`` (``event_for``); each move records its event.
+- A task that reaches a terminal status leaves memory. If it completed, each dependent's counter
+  drops and dependents at zero become ready. If it failed for good (failed, timed out, cancelled,
+  upstream failed), every dependent, direct or not, becomes ``upstream_failed`` with a reason
+  naming the root task.
+- Settlement is iterative (a worklist, not recursion), so a failure at the head of a chain of any
+  length dooms the whole chain; ``settling_after`` holds it back until several moves are made.
 - A submission is judged as a whole: the first rule it breaks rejects all of it.
 - Ids are unique within a submission; a task may not depend on itself; every dependency names a
   task in the same submission or one that already exists; dependencies form no cycle.
@@ -13,10 +25,19 @@ Rules:
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-from omoi_ray.core.model import NewTask
+from omoi_ray.core.changes import ChangeRecorder
+from omoi_ray.core.model import Event, NewTask, Task
+from omoi_ray.core.ready import ReadyIndex
+from omoi_ray.core.task_changes import TaskChanges
+from omoi_ray.core.tasks import TERMINAL, TaskStatus, event_for
 from omoi_ray.errors import CycleError, DuplicateTaskError, UnknownDependencyError
+
+S = TaskStatus
 
 
 def validate_submission(tasks: Sequence[NewTask], exists: Callable[[str], bool]) -> None:
@@ -61,3 +82,137 @@ def _depends_on_order(cycle: list[str], order: dict[str, int]) -> list[str]:
     start = min(range(len(nodes)), key=lambda i: order[nodes[i]])
     nodes = nodes[start:] + nodes[:start]
     return nodes + [nodes[0]]
+
+
+class LiveTasks:
+    """The live tasks of the scheduler core, the edges between them, and their moves.
+
+    Attributes:
+        tasks: task id -> live task.
+        dependents: task id -> ids of live tasks that wait on it.
+        by_key: idempotency key -> id of the live task that holds it.
+        ready: the ready index (tasks in ``ready``, by capability and priority).
+        next_seq: the submission sequence number the next new task gets.
+        log: the shared change recorder every move is recorded in.
+    """
+
+    def __init__(self, log: ChangeRecorder[TaskChanges]) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.dependents: dict[str, list[str]] = {}
+        self.by_key: dict[str, str] = {}
+        self.ready = ReadyIndex()
+        self.next_seq = 1
+        self.log = log
+        self._settling: deque[Task] = deque()
+        self._draining = False
+
+    def add(self, task: Task) -> None:
+        """Hold ``task`` in memory (new or restored); its idempotency key now names it."""
+        self.tasks[task.id] = task
+        if task.idempotency_key:
+            self.by_key[task.idempotency_key] = task.id
+
+    def link(self, task: Task, dep_id: str) -> bool:
+        """Make ``task`` wait on ``dep_id`` if that task is live; return whether it is (a
+        dependency that is not live is terminal: the caller reads its stored status)."""
+        if dep_id not in self.tasks:
+            return False
+        task.waiting_on += 1
+        self.dependents.setdefault(dep_id, []).append(task.id)
+        return True
+
+    def move(self, task: Task, new: TaskStatus, now: float, **payload: Any) -> None:
+        """Move ``task`` to ``new`` (the table in ``core.tasks`` decides whether it may: raises
+        ``IllegalTransitionError`` if not) and record it with its event; ``payload`` entries that
+        are not None (``request_id`` apart) become the event's payload. A terminal move settles
+        the task's dependents and takes it out of memory."""
+        event_type = event_for(task.status, new, task.id)
+        task.status = new
+        task.updated_at = now
+        if task.id not in self.log.created:
+            self.log.updated.add(task)
+        request_id = payload.pop("request_id", None)
+        self.emit(event_type, task, now, payload=payload, request_id=request_id)
+        if new in TERMINAL:
+            task.finished_at = now
+            self._settle(task, now)
+
+    def make_ready(self, task: Task, now: float) -> None:
+        """Move ``task`` to ``ready`` and offer it in the ready index."""
+        self.move(task, S.READY, now)
+        self.ready.push(task.id, task.requires, task.priority, task.seq)
+
+    def doom(self, task: Task, root: str, reason: str, now: float) -> None:
+        """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good."""
+        task.upstream = root
+        task.reason = reason
+        self.move(task, S.UPSTREAM_FAILED, now, reason=reason, upstream=root)
+
+    def emit(
+        self, event_type: str, task: Task, now: float, payload: dict[str, Any], request_id: str | None = None
+    ) -> None:
+        """Record a task event (payload entries that are None are left out)."""
+        self.log.events.add(
+            Event(
+                type=event_type,
+                entity_type="task",
+                entity_id=task.id,
+                at=now,
+                payload={k: v for k, v in payload.items() if v is not None},
+                task_id=task.id,
+                agent_id=task.agent_id,
+                ticket_id=task.ticket_id,
+                request_id=request_id,
+            )
+        )
+
+    @contextmanager
+    def settling_after(self, now: float) -> Iterator[None]:
+        """Hold settlement back until the block ends: tasks that become terminal inside it
+        settle their dependents only then (so a dependent of two of them is doomed once)."""
+        outer = self._draining
+        self._draining = True
+        try:
+            yield
+        finally:
+            self._draining = outer
+        if not outer:
+            self._settle_queued(now)
+
+    def _settle(self, task: Task, now: float) -> None:
+        self._settling.append(task)
+        if self._draining:
+            return  # an outer call is draining the worklist
+        self._settle_queued(now)
+
+    def _settle_queued(self, now: float) -> None:
+        self._draining = True
+        try:
+            while self._settling:
+                self._leave_memory(self._settling.popleft(), now)
+        finally:
+            self._draining = False
+
+    def _leave_memory(self, task: Task, now: float) -> None:
+        del self.tasks[task.id]
+        self.ready.discard(task.id)
+        if task.idempotency_key:
+            self.by_key.pop(task.idempotency_key, None)
+        self.log.finished.add(task.id)
+        dependents = self.dependents.pop(task.id, ())
+        if task.status is S.COMPLETED:
+            for dep_id in dependents:
+                dep = self.tasks.get(dep_id)
+                if dep is not None and dep.status is S.PENDING:
+                    dep.waiting_on -= 1
+                    if dep.waiting_on == 0:
+                        self.make_ready(dep, now)
+            return
+        if task.status is S.UPSTREAM_FAILED and task.upstream:
+            root, reason = task.upstream, task.reason or ""
+        else:
+            root, reason = task.id, f"upstream task '{task.id}' {task.status.value}"
+        for dep_id in dependents:
+            dep = self.tasks.get(dep_id)
+            if dep is not None and dep.status is S.PENDING:
+                self.doom(dep, root, reason, now)

@@ -1,7 +1,8 @@
 """Locks on named resources: who holds what, who waits in which order, and every decision.
 
 ``LockTable`` is the lock manager's state, without I/O: it takes the caller's clock reading and
-returns decisions, and logs every change for its owner to persist (``take_changes``).
+returns decisions, and logs every change for its owner to persist (``take_changes``): a
+``LockChanges``, recorded with the shared ``core.changes.ChangeRecorder``.
 
 Rules of this file:
 - A lock is on a resource ``(type, id)`` in a mode; ``COMPATIBLE`` is the only place that says
@@ -31,8 +32,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from operator import attrgetter
+from typing import Any, ClassVar
 
+from omoi_ray.core.changes import APPEND, UNION, ChangeRecorder, ChangeSet, latest, merge_rule
 from omoi_ray.core.model import Event
 from omoi_ray.core.timers import Timers
 from omoi_ray.errors import (
@@ -150,40 +153,24 @@ class ResourceState:
 
 
 @dataclass(slots=True)
-class LockChanges:
-    """What changed since the last ``take_changes`` (live objects; the owner snapshots them)."""
+class LockChanges(ChangeSet):
+    """What changed since the last ``take_changes`` (live objects; the owner snapshots them).
 
-    resources: list[ResourceState] = field(default_factory=list)
-    grants: list[Grant] = field(default_factory=list)
-    new_grants: set[str] = field(default_factory=set)
-    requests: list[Request] = field(default_factory=list)  # waiting ones to store, others to drop
-    events: list[Event] = field(default_factory=list)
-    settled: list[Request] = field(default_factory=list)  # no longer waiting: wake their callers
+    Resources, grants and requests keep their latest state per key; events and settled requests
+    are appended in order; ``new_grants`` (which grants are inserts) is a set; ``settled`` only
+    names callers to wake once the rest is written (``NOTIFY``).
+    """
 
-    def __bool__(self) -> bool:
-        return bool(self.resources or self.grants or self.requests or self.events)
+    NOTIFY: ClassVar[tuple[str, ...]] = ("settled",)
 
-    def worth_flushing(self) -> bool:
-        return bool(self) or bool(self.settled)
-
-    @staticmethod
-    def merge(batches: list[LockChanges]) -> LockChanges:
-        """One change set equivalent to applying ``batches`` in order (latest state wins)."""
-        if len(batches) == 1:
-            return batches[0]
-        out = LockChanges()
-        resources: dict[Resource, ResourceState] = {}
-        grants: dict[str, Grant] = {}
-        requests: dict[str, Request] = {}
-        for b in batches:
-            out.events.extend(b.events)
-            out.settled.extend(b.settled)
-            out.new_grants |= b.new_grants
-            resources.update((r.key, r) for r in b.resources)
-            grants.update((g.id, g) for g in b.grants)
-            requests.update((r.id, r) for r in b.requests)
-        out.resources, out.grants, out.requests = list(resources.values()), list(grants.values()), list(requests.values())
-        return out
+    resources: list[ResourceState] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("key"))))
+    grants: list[Grant] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    new_grants: set[str] = field(default_factory=set, metadata=merge_rule(UNION))
+    #: waiting ones to store, others to drop
+    requests: list[Request] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    events: list[Event] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: no longer waiting: wake their callers
+    settled: list[Request] = field(default_factory=list, metadata=merge_rule(APPEND))
 
 
 class LockTable:
@@ -208,12 +195,7 @@ class LockTable:
         self.ended: dict[str, Grant] = {}  # recently ended grants, to say how a grant ended
         self._ended_order: deque[str] = deque()
         self.remember = 10_000
-        self._changed_resources: dict[Resource, ResourceState] = {}
-        self._changed_grants: dict[str, Grant] = {}
-        self._new_grants: set[str] = set()
-        self._changed_requests: dict[str, Request] = {}
-        self._events: list[Event] = []
-        self._settled: list[Request] = []
+        self.log: ChangeRecorder[LockChanges] = ChangeRecorder(LockChanges)
 
     # ------------------------------------------------------------------ restoring
 
@@ -244,7 +226,7 @@ class LockTable:
                 self.timers.add(request.deadline, "wait", request.id)
             last_seq = max(last_seq, request.seq)
         self._seq = itertools.count(last_seq + 1)
-        self._changed_resources.clear()
+        self.log.resources.clear()
         self.advance(now)
         self._regrant(list(self.resources), now)
 
@@ -360,7 +342,7 @@ class LockTable:
             for key, _ in request.items:
                 self._resource(key).queue.append(request.id)
             self.waiting_by_holder.setdefault(request.holder, set()).add(request.id)
-            self._changed_requests[request.id] = request
+            self.log.requests.add(request)
             if request.deadline is not None:
                 self.timers.add(request.deadline, "wait", request.id)
             self._event("lock.waiting", request, now, resources=[show(k) for k, _ in new_items])
@@ -407,7 +389,7 @@ class LockTable:
         grants = [self._held_by(holder, gid) for gid in grant_ids]
         for grant in grants:
             grant.expires_at = now + grant.ttl
-            self._changed_grants[grant.id] = grant
+            self.log.grants.add(grant)
             self.timers.add(grant.expires_at, "lease", grant.id)
         return grants
 
@@ -505,26 +487,12 @@ class LockTable:
     # ------------------------------------------------------------------ change log
 
     def take_changes(self) -> LockChanges:
-        """Return every change since the last call and start a new log.
+        """Drain the change log: everything changed since the last call.
 
         Returns:
             a ``LockChanges`` of live objects (the owner snapshots them before persisting).
         """
-        changes = LockChanges(
-            resources=list(self._changed_resources.values()),
-            grants=list(self._changed_grants.values()),
-            new_grants=self._new_grants,
-            requests=list(self._changed_requests.values()),
-            events=self._events,
-            settled=self._settled,
-        )
-        self._changed_resources = {}
-        self._changed_grants = {}
-        self._new_grants = set()
-        self._changed_requests = {}
-        self._events = []
-        self._settled = []
-        return changes
+        return self.log.take()
 
     # ------------------------------------------------------------------ internals
 
@@ -600,11 +568,11 @@ class LockTable:
             agent_id=request.agent_id,
         )
         self._hold(grant)
-        self._new_grants.add(grant.id)
-        self._changed_grants[grant.id] = grant
-        self._changed_resources[key] = state
+        self.log.new_grants.add(grant.id)
+        self.log.grants.add(grant)
+        self.log.resources.add(state)
         self.timers.add(grant.expires_at, "lease", grant.id)
-        self._events.append(
+        self.log.events.add(
             Event(
                 type="lock.granted",
                 entity_type="lock",
@@ -638,8 +606,8 @@ class LockTable:
             del held[grant.resource]
             if not held:
                 del self.by_holder[grant.holder]
-        self._changed_grants[grant.id] = grant
-        self._events.append(
+        self.log.grants.add(grant)
+        self.log.events.add(
             Event(
                 type="lock.expired" if reason == "expired" else "lock.released",
                 entity_type="lock",
@@ -689,11 +657,11 @@ class LockTable:
             if not waiting:
                 del self.waiting_by_holder[request.holder]
         request.state = state
-        if queued or request.id in self._changed_requests:
+        if queued or request.id in self.log.requests:
             # only a request that waited has a stored row to remove; one granted (or refused)
             # at once was never stored
-            self._changed_requests[request.id] = request
-        self._settled.append(request)
+            self.log.requests.add(request)
+        self.log.settled.add(request)
         self._recent.append(request.id)
         while len(self._recent) > self.remember:
             old = self.requests.get(self._recent.popleft())
@@ -769,7 +737,7 @@ class LockTable:
         return out
 
     def _event(self, event_type: str, request: Request, now: float, **payload: Any) -> None:
-        self._events.append(
+        self.log.events.add(
             Event(
                 type=event_type,
                 entity_type="lock_request",

@@ -15,7 +15,7 @@ from collections.abc import Hashable
 
 
 class Timers:
-    """A min-heap of ``(due time, kind, key)`` entries; due times are seconds on the caller's clock."""
+    """Entries ``(at, kind, key)`` by due time; the owner dispatches each due entry by ``kind``."""
 
     def __init__(self) -> None:
         """No entries."""

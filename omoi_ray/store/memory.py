@@ -10,7 +10,8 @@ import copy
 from collections.abc import Iterable
 
 from omoi_ray.core.model import Agent, AgentStatus, Attempt, Event, Task
-from omoi_ray.core.task_graph import ChangeSet, StoredTask
+from omoi_ray.core.submission import StoredTask
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import TERMINAL
 from omoi_ray.store.store import Snapshot
 
@@ -24,7 +25,7 @@ class MemoryStore:
         self.events: dict[str, Event] = {}
         self.commits = 0
 
-    def apply(self, changes: ChangeSet) -> None:
+    def apply(self, changes: TaskChanges) -> None:
         for task in changes.created:
             self.tasks.setdefault(task.id, copy.copy(task))
         self.dependencies.update(changes.dependencies)

@@ -3,7 +3,7 @@
 Together with ``writes`` (the write path) this package is the only place that speaks SQL.
 
 Rules:
-- ``apply`` writes one ``ChangeSet`` in one transaction, with a commit mark that tells a retry
+- ``apply`` writes one ``TaskChanges`` in one transaction, with a commit mark that tells a retry
   whether a commit of unknown outcome went through (``committed``).
 - Bulk statements only: never a statement per row.
 - The caller owns threading: a ``Store`` is used from one thread at a time.
@@ -34,7 +34,8 @@ from omoi_ray.core.model import (
     Task,
 )
 from omoi_ray.core.ownership import Claim, OwnerId
-from omoi_ray.core.task_graph import ChangeSet, StoredTask
+from omoi_ray.core.submission import StoredTask
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.settings import mask_url
 from omoi_ray.specs.events import EventRecord
@@ -113,11 +114,11 @@ class Store:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, changes: ChangeSet | LockChanges | EventBatch, mark: Mark | None = None) -> None:
+    def apply(self, changes: TaskChanges | LockChanges | EventBatch, mark: Mark | None = None) -> None:
         """Write a change set in one transaction (see ``writes.BatchWriter.apply``)."""
         self.writer.apply(changes, mark)
 
-    def prepare(self, changes: ChangeSet | LockChanges | EventBatch) -> Rows:
+    def prepare(self, changes: TaskChanges | LockChanges | EventBatch) -> Rows:
         return self.writer.prepare(changes)
 
     def write(self, prepared: Rows, mark: Mark | None = None) -> None:

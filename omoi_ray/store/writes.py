@@ -39,8 +39,8 @@ from omoi_ray.core import task_fields
 from omoi_ray.core.locks import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.storable import check_json, unstorable_char
+from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.task_fields import Shape
-from omoi_ray.core.task_graph import ChangeSet
 from omoi_ray.store import schema as t
 from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_fence_check
 
@@ -131,11 +131,11 @@ class BatchWriter:
         self.fence: Fence | None = None
         self._fence_sql = fence_statement(self._compile_dialect)
         #: one writer per kind of change set, registered once: nothing dispatches on a batch's type
-        self.tasks: ChangeWriter[ChangeSet] = ChangeWriter(self, self._task_rows)
+        self.tasks: ChangeWriter[TaskChanges] = ChangeWriter(self, self._task_rows)
         self.locks: ChangeWriter[LockChanges] = ChangeWriter(self, self._lock_rows)
         self.events: ChangeWriter[EventBatch] = ChangeWriter(self, self._event_rows)
         self._writers: dict[type[Any], ChangeWriter[Any]] = {
-            ChangeSet: self.tasks, LockChanges: self.locks, EventBatch: self.events,
+            TaskChanges: self.tasks, LockChanges: self.locks, EventBatch: self.events,
         }
 
     # ------------------------------------------------------------------ statements
@@ -216,7 +216,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ writing
 
-    def apply(self, changes: ChangeSet | LockChanges | EventBatch, mark: Mark | None = None) -> None:
+    def apply(self, changes: TaskChanges | LockChanges | EventBatch, mark: Mark | None = None) -> None:
         """Write a change set (and its mark) in one transaction, a chunk of rows at a time, with
         the writer registered for its type (``writer_for``).
 
@@ -224,7 +224,7 @@ class BatchWriter:
         """
         self.writer_for(type(changes)).apply(changes, mark)
 
-    def prepare(self, changes: ChangeSet | LockChanges | EventBatch) -> Rows:
+    def prepare(self, changes: TaskChanges | LockChanges | EventBatch) -> Rows:
         """Every row of a change set as plain values: a snapshot, safe to hand to another thread."""
         return self.writer_for(type(changes)).prepare(changes)
 
@@ -233,7 +233,7 @@ class BatchWriter:
         self._transaction([(name, rows, False) for name, rows in prepared], mark)
 
     def writer_for(self, kind: type[Any]) -> ChangeWriter[Any]:
-        """The writer of one kind of change set (``ChangeSet``, ``LockChanges``, ``EventBatch``).
+        """The writer of one kind of change set (``TaskChanges``, ``LockChanges``, ``EventBatch``).
 
         Raises:
             TypeError: ``kind`` is not a change-set type this store writes.
@@ -294,7 +294,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ the backstop
 
-    def unstorable(self, changes: ChangeSet) -> dict[str, str]:
+    def unstorable(self, changes: TaskChanges) -> dict[str, str]:
         """The tasks of ``changes`` whose rows (task, attempts, events) a store would refuse,
         as ``{task id: why}`` (the first problem found), judged without the database: by the
         rules of ``omoi_ray.core.storable`` and by building the rows as ``apply`` would."""
@@ -346,7 +346,7 @@ class BatchWriter:
 
         return self._time(time.time()), out, add
 
-    def _task_rows(self, changes: ChangeSet) -> RowBuilders:
+    def _task_rows(self, changes: TaskChanges) -> RowBuilders:
         """The scheduler's change set, statement by statement in dependency order."""
         now, out, add = self._begin_rows()
         tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})

@@ -1,0 +1,330 @@
+"""The scheduler core: the small front that composes the parts of the scheduler's state.
+
+``TaskGraph`` is what the scheduler actor drives. It holds no rule of its own beyond wiring and
+the two decisions that span every part (restoring from storage, failing what storage refused);
+each rule lives in its part:
+
+- ``core.dag.LiveTasks``: the live tasks, their moves, the ready index and DAG settlement;
+- ``core.submission``: submission and idempotency;
+- ``core.agents.AgentRegistry``: agents, incarnations, leases, capacity;
+- ``core.claims.Claims``: claiming, attempt fencing, reports and heartbeats, ``OUTCOME_RULES``;
+- ``core.timers.Timers``: deadlines (``advance`` dispatches each due timer to its part);
+- ``core.task_changes.TaskChanges``: the change set every part records into.
+
+Its methods take the caller's clock reading and return decisions; every change they make is also
+recorded in a change log that the owner drains (``take_changes``), persists in one transaction,
+and only then acts on. Nothing here reads a clock, touches a database, or talks to Ray.
+
+Rules:
+- Every part records into one ``ChangeRecorder[TaskChanges]``; ``take_changes`` drains it once
+  for all of them.
+- A change the owner could not store fails the tasks it concerns (``fail_unstorable``): from any
+  live status to ``failed``, reason ``could not be stored: ...``, with what a store may refuse
+  cleared from them; dependents become ``upstream_failed`` as for any failure.
+- Cancelling several tasks is one decision: every named task is cancelled before any of them
+  settles its dependents.
+- A task's ``reason`` says why it is in its current status where its error does not: why it was
+  requeued (while ``ready``), why it ended (gave up, cancelled, failed upstream, not storable).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from omoi_ray.core.agents import AgentRegistry
+from omoi_ray.core.changes import ChangeRecorder
+from omoi_ray.core.claims import Claims
+from omoi_ray.core.dag import LiveTasks
+from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task
+from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
+from omoi_ray.core.submission import StoredTask, submit
+from omoi_ray.core.task_changes import AttemptKey, TaskChanges
+from omoi_ray.core.tasks import ACTIVE, FAILED_EVENT, FAILED_FOR_GOOD, TERMINAL, TaskStatus
+from omoi_ray.core.timers import Timers
+
+S = TaskStatus
+
+#: the reason (and error) of a task failed because a change of it could not be stored
+UNSTORABLE_REASON = "could not be stored: {}"
+
+
+class TaskGraph:
+    """The scheduler's state and every decision it makes, without I/O.
+
+    Args:
+        lease_ttl: seconds an agent's lease lasts from its last call.
+        rng: the randomness of retry backoff jitter (seeded in tests).
+
+    Attributes:
+        tasks, dependents, by_key, ready: the live tasks' (``LiveTasks``).
+        agents: agent id -> agent (``AgentRegistry``).
+        open_attempts, lock_usage: the claims' (``Claims``).
+        timers: every deadline of every part.
+    """
+
+    def __init__(self, *, lease_ttl: float = 30.0, rng: random.Random | None = None) -> None:
+        self.lease_ttl = lease_ttl
+        self.rng = rng or random.Random()
+        self.log: ChangeRecorder[TaskChanges] = ChangeRecorder(TaskChanges)
+        self.timers = Timers()
+        self.live = LiveTasks(self.log)
+        self.claims = Claims(self.live, self.timers, self.rng, lease_ttl)
+        self.registry = AgentRegistry(self.log, self.timers, self.claims, lease_ttl)
+        # what each part owns, under the names the scheduler actor and the tests read
+        self.tasks = self.live.tasks
+        self.dependents = self.live.dependents
+        self.by_key = self.live.by_key
+        self.ready = self.live.ready
+        self.agents = self.registry.agents
+        self.open_attempts = self.claims.open_attempts
+        self.lock_usage = self.claims.lock_usage
+        #: timer kind -> the part's handler of a due timer
+        self._due: dict[str, Callable[[Any, float], None]] = {
+            "retry": self.claims.retry_due,
+            "timeout": self.claims.timeout_due,
+            "lease": self.registry.lease_due,
+        }
+        # the parts' decisions, offered as they are
+        self.claim = self.claims.claim
+        self.claimed_by_request = self.claims.claimed_by_request
+        self.apply_report = self.claims.apply_report
+        self.register_agent = self.registry.register
+        self.live_agent = self.registry.live
+        self.renew = self.registry.renew
+        self.agent_lost = self.registry.lost
+        self.agent_stopped = self.registry.stopped
+        self.agent_replaced = self.registry.replaced
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next new task gets."""
+        return self.live.next_seq
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None:
+        self.live.next_seq = value
+
+    # ---------------------------------------------------------------- restoring from storage
+
+    def restore(
+        self,
+        tasks: Iterable[Task],
+        dependencies: Iterable[tuple[str, str, TaskStatus]],
+        agents: Iterable[Agent],
+        open_attempts: Iterable[Attempt],
+        next_seq: int,
+        now: float,
+    ) -> None:
+        """Rebuild memory from stored rows.
+
+        Args:
+            tasks: the live tasks.
+            dependencies: ``(task, dependency, dependency status)`` for every edge of a live task.
+            agents: those stored as alive; each gets a fresh lease from ``now``.
+            open_attempts: attempts whose handlers were never reported ended, each with its
+                task's declared locks.
+            next_seq: the ``seq`` the next new task gets (at least).
+            now: the caller's clock reading (seconds).
+
+        Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
+        task whose dependencies are all done) is settled here, in the change log.
+        """
+        live = self.live
+        for task in tasks:
+            task.waiting_on = 0
+            live.add(task)
+        doomed: list[tuple[Task, str, TaskStatus]] = []
+        for task_id, dep_id, dep_status in dependencies:
+            task = live.tasks.get(task_id)
+            if task is None:
+                continue
+            task.depends_on = (*task.depends_on, dep_id)
+            if not live.link(task, dep_id) and dep_status in FAILED_FOR_GOOD:
+                doomed.append((task, dep_id, dep_status))
+        self.registry.restore(agents, now)
+        for attempt in open_attempts:
+            agent = self.registry.live(attempt.agent_id, attempt.agent_incarnation)
+            self.claims.restore_attempt(attempt, agent, now)
+        live.next_seq = max(live.next_seq, next_seq)
+        for task in list(live.tasks.values()):
+            if task.status is S.READY:
+                live.ready.push(task.id, task.requires, task.priority, task.seq)
+            else:
+                self.claims.rearm(task)
+        for task, dep_id, dep_status in doomed:
+            if task.status is S.PENDING:
+                live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
+        for task in list(live.tasks.values()):
+            if task.status is S.PENDING and task.waiting_on == 0:
+                live.make_ready(task, now)
+            elif task.status in ACTIVE and self.registry.live(task.agent_id or "", task.agent_incarnation or "") is None:
+                self.claims.lose_attempt(task, now, "its agent was gone when the scheduler restarted")
+
+    # ---------------------------------------------------------------- submission
+
+    def submit(
+        self,
+        new: Sequence[NewTask],
+        now: float,
+        stored: Mapping[str, StoredTask] | None = None,
+        stored_keys: Mapping[str, StoredTask] | None = None,
+        request_id: str | None = None,
+    ) -> list[str]:
+        """Create the tasks of one submission atomically and return their ids in order (see
+        ``core.submission.submit``, which raises ``InvalidSubmissionError`` and changes nothing
+        for conflicts and graph-rule breaches)."""
+        return submit(self.live, new, now, stored, stored_keys, request_id)
+
+    # ---------------------------------------------------------------- agents' calls
+
+    def heartbeat(self, agent: Agent, held: Iterable[AttemptKey], now: float) -> list[AttemptKey]:
+        """Renew the agent's lease; return the held attempts that are stale (to be stopped)
+        (see ``Claims.heartbeat``)."""
+        self.registry.renew(agent, now)
+        return self.claims.heartbeat(agent, held, now)
+
+    # ---------------------------------------------------------------- cancellation
+
+    def cancel(self, task_id: str, now: float, reason: str = "cancelled by request") -> TaskStatus | None:
+        """Cancel a live task. Returns the new status, or None if the task is not in memory
+        (the caller decides whether it is terminal or unknown)."""
+        return self.cancel_many([task_id], now, reason).get(task_id)
+
+    def cancel_many(
+        self, task_ids: Iterable[str], now: float, reason: str = "cancelled by request"
+    ) -> dict[str, TaskStatus]:
+        """Cancel every named live task as one decision; return ``{id: CANCELLED}`` for those in
+        memory (ids not in memory are left to the caller: terminal or unknown).
+
+        Order does not matter: every named task is cancelled with ``reason`` before any of them
+        settles its dependents, so only dependents the caller did not name become
+        ``upstream_failed``. Repeated ids count once.
+        """
+        live = self.live
+        named = [live.tasks[tid] for tid in dict.fromkeys(task_ids) if tid in live.tasks]
+        with live.settling_after(now):
+            # In submission order, whatever the argument order: a dependent of two named tasks
+            # then always names the same one as its upstream.
+            for task in sorted(named, key=lambda t: t.seq):
+                if task.status in ACTIVE:
+                    self.claims.end_attempt(task, AttemptOutcome.CANCELLED, reason, now)
+                    self.claims.signal(task, reason)
+                live.ready.discard(task.id)
+                task.reason = reason
+                live.move(task, S.CANCELLED, now, reason=reason)
+        return {task.id: S.CANCELLED for task in named}
+
+    # ---------------------------------------------------------------- the storage backstop
+
+    def fail_unstorable(self, changes: TaskChanges, problems: Mapping[str, str], now: float) -> None:
+        """The owner could not store ``changes``: fail each task of ``problems`` (``{task id:
+        why}``), wherever it stands, with the reason ``could not be stored: <why>``, and clear
+        from ``changes`` what those tasks carried that a store may refuse.
+
+        Cleared: each task's result, error, upstream, deadline and backoff time, and any time of it
+        past what a store holds; a payload or idempotency key that is not storable (tasks created
+        in ``changes``); its attempts' error texts (cleaned) and times past what a store holds;
+        its events' payload entries that are not storable JSON. An attempt under way
+        ends ``failed`` and its agent is told to stop. A task that already left memory (its
+        final status is what could not be stored) is recorded ``failed`` instead. The moves are
+        in the change log as usual: the owner commits them together with ``changes``.
+        """
+        live = self.live
+        known = {t.id: t for t in changes.created} | {t.id: t for t in changes.updated}
+        created = {t.id for t in changes.created}
+        for task_id, why in problems.items():
+            task = live.tasks.get(task_id) or known.get(task_id)
+            if task is None:
+                continue
+            reason = clean_text(UNSTORABLE_REASON.format(why), max_chars=MAX_ERROR_CHARS)
+            task.result, task.deadline, task.not_before, task.upstream = None, None, None, None
+            task.error = task.reason = reason
+            task.started_at = task.started_at if _storable_time(task.started_at) else None
+            task.created_at = task.created_at if _storable_time(task.created_at) else now
+            if task_id in created:
+                if not _storable_json(task.payload):
+                    task.payload = None
+                if task.idempotency_key and unstorable_char(task.idempotency_key):
+                    live.by_key.pop(task.idempotency_key, None)
+                    task.idempotency_key = None
+            if task.status in ACTIVE:
+                self.claims.end_attempt(task, AttemptOutcome.FAILED, reason, now)
+                self.claims.signal(task, reason)
+            if task.status not in TERMINAL:
+                live.ready.discard(task.id)
+                live.move(task, S.FAILED, now, attempt=task.attempt, error=reason, reason=reason)
+            else:  # its final status is what could not be stored: record it failed instead
+                task.status = S.FAILED
+                task.updated_at = task.finished_at = now
+                self.log.updated.add(task)
+                live.emit(FAILED_EVENT, task, now, payload={"attempt": task.attempt, "error": reason, "reason": reason})
+        for attempt in changes.attempts:
+            if attempt.task_id in problems:
+                if attempt.error is not None:
+                    attempt.error = clean_text(attempt.error, max_chars=MAX_ERROR_CHARS)
+                attempt.claimed_at = attempt.claimed_at if _storable_time(attempt.claimed_at) else now
+                for name in ("started_at", "finished_at", "released_at"):
+                    if not _storable_time(getattr(attempt, name)):
+                        setattr(attempt, name, now)
+        for event in changes.events:
+            if event.task_id in problems:
+                event.at = event.at if _storable_time(event.at) else now
+                event.payload = {
+                    k: v for k, v in event.payload.items() if unstorable_char(k) is None and _storable_json(v)
+                }
+
+    # ---------------------------------------------------------------- time
+
+    def next_due(self) -> float | None:
+        """When the earliest timer is due (seconds since the epoch), or None if there is none."""
+        return self.timers.next_due()
+
+    def advance(self, now: float) -> None:
+        """Fire every timer that is due: backoffs end, attempts time out, leases run out."""
+        for kind, key in self.timers.pop_due(now):
+            self._due[kind](key, now)
+
+    # ---------------------------------------------------------------- queries
+
+    def unclaimable(self) -> dict[frozenset[str], int]:
+        """Ready tasks no alive agent is able to run: required capabilities -> count."""
+        return self.ready.unclaimable(self.registry.alive_capabilities())
+
+    # ---------------------------------------------------------------- change log
+
+    def take_changes(self) -> TaskChanges:
+        """Drain the change log.
+
+        Tasks and attempts are the live objects (agents are copied: they are small and their
+        slots churn). Whoever persists a change set must turn it into rows before the graph is
+        changed again (``Store.prepare``), or copy it.
+        """
+        changes = self.log.take()
+        if changes.created:
+            created = {t.id for t in changes.created}
+            changes.updated = [t for t in changes.updated if t.id not in created]
+        changes.agents = [_agent_snapshot(a) for a in changes.agents]
+        return changes
+
+
+def _storable_time(value: float | None) -> bool:
+    return value is None or 0.0 <= value <= MAX_TIMESTAMP_S
+
+
+def _storable_json(value: Any) -> bool:
+    try:
+        check_json(value, "value")
+    except ValueError:
+        return False
+    return True
+
+
+def _agent_snapshot(agent: Agent) -> Agent:
+    snap = copy.copy(agent)
+    snap.busy = {}
+    snap.zombies = set()
+    snap.info = dict(agent.info)
+    return snap

@@ -1,0 +1,54 @@
+"""The scheduler's change set: what the task graph changed since its owner last drained it.
+
+Every part of the scheduler core (the live tasks and their DAG, submission, the agent registry,
+claims) records into one shared ``ChangeRecorder[TaskChanges]``; the owner drains it
+(``TaskGraph.take_changes``), stores it in one transaction, and only then acts on it.
+
+Rules:
+- Tasks, attempts and agents keep their latest state per key (task id, ``(task id, attempt)``,
+  agent id); dependencies, events, signals, finished ids and abandoned attempts are appended in
+  the order they happened; ``new_attempts`` (which attempts are inserts) is a set.
+- ``bool(changes)`` means there are rows to write; ``signals``, ``finished`` and ``abandoned``
+  only name someone to tell once the rows are written (``NOTIFY``).
+- A task created in a change set is not also listed as updated in it (``created`` carries its
+  latest state: the objects are live).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import ClassVar
+
+from omoi_ray.core.changes import APPEND, UNION, ChangeSet, latest, merge_rule
+from omoi_ray.core.model import Agent, Attempt, CancelSignal, Event, Task
+
+#: an attempt's key: ``(task id, attempt number)``
+AttemptKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class TaskChanges(ChangeSet):
+    """Everything the scheduler core changed since the last ``take_changes``.
+
+    Tasks and attempts are the live objects (agents are snapshots): whoever persists a change set
+    must turn it into rows before the core changes again, or copy it.
+    """
+
+    NOTIFY: ClassVar[tuple[str, ...]] = ("signals", "finished", "abandoned")
+
+    created: list[Task] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    dependencies: list[tuple[str, str]] = field(default_factory=list, metadata=merge_rule(APPEND))
+    updated: list[Task] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    attempts: list[Attempt] = field(
+        default_factory=list, metadata=merge_rule(latest(attrgetter("task_id", "attempt")))
+    )
+    new_attempts: set[AttemptKey] = field(default_factory=set, metadata=merge_rule(UNION))
+    agents: list[Agent] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    events: list[Event] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: running attempts the agents must be told to stop
+    signals: list[CancelSignal] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: ids of tasks that reached a final status and left memory
+    finished: list[str] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: attempts whose agent is gone while they ran: whatever they held must be let go
+    abandoned: list[AttemptKey] = field(default_factory=list, metadata=merge_rule(APPEND))
