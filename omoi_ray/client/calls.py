@@ -292,25 +292,45 @@ async def call_async(
     return await _await(Step(ref_factory, policy, what, timeout, refresh, check, if_repeated))
 
 
+class _Retry:
+    """What one step's failed tries mean under its policy (shared by ``_get`` and ``_await``)."""
+
+    __slots__ = ("step", "tries")
+
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        self.tries: _Tries | None = None
+
+    def failed(self, exc: Exception) -> tuple[bool, Any]:
+        """``(True, answer)`` when a repeated call's error is its answer (``if_repeated``), else
+        ``(False, seconds to wait)``; raises the final error when the step may not be retried."""
+        step = self.step
+        if not step.retry:
+            raise exc
+        if self.tries is None:
+            self.tries = _Tries(step.policy or _driver, step.what, step.refresh, step.check)
+        elif step.if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
+            return True, step.if_repeated(unwrap(exc))  # made again: "already done" may be its answer
+        return False, self.tries.after(exc)
+
+    def answered(self, value: Any) -> Any:
+        """The step's answer, once a try succeeded."""
+        if self.tries is not None:
+            self.tries.recovered()
+        return value
+
+
 def _get(step: Step) -> Any:
     """One step, blocking: ``ray.get`` under its policy."""
-    if not step.retry:
-        return ray.get(step.make(), timeout=step.timeout)
-    tries: _Tries | None = None
+    retry = _Retry(step)
     while True:
         try:
-            value = ray.get(step.make(), timeout=step.timeout)
+            return retry.answered(ray.get(step.make(), timeout=step.timeout))
         except Exception as exc:  # noqa: BLE001 - sorted by the policy
-            if tries is None:
-                tries = _Tries(step.policy or _driver, step.what, step.refresh, step.check)
-            elif step.if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
-                return step.if_repeated(unwrap(exc))  # made again: "already done" may be its answer
-            delay = tries.after(exc)
-        else:
-            if tries is not None:
-                tries.recovered()
-            return value
-        time.sleep(delay)
+            done, outcome = retry.failed(exc)
+        if done:
+            return outcome
+        time.sleep(outcome)
 
 
 async def _await_once(step: Step) -> Any:
@@ -328,23 +348,15 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 async def _await(step: Step) -> Any:
     """One step, awaiting the same ref under the same policy as ``_get``."""
-    if not step.retry:
-        return await _await_once(step)
-    tries: _Tries | None = None
+    retry = _Retry(step)
     while True:
         try:
-            value = await _await_once(step)
+            return retry.answered(await _await_once(step))
         except Exception as exc:  # noqa: BLE001 - sorted by the policy
-            if tries is None:
-                tries = _Tries(step.policy or _driver, step.what, step.refresh, step.check)
-            elif step.if_repeated is not None and isinstance(exc, ray.exceptions.RayTaskError):
-                return step.if_repeated(unwrap(exc))  # made again: "already done" may be its answer
-            delay = tries.after(exc)
-        else:
-            if tries is not None:
-                tries.recovered()
-            return value
-        await asyncio.sleep(delay)
+            done, outcome = retry.failed(exc)
+        if done:
+            return outcome
+        await asyncio.sleep(outcome)
 
 
 def drive(steps: Steps[T] | T) -> T:
