@@ -96,8 +96,9 @@ class AgentActor:
     that registers with the scheduler, claims tasks matching its capabilities and runs their
     handlers, at most ``capacity`` at once (see the module rules).
 
-    Its public methods are Ray calls: ``ready``, ``info``, ``pid`` and ``stop`` come from the
-    driver (``AgentRef``); ``watch`` and ``cancel_attempts`` from the scheduler.
+    Its public methods are Ray calls: ``ready`` comes from the driver that starts the agent
+    (``omoi_ray.client.agents``); ``info``, ``pid`` and ``stop`` from the driver's ``AgentRef``;
+    ``watch`` and ``cancel_attempts`` from the scheduler.
 
     Args:
         spec: the agent's name, capabilities, capacity and handlers (``AgentSpec``).

@@ -82,8 +82,8 @@ class SchedulerActor(DurableWriter[TaskChanges]):
 
     Its public methods are Ray calls, each replying once its changes are committed. The driver
     API (``submit``, ``get``, ``attempts``, ``wait``, ``cancel``, ``status``, ``events``,
-    ``shutdown``) is called by ``Runtime`` and ``rt.tasks``; the agent API (``register``,
-    ``deregister``, ``replace_agent``, ``exchange``) by agents.
+    ``shutdown``) is called by the driver (``Runtime``, ``rt.tasks``, ``rt.events``); the agent
+    API (``register``, ``deregister``, ``replace_agent``, ``exchange``) by agents.
 
     Args:
         settings: the runtime's settings (database, namespace, leases, limits, long poll).
