@@ -92,6 +92,19 @@ class _Running:
 
 
 class AgentActor:
+    """One agent: a Ray actor (``ray.remote(AgentActor)``, started by ``omoi_ray.client.agents``)
+    that registers with the scheduler, claims tasks matching its capabilities and runs their
+    handlers, at most ``capacity`` at once (see the module rules).
+
+    Its public methods are Ray calls: ``ready`` comes from the driver that starts the agent
+    (``omoi_ray.client.agents``); ``info``, ``pid`` and ``stop`` from the driver's ``AgentRef``;
+    ``watch`` and ``cancel_attempts`` from the scheduler.
+
+    Args:
+        spec: the agent's name, capabilities, capacity and handlers (``AgentSpec``).
+        settings: the runtime's settings (namespace, long poll, lease, workspace, grace period).
+    """
+
     def __init__(self, spec: AgentSpec, settings: Settings) -> None:
         setup_actor_logging()
         self.spec = spec
@@ -157,6 +170,14 @@ class AgentActor:
         return stopped
 
     async def info(self) -> dict[str, Any]:
+        """What the agent knows of itself; called by the driver (``AgentRef.info``).
+
+        Returns:
+            ``{"name", "incarnation" (hex id of this process), "capabilities", "capacity",
+            "running": [(task id, attempt), ...] sorted, "zombies": the running attempts that
+            ignored their stop past the grace period, "draining" (bool: claims nothing more),
+            "stats": {"started", "finished", "rejected", "max_running"}, "pid"}``.
+        """
         return {
             "name": self.name,
             "incarnation": self.incarnation,
@@ -170,6 +191,7 @@ class AgentActor:
         }
 
     async def pid(self) -> int:
+        """The actor's process id on its node; called by the driver (``AgentRef.pid``)."""
         return os.getpid()
 
     async def stop(self, timeout: float = 30.0) -> dict[str, Any]:

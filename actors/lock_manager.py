@@ -54,16 +54,34 @@ class GrantInfo(NamedTuple):
 
     @property
     def resource(self) -> str:
+        """The resource as ``"type:id"`` (as ``core.locks.show`` names it)."""
         return f"{self.resource_type}:{self.resource_id}"
 
 
 class AcquireReply(NamedTuple):
+    """The lock manager's answer to ``acquire``.
+
+    ``request_id`` names the request (the caller's, or one made here); ``granted`` is True when
+    every resource was granted, and ``grants`` then lists one ``GrantInfo`` per resource. False
+    means still waiting (``grants`` is empty): ask again with the same request id.
+    """
+
     request_id: str
     granted: bool  # False: still waiting, ask again with the same request id
     grants: list[GrantInfo]
 
 
 def info(grant: Grant, now: float) -> GrantInfo:
+    """Return ``grant`` as its holder sees it, ``expires_in`` counted from ``now``.
+
+    Args:
+        grant: a grant of the lock table (active or ended).
+        now: the lock manager's clock reading (seconds since the epoch).
+
+    Returns:
+        A ``GrantInfo``; ``expires_in`` is the seconds left on the lease, rounded to the
+        millisecond and never below 0.
+    """
     return GrantInfo(
         grant.id, grant.resource[0], grant.resource[1], grant.mode.value, grant.token, grant.holder,
         round(max(0.0, grant.expires_at - now), 3),
@@ -72,6 +90,22 @@ def info(grant: Grant, now: float) -> GrantInfo:
 
 @holds_start_error
 class LockManagerActor(DurableWriter[LockChanges]):
+    """The lock manager singleton: a Ray actor (``ray.remote(LockManagerActor)``, started by
+    ``omoi_ray.client.runtime``) around a ``LockTable``, rebuilt from the database at start-up.
+
+    Its public methods are Ray calls. ``acquire``, ``release``, ``renew``, ``release_all`` and
+    ``holders`` come from drivers (``LockClient`` and its ``Lease``s) and from agents (the locks
+    a task declares, ``ctx`` locks); ``renew_all`` and ``release_all`` from agents (heartbeats,
+    attempt ends). Each replies only once its changes are committed (see the module rules).
+
+    Args:
+        settings: the runtime's settings (database, namespace, owner lease).
+
+    Raises:
+        OmoiError: start-up failed (the database is not migrated, or owned by another runtime);
+            held and raised by every call (``holds_start_error``).
+    """
+
     WRITER = "locks"
 
     def __init__(self, settings: Settings) -> None:
@@ -171,6 +205,20 @@ class LockManagerActor(DurableWriter[LockChanges]):
 
     @ray.method(enable_task_events=False)
     async def renew(self, holder: str, grant_ids: list[str]) -> list[GrantInfo]:
+        """Extend the leases of a holder's grants by their ``ttl``, all or nothing; called by a
+        driver's ``Lease`` that keeps itself alive.
+
+        Args:
+            holder: the holder's name.
+            grant_ids: ids of active grants of ``holder``.
+
+        Returns:
+            The renewed grants as ``GrantInfo``s, in ``grant_ids`` order, once committed.
+
+        Raises:
+            InvalidLockRequestError: ``holder`` is not a holder name.
+            LeaseExpiredError, LockNotHeldError: as ``LockTable.renew`` (nothing is renewed).
+        """
         now = time.time()
         grants = self.table.renew(check_holder(holder), list(grant_ids), now)
         self._after_change()

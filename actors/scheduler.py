@@ -77,6 +77,22 @@ class _Countdown:
 
 @holds_start_error
 class SchedulerActor(DurableWriter[TaskChanges]):
+    """The scheduler singleton: a Ray actor (``ray.remote(SchedulerActor)``, started by
+    ``omoi_ray.client.runtime``) around a ``TaskGraph``, rebuilt from the database at start-up.
+
+    Its public methods are Ray calls, each replying once its changes are committed. The driver
+    API (``submit``, ``get``, ``attempts``, ``wait``, ``cancel``, ``status``, ``events``,
+    ``shutdown``) is called by the driver (``Runtime``, ``rt.tasks``, ``rt.events``); the agent
+    API (``register``, ``deregister``, ``replace_agent``, ``exchange``) by agents.
+
+    Args:
+        settings: the runtime's settings (database, namespace, leases, limits, long poll).
+
+    Raises:
+        OmoiError: start-up failed (the database is not migrated, or owned by another runtime);
+            held and raised by every call (``holds_start_error``).
+    """
+
     WRITER = "scheduler"
 
     def __init__(self, settings: Settings) -> None:
@@ -168,6 +184,18 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         return out
 
     async def attempts(self, task_id: str) -> list[AttemptInfo]:
+        """Every attempt of one task, read from the database once committed; called by the
+        driver (``rt.tasks.attempts``).
+
+        Args:
+            task_id: a task id (checked by the driver).
+
+        Returns:
+            Its ``AttemptInfo``s, first to last (empty if it was never claimed).
+
+        Raises:
+            TaskNotFoundError: no such task, live or stored.
+        """
         await self.commit.sync()
         rows = await self._db(self.store.attempt_rows, task_id)
         if not rows and task_id not in self.graph.tasks:
@@ -238,6 +266,13 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         return {tid: result[tid] for tid in ids}
 
     async def status(self) -> RuntimeStatus:
+        """The runtime at a glance, once committed; called by the driver (``Runtime.status``).
+
+        Returns:
+            A ``RuntimeStatus``: ``database`` (masked URL), ``namespace``, ``tasks`` (stored
+            count per status), ``agents`` (an ``AgentView`` per known agent, by id),
+            ``unclaimable`` (ready tasks no live agent can run), ``ready`` (ready tasks in memory).
+        """
         await self.commit.sync()
         counts = await self._db(self.store.status_counts)
         agents = [
@@ -290,6 +325,22 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         info: dict[str, Any],
         handle: Any,
     ) -> None:
+        """Register (or refresh) an agent and start watching its process; called by each agent
+        as it starts, and again when ``exchange`` replies ``reregister``.
+
+        A new incarnation of a known agent replaces the old one, whose attempts are lost with it.
+
+        Args:
+            agent_id: the agent's name.
+            incarnation: hex id of the registering process.
+            capabilities: the task types it can run.
+            capacity: how many attempts it runs at once.
+            info: shown, never interpreted (``{"node", "pid", "host"}``).
+            handle: the agent's Ray actor handle (``watch`` is called on it).
+
+        Returns:
+            None, once the registration is committed.
+        """
         self.graph.register_agent(agent_id, incarnation, frozenset(capabilities), capacity, time.time(), info)
         self._watch(agent_id, incarnation, handle)
         self._after_change()

@@ -50,6 +50,15 @@ _assignment_of = task_fields.compile_mapping(
 
 @dataclass(frozen=True, slots=True)
 class ExchangeReply:
+    """The scheduler's answer to an agent's ``exchange`` call.
+
+    ``tasks`` are the attempts handed to the agent (at most its free slots; empty when the call
+    only carried reports or the long poll ran out); ``rejected`` the attempts to stop;
+    ``reregister`` True means the scheduler does not know the calling incarnation (nothing else
+    is set); ``shutting_down`` True means the runtime is going away (the agent stops asking for
+    a while).
+    """
+
     tasks: list[Assignment] = field(default_factory=list)
     #: attempts whose reports were refused, or that the agent holds but should stop
     rejected: list[Rejection] = field(default_factory=list)
@@ -74,6 +83,10 @@ class WaitReply:
 
 @dataclass(frozen=True, slots=True)
 class AgentView:
+    """An agent as ``Runtime.status`` shows it: its name (``id``), ``status`` (``alive``,
+    ``lost``, ``stopped``), ``capabilities`` (sorted), ``capacity`` and ``busy`` (slots), and
+    ``info`` (node, pid, host: shown, never interpreted)."""
+
     id: str
     status: str
     capabilities: list[str]
@@ -87,6 +100,13 @@ class AgentView:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatus:
+    """The runtime at a glance, the scheduler's answer to ``status``.
+
+    ``database`` is the URL with its password masked; ``tasks`` the stored count per status;
+    ``agents`` an ``AgentView`` per known agent, by id; ``unclaimable`` the ready tasks no live
+    agent can run, as (required capabilities, count); ``ready`` the number of ready tasks.
+    """
+
     database: str
     namespace: str
     tasks: dict[str, int]

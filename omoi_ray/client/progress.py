@@ -63,4 +63,5 @@ class ProgressBar:
         self.progress.update(self.task, completed=len(finished), detail=detail or None)
 
     def close(self) -> None:
+        """Stop redrawing; the bar's last state stays on the console."""
         self.progress.stop()

@@ -59,6 +59,17 @@ class RetryPolicy:
     jitter: float = 0.25
 
     def delay(self, retry_number: int, rng: random.Random) -> float:
+        """Seconds to wait before retry ``retry_number``.
+
+        Args:
+            retry_number: 0 for the first retry, 1 for the second, ... (the exponent is capped
+                at 60, so any count is safe).
+            rng: the jitter's source (the caller's, so tests can seed it).
+
+        Returns:
+            ``backoff_base * 2**retry_number`` times a uniform factor in ``[1 - jitter,
+            1 + jitter]``, at most ``backoff_cap`` (seconds).
+        """
         raw = self.backoff_base * (2.0 ** min(retry_number, 60))
         factor = rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
         return min(raw * factor, self.backoff_cap)
@@ -125,6 +136,9 @@ class Task:
 
 
 class AttemptOutcome(str, Enum):
+    """How an attempt ended (its stored value); what each means for its task is data,
+    ``core.claims.OUTCOME_RULES`` (retry or not, charged or not)."""
+
     COMPLETED = "completed"
     FAILED = "failed"  # the handler raised a retryable error
     PERMANENT_FAILURE = "permanent_failure"  # the handler raised PermanentError (or similar)
@@ -153,6 +167,9 @@ class Attempt:
 
 
 class AgentStatus(str, Enum):
+    """Where an agent stands as the scheduler sees it (its stored value): only ``alive`` agents
+    are handed work."""
+
     ALIVE = "alive"
     LOST = "lost"  # died, or its lease ran out
     STOPPED = "stopped"  # left on purpose
@@ -178,6 +195,8 @@ class Agent:
 
     @property
     def free_slots(self) -> int:
+        """How many more attempts it may be handed: ``capacity`` minus busy slots, never below
+        0, and 0 while a zombie handler holds a slot (the agent is draining)."""
         if self.zombies:
             return 0
         return max(0, self.capacity - len(self.busy))
@@ -222,10 +241,19 @@ class EventBatch:
         return bool(self.events)
 
     def worth_flushing(self) -> bool:
+        """True when there are events to write (as ``ChangeSet.worth_flushing``; nobody to tell)."""
         return bool(self.events)
 
     @staticmethod
     def merge(batches: list[EventBatch]) -> EventBatch:
+        """One batch holding the events of ``batches``, in order (as ``ChangeSet.merge``).
+
+        Args:
+            batches: event batches in commit order.
+
+        Returns:
+            A new ``EventBatch`` (empty for no batches).
+        """
         return EventBatch([e for b in batches for e in b.events])
 
 

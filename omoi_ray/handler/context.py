@@ -193,12 +193,29 @@ def resolve_handler(handler: Callable[..., Any] | str) -> Callable[..., Any]:
 
 @dataclass(frozen=True)
 class BoundHandler:
+    """A handler resolved once, with how to call it: ``fn``, whether it is async (a coroutine
+    function, or an object whose ``__call__`` is one), and whether it takes ``(task, ctx)``
+    (``wants_context``) or only ``(task)``."""
+
     fn: Callable[..., Any]
     is_async: bool
     wants_context: bool
 
     @classmethod
     def of(cls, handler: Callable[..., Any] | str) -> BoundHandler:
+        """Resolve ``handler`` and read its signature.
+
+        Args:
+            handler: a callable, or an import path ``"pkg.module:function"``.
+
+        Returns:
+            A ``BoundHandler``; ``wants_context`` is True when the handler takes two or more
+            positional arguments, ``*args``, or has a signature that cannot be read.
+
+        Raises:
+            HandlerNotFoundError: the import path cannot be imported, names nothing, or names
+                something not callable.
+        """
         fn = resolve_handler(handler)
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
         try:
@@ -213,6 +230,15 @@ class BoundHandler:
         return cls(fn, is_async, wants_context)
 
     def call(self, task: TaskView, ctx: TaskContext) -> Any:
+        """Call the handler as ``fn(task, ctx)`` or ``fn(task)``.
+
+        Returns:
+            Whatever the handler returns: its result, or a coroutine for an async handler (the
+            agent runs it in an event loop of its own).
+
+        Raises:
+            Whatever the handler raises, unchanged.
+        """
         return self.fn(task, ctx) if self.wants_context else self.fn(task)
 
 
@@ -224,6 +250,12 @@ class HandlerTable:
         self._default = BoundHandler.of(default) if default is not None else None
 
     def for_type(self, task_type: str) -> BoundHandler:
+        """The handler for tasks of ``task_type``, or the fallback.
+
+        Raises:
+            HandlerNotFoundError: no handler for this type and no fallback (the message lists
+                the types handled).
+        """
         bound = self._by_type.get(task_type, self._default)
         if bound is None:
             known = ", ".join(sorted(self._by_type)) or "none"
@@ -234,4 +266,5 @@ class HandlerTable:
 
     @property
     def types(self) -> list[str]:
+        """The task types with a handler of their own, sorted (the fallback is not listed)."""
         return sorted(self._by_type)

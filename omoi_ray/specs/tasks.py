@@ -48,6 +48,16 @@ _LIST_TYPES = (list, tuple, set, frozenset)
 
 
 def check_name(value: str, what: str) -> str:
+    """Return ``value`` if it is a name (``NAME_PATTERN``, matched whole).
+
+    Args:
+        value: an id, task type or agent name.
+        what: the field, for the message (``"agent name"``, ``"handler task type"``).
+
+    Raises:
+        ValueError: not a string of 1-128 allowed characters (a ``ValueError``, so pydantic
+            names the field).
+    """
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError(
             f"{what} must be 1-128 characters of letters, digits and '_ . : @ + -' "
@@ -96,10 +106,23 @@ def check_task_id(value: Any, what: str = "task_id") -> str:
 
 
 def check_task_id_message(value: Any) -> str:
+    """The text saying what a task id must be, quoting ``value`` (for ``InvalidArgumentError``s)."""
     return f"a task id is 1-128 characters of letters, digits and '_ . : @ + -', not {value!r}"
 
 
 def normalize_capabilities(values: Sequence[str], what: str) -> list[str]:
+    """Return capabilities lower-cased (ASCII only), without duplicates, sorted.
+
+    Args:
+        values: a list, tuple or set of capability names (a bare string is refused).
+        what: the field, for messages (``"capabilities"``, ``"requires"``).
+
+    Returns:
+        ``list[str]`` of 1-64 characters each: lower-case letters, digits and ``_ . : + -``.
+
+    Raises:
+        ValueError: not a list, an item that is not a string, or a name outside that pattern.
+    """
     out: list[str] = []
     for raw in check_list(values, what):
         if not isinstance(raw, str):
@@ -295,6 +318,23 @@ def check_payload(item: Mapping[str, Any], index: int) -> None:
 
 
 def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_bytes: int) -> Any:
+    """Validate a submission's items one by one, as ``TaskSpec``s.
+
+    A ``TaskSpec`` item is checked again as its fields (it may have changed since it was built).
+
+    Args:
+        items: a list of ``TaskSpec`` or dicts of its fields.
+        payload_max_bytes: the largest payload allowed, in bytes of compact JSON.
+
+    Returns:
+        An iterator of validated ``TaskSpec``s, in order.
+
+    Raises:
+        InvalidSubmissionError: ``items`` is not a list of tasks (see ``submission_list``).
+        InvalidTaskSpecError: an item is not a TaskSpec or mapping, or a field is bad (the
+            message names the task or item index and the field).
+        PayloadTooLargeError: a payload is over ``payload_max_bytes``.
+    """
     for index, item in enumerate(submission_list(items)):
         if isinstance(item, TaskSpec):
             # Checked again as its fields: a TaskSpec's lists and payload are mutable after it was
@@ -376,6 +416,7 @@ class TaskInfo(BaseModel):
 
     @property
     def done(self) -> bool:
+        """True once the task is final (a ``TERMINAL`` status: it will not change again)."""
         from omoi_ray.core.tasks import TERMINAL, TaskStatus
 
         return TaskStatus(self.status) in TERMINAL
@@ -428,6 +469,11 @@ info_from_row: Callable[..., TaskInfo] = task_fields.compile_mapping(
 
 
 class AttemptInfo(BaseModel):
+    """One attempt of a task as the runtime reports it: the ``attempt`` number (from 1), the
+    agent that claimed it, its ``outcome`` (an ``AttemptOutcome`` value, None while it runs)
+    and ``error`` text, and its times (UTC; ``started_at`` and ``finished_at`` None until
+    then)."""
+
     model_config = ConfigDict(frozen=True)
 
     task_id: str
@@ -556,6 +602,15 @@ def _check_handler(handler: Any, what: str) -> None:
 
 
 def parse_agent_spec(**fields: Any) -> AgentSpec:
+    """Build an ``AgentSpec`` from keyword fields (``name``, ``capabilities``, ``handlers``, ...).
+
+    Returns:
+        The validated ``AgentSpec``.
+
+    Raises:
+        InvalidAgentSpecError: a bad field, or no handler at all (the message names the agent
+            and every bad field).
+    """
     try:
         return AgentSpec(**fields)
     except ValidationError as exc:

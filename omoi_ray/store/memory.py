@@ -17,6 +17,10 @@ from omoi_ray.store.store import Snapshot
 
 
 class MemoryStore:
+    """The scheduler's store in memory, for tests of the core: ``apply`` a ``TaskChanges``,
+    ``load`` a ``Snapshot``, ``lookup`` stored tasks, as ``Store`` does. ``commits`` counts the
+    change sets applied."""
+
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self.dependencies: set[tuple[str, str]] = set()
@@ -26,6 +30,9 @@ class MemoryStore:
         self.commits = 0
 
     def apply(self, changes: TaskChanges) -> None:
+        """Keep copies of a change set's rows: created tasks (a task already kept stays as it
+        is), dependency edges, updated tasks, attempts and agents (latest copy wins), and events
+        (by id, first kept); then count one commit."""
         for task in changes.created:
             self.tasks.setdefault(task.id, copy.copy(task))
         self.dependencies.update(changes.dependencies)
@@ -40,6 +47,13 @@ class MemoryStore:
         self.commits += 1
 
     def load(self) -> Snapshot:
+        """What the scheduler rebuilds from, as ``Store.load`` reads it.
+
+        Returns:
+            A ``Snapshot`` of copies: tasks not in a terminal status, their dependency edges
+            ``(task id, dependency id, dependency status)``, alive agents, attempts not yet
+            released, and ``next_seq`` (one past the highest task ``seq``, 1 when empty).
+        """
         live = {tid: copy.copy(t) for tid, t in self.tasks.items() if t.status not in TERMINAL}
         return Snapshot(
             tasks=list(live.values()),
@@ -54,6 +68,15 @@ class MemoryStore:
     def lookup(
         self, ids: Iterable[str], keys: Iterable[str] = ()
     ) -> tuple[dict[str, StoredTask], dict[str, StoredTask]]:
+        """Stored tasks by id and by idempotency key, as ``Store.lookup``.
+
+        Args:
+            ids: task ids to find (unknown ones are left out).
+            keys: idempotency keys to find.
+
+        Returns:
+            ``({task id: StoredTask}, {idempotency key: StoredTask})``.
+        """
         def ref(t: Task) -> StoredTask:
             return StoredTask(t.id, t.status, t.fingerprint, t.idempotency_key)
 

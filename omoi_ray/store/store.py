@@ -91,6 +91,15 @@ def make_engine(url: str) -> sa.Engine:
 
 
 class Store:
+    """One database as the durable writers and readers see it: state loading, change-set
+    writes (through its ``BatchWriter``), ownership, and reads.
+
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///path`` or ``postgresql://...``); a SQLite file's
+            directory is created if missing. The schema must already be migrated
+            (``omoi_ray.store.migrate``); nothing is checked or connected here.
+    """
+
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             from pathlib import Path
@@ -107,6 +116,7 @@ class Store:
         self._read_dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
 
     def dispose(self) -> None:
+        """Close the engine's pooled connections (the store can still be used: it reconnects)."""
         self.engine.dispose()
 
     def __repr__(self) -> str:
@@ -119,12 +129,27 @@ class Store:
         self.writer.apply(changes, mark)
 
     def prepare(self, changes: TaskChanges | LockChanges | EventBatch) -> Rows:
+        """Every row of a change set as plain values, ``[(statement name, [row dict, ...]),
+        ...]``: a snapshot, safe to hand to another thread (see ``BatchWriter.prepare``).
+
+        Raises:
+            TypeError: not a change-set type this store writes.
+        """
         return self.writer.prepare(changes)
 
     def write(self, prepared: Rows, mark: Mark | None = None) -> None:
+        """Write rows from ``prepare`` (and ``mark``) in one transaction.
+
+        Raises:
+            OwnershipLostError: this writer was replaced (the transaction rolls back).
+            sqlalchemy.exc.SQLAlchemyError: what the database raises otherwise.
+        """
         self.writer.write(prepared, mark)
 
     def committed(self, mark: Mark) -> bool:
+        """Whether the batch ``mark`` names is in the database: the writer's last recorded mark
+        has the same epoch and a batch number at least ``mark.batch``. Asked before applying a
+        batch again whose commit outcome is unknown."""
         return self.writer.committed(mark)
 
     # ------------------------------------------------------------------ ownership
@@ -139,6 +164,7 @@ class Store:
 
     @property
     def fence(self) -> Fence | None:
+        """This writer's claim (writer name, owner epoch) after ``claim``; None before."""
         return self.writer.fence
 
     def renew_lease(self, lease: float) -> float:
@@ -305,6 +331,8 @@ class Store:
         return out
 
     def attempt_rows(self, task_id: str) -> list[dict[str, Any]]:
+        """The ``task_attempts`` rows of one task, as dicts by column, first attempt to last
+        (empty for an unknown task or one never claimed)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.task_attempts)
@@ -314,6 +342,12 @@ class Store:
             return [dict(r) for r in rows]
 
     def status_counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Stored tasks counted by status, ``{status value: count}`` (statuses with none are
+        left out).
+
+        Args:
+            ids: count only these task ids (unknown ones are ignored); None counts every task.
+        """
         with self.engine.connect() as conn:
             query = sa.select(t.tasks.c.status, sa.func.count()).group_by(t.tasks.c.status)
             if ids is None:

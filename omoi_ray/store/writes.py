@@ -118,6 +118,14 @@ class _Statement(NamedTuple):
 
 
 class BatchWriter:
+    """The write path of one database: statements compiled once for its dialect, one
+    ``ChangeWriter`` per kind of change set (``tasks``, ``locks``, ``events``), the commit
+    marks, and the owner-epoch check (``fence``, set by ``Store.claim``).
+
+    Args:
+        engine: the store's engine (SQLite or PostgreSQL).
+    """
+
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name

@@ -65,6 +65,7 @@ class FakeClock:
         self.now = float(start)
 
     def __call__(self) -> float:
+        """The current reading, ``now`` (seconds)."""
         return self.now
 
     def advance(self, seconds: float) -> float:
