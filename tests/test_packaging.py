@@ -49,8 +49,8 @@ import omoi_ray.actors
 import omoi_ray.migrations
 
 if "--user-project" in sys.argv:  # the user's own packages are theirs, and ours stay ours
-    from omoi_ray import actors
-    from omoi_ray import migrations
+    import actors  # the user's folder, not ours
+    import migrations
     assert (actors.OWNER, migrations.OWNER) == ("user", "user"), (actors.__file__, migrations.__file__)
 
 
