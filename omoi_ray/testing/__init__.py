@@ -221,6 +221,16 @@ def _task(task_id: str, task_type: str, payload: Any, ctx: TaskContext, priority
                     depends_on=ctx.depends_on)
 
 
+def _prepared(
+    handler: Callable[..., Any] | str, payload: Any, task_id: str, task_type: str, priority: str,
+    ctx: FakeTaskContext | None, context: dict[str, Any],
+) -> tuple[BoundHandler, TaskView, FakeTaskContext]:
+    """What both ``run_handler`` flavours start from: the bound handler, the task it sees, its context."""
+    bound = BoundHandler.of(handler)
+    ctx = ctx or make_context(task_id, **context)
+    return bound, _task(ctx.task_id, task_type, payload, ctx, priority), ctx
+
+
 def run_handler(
     handler: Callable[..., Any] | str,
     payload: Any = None,
@@ -248,9 +258,7 @@ def run_handler(
         Whatever the handler raises, unchanged; ``HandlerNotFoundError`` for an import path that
         does not resolve; ``ValueError`` naming the field when the result is not storable JSON.
     """
-    bound = BoundHandler.of(handler)
-    ctx = ctx or make_context(task_id, **context)
-    task = _task(ctx.task_id, task_type, payload, ctx, priority)
+    bound, task, ctx = _prepared(handler, payload, task_id, task_type, priority, ctx, context)
     result = asyncio.run(bound.call(task, ctx)) if bound.is_async else bound.call(task, ctx)
     check_json(result, "result")
     return result
@@ -268,9 +276,7 @@ async def run_handler_async(
 ) -> Any:
     """``run_handler`` from async code (a sync handler runs in a worker thread); same arguments,
     result and errors."""
-    bound = BoundHandler.of(handler)
-    ctx = ctx or make_context(task_id, **context)
-    task = _task(ctx.task_id, task_type, payload, ctx, priority)
+    bound, task, ctx = _prepared(handler, payload, task_id, task_type, priority, ctx, context)
     result = await (bound.call(task, ctx) if bound.is_async else asyncio.to_thread(bound.call, task, ctx))
     check_json(result, "result")
     return result
