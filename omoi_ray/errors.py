@@ -195,3 +195,41 @@ class InvalidEventQueryError(OmoiError, ValueError):
 
 class EventStreamUnavailableError(OmoiError):
     """Redis is configured but cannot be reached (the relay keeps the backlog in the database)."""
+
+
+# --- hand-offs -----------------------------------------------------------------------------------
+
+
+class HandoffError(OmoiError):
+    """Base class of the hand-off errors: the call changed nothing."""
+
+
+class InvalidHandoffError(HandoffError, ValueError):
+    """A hand-off offer or answer has a bad field (targets, capabilities, reason, context,
+    deadline, offer id); the message names it."""
+
+
+class HandoffNotFoundError(HandoffError, LookupError):
+    """No hand-off offer with that id exists."""
+
+
+class HandoffClosedError(HandoffError):
+    """The offer is no longer open: it was accepted (the message names the winner), declined by
+    every target, expired, or withdrawn; or this agent already declined it."""
+
+
+class NotOfferedError(HandoffError):
+    """The agent answering an offer is not one of its targets."""
+
+
+class NotHolderError(HandoffError):
+    """The task is not held (claimed or running) by the agent, or attempt, that offers it."""
+
+
+class HandoffPendingError(HandoffError):
+    """The task already has an open hand-off offer (one open offer per task)."""
+
+
+class AcceptorUnavailableError(HandoffError):
+    """The accepting agent cannot take the task now: it is not alive, its lease is stale, or it
+    has no free slot. Nothing moved; the offer stays open."""

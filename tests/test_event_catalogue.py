@@ -66,9 +66,30 @@ def _lock_table_events() -> list:
     return events
 
 
+def _handoff_events() -> list:
+    h = Harness(lease_ttl=30.0)
+    holder = h.agent("a", capacity=4)
+    h.agent("b", inc="ib")
+    h.agent("c", inc="ic")
+    h.submit(spec("h1"), spec("h2"), spec("h3"), spec("h4"))
+    h.claim(holder)
+    offers = h.graph.handoffs
+    offers.offer("o1", "h1", h.now, deadline_s=60, targets=("b", "c"))
+    offers.accept("o1", "b", h.now)
+    offers.offer("o2", "h2", h.now, deadline_s=60, targets=("b", "c"))
+    offers.decline("o2", "b", "busy", h.now)
+    offers.decline("o2", "c", "busy", h.now)
+    offers.offer("o3", "h3", h.now, deadline_s=1, targets=("c",))
+    offers.offer("o4", "h4", h.now, deadline_s=60, targets=("c",))
+    h.run(holder, "h4")  # withdrawn: the offering attempt ended first
+    h.tick(2.0)  # o3 expires
+    h.drain()
+    return h.events
+
+
 @pytest.fixture(scope="module")
 def emitted() -> list:
-    return _task_graph_events() + _lock_table_events()
+    return _task_graph_events() + _lock_table_events() + _handoff_events()
 
 
 def test_every_emitted_event_is_catalogued_with_its_entity_type(emitted):

@@ -31,7 +31,7 @@ Rules:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from omoi_ray.core.dag import LiveTasks
@@ -58,6 +58,8 @@ OUTCOME_RULES: dict[AttemptOutcome, OutcomeRule] = {
     AttemptOutcome.TIMED_OUT: OutcomeRule(retryable=True, charged=True, backoff=True),
     AttemptOutcome.LOST: OutcomeRule(retryable=True, charged=True, backoff=False),
     AttemptOutcome.INTERRUPTED: OutcomeRule(retryable=True, charged=False, backoff=False),
+    # the task moved on to the acceptor's new attempt (``core.handoff``), never retried from here
+    AttemptOutcome.HANDED_OFF: OutcomeRule(retryable=False, charged=False, backoff=False),
     AttemptOutcome.PERMANENT_FAILURE: OutcomeRule(retryable=False, charged=True, backoff=False),
     AttemptOutcome.CANCELLED: OutcomeRule(retryable=False, charged=True, backoff=False),
 }
@@ -104,6 +106,8 @@ class Claims:
         self.lease_ttl = lease_ttl
         self.open_attempts: dict[AttemptKey, Attempt] = {}
         self.lock_usage: dict[tuple[str, str], list[int]] = {}
+        #: told when a task's current attempt ends (``Handoffs.attempt_ended`` withdraws its offer)
+        self.on_attempt_end: Callable[[Task, float], None] | None = None
 
     # ---------------------------------------------------------------- restoring
 
@@ -165,14 +169,20 @@ class Claims:
             ready.push(task.id, task.requires, task.priority, task.seq)
         return claimed
 
-    def _claim_one(self, agent: Agent, task: Task, now: float, request_id: str | None) -> Task:
+    def hand_over(self, task: Task, agent: Agent, now: float, request_id: str, **payload: Any) -> Task:
+        """Claim ``task`` for ``agent`` as a new attempt, straight from its current ``claimed`` or
+        ``running`` one (a hand-off: the caller has ended that attempt). ``payload`` joins the
+        ``task.claimed`` event's."""
+        return self._claim_one(agent, task, now, request_id, **payload)
+
+    def _claim_one(self, agent: Agent, task: Task, now: float, request_id: str | None, **payload: Any) -> Task:
         task.attempt += 1
         task.agent_id = agent.id
         task.agent_incarnation = agent.incarnation
         task.claim_request_id = request_id
         task.deadline = None
         task.reason = None  # why the last attempt was requeued: a new attempt makes it stale
-        self.live.move(task, S.CLAIMED, now, agent=agent.id, attempt=task.attempt, request_id=request_id)
+        self.live.move(task, S.CLAIMED, now, agent=agent.id, attempt=task.attempt, request_id=request_id, **payload)
         key = (task.id, task.attempt)
         attempt = Attempt(task.id, task.attempt, agent.id, agent.incarnation, claimed_at=now, locks=task.locks)
         self.open_attempts[key] = attempt
@@ -354,6 +364,8 @@ class Claims:
             attempt.finished_at = now
             self.live.log.attempts.add(attempt)
         task.deadline = None
+        if self.on_attempt_end is not None:
+            self.on_attempt_end(task, now)
 
     def attempt_failed(self, task: Task, outcome: AttemptOutcome, error: str | None, now: float) -> None:
         """End the current attempt unsuccessfully and decide: retry later, requeue, or give up."""

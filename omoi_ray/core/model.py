@@ -147,6 +147,8 @@ class AttemptOutcome(str, Enum):
     CANCELLED = "cancelled"
     #: the agent's process was replaced to free a slot a zombie handler held (not charged)
     INTERRUPTED = "interrupted"
+    #: another agent accepted a hand-off of the task (``core.handoff``): not charged
+    HANDED_OFF = "handed_off"
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ each rule lives in its part:
 - ``core.submission``: submission and idempotency;
 - ``core.agents.AgentRegistry``: agents, incarnations, leases, capacity;
 - ``core.claims.Claims``: claiming, attempt fencing, reports and heartbeats, ``OUTCOME_RULES``;
+- ``core.handoff.Handoffs``: negotiated hand-offs of a held task to another agent;
 - ``core.timers.Timers``: deadlines (``advance`` dispatches each due timer to its part);
 - ``core.task_changes.TaskChanges``: the change set every part records into.
 
@@ -38,6 +39,7 @@ from omoi_ray.core.agents import AgentRegistry
 from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.claims import Claims
 from omoi_ray.core.dag import LiveTasks
+from omoi_ray.core.handoff import Handoff, Handoffs
 from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
 from omoi_ray.core.submission import StoredTask, submit
@@ -73,6 +75,8 @@ class TaskGraph:
         self.live = LiveTasks(self.log)
         self.claims = Claims(self.live, self.timers, self.rng, lease_ttl)
         self.registry = AgentRegistry(self.log, self.timers, self.claims, lease_ttl)
+        self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents)
+        self.claims.on_attempt_end = self.handoffs.attempt_ended
         # what each part owns, under the names the scheduler actor and the tests read
         self.tasks = self.live.tasks
         self.dependents = self.live.dependents
@@ -86,6 +90,7 @@ class TaskGraph:
             "retry": self.claims.retry_due,
             "timeout": self.claims.timeout_due,
             "lease": self.registry.lease_due,
+            "handoff": self.handoffs.expire_due,
         }
         # the parts' decisions, offered as they are
         self.claim = self.claims.claim
@@ -117,6 +122,7 @@ class TaskGraph:
         open_attempts: Iterable[Attempt],
         next_seq: int,
         now: float,
+        handoffs: Iterable[Handoff] = (),
     ) -> None:
         """Rebuild memory from stored rows.
 
@@ -128,6 +134,7 @@ class TaskGraph:
                 task's declared locks.
             next_seq: the ``seq`` the next new task gets (at least).
             now: the caller's clock reading (seconds).
+            handoffs: open offers, and accepted ones whose new attempt is still claimed.
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.
@@ -154,6 +161,7 @@ class TaskGraph:
                 live.ready.push(task.id, task.requires, task.priority, task.seq)
             else:
                 self.claims.rearm(task)
+        self.handoffs.restore(list(handoffs))
         for task, dep_id, dep_status in doomed:
             if task.status is S.PENDING:
                 live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
@@ -162,6 +170,7 @@ class TaskGraph:
                 live.make_ready(task, now)
             elif task.status in ACTIVE and self.registry.live(task.agent_id or "", task.agent_incarnation or "") is None:
                 self.claims.lose_attempt(task, now, "its agent was gone when the scheduler restarted")
+        self.handoffs.settle_restored(now)
 
     # ---------------------------------------------------------------- submission
 

@@ -5,8 +5,8 @@ claims) records into one shared ``ChangeRecorder[TaskChanges]``; the owner drain
 (``TaskGraph.take_changes``), stores it in one transaction, and only then acts on it.
 
 Rules:
-- Tasks, attempts and agents keep their latest state per key (task id, ``(task id, attempt)``,
-  agent id); dependencies, events, signals, finished ids and abandoned attempts are appended in
+- Tasks, attempts, agents and hand-off offers keep their latest state per key (task id,
+  ``(task id, attempt)``, agent id, offer id); dependencies, events, signals, finished ids and abandoned attempts are appended in
   the order they happened; ``new_attempts`` (which attempts are inserts) is a set.
 - ``bool(changes)`` means there are rows to write; ``signals``, ``finished`` and ``abandoned``
   only name someone to tell once the rows are written (``NOTIFY``).
@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from omoi_ray.core.changes import APPEND, UNION, ChangeSet, latest, merge_rule
 from omoi_ray.core.model import Agent, Attempt, CancelSignal, Event, Task
+
+if TYPE_CHECKING:
+    from omoi_ray.core.handoff import Handoff
 
 #: an attempt's key: ``(task id, attempt number)``
 AttemptKey = tuple[str, int]
@@ -46,6 +49,8 @@ class TaskChanges(ChangeSet):
     new_attempts: set[AttemptKey] = field(default_factory=set, metadata=merge_rule(UNION))
     agents: list[Agent] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     events: list[Event] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: hand-off offers (``core.handoff``), latest state by offer id
+    handoffs: list[Handoff] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
     #: running attempts the agents must be told to stop
     signals: list[CancelSignal] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: ids of tasks that reached a final status and left memory

@@ -63,12 +63,14 @@ TRANSITIONS: dict[TaskStatus, dict[TaskStatus, str]] = {
     },
     S.CLAIMED: {
         S.RUNNING: "task.started",
+        S.CLAIMED: "task.claimed",  # handed off (``core.handoff``): a new attempt, another agent
         S.READY: "task.requeued",  # the agent was lost before the handler started
         S.FAILED: "task.failed",  # ... and that was its last allowed attempt
         S.CANCELLED: "task.cancelled",
     },
     S.RUNNING: {
         S.COMPLETED: "task.completed",
+        S.CLAIMED: "task.claimed",  # handed off (``core.handoff``): a new attempt, another agent
         S.FAILED: "task.failed",
         S.RETRY_WAIT: "task.retry_scheduled",
         S.TIMED_OUT: "task.timed_out",

@@ -1,4 +1,4 @@
-"""Deadlines by due time: retry backoffs, attempt timeouts, agent leases.
+"""Deadlines by due time: retry backoffs, attempt timeouts, agent leases, hand-off offers.
 
 Rules:
 - An entry is a promise to look again at ``(kind, key, token)`` once its time has come; it is
@@ -31,7 +31,8 @@ class Timers:
 
         Args:
             at: due time, seconds on the caller's clock.
-            kind: what the entry is for (``"lease"``, ``"wait"``, ``"retry"``, ``"timeout"``), chosen by the owner.
+            kind: what the entry is for (``"lease"``, ``"wait"``, ``"retry"``, ``"timeout"``,
+                ``"handoff"``), chosen by the owner.
             key: what to look at (a grant id, a ``(task id, attempt)`` pair...).
         """
         heapq.heappush(self._heap, (at, next(self._counter), kind, key))

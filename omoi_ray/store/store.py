@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from omoi_ray.core import task_fields
+from omoi_ray.core.claims import OUTCOME_RULES
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
     Agent,
@@ -46,6 +47,8 @@ from omoi_ray.store.ownership import Fence
 from omoi_ray.store.writes import BatchWriter, Mark, Rows
 
 LIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL]
+#: attempt outcomes not charged to their task's max_retries (``OUTCOME_RULES``), counted on restore
+UNCHARGED_OUTCOMES = [o.value for o, rule in OUTCOME_RULES.items() if not rule.charged]
 _CHUNK = 500  # ids per IN (...) lookup
 
 
@@ -191,7 +194,7 @@ class Store:
                 conn.execute(
                     sa.select(ta.c.task_id, sa.func.count())
                     .join(t.tasks, t.tasks.c.id == ta.c.task_id)
-                    .where(t.tasks.c.status.in_(LIVE_STATUSES), ta.c.outcome == AttemptOutcome.INTERRUPTED.value)
+                    .where(t.tasks.c.status.in_(LIVE_STATUSES), ta.c.outcome.in_(UNCHARGED_OUTCOMES))
                     .group_by(ta.c.task_id)
                 ).all()
             )
