@@ -45,6 +45,9 @@ _EMITTED = (
     EventType("agent.capabilities.changed", "agent", "an agent's capabilities or capacity changed"),
     EventType("agent.lost", "agent", "an agent died or its lease lapsed; its attempts are requeued"),
     EventType("agent.stopped", "agent", "an agent left on purpose"),
+    EventType("agent.message.sent", "thread", "an agent posted a message in a thread"),
+    EventType("agent.collab.started", "thread", "agents opened a collaboration thread"),
+    EventType("agent.collab.ended", "thread", "a collaboration thread was closed"),
     EventType("lock.granted", "lock", "a lease was granted (mode, holder, fencing token)"),
     EventType("lock.released", "lock", "a lease was released by its holder or in bulk"),
     EventType("lock.expired", "lock", "a lease ran out without renewal and was freed"),
@@ -54,9 +57,6 @@ _EMITTED = (
 )
 
 _DECLARED = (
-    EventType("agent.message.sent", "thread", "an agent posted a message in a thread"),
-    EventType("agent.collab.started", "thread", "agents opened a collaboration thread"),
-    EventType("agent.collab.ended", "thread", "a collaboration thread was closed"),
     EventType("agent.handoff.requested", "task", "an agent asked another to take a task over"),
     EventType("agent.handoff.accepted", "task", "the hand-off was accepted"),
     EventType("agent.handoff.declined", "task", "the hand-off was declined"),
