@@ -186,6 +186,38 @@ class PayloadTooLargeError(InvalidSubmissionError):
     """A payload or result is larger than the configured limit."""
 
 
+# --- threads and messages ------------------------------------------------------------------
+
+
+class InvalidMessageError(OmoiError, ValueError):
+    """A thread or message field is not acceptable (a bad name, type, kind, body, participant
+    list or cursor); the message names it, and nothing was stored."""
+
+
+class MessageTooLargeError(InvalidMessageError):
+    """A message body's JSON is larger than ``OMOI_MESSAGE_MAX_BYTES``; nothing was stored."""
+
+
+class ThreadExistsError(InvalidMessageError):
+    """A thread with this id already exists (active or closed)."""
+
+
+class ThreadNotFoundError(OmoiError, LookupError):
+    """No thread with that id exists (``thread_ids`` lists the ids)."""
+
+
+class MessageNotFoundError(OmoiError, LookupError):
+    """No message with that id was addressed to that recipient."""
+
+
+class ThreadClosedError(OmoiError):
+    """The thread is resolved or abandoned: it takes no more posts and cannot be closed again."""
+
+
+class NotParticipantError(OmoiError, ValueError):
+    """The sender or recipient of a message is not a participant of its thread."""
+
+
 # --- events -----------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """Every event the core emits is in the catalogue (``omoi_ray/core/events.py``) with the entity
 type the catalogue declares, and every type the catalogue says is emitted is emitted.
 
-The scenario drives the two event sources, the task graph and the lock table, through every
+The scenario drives the two event sources, the task graph (threads included) and the lock table, through every
 emitted type, collecting what each ``take_changes()`` hands to the store.
 """
 
@@ -43,6 +43,9 @@ def _task_graph_events() -> list:
     h.start(worker, "lost")
     h.graph.agent_lost("w1", "i1", h.now, "died")  # "lost" is requeued with its agent
     h.agent("w2", inc="i2")
+    h.graph.threads.open("t1", "review", ["w1", "w2"], h.now)
+    h.graph.threads.post("t1", "w2", {"note": "hi"}, h.now)
+    h.graph.threads.close("t1", "resolved", h.now)
     h.graph.agent_stopped("w2", "i2", h.now)
     h.drain()
     return h.events

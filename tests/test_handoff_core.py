@@ -43,6 +43,11 @@ def offer(h: Harness, oid: str = "h1", tid: str = "t", deadline: float = 60.0, *
     return h.graph.handoffs.offer(oid, tid, h.now, deadline_s=deadline, reason="need review", context={"k": 1}, **kw)
 
 
+def types(changes) -> list[str]:
+    """The hand-off and task event types of a change set, in order (thread events apart)."""
+    return [e.type for e in changes.events if e.type.startswith(("agent.handoff.", "task."))]
+
+
 def unchanged(h: Harness) -> None:
     changes = h.graph.take_changes()
     assert not changes and not changes.worth_flushing(), changes
@@ -77,8 +82,12 @@ def test_accept_moves_the_task_to_a_new_attempt_of_the_acceptor_not_charged_and_
     o = offer(h)
     assert o.status is H.OPEN and o.targets == ("b1", "b2")
     changes = h.drain()
-    assert [e.type for e in changes.events] == ["agent.handoff.requested"]
+    assert types(changes) == ["agent.handoff.requested"]
     assert changes.handoffs == [o]
+    thread = changes.threads[0]
+    assert thread.type == "handoff" and thread.participants == ("a1", "b1", "b2") and o.thread_id == thread.id
+    assert [(m.kind, m.sender, m.to) for m in changes.messages] == [("handoff.offer", "a1", None)]
+    assert sorted(r.recipient for r in changes.receipts) == ["b1", "b2"]
     h.now += 1
     o2, task = h.graph.handoffs.accept("h1", "b1", h.now)
     assert o2 is o and o.status is H.ACCEPTED and o.accepted_by == "b1" and o.new_attempt == 2
@@ -86,8 +95,9 @@ def test_accept_moves_the_task_to_a_new_attempt_of_the_acceptor_not_charged_and_
     assert task.claim_request_id == "handoff:h1"
     assert ("t", 2) in b1.busy and ("t", 1) in a.busy  # the old handler still holds its slot
     changes = h.drain()
-    types = [e.type for e in changes.events]
-    assert types == ["agent.handoff.accepted", "task.claimed"]
+    assert types(changes) == ["agent.handoff.accepted", "task.claimed"]
+    assert [m.kind for m in changes.messages] == ["handoff.accepted"]
+    assert changes.threads[0].status.value == "resolved" and changes.threads[0].outcome["accepted_by"] == "b1"
     old = next(x for x in changes.attempts if x.attempt == 1)
     assert old.outcome is AttemptOutcome.HANDED_OFF
     assert [(s.agent_id, s.task_id, s.attempt) for s in changes.signals] == [("a1", "t", 1)]
@@ -165,7 +175,10 @@ def test_declines_are_recorded_and_the_last_one_closes_the_offer_nothing_moves()
     assert o.status is H.DECLINED
     task = h.graph.tasks["t"]
     assert task.status is S.RUNNING and task.attempt == 1 and task.agent_id == "a1"
-    events = [(e.type, e.payload["closed"]) for e in h.drain().events]
+    changes = h.drain()
+    events = [(e.type, e.payload["closed"]) for e in changes.events if e.type.startswith("agent.handoff")]
+    assert [m.kind for m in changes.messages] == ["handoff.declined"] * 2
+    assert changes.threads[0].status.value == "resolved"
     assert events == [("agent.handoff.declined", False), ("agent.handoff.declined", True)]
     with pytest.raises(HandoffClosedError, match="declined by every target"):
         h.graph.handoffs.accept("h1", "b2", h.now)
@@ -182,7 +195,9 @@ def test_deadline_expires_the_offer_nothing_moves_and_late_answers_are_refused()
     assert h.graph.handoffs.get("h1").status is H.OPEN
     h.tick(0.2)
     assert h.graph.handoffs.get("h1").status is H.EXPIRED
-    assert [e.type for e in h.drain().events] == ["agent.handoff.expired"]
+    changes = h.drain()
+    assert types(changes) == ["agent.handoff.expired"]
+    assert changes.threads[0].status.value == "abandoned"
     assert h.graph.tasks["t"].status is S.RUNNING and h.graph.tasks["t"].agent_id == "a1"
     with pytest.raises(HandoffClosedError, match="expired"):
         h.graph.handoffs.accept("h1", "b1", h.now)
@@ -217,7 +232,9 @@ def test_the_offer_is_withdrawn_when_the_offering_attempt_ends_first(how):
         h.tick(5.1)
     o = h.graph.handoffs.get("h1")
     assert o.status is H.WITHDRAWN
-    assert "agent.handoff.withdrawn" in [e.type for e in h.drain().events]
+    changes = h.drain()
+    assert "agent.handoff.withdrawn" in types(changes)
+    assert changes.threads[0].status.value == "abandoned"
     with pytest.raises(HandoffClosedError, match="withdrawn"):
         h.graph.handoffs.accept("h1", "b1", h.now)
     if how in ("failed", "agent_lost"):  # the usual rules put the task back

@@ -56,6 +56,9 @@ _EMITTED = (
         "agent.handoff.withdrawn", "task",
         "an open offer closed because the offering attempt ended first (completed, failed, lost, cancelled)",
     ),
+    EventType("agent.message.sent", "thread", "an agent posted a message in a thread"),
+    EventType("agent.collab.started", "thread", "agents opened a collaboration thread"),
+    EventType("agent.collab.ended", "thread", "a collaboration thread was closed"),
     EventType("lock.granted", "lock", "a lease was granted (mode, holder, fencing token)"),
     EventType("lock.released", "lock", "a lease was released by its holder or in bulk"),
     EventType("lock.expired", "lock", "a lease ran out without renewal and was freed"),
@@ -65,9 +68,6 @@ _EMITTED = (
 )
 
 _DECLARED = (
-    EventType("agent.message.sent", "thread", "an agent posted a message in a thread"),
-    EventType("agent.collab.started", "thread", "agents opened a collaboration thread"),
-    EventType("agent.collab.ended", "thread", "a collaboration thread was closed"),
     EventType("coordination.sync.created", "coordination", "a sync point was declared"),
     EventType("coordination.sync.ready", "coordination", "every member reached the sync point"),
     EventType("coordination.split.created", "coordination", "a task was split into parts"),

@@ -539,8 +539,12 @@ class Handoffs:
             ticket_id=task.ticket_id if task is not None else None,
         ))
 
+    def _thread_active(self, offer: Handoff) -> bool:
+        """Whether the offer's thread is still active (someone may have closed it by hand)."""
+        return self.threads is not None and offer.thread_id is not None and offer.thread_id in self.threads.active
+
     def _thread_post(self, offer: Handoff, sender: str, kind: str, body: Any, now: float) -> None:
-        if self.threads is not None and offer.thread_id is not None:
+        if self._thread_active(offer):
             self.threads.post(offer.thread_id, sender, body, now, kind=kind)
 
     def _thread_outcome(self, offer: Handoff, sender: str, kind: str, body: Any, now: float) -> None:
@@ -548,7 +552,7 @@ class Handoffs:
         self._thread_close(offer, now)
 
     def _thread_close(self, offer: Handoff, now: float) -> None:
-        if self.threads is not None and offer.thread_id is not None:
+        if self._thread_active(offer):
             self.threads.close(offer.thread_id, THREAD_STATUS[offer.status], now, outcome={
                 "status": offer.status.value, "accepted_by": offer.accepted_by, "attempt": offer.new_attempt,
                 "declines": dict(offer.declines), "reason": offer.closed_reason,

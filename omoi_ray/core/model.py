@@ -268,3 +268,74 @@ class CancelSignal:
     task_id: str
     attempt: int
     reason: str
+
+
+class ThreadStatus(str, Enum):
+    """Where a collaboration thread stands (its stored value): only ``active`` threads take posts."""
+
+    ACTIVE = "active"
+    RESOLVED = "resolved"
+    ABANDONED = "abandoned"
+
+
+@dataclass(slots=True)
+class Thread:
+    """A conversation between agents (``core.threads``): who takes part, about what, and how it ended.
+
+    ``type`` is ``handoff``, ``review``, ``consultation`` or any other name; ``ticket_id`` and
+    ``task_id`` say what it is about (shown, not enforced); ``outcome`` is what its closer
+    recorded (a handoff's winner, say). Times are seconds since the epoch.
+    """
+
+    id: str
+    type: str
+    participants: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    status: ThreadStatus = ThreadStatus.ACTIVE
+    ticket_id: str | None = None
+    task_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
+    created_by: str | None = None
+    closed_at: float | None = None
+
+
+_MESSAGE_PREFIX = secrets.token_hex(8)
+_MESSAGE_COUNTER = itertools.count(1)
+
+
+def new_message_id() -> str:
+    """A unique message id: 16 random hex digits of this process, then a counter (32 chars at most)."""
+    return f"{_MESSAGE_PREFIX}{next(_MESSAGE_COUNTER):016x}"
+
+
+@dataclass(slots=True)
+class Message:
+    """One message in a thread.
+
+    ``seq`` is assigned by the scheduler in posting order (restored as the stored maximum + 1
+    on start): it is the order of messages and of cursors. ``to`` is one participant, or None
+    for a broadcast to every other participant. ``kind`` is ``"message"`` unless a protocol
+    (``"handoff.offer"``...) says otherwise; ``body`` is any storable JSON value.
+    """
+
+    id: str
+    seq: int
+    thread_id: str
+    sender: str
+    to: str | None
+    body: Any
+    created_at: float
+    kind: str = "message"
+
+
+@dataclass(slots=True)
+class Receipt:
+    """One recipient's copy of a message: unread until ``read_at`` (the first read) is set."""
+
+    message_id: str
+    thread_id: str
+    recipient: str
+    seq: int
+    read_at: float | None = None

@@ -9,6 +9,7 @@ each rule lives in its part:
 - ``core.agents.AgentRegistry``: agents, incarnations, leases, capacity;
 - ``core.claims.Claims``: claiming, attempt fencing, reports and heartbeats, ``OUTCOME_RULES``;
 - ``core.handoff.Handoffs``: negotiated hand-offs of a held task to another agent;
+- ``core.threads.Threads``: collaboration threads, messages and read receipts;
 - ``core.timers.Timers``: deadlines (``advance`` dispatches each due timer to its part);
 - ``core.task_changes.TaskChanges``: the change set every part records into.
 
@@ -40,11 +41,12 @@ from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.claims import Claims
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
-from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task
+from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task, Thread
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
 from omoi_ray.core.submission import StoredTask, submit
 from omoi_ray.core.task_changes import AttemptKey, TaskChanges
 from omoi_ray.core.tasks import ACTIVE, FAILED_EVENT, FAILED_FOR_GOOD, TERMINAL, TaskStatus
+from omoi_ray.core.threads import Threads
 from omoi_ray.core.timers import Timers
 
 S = TaskStatus
@@ -64,6 +66,7 @@ class TaskGraph:
         tasks, dependents, by_key, ready: the live tasks' (``LiveTasks``).
         agents: agent id -> agent (``AgentRegistry``).
         open_attempts, lock_usage: the claims' (``Claims``).
+        threads: the collaboration threads and messages (``Threads``).
         timers: every deadline of every part.
     """
 
@@ -75,7 +78,8 @@ class TaskGraph:
         self.live = LiveTasks(self.log)
         self.claims = Claims(self.live, self.timers, self.rng, lease_ttl)
         self.registry = AgentRegistry(self.log, self.timers, self.claims, lease_ttl)
-        self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents)
+        self.threads = Threads(self.log, self.registry.agents)
+        self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents, self.threads)
         self.claims.on_attempt_end = self.handoffs.attempt_ended
         # what each part owns, under the names the scheduler actor and the tests read
         self.tasks = self.live.tasks
@@ -122,6 +126,8 @@ class TaskGraph:
         open_attempts: Iterable[Attempt],
         next_seq: int,
         now: float,
+        threads: Iterable[Thread] = (),
+        next_message_seq: int = 1,
         handoffs: Iterable[Handoff] = (),
     ) -> None:
         """Rebuild memory from stored rows.
@@ -134,6 +140,8 @@ class TaskGraph:
                 task's declared locks.
             next_seq: the ``seq`` the next new task gets (at least).
             now: the caller's clock reading (seconds).
+            threads: the stored active threads.
+            next_message_seq: the ``seq`` the next message gets (at least).
             handoffs: open offers, and accepted ones whose new attempt is still claimed.
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
@@ -152,6 +160,7 @@ class TaskGraph:
             if not live.link(task, dep_id) and dep_status in FAILED_FOR_GOOD:
                 doomed.append((task, dep_id, dep_status))
         self.registry.restore(agents, now)
+        self.threads.restore(threads, next_message_seq)
         for attempt in open_attempts:
             agent = self.registry.live(attempt.agent_id, attempt.agent_incarnation)
             self.claims.restore_attempt(attempt, agent, now)

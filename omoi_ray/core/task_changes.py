@@ -1,12 +1,13 @@
 """The scheduler's change set: what the task graph changed since its owner last drained it.
 
 Every part of the scheduler core (the live tasks and their DAG, submission, the agent registry,
-claims) records into one shared ``ChangeRecorder[TaskChanges]``; the owner drains it
+claims, threads) records into one shared ``ChangeRecorder[TaskChanges]``; the owner drains it
 (``TaskGraph.take_changes``), stores it in one transaction, and only then acts on it.
 
 Rules:
-- Tasks, attempts, agents and hand-off offers keep their latest state per key (task id,
-  ``(task id, attempt)``, agent id, offer id); dependencies, events, signals, finished ids and abandoned attempts are appended in
+- Tasks, attempts, agents, threads and hand-off offers keep their latest state per key (task
+  id, ``(task id, attempt)``, agent id, thread id, offer id); messages, receipts, reads,
+  dependencies, events, signals, finished ids and abandoned attempts are appended in
   the order they happened; ``new_attempts`` (which attempts are inserts) is a set.
 - ``bool(changes)`` means there are rows to write; ``signals``, ``finished`` and ``abandoned``
   only name someone to tell once the rows are written (``NOTIFY``).
@@ -21,13 +22,15 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, ClassVar
 
 from omoi_ray.core.changes import APPEND, UNION, ChangeSet, latest, merge_rule
-from omoi_ray.core.model import Agent, Attempt, CancelSignal, Event, Task
+from omoi_ray.core.model import Agent, Attempt, CancelSignal, Event, Message, Receipt, Task, Thread
 
 if TYPE_CHECKING:
     from omoi_ray.core.handoff import Handoff
 
 #: an attempt's key: ``(task id, attempt number)``
 AttemptKey = tuple[str, int]
+#: a read receipt being marked: ``(message id, recipient, read_at)``
+Read = tuple[str, str, float]
 
 
 @dataclass(slots=True)
@@ -57,3 +60,11 @@ class TaskChanges(ChangeSet):
     finished: list[str] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: attempts whose agent is gone while they ran: whatever they held must be let go
     abandoned: list[AttemptKey] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: threads opened or closed (``core.threads``), latest state per id
+    threads: list[Thread] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    #: messages posted, in ``seq`` order
+    messages: list[Message] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: one receipt per recipient of each posted message
+    receipts: list[Receipt] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: receipts marked read (the store keeps the first read time)
+    reads: list[Read] = field(default_factory=list, metadata=merge_rule(APPEND))
