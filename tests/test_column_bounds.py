@@ -24,8 +24,10 @@ from omoi_ray.core import model, storable
 from omoi_ray.core.locks import LockMode
 from omoi_ray.core.ownership import WRITERS
 from omoi_ray.core.tasks import TaskStatus
-from omoi_ray.errors import InvalidLockRequestError, InvalidTaskSpecError
+from omoi_ray.core.handoff import REQUEST_PREFIX, HandoffStatus
+from omoi_ray.errors import InvalidHandoffError, InvalidLockRequestError, InvalidTaskSpecError
 from omoi_ray.settings import Settings
+from omoi_ray.specs import handoffs as handoff_specs
 from omoi_ray.specs import locks as lock_specs
 from omoi_ray.specs import tasks as specs
 from omoi_ray.store.schema import Base
@@ -61,6 +63,7 @@ LOCK_ID = _longest(_accepts(lock_specs.check_id, InvalidLockRequestError))  # AS
 HOLDER = _longest(_accepts(lock_specs.check_holder, InvalidLockRequestError))
 LOCK_REQUEST_ID = _longest(_accepts(lock_specs.check_request_id, InvalidLockRequestError))
 NAMESPACE = _longest(_accepts(lambda v: Settings(namespace=v), ValueError))
+OFFER_ID = _longest(_accepts(handoff_specs.check_offer_id, InvalidHandoffError))
 
 # ---------------------------------------------------------------- what the runtime makes itself
 
@@ -94,7 +97,7 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("tasks", "fingerprint"): SHA256_HEX,
     ("tasks", "agent_id"): NAME,
     ("tasks", "agent_incarnation"): UUID_HEX,
-    ("tasks", "claim_request_id"): UUID_HEX,
+    ("tasks", "claim_request_id"): max(UUID_HEX, len(REQUEST_PREFIX) + OFFER_ID),  # or "handoff:<offer id>"
     ("tasks", "upstream"): NAME,
     ("task_dependencies", "task_id"): NAME,
     ("task_dependencies", "depends_on_id"): NAME,
@@ -136,6 +139,13 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("lock_requests", "holder"): max(HOLDER, TASK_HOLDER),
     ("lock_requests", "task_id"): NAME,
     ("lock_requests", "agent_id"): NAME,
+    ("handoffs", "id"): OFFER_ID,
+    ("handoffs", "task_id"): NAME,
+    ("handoffs", "from_agent"): NAME,
+    ("handoffs", "from_incarnation"): UUID_HEX,
+    ("handoffs", "status"): _longest_word(HandoffStatus),
+    ("handoffs", "thread_id"): len("handoff.") + OFFER_ID,
+    ("handoffs", "accepted_by"): NAME,
 }
 
 

@@ -330,3 +330,36 @@ db_owner_epochs = DbOwnerEpochRow.__table__
 lock_resources = LockResourceRow.__table__
 lock_grants = LockGrantRow.__table__
 lock_requests = LockRequestRow.__table__
+
+
+class HandoffRow(Base):
+    """A hand-off offer (``omoi_ray.core.handoff``): which attempt of which task, from which agent
+    to which targets (JSON list of names; ``capabilities`` the JSON list asked for, if the offer
+    was by capabilities), why (``reason``, ``context`` JSON), until when (``deadline``), and how it
+    stands: ``status`` (open, accepted, declined, expired, withdrawn), ``declines`` (JSON object
+    agent -> reason), the winner ``accepted_by`` and the task's ``new_attempt``."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    task_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    from_agent: Mapped[str] = mapped_column(sa.String(128))
+    from_incarnation: Mapped[str] = mapped_column(sa.String(64))
+    targets: Mapped[Any] = mapped_column(JSONType)
+    capabilities: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    context: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    thread_id: Mapped[str | None] = mapped_column(sa.String(256))
+    declines: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    accepted_by: Mapped[str | None] = mapped_column(sa.String(128))
+    new_attempt: Mapped[int | None] = mapped_column(sa.Integer)
+    closed_reason: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+handoffs = HandoffRow.__table__

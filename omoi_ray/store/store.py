@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.dialects import sqlite
 
 from omoi_ray.core import task_fields
 from omoi_ray.core.claims import OUTCOME_RULES
+from omoi_ray.core.handoff import REQUEST_PREFIX, Handoff, HandoffStatus
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
     Agent,
@@ -74,6 +75,8 @@ class Snapshot:
     agents: list[Agent]
     open_attempts: list[Attempt]
     next_seq: int
+    #: open hand-off offers, and accepted ones whose new attempt is still claimed (to deliver)
+    handoffs: list[Handoff] = field(default_factory=list)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -230,13 +233,45 @@ class Store:
                 ).mappings()
             ]
             next_seq = (conn.execute(sa.select(sa.func.max(t.tasks.c.seq))).scalar() or 0) + 1
+            handed = [
+                task.claim_request_id[len(REQUEST_PREFIX):] for task in tasks
+                if task.status is TaskStatus.CLAIMED and (task.claim_request_id or "").startswith(REQUEST_PREFIX)
+            ]
+            handoffs = self.handoff_rows(conn, handed)
         return Snapshot(
             tasks=tasks,
             dependencies=[(a, b, TaskStatus(s)) for a, b, s in edges],
             agents=agents,
             open_attempts=attempts,
             next_seq=next_seq,
+            handoffs=handoffs,
         )
+
+    @staticmethod
+    def handoff_rows(conn: Any, ids: Sequence[str] = (), *, open_ones: bool = True) -> list[Handoff]:
+        """Hand-off offers: the open ones (``open_ones``) and those named by ``ids``."""
+        h = t.handoffs
+        found: dict[str, Handoff] = {}
+        queries = [sa.select(h).where(h.c.status == HandoffStatus.OPEN.value)] if open_ones else []
+        queries += [sa.select(h).where(h.c.id.in_(chunk)) for chunk in _chunks(list(ids))]
+        for query in queries:
+            for r in conn.execute(query):
+                found[r.id] = Handoff(
+                    id=r.id, task_id=r.task_id, attempt=r.attempt, from_agent=r.from_agent,
+                    from_incarnation=r.from_incarnation, targets=tuple(r.targets or ()), reason=r.reason,
+                    context=r.context, deadline=_epoch(r.deadline) or 0.0, created_at=_epoch(r.created_at) or 0.0,
+                    capabilities=tuple(r.capabilities) if r.capabilities is not None else None,
+                    status=HandoffStatus(r.status), thread_id=r.thread_id, declines=dict(r.declines or {}),
+                    accepted_by=r.accepted_by, new_attempt=r.new_attempt, closed_at=_epoch(r.closed_at),
+                    closed_reason=r.closed_reason, updated_at=_epoch(r.updated_at) or 0.0,
+                )
+        return list(found.values())
+
+    def handoff(self, offer_id: str) -> Handoff | None:
+        """One stored offer by id, or None."""
+        with self.engine.connect() as conn:
+            found = self.handoff_rows(conn, [offer_id], open_ones=False)
+        return found[0] if found else None
 
     @staticmethod
     def _task_from_row(r: Any) -> Task:

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from omoi_ray.core import task_fields
+from omoi_ray.core.handoff import Handoff
 from omoi_ray.core.locks import Grant, LockChanges, Request, RequestState
 from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
 from omoi_ray.core.storable import check_json, unstorable_char
@@ -164,6 +165,8 @@ class BatchWriter:
         }
         tables = {"task": t.tasks, "dep": t.task_dependencies, "attempt": t.task_attempts, "event": t.events,
                   "lock_grant": t.lock_grants, "lock_request": t.lock_requests}
+        handoff_cols = [c.name for c in t.handoffs.columns]
+        handoff_insert = ins(t.handoffs).values({c: b(c) for c in handoff_cols})
         agent_cols = [c.name for c in t.agents.columns]
         agent_insert = ins(t.agents).values({c: b(c) for c in agent_cols})
         token_insert = ins(t.lock_resources).values(
@@ -177,6 +180,10 @@ class BatchWriter:
             )),
             "agent": _Statement(self._compile(agent_insert.on_conflict_do_update(
                 index_elements=["id"], set_={c: agent_insert.excluded[c] for c in agent_cols if c != "id"},
+            ))),
+            # an offer is written whole each time it changes (a few per task at most)
+            "handoff": _Statement(self._compile(handoff_insert.on_conflict_do_update(
+                index_elements=["id"], set_={c: handoff_insert.excluded[c] for c in handoff_cols if c != "id"},
             ))),
             "lock_resource": _Statement(self._compile(token_insert.on_conflict_do_update(
                 index_elements=["resource_type", "resource_id"], set_={"token": token_insert.excluded.token},
@@ -366,6 +373,7 @@ class BatchWriter:
             [a for a in changes.attempts if (a.task_id, a.attempt) in changes.new_attempts])
         add("attempt_update", self._attempt_update, changes.attempts)
         add("agent", lambda a: self._agent_row(a, now), changes.agents)
+        add("handoff", self._handoff_row, changes.handoffs)
         add("event", self._event_row, changes.events)
         return out
 
@@ -448,6 +456,29 @@ class BatchWriter:
             "info": _json(a.info),
             "registered_at": self._time(a.registered_at),
             "updated_at": now,
+        }
+
+    def _handoff_row(self, h: Handoff) -> dict[str, Any]:
+        return {
+            "id": h.id,
+            "task_id": h.task_id,
+            "attempt": h.attempt,
+            "from_agent": h.from_agent,
+            "from_incarnation": h.from_incarnation,
+            "targets": _json(list(h.targets)),
+            "capabilities": _json(list(h.capabilities)) if h.capabilities is not None else None,
+            "reason": h.reason,
+            "context": _json(h.context),
+            "deadline": self._time(h.deadline),
+            "status": h.status.value,
+            "thread_id": h.thread_id,
+            "declines": _json(h.declines),
+            "accepted_by": h.accepted_by,
+            "new_attempt": h.new_attempt,
+            "closed_reason": h.closed_reason,
+            "created_at": self._time(h.created_at),
+            "updated_at": self._time(h.updated_at),
+            "closed_at": self._time(h.closed_at),
         }
 
     def _event_row(self, e: Event) -> dict[str, Any]:
