@@ -392,6 +392,7 @@ class AgentActor:
             _scheduler=self.scheduler,
             _lock_manager=self.lock_manager,
             holder=f"{assignment.task_id}#{assignment.attempt}",
+            handoff=assignment.handoff,
         )
         run = _Running(assignment, ctx)
         self.running[key] = run

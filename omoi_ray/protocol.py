@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from omoi_ray.core import task_fields
 from omoi_ray.core.claims import Rejection, Report
+from omoi_ray.core.handoff import HandoffContext
 from omoi_ray.core.model import Task
 
 
@@ -33,6 +34,8 @@ class Assignment(NamedTuple):
     phase: str | None
     depends_on: tuple[str, ...] = ()
     locks: tuple[tuple[str, str, str], ...] = ()
+    #: set when this attempt came from an accepted hand-off offer (the handler's ``ctx.handoff``)
+    handoff: HandoffContext | None = None
 
     @classmethod
     def of(cls, task: Task) -> Assignment:

@@ -38,6 +38,7 @@ from omoi_ray.client._args import seconds
 from omoi_ray.client.agents import STOP_MARGIN_S, AgentRef, Agents, kill_and_wait  # noqa: F401 - re-exported
 from omoi_ray.client.calls import Step, Steps, call, flavours, label, set_driver_budget
 from omoi_ray.client.events import Events
+from omoi_ray.client.handoffs import HandoffClient
 from omoi_ray.client.locks import Lease, LockClient
 from omoi_ray.client.tasks import Tasks
 from omoi_ray.errors import ConfigurationError, OmoiError, RuntimeUnavailableError, TaskNotFoundError
@@ -78,6 +79,7 @@ class Runtime:
         locks: ``rt.locks``, a ``LockClient`` holding as this driver (acquire, holders,
             release_all).
         events: ``rt.events`` (call it to list; follow, relay_status, flush).
+        handoffs: ``rt.handoffs`` (offer, accept, decline, get, wait; see ``omoi_ray.client.handoffs``).
         scheduler, lock_manager, relay: the singletons' actor handles.
 
     Every call has an awaitable flavour named ``<call>_async`` (``await rt.tasks.get_async(id)``,
@@ -93,6 +95,8 @@ class Runtime:
         self.agents = Agents(self)
         self.events = Events(self)
         self._locks: LockClient | None = None
+        #: ``rt.handoffs``: offer held tasks to other agents, accept or decline for an agent
+        self.handoffs = HandoffClient(lambda: self.scheduler)
         set_driver_budget(settings.call_retry_for)  # this process's calls ride out restarts this long
         for handle, role, name in ((scheduler, "scheduler", SCHEDULER_NAME), (lock_manager, "lock manager", LOCKS_NAME),
                                    (relay, "event relay", EVENTS_NAME)):

@@ -10,6 +10,10 @@ Rules:
   ``ctx.raise_if_cancelled()``) and immediate for async ones (``asyncio.CancelledError`` is
   raised at the next await).
 - Each attempt gets its own empty workspace directory.
+- An attempt that came from an accepted hand-off sees the offer as ``ctx.handoff`` (a
+  ``core.handoff.HandoffContext``: offer id, from agent, reason, context); it is None otherwise.
+  ``ctx.handoffs`` offers this attempt to other agents, and accepts or declines offers for this
+  agent (``omoi_ray.client.handoffs``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,25 @@ class TaskContext:
     locks: list[Any] = field(default_factory=list)  # grants of the task's declared locks
     holder: str = ""  # the lock holder name of this attempt
     took_locks: bool = False
+    #: the accepted hand-off offer this attempt came from (``HandoffContext``), else None
+    handoff: Any = None
+    _handoffs: Any = field(default=None, repr=False)
+
+    @property
+    def handoffs(self) -> Any:
+        """A ``HandoffClient`` acting for this attempt and its agent: ``offer`` (this task, by
+        default) / ``offer_async``, ``accept(offer_id)``, ``decline(offer_id, reason=...)``,
+        ``get`` (each with ``_async``), under the handlers' call policy (stops retrying once the
+        attempt is cancelled)."""
+        if self._handoffs is None:
+            from omoi_ray.client.calls import HANDLER
+            from omoi_ray.client.handoffs import HandoffClient
+
+            self._handoffs = HandoffClient(
+                lambda: self._scheduler, agent=self.agent_id, task_id=self.task_id, attempt=self.attempt,
+                policy=HANDLER, check=self.raise_if_cancelled,
+            )
+        return self._handoffs
 
     @property
     def workspace(self) -> Path:
