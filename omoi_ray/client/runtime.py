@@ -1,7 +1,7 @@
 """The driver API's front: ``connect`` to (or start) a runtime, and the ``Runtime`` it returns.
 
     rt = omoi.connect(migrate=True)
-    rt.tasks / rt.agents / rt.locks / rt.events      # the calls, grouped by concept
+    rt.tasks / rt.agents / rt.locks / rt.events / rt.messages   # the calls, grouped by concept
     rt.submit(...), rt.wait(...), rt.get(...), rt.lock(...), ...   # short forms of the common ones
 
 Rules:
@@ -12,7 +12,7 @@ Rules:
   second driver connecting later gets the same singletons and sees the same state; connecting
   with a different database (or Redis mirror) than the running singletons' is refused.
 - ``Runtime`` is a thin shell: every call lives in its group (``omoi_ray.client.tasks``,
-  ``.agents``, ``.locks``, ``.events``), defined once and offered blocking and awaitable
+  ``.agents``, ``.locks``, ``.events``, ``.messages``), defined once and offered blocking and awaitable
   (``name`` and ``name_async``); the short forms (``rt.submit`` is ``rt.tasks.submit``) are the
   group's own methods, not copies.
 - Calls are retried while a singleton restarts (every driver call is idempotent) and give up with
@@ -39,6 +39,7 @@ from omoi_ray.client.agents import STOP_MARGIN_S, AgentRef, Agents, kill_and_wai
 from omoi_ray.client.calls import Step, Steps, call, flavours, label, set_driver_budget
 from omoi_ray.client.events import Events
 from omoi_ray.client.locks import Lease, LockClient
+from omoi_ray.client.messages import Messages
 from omoi_ray.client.tasks import Tasks
 from omoi_ray.errors import ConfigurationError, OmoiError, RuntimeUnavailableError, TaskNotFoundError
 from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
@@ -78,6 +79,8 @@ class Runtime:
         locks: ``rt.locks``, a ``LockClient`` holding as this driver (acquire, holders,
             release_all).
         events: ``rt.events`` (call it to list; follow, relay_status, flush).
+        messages: ``rt.messages`` (create_thread, close_thread, thread, threads, send,
+            send_many, mark_read, messages, unread, receipts, receive, follow).
         scheduler, lock_manager, relay: the singletons' actor handles.
 
     Every call has an awaitable flavour named ``<call>_async`` (``await rt.tasks.get_async(id)``,
@@ -92,6 +95,7 @@ class Runtime:
         self.tasks = Tasks(self)
         self.agents = Agents(self)
         self.events = Events(self)
+        self.messages = Messages(self)
         self._locks: LockClient | None = None
         set_driver_budget(settings.call_retry_for)  # this process's calls ride out restarts this long
         for handle, role, name in ((scheduler, "scheduler", SCHEDULER_NAME), (lock_manager, "lock manager", LOCKS_NAME),
