@@ -55,6 +55,7 @@ from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.storable import clean_text, storable_json
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
 from omoi_ray.handler.context import BoundHandler, HandlerTable, TaskContext, TaskView
+from omoi_ray.handler.inbox import Inbox
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.protocol import Assignment, ExchangeReply
@@ -98,7 +99,7 @@ class AgentActor:
 
     Its public methods are Ray calls: ``ready`` comes from the driver that starts the agent
     (``omoi_ray.client.agents``); ``info``, ``pid`` and ``stop`` from the driver's ``AgentRef``;
-    ``watch`` and ``cancel_attempts`` from the scheduler.
+    ``watch``, ``cancel_attempts`` and ``deliver`` (committed messages) from the scheduler.
 
     Args:
         spec: the agent's name, capabilities, capacity and handlers (``AgentSpec``).
@@ -139,6 +140,8 @@ class AgentActor:
         self.last_call = 0.0
         self.renewing: asyncio.Task[None] | None = None  # the heartbeat's lock renewal under way
         self.stats = {"started": 0, "finished": 0, "rejected": 0, "max_running": 0}
+        #: committed messages addressed to this agent, read by its handlers (``ctx.inbox``)
+        self.inbox = Inbox()
         self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
         self.lock_manager = ray.get_actor(LOCKS_NAME, namespace=settings.namespace)
         self.me = ray.get_runtime_context().current_actor
@@ -169,6 +172,13 @@ class AgentActor:
             stopped += self._stop_attempt((task_id, attempt), reason)
         return stopped
 
+    @ray.method(enable_task_events=False)
+    async def deliver(self, messages: list[Any]) -> int:
+        """Put committed messages addressed to this agent in its inbox (sent by the scheduler
+        after each commit, in ``seq`` order); returns how many the inbox holds."""
+        self.inbox.put_many(messages)
+        return len(self.inbox)
+
     async def info(self) -> dict[str, Any]:
         """What the agent knows of itself; called by the driver (``AgentRef.info``).
 
@@ -176,7 +186,8 @@ class AgentActor:
             ``{"name", "incarnation" (hex id of this process), "capabilities", "capacity",
             "running": [(task id, attempt), ...] sorted, "zombies": the running attempts that
             ignored their stop past the grace period, "draining" (bool: claims nothing more),
-            "stats": {"started", "finished", "rejected", "max_running"}, "pid"}``.
+            "stats": {"started", "finished", "rejected", "max_running"}, "inbox": {"queued",
+            "delivered", "dropped"}, "pid"}``.
         """
         return {
             "name": self.name,
@@ -187,6 +198,7 @@ class AgentActor:
             "zombies": sorted(key for key, run in self.running.items() if run.zombie),
             "draining": self.draining,
             "stats": dict(self.stats),
+            "inbox": {"queued": len(self.inbox), "delivered": self.inbox.delivered, "dropped": self.inbox.dropped},
             "pid": os.getpid(),
         }
 
@@ -393,6 +405,7 @@ class AgentActor:
             _lock_manager=self.lock_manager,
             holder=f"{assignment.task_id}#{assignment.attempt}",
             handoff=assignment.handoff,
+            inbox=self.inbox,
         )
         run = _Running(assignment, ctx)
         self.running[key] = run

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     (0-1), ``lock_ttl``, ``hard_timeout_grace``, ``payload_max_bytes``, ``result_max_bytes``,
     ``max_submission`` (tasks per submission), the Redis mirror (``redis_url``, ``redis_prefix``,
     ``events_stream_maxlen``, ``events_replay``, ``events_batch``), ``events_retention`` (0: keep
-    forever), ``events_poll``, ``call_retry_for`` and ``owner_lease``; comments on the fields say more.
+    forever), ``events_poll``, ``call_retry_for``, ``owner_lease``, ``message_max_bytes`` and
+    ``thread_retention`` (0: keep forever); comments on the fields say more.
 
     Raises:
         pydantic.ValidationError: a value out of range or of the wrong kind (booleans are not
@@ -99,6 +100,11 @@ class Settings(BaseSettings):
     #: the runtime's lease on its database (seconds): renewed by the scheduler every third of
     #: it; another runtime may take the database over once it lapses (see ``db_owner``)
     owner_lease: float = 15.0
+    #: largest message body (compact JSON, bytes): ``MessageTooLargeError`` above it
+    message_max_bytes: int = 64_000
+    #: resolved and abandoned threads, with their messages and receipts, are pruned this many
+    #: seconds after they closed (0: keep forever)
+    thread_retention: float = 7 * 24 * 3600.0
 
     @field_validator("namespace")
     @classmethod
@@ -116,7 +122,7 @@ class Settings(BaseSettings):
             raise ValueError("redis_prefix must be 1-64 characters of letters, digits, '_', '.', ':', '-'")
         return value
 
-    @field_validator("events_retention")
+    @field_validator("events_retention", "thread_retention")
     @classmethod
     def _retention(cls, value: float) -> float:
         if not (math.isfinite(value) and value >= 0):
@@ -126,7 +132,7 @@ class Settings(BaseSettings):
     @field_validator(
         "lease_ttl", "long_poll", "report_linger", "lock_ttl", "hard_timeout_grace", "payload_max_bytes",
         "result_max_bytes", "max_submission", "events_stream_maxlen", "events_replay", "events_retention",
-        "events_poll", "events_batch", "call_retry_for", "owner_lease",
+        "events_poll", "events_batch", "call_retry_for", "owner_lease", "message_max_bytes", "thread_retention",
         mode="before",
     )
     @classmethod
@@ -182,7 +188,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("payload_max_bytes", "result_max_bytes", "max_submission", "events_stream_maxlen",
-                     "events_batch")
+                     "events_batch", "message_max_bytes")
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value <= 0:

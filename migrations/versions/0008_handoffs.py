@@ -1,10 +1,10 @@
 """Hand-off offers (``omoi_ray.core.handoff``): table ``handoffs``.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-11-30
 
-Self-contained on purpose (see 0001). ``down_revision`` is rechained at merge (after 0007).
+Self-contained on purpose (see 0001). ``down_revision`` may be rechained at merge.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

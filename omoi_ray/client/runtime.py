@@ -1,7 +1,7 @@
 """The driver API's front: ``connect`` to (or start) a runtime, and the ``Runtime`` it returns.
 
     rt = omoi.connect(migrate=True)
-    rt.tasks / rt.agents / rt.locks / rt.events      # the calls, grouped by concept
+    rt.tasks / rt.agents / rt.locks / rt.events / rt.messages   # the calls, grouped by concept
     rt.submit(...), rt.wait(...), rt.get(...), rt.lock(...), ...   # short forms of the common ones
 
 Rules:
@@ -12,7 +12,7 @@ Rules:
   second driver connecting later gets the same singletons and sees the same state; connecting
   with a different database (or Redis mirror) than the running singletons' is refused.
 - ``Runtime`` is a thin shell: every call lives in its group (``omoi_ray.client.tasks``,
-  ``.agents``, ``.locks``, ``.events``), defined once and offered blocking and awaitable
+  ``.agents``, ``.locks``, ``.events``, ``.messages``), defined once and offered blocking and awaitable
   (``name`` and ``name_async``); the short forms (``rt.submit`` is ``rt.tasks.submit``) are the
   group's own methods, not copies.
 - Calls are retried while a singleton restarts (every driver call is idempotent) and give up with
@@ -40,6 +40,7 @@ from omoi_ray.client.calls import Step, Steps, call, flavours, label, set_driver
 from omoi_ray.client.events import Events
 from omoi_ray.client.handoffs import HandoffClient
 from omoi_ray.client.locks import Lease, LockClient
+from omoi_ray.client.messages import Messages
 from omoi_ray.client.tasks import Tasks
 from omoi_ray.errors import ConfigurationError, OmoiError, RuntimeUnavailableError, TaskNotFoundError
 from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
@@ -80,6 +81,8 @@ class Runtime:
             release_all).
         events: ``rt.events`` (call it to list; follow, relay_status, flush).
         handoffs: ``rt.handoffs`` (offer, accept, decline, get, wait; see ``omoi_ray.client.handoffs``).
+        messages: ``rt.messages`` (create_thread, close_thread, thread, threads, send,
+            send_many, mark_read, messages, unread, receipts, receive, follow).
         scheduler, lock_manager, relay: the singletons' actor handles.
 
     Every call has an awaitable flavour named ``<call>_async`` (``await rt.tasks.get_async(id)``,
@@ -94,6 +97,7 @@ class Runtime:
         self.tasks = Tasks(self)
         self.agents = Agents(self)
         self.events = Events(self)
+        self.messages = Messages(self)
         self._locks: LockClient | None = None
         #: ``rt.handoffs``: offer held tasks to other agents, accept or decline for an agent
         self.handoffs = HandoffClient(lambda: self.scheduler)

@@ -14,6 +14,9 @@ Rules:
   ``core.handoff.HandoffContext``: offer id, from agent, reason, context); it is None otherwise.
   ``ctx.handoffs`` offers this attempt to other agents, and accepts or declines offers for this
   agent (``omoi_ray.client.handoffs``).
+- Messages: ``ctx.inbox`` is the agent's live inbox (``omoi_ray.handler.inbox``); ``ctx.send``,
+  ``ctx.send_many`` and ``ctx.mark_read`` go through the scheduler with the agent as sender or
+  reader (``..._async`` forms for async handlers).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from omoi_ray.core import task_fields
 from omoi_ray.errors import HandlerNotFoundError, TaskCancelledError
+from omoi_ray.handler.inbox import Inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,9 @@ class TaskContext:
                 policy=HANDLER, check=self.raise_if_cancelled,
             )
         return self._handoffs
+    #: the agent's live inbox, shared by its running handlers (``await ctx.inbox.get(timeout=1)``
+    #: in async handlers, ``ctx.inbox.get(timeout=1)`` in sync ones; None on timeout)
+    inbox: Inbox = field(default_factory=Inbox, repr=False)
 
     @property
     def workspace(self) -> Path:
@@ -146,6 +153,66 @@ class TaskContext:
         infos = yield Step(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler",
                            check=self.raise_if_cancelled)
         return {info.id: info.result for info in infos}
+
+    def send(self, to: str | None = None, body: Any = None, *, thread: str, kind: str = "message") -> Any:
+        """Post a message in ``thread`` as this agent (sync handlers; blocks until committed).
+
+        Args:
+            to: one participant, or None to broadcast to every other participant.
+            body: any JSON value up to ``OMOI_MESSAGE_MAX_BYTES``.
+            thread: the thread's id; kind: ``"message"`` unless a protocol says otherwise.
+
+        Returns:
+            The committed message's ``MessageInfo``.
+
+        Raises:
+            InvalidMessageError, MessageTooLargeError, NotParticipantError, ThreadClosedError,
+                ThreadNotFoundError: as ``rt.messages.send``; nothing is stored then.
+        """
+        return self.send_many([{"thread": thread, "to": to, "body": body, "kind": kind}])[0]
+
+    async def send_async(self, to: str | None = None, body: Any = None, *, thread: str, kind: str = "message") -> Any:
+        """``send`` for async handlers."""
+        return (await self.send_many_async([{"thread": thread, "to": to, "body": body, "kind": kind}]))[0]
+
+    def send_many(self, posts: list[dict[str, Any]]) -> list[Any]:
+        """Post several messages as this agent, all or nothing (each a mapping with ``thread``,
+        ``body`` and optional ``to``, ``kind``); returns their ``MessageInfo``s in order."""
+        from omoi_ray.client.calls import drive
+
+        return drive(self._call("send_many", self._as_sender(posts)))
+
+    async def send_many_async(self, posts: list[dict[str, Any]]) -> list[Any]:
+        """``send_many`` for async handlers."""
+        from omoi_ray.client.calls import drive_async
+
+        return await drive_async(self._call("send_many", self._as_sender(posts)))
+
+    def mark_read(self, message_ids: list[str]) -> int:
+        """Mark messages addressed to this agent read (the first read time is kept)."""
+        from omoi_ray.client.calls import drive
+
+        return drive(self._call("mark_read", self.agent_id, list(message_ids)))
+
+    async def mark_read_async(self, message_ids: list[str]) -> int:
+        """``mark_read`` for async handlers."""
+        from omoi_ray.client.calls import drive_async
+
+        return await drive_async(self._call("mark_read", self.agent_id, list(message_ids)))
+
+    def _as_sender(self, posts: Any) -> Any:
+        """``posts`` with this agent as their sender (a bad shape is left for the scheduler to refuse)."""
+        if not isinstance(posts, (list, tuple)):
+            return posts
+        return [{**p, "sender": self.agent_id} if isinstance(p, Mapping) else p for p in posts]
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """One scheduler call under the handlers' call policy (a generator of call steps)."""
+        from omoi_ray.client.calls import HANDLER, Step
+
+        result = yield Step(lambda: getattr(self._scheduler, method).remote(*args), policy=HANDLER,
+                            what="the scheduler", check=self.raise_if_cancelled)
+        return result
 
     def token(self, resource: str) -> int:
         """The fencing token of a lock this attempt holds (``"type:id"``)."""

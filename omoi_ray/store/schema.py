@@ -4,8 +4,8 @@ Rules:
 - Times are stored as ``UTCDateTime``: timezone-aware UTC in PostgreSQL (``timestamptz``), naive
   UTC text in SQLite; both read back as aware UTC datetimes.
 - JSON columns use JSONB on PostgreSQL and JSON text on SQLite.
-- Single writer per table: tasks, task_dependencies, task_attempts, agents and tickets are
-  written by the scheduler alone; every writer appends to ``events`` in the same transaction as
+- Single writer per table: tasks, task_dependencies, task_attempts, agents, tickets, threads,
+  thread_participants, messages and message_receipts are written by the scheduler alone; every writer appends to ``events`` in the same transaction as
   the change an event describes.
 """
 
@@ -317,6 +317,78 @@ class LockRequestRow(Base):
     agent_id: Mapped[str | None] = mapped_column(sa.String(128))
 
 
+class ThreadRow(Base):
+    """A collaboration thread (``omoi_ray.core.threads``): its type, status, what it is about,
+    ``meta`` (its metadata JSON object) and ``outcome`` (JSON, set when closed).
+
+    ``pos`` is the database's insertion order: the order (newest first) and cursor of thread
+    lists. Closed threads are pruned, with their messages, after ``OMOI_THREAD_RETENTION``.
+    """
+
+    __tablename__ = "threads"
+
+    pos: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    participants: Mapped[Any] = mapped_column(JSONType)  # [agent name, ...] in the order given
+    ticket_id: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    task_id: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    meta: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    outcome: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class ThreadParticipantRow(Base):
+    """Who takes part in a thread (the index behind "threads of this agent")."""
+
+    __tablename__ = "thread_participants"
+
+    thread_id: Mapped[str] = mapped_column(sa.ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True)
+    agent: Mapped[str] = mapped_column(sa.String(128), primary_key=True, index=True)
+
+
+class MessageRow(Base):
+    """A message: ``seq`` is its scheduler-assigned order (the cursor), ``to_agent`` its one
+    recipient (null: a broadcast to every participant but the sender), ``body`` any JSON."""
+
+    __tablename__ = "messages"
+    __table_args__ = (sa.Index("ix_messages_thread_seq", "thread_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    thread_id: Mapped[str] = mapped_column(sa.ForeignKey("threads.id", ondelete="CASCADE"))
+    sender: Mapped[str] = mapped_column(sa.String(128))
+    to_agent: Mapped[str | None] = mapped_column(sa.String(128))
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    body: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MessageReceiptRow(Base):
+    """One recipient's copy of a message; ``read_at`` is its first read (null: unread)."""
+
+    __tablename__ = "message_receipts"
+    __table_args__ = (
+        sa.Index(
+            "ix_message_receipts_unread",
+            "recipient",
+            "seq",
+            postgresql_where=sa.text("read_at IS NULL"),
+            sqlite_where=sa.text("read_at IS NULL"),
+        ),
+    )
+
+    message_id: Mapped[str] = mapped_column(sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    recipient: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(sa.ForeignKey("threads.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 tickets = TicketRow.__table__
 tasks = TaskRow.__table__
 task_dependencies = TaskDependencyRow.__table__
@@ -330,6 +402,10 @@ db_owner_epochs = DbOwnerEpochRow.__table__
 lock_resources = LockResourceRow.__table__
 lock_grants = LockGrantRow.__table__
 lock_requests = LockRequestRow.__table__
+threads = ThreadRow.__table__
+thread_participants = ThreadParticipantRow.__table__
+messages = MessageRow.__table__
+message_receipts = MessageReceiptRow.__table__
 
 
 class HandoffRow(Base):

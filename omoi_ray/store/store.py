@@ -12,10 +12,11 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +35,8 @@ from omoi_ray.core.model import (
     Priority,
     RetryPolicy,
     Task,
+    Thread,
+    ThreadStatus,
 )
 from omoi_ray.core.ownership import Claim, OwnerId
 from omoi_ray.core.submission import StoredTask
@@ -75,6 +78,9 @@ class Snapshot:
     agents: list[Agent]
     open_attempts: list[Attempt]
     next_seq: int
+    #: active threads, and the ``seq`` the next message gets
+    threads: list[Thread] = dataclasses.field(default_factory=list)
+    next_message_seq: int = 1
     #: open hand-off offers, and accepted ones whose new attempt is still claimed (to deliver)
     handoffs: list[Handoff] = field(default_factory=list)
 
@@ -233,6 +239,13 @@ class Store:
                 ).mappings()
             ]
             next_seq = (conn.execute(sa.select(sa.func.max(t.tasks.c.seq))).scalar() or 0) + 1
+            threads = [
+                thread_from_row(r)
+                for r in conn.execute(
+                    sa.select(t.threads).where(t.threads.c.status == ThreadStatus.ACTIVE.value).order_by(t.threads.c.pos)
+                ).mappings()
+            ]
+            next_message_seq = (conn.execute(sa.select(sa.func.max(t.messages.c.seq))).scalar() or 0) + 1
             handed = [
                 task.claim_request_id[len(REQUEST_PREFIX):] for task in tasks
                 if task.status is TaskStatus.CLAIMED and (task.claim_request_id or "").startswith(REQUEST_PREFIX)
@@ -244,6 +257,8 @@ class Store:
             agents=agents,
             open_attempts=attempts,
             next_seq=next_seq,
+            threads=threads,
+            next_message_seq=next_message_seq,
             handoffs=handoffs,
         )
 
@@ -404,6 +419,130 @@ class Store:
             if entity_id is not None:
                 query = query.where(t.events.c.entity_id == entity_id)
             return [event_record(r) for r in conn.execute(query)]
+
+    # ------------------------------------------------------------------ threads and messages
+
+    def thread_rows(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored rows of the given thread ids that exist, ``{id: row dict}``."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for r in conn.execute(sa.select(t.threads).where(t.threads.c.id.in_(chunk))).mappings():
+                    out[r["id"]] = dict(r)
+        return out
+
+    def list_threads(
+        self,
+        *,
+        participant: str | None,
+        ticket_id: str | None,
+        task_id: str | None,
+        status: str | None,
+        limit: int,
+        before: int | None,
+    ) -> list[dict[str, Any]]:
+        """Thread rows matching every given filter, newest first (by ``pos``), at most
+        ``limit``, only those older than position ``before`` when it is given."""
+        th = t.threads
+        query = sa.select(th).order_by(th.c.pos.desc()).limit(limit)
+        if participant is not None:
+            tp = t.thread_participants
+            query = query.where(th.c.id.in_(sa.select(tp.c.thread_id).where(tp.c.agent == participant)))
+        for column, value in (("ticket_id", ticket_id), ("task_id", task_id), ("status", status)):
+            if value is not None:
+                query = query.where(th.c[column] == value)
+        if before is not None:
+            query = query.where(th.c.pos < before)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def message_rows(self, thread_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """Messages of one thread with ``seq`` above ``after``, oldest first, at most ``limit``."""
+        m = t.messages
+        query = sa.select(m).where(m.c.thread_id == thread_id, m.c.seq > after).order_by(m.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def unread_rows(self, agent: str, after: int, limit: int, *, unread_only: bool = True) -> list[dict[str, Any]]:
+        """Messages addressed to ``agent`` that it has not marked read (every one addressed to
+        it unless ``unread_only``), across threads, with ``seq`` above ``after``, oldest first,
+        at most ``limit``."""
+        m, r = t.messages, t.message_receipts
+        query = (
+            sa.select(m)
+            .join(r, r.c.message_id == m.c.id)
+            .where(r.c.recipient == agent, r.c.seq > after)
+            .order_by(r.c.seq)
+            .limit(limit)
+        )
+        if unread_only:
+            query = query.where(r.c.read_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def receipt_rows(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The receipts of the given messages, by message order then recipient."""
+        r = t.message_receipts
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(message_ids))):
+                query = sa.select(r).where(r.c.message_id.in_(chunk)).order_by(r.c.seq, r.c.recipient)
+                out.extend(dict(row) for row in conn.execute(query).mappings())
+        return out
+
+    def addressed(self, message_ids: Sequence[str], recipient: str) -> set[str]:
+        """Which of ``message_ids`` have a receipt for ``recipient`` (were addressed to it)."""
+        r = t.message_receipts
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(message_ids))):
+                query = sa.select(r.c.message_id).where(r.c.message_id.in_(chunk), r.c.recipient == recipient)
+                out.update(conn.execute(query).scalars())
+        return out
+
+    def prune_threads(self, older_than: float, batch: int = 1000) -> int:
+        """Delete resolved and abandoned threads closed before ``older_than`` (Unix seconds),
+        with their participants, messages and receipts; return how many threads went.
+
+        Written by the scheduler's database thread (the tables' one writer), ``batch`` threads
+        per transaction.
+        """
+        th = t.threads
+        total = 0
+        cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(conn.execute(
+                    sa.select(th.c.id)
+                    .where(th.c.status != ThreadStatus.ACTIVE.value, th.c.closed_at < cutoff)
+                    .limit(batch)
+                ).scalars())
+                if not ids:
+                    return total
+                # children first: SQLite cascades only with foreign keys on, which a copy of
+                # the database may not have
+                for table, column in ((t.message_receipts, "thread_id"), (t.messages, "thread_id"),
+                                      (t.thread_participants, "thread_id"), (th, "id")):
+                    conn.execute(table.delete().where(table.c[column].in_(ids)))
+            total += len(ids)
+
+
+def thread_from_row(r: Any) -> Thread:
+    """A core ``Thread`` from a ``threads`` row mapping."""
+    return Thread(
+        id=r["id"],
+        type=r["type"],
+        participants=tuple(r["participants"] or ()),
+        created_at=_epoch(r["created_at"]) or 0.0,
+        updated_at=_epoch(r["updated_at"]) or 0.0,
+        status=ThreadStatus(r["status"]),
+        ticket_id=r["ticket_id"],
+        task_id=r["task_id"],
+        metadata=dict(r["meta"] or {}),
+        outcome=r["outcome"],
+        created_by=r["created_by"],
+        closed_at=_epoch(r["closed_at"]),
+    )
 
 
 #: How a read row's value (JSON decoded, times as aware datetimes) becomes a task's, per kind.

@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from omoi_ray.core import task_fields
 from omoi_ray.core.handoff import Handoff
 from omoi_ray.core.locks import Grant, LockChanges, Request, RequestState
-from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Task
+from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Message, Receipt, Task, Thread
 from omoi_ray.core.storable import check_json, unstorable_char
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.task_fields import Shape
@@ -162,9 +162,12 @@ class BatchWriter:
             "event": [c.name for c in t.events.columns if c.name not in ("id", "txid")],
             "lock_grant": [c.name for c in t.lock_grants.columns],
             "lock_request": [c.name for c in t.lock_requests.columns],
+            "message": [c.name for c in t.messages.columns],
+            "receipt": [c.name for c in t.message_receipts.columns],
         }
         tables = {"task": t.tasks, "dep": t.task_dependencies, "attempt": t.task_attempts, "event": t.events,
-                  "lock_grant": t.lock_grants, "lock_request": t.lock_requests}
+                  "lock_grant": t.lock_grants, "lock_request": t.lock_requests,
+                  "message": t.messages, "receipt": t.message_receipts}
         handoff_cols = [c.name for c in t.handoffs.columns]
         handoff_insert = ins(t.handoffs).values({c: b(c) for c in handoff_cols})
         agent_cols = [c.name for c in t.agents.columns]
@@ -172,6 +175,9 @@ class BatchWriter:
         token_insert = ins(t.lock_resources).values(
             {c: b(c) for c in ("resource_type", "resource_id", "token")}
         )
+        thread_cols = [c.name for c in t.threads.columns if c.name != "pos"]
+        thread_insert = ins(t.threads).values({c: b(c) for c in thread_cols})
+        receipts = t.message_receipts
         mark_insert = ins(t.writer_commits).values({c: b(c) for c in ("writer", "epoch", "batch", "committed_at")})
         out = {
             "ticket": _Statement(self._compile(
@@ -188,6 +194,19 @@ class BatchWriter:
             "lock_resource": _Statement(self._compile(token_insert.on_conflict_do_update(
                 index_elements=["resource_type", "resource_id"], set_={"token": token_insert.excluded.token},
             ))),
+            # a thread is written whole each time it changes (opened, closed): one upsert
+            "thread": _Statement(self._compile(thread_insert.on_conflict_do_update(
+                index_elements=["id"], set_={c: thread_insert.excluded[c] for c in thread_cols if c != "id"},
+            ))),
+            "thread_participant": _Statement(self._compile(
+                ins(t.thread_participants).values({c: b(c) for c in ("thread_id", "agent")}).on_conflict_do_nothing()
+            )),
+            # mark_read keeps the first read time
+            "receipt_read": _Statement(self._compile(
+                receipts.update()
+                .values(read_at=sa.func.coalesce(receipts.c.read_at, b("read_at", type_=t.UTCDateTime())))
+                .where(receipts.c.message_id == b("b_message_id"), receipts.c.recipient == b("b_recipient"))
+            )),
             "lock_request_done": _Statement(self._compile(
                 t.lock_requests.delete().where(t.lock_requests.c.id == b("b_id"))
             )),
@@ -373,9 +392,53 @@ class BatchWriter:
             [a for a in changes.attempts if (a.task_id, a.attempt) in changes.new_attempts])
         add("attempt_update", self._attempt_update, changes.attempts)
         add("agent", lambda a: self._agent_row(a, now), changes.agents)
+        add("thread", self._thread_row, changes.threads)
+        add("thread_participant", lambda p: {"thread_id": p[0], "agent": p[1]},
+            [(th.id, agent) for th in changes.threads for agent in th.participants])
+        add("message", self._message_row, changes.messages)
+        add("receipt", self._receipt_row, changes.receipts)
+        add("receipt_read", lambda r: {"b_message_id": r[0], "b_recipient": r[1], "read_at": self._time(r[2])},
+            changes.reads)
         add("handoff", self._handoff_row, changes.handoffs)
         add("event", self._event_row, changes.events)
         return out
+
+    def _thread_row(self, th: Thread) -> dict[str, Any]:
+        return {
+            "id": th.id,
+            "type": th.type,
+            "status": th.status.value,
+            "participants": _json(list(th.participants)),
+            "ticket_id": th.ticket_id,
+            "task_id": th.task_id,
+            "meta": _json(th.metadata or None),
+            "outcome": _json(th.outcome),
+            "created_by": th.created_by,
+            "created_at": self._time(th.created_at),
+            "updated_at": self._time(th.updated_at),
+            "closed_at": self._time(th.closed_at),
+        }
+
+    def _message_row(self, m: Message) -> dict[str, Any]:
+        return {
+            "seq": m.seq,
+            "id": m.id,
+            "thread_id": m.thread_id,
+            "sender": m.sender,
+            "to_agent": m.to,
+            "kind": m.kind,
+            "body": _json(m.body),
+            "created_at": self._time(m.created_at),
+        }
+
+    def _receipt_row(self, r: Receipt) -> dict[str, Any]:
+        return {
+            "message_id": r.message_id,
+            "recipient": r.recipient,
+            "thread_id": r.thread_id,
+            "seq": r.seq,
+            "read_at": self._time(r.read_at),
+        }
 
     def _lock_rows(self, changes: LockChanges) -> RowBuilders:
         """The lock manager's change set, statement by statement in dependency order."""

@@ -24,6 +24,10 @@ Rules:
 - Cancellation is data: ``cancelled="reason"`` starts the attempt cancelled (``ctx.cancelled()``
   is True, ``ctx.raise_if_cancelled()`` raises ``TaskCancelledError``); ``make_context`` returns
   the context so a test can cancel it at any point with ``ctx._cancel(reason)``.
+- Messages are data too: ``inbox=[...]`` fills ``ctx.inbox`` (``MessageInfo``s, or mappings
+  for ``fake_message``), and a test can put more in at any point (``ctx.inbox.put_many``);
+  ``ctx.send``/``ctx.send_many`` record their posts in ``ctx.sent`` (with the agent as sender)
+  and answer ``MessageInfo``s; ``ctx.mark_read`` records the ids in ``ctx.read``.
 - ``FakeClock`` is the only time source of the doubles: nothing here sleeps or reads the wall
   clock. ``MemoryStore`` is the in-memory store with ``Store``'s ``apply``/``load``/``lookup``.
 """
@@ -44,11 +48,24 @@ from omoi_ray.core.locks import LockTable, RequestState
 from omoi_ray.core.storable import check_json
 from omoi_ray.errors import LockUnavailableError
 from omoi_ray.handler.context import BoundHandler, TaskContext, TaskView
+from omoi_ray.handler.inbox import Inbox
 from omoi_ray.specs.locks import parse_request
+from omoi_ray.specs.messages import MessageInfo
 from omoi_ray.store.memory import MemoryStore
 
-__all__ = ["FakeClock", "FakeLockManager", "FakeTaskContext", "MemoryStore", "make_context", "run_handler",
-           "run_handler_async"]
+__all__ = ["FakeClock", "FakeLockManager", "FakeTaskContext", "MemoryStore", "fake_message", "make_context",
+           "run_handler", "run_handler_async"]
+
+_MESSAGE_SEQ = itertools.count(1)
+
+
+def fake_message(
+    body: Any = None, *, sender: str = "peer", thread_id: str = "thread", to: str | None = None,
+    kind: str = "message", id: str | None = None, seq: int | None = None,  # noqa: A002 - the message's id
+) -> MessageInfo:
+    """A ``MessageInfo`` as the scheduler would deliver it (``id`` and ``seq`` made up when not given)."""
+    seq = next(_MESSAGE_SEQ) if seq is None else seq
+    return MessageInfo(id=id or f"fake-{seq}", seq=seq, thread_id=thread_id, sender=sender, to=to, kind=kind, body=body)
 
 
 class FakeClock:
@@ -151,6 +168,30 @@ class FakeTaskContext(TaskContext):
 
     upstream: Mapping[str, Any] = {}
     lock_manager: FakeLockManager | None = None
+    sent: list[dict[str, Any]]
+    read: list[str]
+
+    def send_many(self, posts: list[dict[str, Any]]) -> list[Any]:
+        """Record ``posts`` in ``sent`` (as this agent) and answer their ``MessageInfo``s."""
+        out = []
+        for post in self._as_sender(posts):
+            self.sent.append(dict(post))
+            out.append(fake_message(post.get("body"), sender=self.agent_id, thread_id=post["thread"],
+                                    to=post.get("to"), kind=post.get("kind", "message")))
+        return out
+
+    async def send_many_async(self, posts: list[dict[str, Any]]) -> list[Any]:
+        """``send_many`` for async handlers."""
+        return self.send_many(posts)
+
+    def mark_read(self, message_ids: list[str]) -> int:
+        """Record the ids in ``read``."""
+        self.read.extend(message_ids)
+        return len(message_ids)
+
+    async def mark_read_async(self, message_ids: list[str]) -> int:
+        """``mark_read`` for async handlers."""
+        return self.mark_read(message_ids)
 
     def upstream_results(self) -> dict[str, Any]:
         """The results given as ``upstream``, by task id."""
@@ -187,6 +228,7 @@ def make_context(
     cancelled: str | None = None,
     timeout: float | None = None,
     workspace: Path | None = None,
+    inbox: Inbox | Any = None,
 ) -> FakeTaskContext:
     """A context for one attempt of ``task_id``, answered in memory.
 
@@ -198,6 +240,8 @@ def make_context(
         cancelled: a reason to start the attempt cancelled, or None.
         timeout: the attempt's timeout in seconds, as the handler may read it.
         workspace: the attempt's directory (default: a new temporary directory).
+        inbox: an ``Inbox`` to share, or messages to start ``ctx.inbox`` with (``MessageInfo``s,
+            or mappings of ``fake_message``'s arguments).
 
     Returns:
         A ``FakeTaskContext``.
@@ -208,6 +252,11 @@ def make_context(
         timeout=timeout, depends_on=tuple(upstream or ()), holder=f"{agent_id}/{task_id}#{attempt}",
     )
     ctx.upstream = dict(upstream or {})
+    ctx.sent, ctx.read = [], []
+    if isinstance(inbox, Inbox):
+        ctx.inbox = inbox
+    elif inbox is not None:
+        ctx.inbox.put_many(m if isinstance(m, MessageInfo) else fake_message(**m) for m in inbox)
     ctx.lock_manager = lock_manager or FakeLockManager()
     ctx.locks.extend(FakeGrant(f"declared-{i}", resource, "exclusive", token)
                      for i, (resource, token) in enumerate((locks or {}).items()))
@@ -249,7 +298,7 @@ def run_handler(
         task_id, task_type, priority: what the handler sees in ``task``.
         ctx: a context from ``make_context``; otherwise ``context`` keywords build one
             (``attempt``, ``upstream``, ``locks``, ``lock_manager``, ``cancelled``, ``timeout``,
-            ``workspace``, ``agent_id``).
+            ``workspace``, ``agent_id``, ``inbox``).
 
     Returns:
         The handler's result.

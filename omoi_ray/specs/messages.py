@@ -1,0 +1,290 @@
+"""Threads and messages at the edge: what a caller may pass, and the views it gets back.
+
+Rules:
+- Thread ids, types, message kinds and agent names are names (``NAME_PATTERN``, matched whole
+  with ``re.fullmatch``): no NUL, no control character, at most 128 characters.
+- A body or metadata is storable JSON (``omoi_ray.core.storable``); a body's compact JSON is at
+  most ``OMOI_MESSAGE_MAX_BYTES`` bytes (``MessageTooLargeError`` above it). Metadata and an
+  outcome are JSON objects of at most ``MAX_META_BYTES``.
+- A list is a list: a bare string where participants or posts belong is an error.
+- Limits are integers from 1 to ``MAX_PAGE``; cursors are the opaque strings a page returned.
+- Every problem raises ``InvalidMessageError`` (or its subclass ``MessageTooLargeError``)
+  naming the field; nothing was stored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from omoi_ray.core.model import Message, Thread
+from omoi_ray.core.storable import check_json, storable_json
+from omoi_ray.core.threads import Post
+from omoi_ray.errors import InvalidMessageError, MessageTooLargeError
+from omoi_ray.specs.tasks import check_int, check_list, check_name
+
+#: most participants of one thread
+MAX_PARTICIPANTS = 256
+#: largest metadata or outcome object (compact JSON, bytes)
+MAX_META_BYTES = 64_000
+#: most messages one ``send_many`` posts
+MAX_BATCH = 10_000
+#: most rows one page of threads, messages or unread messages holds
+MAX_PAGE = 10_000
+#: longest a driver's ``receive`` waits, in seconds
+MAX_RECEIVE_S = 3600.0
+
+
+class ThreadInfo(BaseModel):
+    """A thread as the runtime reports it: ``participants`` in the order given, ``status``
+    ``active``/``resolved``/``abandoned``, ``outcome`` once closed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: str
+    status: str
+    participants: list[str] = Field(default_factory=list)
+    ticket_id: str | None = None
+    task_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    outcome: dict[str, Any] | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class MessageInfo(BaseModel):
+    """A message as the runtime reports it: ``seq`` is its order, ``to`` None for a broadcast."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    seq: int
+    thread_id: str
+    sender: str
+    to: str | None = None
+    kind: str = "message"
+    body: Any = None
+    created_at: datetime | None = None
+
+
+class ReceiptInfo(BaseModel):
+    """One recipient's copy of a message; ``read_at`` is None until first marked read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    recipient: str
+    thread_id: str
+    read_at: datetime | None = None
+
+
+class Page(BaseModel):
+    """One page of a list: ``items`` and ``cursor``, passed back to continue after them.
+
+    Threads: ``cursor`` is None once the list is exhausted. Messages (a thread's, unread,
+    received): ``cursor`` is the last message's ``seq`` (the cursor given when the page is
+    empty), so a caller can keep asking for what comes next.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[Any]
+    cursor: str | None = None
+
+
+def _utc(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def thread_info(thread: Thread) -> ThreadInfo:
+    """The view of a core ``Thread``."""
+    return ThreadInfo(
+        id=thread.id,
+        type=thread.type,
+        status=thread.status.value,
+        participants=list(thread.participants),
+        ticket_id=thread.ticket_id,
+        task_id=thread.task_id,
+        metadata=dict(thread.metadata),
+        outcome=thread.outcome,
+        created_by=thread.created_by,
+        created_at=_utc(thread.created_at),
+        updated_at=_utc(thread.updated_at),
+        closed_at=_utc(thread.closed_at),
+    )
+
+
+def thread_info_from_row(r: Mapping[str, Any]) -> ThreadInfo:
+    """The view of a stored ``threads`` row."""
+    return ThreadInfo(
+        id=r["id"],
+        type=r["type"],
+        status=r["status"],
+        participants=list(r["participants"] or ()),
+        ticket_id=r["ticket_id"],
+        task_id=r["task_id"],
+        metadata=dict(r["meta"] or {}),
+        outcome=r["outcome"],
+        created_by=r["created_by"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        closed_at=r["closed_at"],
+    )
+
+
+def message_info(message: Message) -> MessageInfo:
+    """The view of a core ``Message``."""
+    return MessageInfo(
+        id=message.id,
+        seq=message.seq,
+        thread_id=message.thread_id,
+        sender=message.sender,
+        to=message.to,
+        kind=message.kind,
+        body=message.body,
+        created_at=_utc(message.created_at),
+    )
+
+
+def message_info_from_row(r: Mapping[str, Any]) -> MessageInfo:
+    """The view of a stored ``messages`` row."""
+    return MessageInfo(
+        id=r["id"],
+        seq=r["seq"],
+        thread_id=r["thread_id"],
+        sender=r["sender"],
+        to=r["to_agent"],
+        kind=r["kind"],
+        body=r["body"],
+        created_at=r["created_at"],
+    )
+
+
+def receipt_info_from_row(r: Mapping[str, Any]) -> ReceiptInfo:
+    """The view of a stored ``message_receipts`` row."""
+    return ReceiptInfo(message_id=r["message_id"], recipient=r["recipient"], thread_id=r["thread_id"], read_at=r["read_at"])
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def name(value: Any, what: str) -> str:
+    """``value`` if it is a name (thread id, type, kind, agent); ``InvalidMessageError`` otherwise."""
+    try:
+        return check_name(value, what)
+    except ValueError as exc:
+        raise InvalidMessageError(str(exc)) from None
+
+
+def optional_name(value: Any, what: str) -> str | None:
+    """As ``name``, None passing through."""
+    return None if value is None else name(value, what)
+
+
+def names(value: Any, what: str, *, most: int = MAX_PARTICIPANTS) -> list[str]:
+    """A list of names (repeats kept; the core drops them); refuses a bare string."""
+    try:
+        items = list(check_list(value, what))
+    except ValueError as exc:
+        raise InvalidMessageError(str(exc)) from None
+    if len(items) > most:
+        raise InvalidMessageError(f"{what} holds {len(items)} names, over the limit of {most}")
+    return [name(v, f"{what}[{i}]") for i, v in enumerate(items)]
+
+
+def json_object(value: Any, what: str) -> dict[str, Any] | None:
+    """``value`` if it is None or a storable JSON object of at most ``MAX_META_BYTES``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidMessageError(f"{what} must be a JSON object (a dict), not {type(value).__name__}")
+    value = dict(value)
+    try:
+        storable_json(value, what, max_bytes=MAX_META_BYTES, setting=f"the {what} limit")
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessageError(f"{what}: {exc}") from None
+    return value
+
+
+def body(value: Any, max_bytes: int, what: str = "body") -> Any:
+    """``value`` if it is storable JSON of at most ``max_bytes`` bytes as compact JSON.
+
+    Raises:
+        InvalidMessageError: not storable JSON (a NUL, NaN, a set...).
+        MessageTooLargeError: larger than ``max_bytes`` (``OMOI_MESSAGE_MAX_BYTES``).
+    """
+    try:
+        check_json(value, what)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessageError(str(exc)) from None
+    try:
+        storable_json(value, what, max_bytes=max_bytes, setting="OMOI_MESSAGE_MAX_BYTES")
+    except ValueError as exc:
+        raise MessageTooLargeError(f"{what}: {exc}") from None
+    return value
+
+
+def limit(value: Any, what: str = "limit") -> int:
+    """``value`` if it is an int from 1 to ``MAX_PAGE``."""
+    try:
+        return check_int(value, what, 1, MAX_PAGE)
+    except ValueError as exc:
+        raise InvalidMessageError(str(exc)) from None
+
+
+def cursor(value: Any, what: str = "cursor") -> int | None:
+    """The position a cursor string stands for (None: from the start)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise InvalidMessageError(f"{what} must be a cursor a previous page returned, not {value!r}")
+    return int(value)
+
+
+def new_thread_id() -> str:
+    """A fresh thread id: ``th-`` and 16 random hex digits."""
+    return f"th-{secrets.token_hex(8)}"
+
+
+def parse_post(item: Any, max_bytes: int, index: int | None = None) -> Post:
+    """One post of ``send_many`` (a mapping with ``thread``, ``sender``, ``body`` and optional
+    ``to`` and ``kind``), checked."""
+    where = "post" if index is None else f"posts[{index}]"
+    if not isinstance(item, Mapping):
+        raise InvalidMessageError(f"{where} must be a mapping with thread, sender and body, not {type(item).__name__}")
+    extra = set(item) - {"thread", "sender", "body", "to", "kind"}
+    if extra:
+        raise InvalidMessageError(f"{where} has unknown field(s) {sorted(map(str, extra))}")
+    for key in ("thread", "sender", "body"):
+        if key not in item:
+            raise InvalidMessageError(f"{where} lacks '{key}'")
+    return Post(
+        thread_id=name(item["thread"], f"{where}.thread"),
+        sender=name(item["sender"], f"{where}.sender"),
+        body=body(item["body"], max_bytes, f"{where}.body"),
+        to=optional_name(item.get("to"), f"{where}.to"),
+        kind=name(item.get("kind", "message"), f"{where}.kind"),
+    )
+
+
+def parse_posts(items: Any, max_bytes: int) -> list[Post]:
+    """Every post of a batch, checked whole before anything is sent (all or nothing)."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, (list, tuple)):
+        raise InvalidMessageError(f"posts must be a list of mappings, not {type(items).__name__}")
+    if len(items) > MAX_BATCH:
+        raise InvalidMessageError(f"posts holds {len(items)} messages, over the limit of {MAX_BATCH}")
+    return [parse_post(item, max_bytes, i) for i, item in enumerate(items)]
+
+
+def receive_timeout(value: Any) -> float:
+    """A ``receive`` wait in seconds: a finite, non-boolean number from 0 to ``MAX_RECEIVE_S``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_RECEIVE_S:
+        raise InvalidMessageError(f"timeout must be a number of seconds from 0 to {MAX_RECEIVE_S:g}, not {value!r}")
+    return float(value)
