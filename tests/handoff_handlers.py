@@ -16,7 +16,8 @@ def held(task, ctx):
     p = task.payload or {}
     if ctx.handoff is not None:
         return {"by": ctx.agent_id, "offer": ctx.handoff.offer_id, "from": ctx.handoff.from_agent,
-                "reason": ctx.handoff.reason, "context": ctx.handoff.context, "attempt": ctx.attempt}
+                "reason": ctx.handoff.reason, "context": ctx.handoff.context, "attempt": ctx.attempt,
+                **({"tokens": {g.resource: g.token for g in ctx.locks}} if ctx.locks else {})}
     ray.get(gate().open.remote(f"{p['started']}:{ctx.attempt}"))
     if p.get("offer_to"):
         ray.get(gate().wait.remote(p["offer_gate"], 60))
@@ -27,3 +28,22 @@ def held(task, ctx):
         return {"by": ctx.agent_id, "attempt": ctx.attempt}
     ctx.wait_cancelled(60)
     return {"late": True, "by": ctx.agent_id}
+
+
+def broker(task, ctx):
+    """Runs on a target agent: reads the offer message of task ``payload['task']`` from the
+    agent's live inbox and accepts (or declines) it for its own agent."""
+    p = task.payload
+    ray.get(gate().open.remote(p["ready"]))
+    while True:
+        message = ctx.inbox.get(timeout=60)
+        if message is None:
+            return {"saw": None}
+        if message.kind == "handoff.offer" and message.body["task_id"] == p["task"]:
+            offer_id = message.body["offer_id"]
+            if p.get("decline"):
+                info = ctx.handoffs.decline(offer_id, reason="not for me")
+            else:
+                info = ctx.handoffs.accept(offer_id)
+            return {"offer": offer_id, "status": info.status, "thread": message.thread_id,
+                    "context": message.body["context"]}

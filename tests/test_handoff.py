@@ -30,12 +30,12 @@ def completed(rt, task_id: str) -> int:
     return sum(1 for e in rt.events(task_id) if e.type == "task.completed")
 
 
-def hold(rt, uid: str, n: int = 1, *, capacity: int = 1, cap: str | None = None, **payload):
+def hold(rt, uid: str, n: int = 1, *, capacity: int = 1, cap: str | None = None, locks=(), **payload):
     """Agent ``<uid>-a`` holding ``n`` running tasks (capability ``cap``), and its tasks' ids."""
     cap = cap or f"h-{uid}"
     holder = rt.spawn_agent(f"{uid}-a", capabilities=[cap], capacity=capacity, handler=H)
     ids = rt.submit([
-        omoi.TaskSpec(id=f"{uid}-t{i}", type="held", requires=[cap], max_retries=0,
+        omoi.TaskSpec(id=f"{uid}-t{i}", type="held", requires=[cap], max_retries=0, locks=list(locks),
                       payload={"started": f"{uid}-t{i}", **payload})
         for i in range(n)
     ])
@@ -70,6 +70,41 @@ def test_a_handler_hands_its_task_over_and_the_acceptor_finishes_it(runtime, uid
     types = [e.type for e in rt.events(tid)]
     assert types.index("agent.handoff.requested") < types.index("agent.handoff.accepted") < types.index("task.completed")
     assert acceptor.info()["stats"]["finished"] == 1
+
+
+def test_a_target_reads_the_offer_in_its_inbox_and_accepts_it_from_its_handler(runtime, uid):
+    rt = runtime
+    _, (tid,), cap = hold(rt, uid)
+    rt.spawn_agent(f"{uid}-b", capabilities=[cap, f"broker-{uid}"], capacity=2,
+                   handlers={"held": H, "broker": "tests.handoff_handlers:broker"})
+    (broker,) = rt.submit([omoi.TaskSpec(id=f"{uid}-broker", type="broker", requires=[f"broker-{uid}"],
+                                         payload={"task": tid, "ready": f"{uid}-ready"})])
+    assert ray.get(gate().wait.remote(f"{uid}-ready", 60))  # the broker's handler is reading its inbox
+    offer = rt.handoffs.offer(tid, to=[f"{uid}-b"], reason="over to you", context={"k": [1, 2]}, deadline=60)
+    assert rt.wait([broker, tid], timeout=60) == {broker: "completed", tid: "completed"}
+    assert rt.result(broker) == {"offer": offer.id, "status": "accepted", "thread": offer.info.thread_id,
+                                 "context": {"k": [1, 2]}}
+    assert rt.get(tid).agent_id == f"{uid}-b" and rt.get(tid).attempt == 2
+    # the handoff thread recorded the outcome and is resolved
+    thread = rt.messages.thread(offer.info.thread_id)
+    assert thread.type == "handoff" and thread.status == "resolved" and thread.outcome["accepted_by"] == f"{uid}-b"
+    kinds = [m.kind for m in rt.messages.messages(offer.info.thread_id).items]
+    assert kinds == ["handoff.offer", "handoff.accepted"]
+
+
+def test_declared_locks_follow_the_attempt(runtime, uid):
+    rt = runtime
+    resource = f"file:{uid}-report"
+    _, (tid,), cap = hold(rt, uid, locks=[resource])
+    first = rt.locks.holders(resource)["holders"]
+    assert [g.holder for g in first] == [f"{tid}#1"]  # the offering attempt holds it (its handler still runs)
+    rt.spawn_agent(f"{uid}-b", capabilities=[cap], capacity=1, handler=H)
+    offer = rt.handoffs.offer(tid, to=[f"{uid}-b"], deadline=60)
+    rt.handoffs.accept(offer.id, agent=f"{uid}-b")
+    assert rt.wait([tid], timeout=60) == {tid: "completed"}
+    # released by the old attempt, acquired by the new one (a larger fencing token)
+    assert rt.result(tid)["tokens"][resource] > first[0].token
+    assert until(lambda: rt.locks.holders(resource)["holders"] == [], "the new attempt's lock released")
 
 
 def test_concurrent_accepts_have_exactly_one_winner_every_time(runtime, uid):
