@@ -18,6 +18,7 @@ from omoi_ray.errors import (
     InvalidHandoffError,
     NotHolderError,
     NotOfferedError,
+    ThreadExistsError,
 )
 from tests.graph_harness import Harness, spec
 
@@ -382,3 +383,25 @@ def test_heartbeat_report_of_the_new_attempt_counts():
     assert h.graph.tasks["t"].status is S.RUNNING
     stale = h.graph.heartbeat(a, [("t", 1)], h.now)
     assert stale == [("t", 1)]
+
+
+def test_a_thread_closed_by_hand_does_not_stop_the_handoff():
+    h = Harness()
+    held(h)
+    o = offer(h)
+    h.graph.threads.close(o.thread_id, "abandoned", h.now)
+    h.drain()
+    _, task = h.graph.handoffs.accept("h1", "b1", h.now)
+    assert task.agent_id == "b1" and o.status is H.ACCEPTED
+    assert [m.kind for m in h.drain().messages] == []  # nothing posted to a closed thread
+
+
+def test_an_offer_whose_thread_cannot_open_leaves_nothing_behind():
+    h = Harness()
+    held(h)
+    h.graph.threads.open("handoff.h1", "review", ["a1"], h.now)
+    h.drain()
+    with pytest.raises(ThreadExistsError, match="already exists"):
+        offer(h)
+    assert h.graph.handoffs.get("h1") is None and h.graph.handoffs.open_by_task == {}
+    unchanged(h)

@@ -340,10 +340,7 @@ class Handoffs:
             capabilities=capabilities,
             updated_at=now,
         )
-        self.offers[offer_id] = offer
-        self.open_by_task[task_id] = offer_id
-        self.timers.add(offer.deadline, "handoff", offer_id)
-        if self.threads is not None:
+        if self.threads is not None:  # first: a thread that cannot open leaves nothing behind
             offer.thread_id = f"handoff.{offer_id}"
             self.threads.open(
                 offer.thread_id, THREAD_TYPE, (holder, *chosen), now, created_by=holder,
@@ -355,6 +352,9 @@ class Handoffs:
                     "deadline": offer.deadline,
                 }, now, kind=OFFER_KIND,
             )
+        self.offers[offer_id] = offer
+        self.open_by_task[task_id] = offer_id
+        self.timers.add(offer.deadline, "handoff", offer_id)
         self.log.handoffs.add(offer)
         self._event("agent.handoff.requested", offer, task, now, {
             "offer_id": offer_id, "attempt": offer.attempt, "from": holder, "targets": list(chosen),
