@@ -405,3 +405,11 @@ def test_an_offer_whose_thread_cannot_open_leaves_nothing_behind():
         offer(h)
     assert h.graph.handoffs.get("h1") is None and h.graph.handoffs.open_by_task == {}
     unchanged(h)
+
+
+def test_a_unit_test_can_give_a_handler_a_handoff_context():
+    from omoi_ray.testing import make_context
+
+    ctx = make_context("t", attempt=2, handoff={"offer_id": "h1", "from_agent": "a1", "reason": "r", "context": {"k": 1}})
+    assert ctx.handoff.offer_id == "h1" and ctx.handoff.context == {"k": 1} and ctx.handoff.thread_id is None
+    assert make_context("t").handoff is None

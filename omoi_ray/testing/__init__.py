@@ -44,6 +44,7 @@ from typing import Any
 
 from omoi_ray.client.calls import Answered
 from omoi_ray.client.locks import Lease
+from omoi_ray.core.handoff import HandoffContext
 from omoi_ray.core.locks import LockTable, RequestState
 from omoi_ray.core.storable import check_json
 from omoi_ray.errors import LockUnavailableError
@@ -229,6 +230,7 @@ def make_context(
     timeout: float | None = None,
     workspace: Path | None = None,
     inbox: Inbox | Any = None,
+    handoff: Mapping[str, Any] | None = None,
 ) -> FakeTaskContext:
     """A context for one attempt of ``task_id``, answered in memory.
 
@@ -242,6 +244,9 @@ def make_context(
         workspace: the attempt's directory (default: a new temporary directory).
         inbox: an ``Inbox`` to share, or messages to start ``ctx.inbox`` with (``MessageInfo``s,
             or mappings of ``fake_message``'s arguments).
+        handoff: make the attempt one that came from an accepted hand-off: ``ctx.handoff`` is a
+            ``HandoffContext`` of these fields (``offer_id``, ``from_agent``, ``reason``,
+            ``context``, ``thread_id``; the first three required).
 
     Returns:
         A ``FakeTaskContext``.
@@ -252,6 +257,7 @@ def make_context(
         timeout=timeout, depends_on=tuple(upstream or ()), holder=f"{agent_id}/{task_id}#{attempt}",
     )
     ctx.upstream = dict(upstream or {})
+    ctx.handoff = HandoffContext(**handoff) if handoff is not None else None
     ctx.sent, ctx.read = [], []
     if isinstance(inbox, Inbox):
         ctx.inbox = inbox
