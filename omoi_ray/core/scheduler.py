@@ -67,6 +67,7 @@ class TaskGraph:
         agents: agent id -> agent (``AgentRegistry``).
         open_attempts, lock_usage: the claims' (``Claims``).
         threads: the collaboration threads and messages (``Threads``).
+        handoffs: the hand-off offers (``Handoffs``).
         timers: every deadline of every part.
     """
 
