@@ -25,6 +25,7 @@ from omoi_ray.core import task_fields
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
     Agent,
+    AgentHealth,
     AgentStatus,
     Attempt,
     AttemptOutcome,
@@ -213,7 +214,11 @@ class Store:
                     capacity=r.capacity,
                     registered_at=_epoch(r.registered_at) or 0.0,
                     lease_expires_at=0.0,
-                    status=AgentStatus(r.status),
+                    health=AgentHealth(r.health),
+                    type=r.type,
+                    phase=r.phase,
+                    tags=frozenset(r.tags or []),
+                    tasks_done=r.tasks_done,
                     info=dict(r.info or {}),
                 )
                 for r in conn.execute(sa.select(t.agents).where(t.agents.c.status == AgentStatus.ALIVE.value))
