@@ -186,7 +186,7 @@ class Runtime:
             if view.status != "alive":
                 continue
             try:
-                yield from self.agents.get(view.id)._stop(timeout=agents_timeout)
+                yield from self.agents._ref(view.id)._stop(timeout=agents_timeout)
             except (OmoiError, ray.exceptions.RayActorError):
                 pass
         try:
