@@ -36,7 +36,7 @@ from omoi_ray.actors.durable import DurableWriter, exit_replaced, holds_start_er
 
 from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.health import HealthCause
-from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.model import Agent, AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.ranking import dispatch_key
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
@@ -329,7 +329,8 @@ class SchedulerActor(DurableWriter[TaskChanges]):
 
     async def agent_infos(self, name: str | None = None) -> list[AgentInfo]:
         """Every agent the scheduler knows, by id, or the one named; called by the driver
-        (``rt.agents.list`` / ``rt.agents.get``).
+        (``rt.agents.list`` / ``rt.agents.get``). Agents that left before this scheduler started
+        are read from their rows.
 
         Args:
             name: an agent name, or None for all.
@@ -338,18 +339,28 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             ``AgentInfo``s sorted by id (one for ``name``).
 
         Raises:
-            AgentNotFoundError: no agent of that name is known (names it).
+            AgentNotFoundError: no agent of that name was ever registered (names it).
         """
         if name is not None:
             agent = self.graph.agents.get(name)
             if agent is None:
-                raise AgentNotFoundError(f"no agent named {name!r} is registered")
+                stored = await self._db(self.store.stored_agents, [name])
+                if not stored:
+                    raise AgentNotFoundError(f"no agent named {name!r} is registered")
+                agent = stored[0]
             return [AgentInfo.of(agent)]
-        return [AgentInfo.of(a) for a in sorted(self.graph.agents.values(), key=lambda a: a.id)]
+        return [AgentInfo.of(a) for a in await self._known_agents()]
 
     async def agent_stats(self) -> AgentStats:
-        """Counts by health, status, type and phase, slot totals and tasks done (``AgentStats``)."""
-        return AgentStats.of(self.graph.agents.values())
+        """Counts by health, status, type and phase, slot totals and tasks done over every agent
+        ``agent_infos`` lists (``AgentStats``)."""
+        return AgentStats.of(await self._known_agents())
+
+    async def _known_agents(self) -> list[Agent]:
+        """The agents in memory, plus those only stored (they left before this process started), by id."""
+        known = {a.id: a for a in await self._db(self.store.stored_agents, None)}
+        known.update(self.graph.agents)
+        return [known[k] for k in sorted(known)]
 
     async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[Any]:
         """The oldest ``limit`` events (of one entity), as ``EventRecord``s, once committed."""

@@ -229,6 +229,9 @@ def test_registry_fields_round_trip_through_the_store(db_url):
     h.graph.agent_lost("a", "i1", h.now, "died")
     store.apply(h.graph.take_changes())
     assert store.load().agents == []  # dead agents are not restored
+    (gone,) = store.stored_agents(["a", "nobody"])  # but listed, as their row last recorded them
+    assert (gone.health, gone.status.value, gone.tasks_done) == (AgentHealth.DEAD, "lost", 1)
+    assert [a.id for a in store.stored_agents()] == ["a"]
     store.dispose()
 
 
