@@ -112,6 +112,7 @@ class AgentActor:
         self.settings = settings
         self.name = spec.name
         self.capabilities = list(spec.capabilities)
+        self.tags = list(spec.tags)
         self.capacity = spec.capacity
         # A bad handler must reach the driver as its typed error: Ray keeps only the text of
         # exceptions raised in a constructor, so the error is held and raised by ``ready``.
@@ -123,7 +124,7 @@ class AgentActor:
         self.incarnation = uuid.uuid4().hex
         self.workspace_root = settings.resolved_workspace_dir()
         self.pool = ThreadPoolExecutor(max_workers=spec.capacity, thread_name_prefix=f"omoi-{spec.name}")
-        self.slots = asyncio.Semaphore(spec.capacity)
+        self.slots = _Slots(spec.capacity)
         self.running: dict[tuple[str, int], _Running] = {}
         self.outbox: list[Report] = []
         self.unacked: set[tuple[str, int]] = set()
@@ -183,7 +184,8 @@ class AgentActor:
         """What the agent knows of itself; called by the driver (``AgentRef.info``).
 
         Returns:
-            ``{"name", "incarnation" (hex id of this process), "capabilities", "capacity",
+            ``{"name", "incarnation" (hex id of this process), "type", "phase", "capabilities",
+            "tags", "capacity",
             "running": [(task id, attempt), ...] sorted, "zombies": the running attempts that
             ignored their stop past the grace period, "draining" (bool: claims nothing more),
             "stats": {"started", "finished", "rejected", "max_running"}, "inbox": {"queued",
@@ -192,7 +194,10 @@ class AgentActor:
         return {
             "name": self.name,
             "incarnation": self.incarnation,
+            "type": self.spec.type,
+            "phase": self.spec.phase,
             "capabilities": self.capabilities,
+            "tags": self.tags,
             "capacity": self.capacity,
             "running": sorted(self.running),
             "zombies": sorted(key for key, run in self.running.items() if run.zombie),
@@ -201,6 +206,36 @@ class AgentActor:
             "inbox": {"queued": len(self.inbox), "delivered": self.inbox.delivered, "dropped": self.inbox.dropped},
             "pid": os.getpid(),
         }
+
+    async def update(
+        self, capabilities: list[str] | None, tags: list[str] | None, capacity: int | None
+    ) -> dict[str, Any]:
+        """Change what this live agent offers, then register again with the same incarnation
+        (the scheduler records an ``agent.capabilities.changed`` event only for a real change);
+        called by the driver (``AgentRef.update``, which checked the arguments).
+
+        Args:
+            capabilities: the new capability names, or None to keep them.
+            tags: the new tags, or None to keep them.
+            capacity: the new number of slots, or None to keep it. Fewer slots than handlers
+                running: the running ones finish, and no new one starts until below the limit.
+
+        Returns:
+            What ``info`` returns, once the scheduler committed the registration.
+        """
+        if capabilities is not None:
+            self.capabilities = list(capabilities)
+        if tags is not None:
+            self.tags = list(tags)
+        if capacity is not None and capacity != self.capacity:
+            self.capacity = capacity
+            old, self.pool = self.pool, ThreadPoolExecutor(max_workers=capacity, thread_name_prefix=f"omoi-{self.name}")
+            old.shutdown(wait=False)  # its running handlers finish on their threads
+            self.slots.resize(capacity)
+        await self.registered.wait()
+        await self._register()
+        self.state_changed.set()  # more slots: the claimer asks for work
+        return await self.info()
 
     async def pid(self) -> int:
         """The actor's process id on its node; called by the driver (``AgentRef.pid``)."""
@@ -261,7 +296,8 @@ class AgentActor:
     async def _register(self) -> None:
         info = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "host": socket.gethostname()}
         await self._call(
-            "register", self.name, self.incarnation, self.capabilities, self.capacity, info, self.me
+            "register", self.name, self.incarnation, self.capabilities, self.capacity, info, self.me,
+            self.spec.type, self.spec.phase, self.tags,
         )
         self.registered.set()
 
@@ -311,14 +347,20 @@ class AgentActor:
         return [run for run in self.running.values() if not run.zombie]
 
     async def _heartbeat(self) -> None:
-        """Renew the agent's lease (if no call did lately) and the leases of the locks its
-        running attempts hold."""
+        """Renew the agent's lease whenever no call did for a third of it (so the scheduler never
+        hears nothing for longer than that: it counts two missed heartbeats as ``stale``), and the
+        leases of the locks its running attempts hold every third of the shorter lease."""
         lease = self.settings.lease_ttl / 3
         interval = min(self.settings.lease_ttl, self.settings.lock_ttl) / 3
+        next_locks = time.monotonic() + interval
         while not self.stopped.is_set():
-            await asyncio.sleep(interval)
-            if time.monotonic() - self.last_call >= lease * 0.9:
+            now = time.monotonic()
+            await asyncio.sleep(max(0.01, min(self.last_call + lease, next_locks) - now))
+            if time.monotonic() - self.last_call >= lease * 0.99:
                 await self._exchange(self._take_reports(), wait=None)
+            if time.monotonic() < next_locks:
+                continue
+            next_locks = time.monotonic() + interval
             holders = [run.ctx.holder for run in self.running.values() if run.ctx.took_locks]
             if holders and (self.renewing is None or self.renewing.done()):
                 # its own task: a lock manager that is restarting never delays the agent's lease
@@ -639,6 +681,31 @@ class AgentActor:
     def _take_reports(self) -> list[Report]:
         reports, self.outbox = self.outbox, []
         return reports
+
+
+class _Slots:
+    """The agent's own limit on handlers running at once (``async with``), resizable while
+    handlers run (``AgentRef.update``): fewer slots make new handlers wait until enough end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.freed = asyncio.Event()
+
+    def resize(self, limit: int) -> None:
+        """Allow ``limit`` handlers at once from now on."""
+        self.limit = limit
+        self.freed.set()
+
+    async def __aenter__(self) -> None:
+        while self.used >= self.limit:
+            self.freed.clear()
+            await self.freed.wait()
+        self.used += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.used -= 1
+        self.freed.set()
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,8 +11,9 @@ Rules:
   database, so a restart carries on where the last committed batch left off.
 - It claims the database first (``omoi_ray.actors.durable``) and renews the runtime's lease on it from
   its deadline timer; replaced by a newer process, it exits without committing.
-- Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready; the
-  only timer is the graph's next deadline. Nothing here polls.
+- Idle agents park in ``exchange`` (a long poll) and are handed work as soon as it is ready, in
+  the order ``core.ranking`` gives (the same order ``search_agents`` reports); the only timer is
+  the graph's next deadline (stale and lease timers included). Nothing here polls.
 - Ray reports agent deaths: the scheduler keeps one outstanding ``watch`` call per agent, which
   fails when the agent's process dies.
 - What agents report passes one intake (``_intake``) before the graph sees it, whatever agent
@@ -42,7 +43,9 @@ from omoi_ray.actors.durable import DurableWriter, exit_replaced, holds_start_er
 
 from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.handoff import Handoff, HandoffStatus, closed_message
-from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.health import HealthCause
+from omoi_ray.core.model import Agent, AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.ranking import dispatch_key
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_changes import TaskChanges
@@ -62,9 +65,10 @@ from omoi_ray.errors import (
     ThreadNotFoundError,
 )
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
-from omoi_ray.protocol import AgentView, Assignment, ExchangeReply, RuntimeStatus, WaitReply
+from omoi_ray.protocol import Assignment, ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs import messages as msg
+from omoi_ray.specs.agents import AgentInfo, AgentMatch, AgentStats, parse_query
 from omoi_ray.specs.handoffs import (
     HandoffInfo,
     OfferRequest,
@@ -135,7 +139,7 @@ class SchedulerActor(DurableWriter[TaskChanges]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)  # settings, logging, migration check, store, claim
         self.renew_at = time.time() + settings.owner_lease / 3
-        self.graph = TaskGraph(lease_ttl=settings.lease_ttl)
+        self.graph = TaskGraph(lease_ttl=settings.lease_ttl, stale_after=settings.stale_after)
         snapshot = self.store.load()
         now = time.time()
         self.graph.restore(
@@ -315,23 +319,12 @@ class SchedulerActor(DurableWriter[TaskChanges]):
 
         Returns:
             A ``RuntimeStatus``: ``database`` (masked URL), ``namespace``, ``tasks`` (stored
-            count per status), ``agents`` (an ``AgentView`` per known agent, by id),
+            count per status), ``agents`` (an ``AgentInfo`` per known agent, by id),
             ``unclaimable`` (ready tasks no live agent can run), ``ready`` (ready tasks in memory).
         """
         await self.commit.sync()
         counts = await self._db(self.store.status_counts)
-        agents = [
-            AgentView(
-                id=a.id,
-                status=a.status.value,
-                capabilities=sorted(a.capabilities),
-                capacity=a.capacity,
-                busy=len(a.busy),
-                info=dict(a.info),
-                zombies=len(a.zombies),
-            )
-            for a in sorted(self.graph.agents.values(), key=lambda a: a.id)
-        ]
+        agents = [AgentInfo.of(a) for a in sorted(self.graph.agents.values(), key=lambda a: a.id)]
         return RuntimeStatus(
             database=self.store.safe_url,
             namespace=self.settings.namespace,
@@ -340,6 +333,73 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             unclaimable=self._unclaimable(),
             ready=len(self.graph.ready),
         )
+
+    async def search_agents(
+        self,
+        capabilities: Any = None,
+        phase: Any = None,
+        type: Any = None,  # noqa: A002 - the argument's public name
+        tags: Any = None,
+        include_unhealthy: Any = False,
+        limit: Any = 5,
+    ) -> list[AgentMatch]:
+        """Rank the known agents (``core.ranking``: the order dispatch uses too); called by the
+        driver (``rt.agents.search``). Reads memory only: reading never changes health.
+
+        Args:
+            capabilities: wanted capability names (a list; empty: none asked).
+            phase, type: keep agents with exactly this phase / type (None: any).
+            tags: keep agents holding every one of these tags.
+            include_unhealthy: also match ``stale`` agents (never lost, dead or stopped ones).
+            limit: the most matches (1 to 1000).
+
+        Returns:
+            ``AgentMatch``es, best first.
+
+        Raises:
+            InvalidArgumentError: a bad argument (named).
+        """
+        query = parse_query(capabilities, phase, type, tags, include_unhealthy, limit)
+        agents = self.graph.agents
+        return [
+            AgentMatch(AgentInfo.of(agents[m.agent_id]), m.score, list(m.matched))
+            for m in self.graph.search_agents(query)
+        ]
+
+    async def agent_infos(self, name: str | None = None) -> list[AgentInfo]:
+        """Every agent the scheduler knows, by id, or the one named; called by the driver
+        (``rt.agents.list`` / ``rt.agents.get``). Agents that left before this scheduler started
+        are read from their rows.
+
+        Args:
+            name: an agent name, or None for all.
+
+        Returns:
+            ``AgentInfo``s sorted by id (one for ``name``).
+
+        Raises:
+            AgentNotFoundError: no agent of that name was ever registered (names it).
+        """
+        if name is not None:
+            agent = self.graph.agents.get(name)
+            if agent is None:
+                stored = await self._db(self.store.stored_agents, [name])
+                if not stored:
+                    raise AgentNotFoundError(f"no agent named {name!r} is registered")
+                agent = stored[0]
+            return [AgentInfo.of(agent)]
+        return [AgentInfo.of(a) for a in await self._known_agents()]
+
+    async def agent_stats(self) -> AgentStats:
+        """Counts by health, status, type and phase, slot totals and tasks done over every agent
+        ``agent_infos`` lists (``AgentStats``)."""
+        return AgentStats.of(await self._known_agents())
+
+    async def _known_agents(self) -> list[Agent]:
+        """The agents in memory, plus those only stored (they left before this process started), by id."""
+        known = {a.id: a for a in await self._db(self.store.stored_agents, None)}
+        known.update(self.graph.agents)
+        return [known[k] for k in sorted(known)]
 
     async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[Any]:
         """The oldest ``limit`` events (of one entity), as ``EventRecord``s, once committed."""
@@ -633,6 +693,9 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         capacity: int,
         info: dict[str, Any],
         handle: Any,
+        type: str = "agent",  # noqa: A002 - the field's name everywhere
+        phase: str | None = None,
+        tags: Sequence[str] = (),
     ) -> None:
         """Register (or refresh) an agent and start watching its process; called by each agent
         as it starts, and again when ``exchange`` replies ``reregister``.
@@ -646,12 +709,19 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             capacity: how many attempts it runs at once.
             info: shown, never interpreted (``{"node", "pid", "host"}``).
             handle: the agent's Ray actor handle (``watch`` is called on it).
+            type, phase, tags: what kind of agent it is, the phase it serves, its labels
+                (checked by ``AgentSpec`` where the agent was spawned or updated).
 
         Returns:
             None, once the registration is committed.
         """
-        self.graph.register_agent(agent_id, incarnation, frozenset(capabilities), capacity, time.time(), info)
-        self._watch(agent_id, incarnation, handle)
+        known = self.graph.live_agent(agent_id, incarnation)
+        self.graph.register_agent(
+            agent_id, incarnation, frozenset(capabilities), capacity, time.time(), info,
+            type=type, phase=phase, tags=frozenset(tags),
+        )
+        if known is None or agent_id not in self.watches:  # the same incarnation again: an update
+            self._watch(agent_id, incarnation, handle)
         self._after_change()
         await self.commit.sync()
 
@@ -871,18 +941,25 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             old.future.set_result([])
 
     def _dispatch(self, now: float) -> None:
-        """Hand ready tasks to parked agents, longest-waiting first."""
+        """Offer ready tasks to parked agents in the ranking's order (``core.ranking.dispatch_key``:
+        what a search ranks first is served first; ties by longest waiting, then id). A stale
+        agent stays parked without work (``Claims.claim``); a gone one is released."""
         if not self.parked or not len(self.graph.ready):
             return
+        candidates = []
         for agent_id in list(self.parked):
-            parked = self.parked[agent_id]
             agent = self.graph.agents.get(agent_id)
             if agent is None or agent.status is not AgentStatus.ALIVE:
                 self._release_parked(agent_id)
-                continue
+            else:
+                candidates.append(agent)
+        if len(candidates) > 1:
+            candidates.sort(key=dispatch_key)
+        for agent in candidates:
+            parked = self.parked[agent.id]
             tasks = self.graph.claim(agent, agent.free_slots, now, parked.request_id)
             if tasks:
-                del self.parked[agent_id]
+                del self.parked[agent.id]
                 parked.future.set_result(tasks)
             if not len(self.graph.ready):
                 break
@@ -1021,15 +1098,16 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         try:
             outcome = await handle.watch.remote(incarnation)
             reason = None if outcome == "stopped" else f"restarted as a new incarnation ({outcome})"
+            cause = HealthCause.REPLACED
         except ray.exceptions.RayActorError as exc:
-            reason = f"died ({type(exc).__name__})"
+            reason, cause = f"died ({type(exc).__name__})", HealthCause.RAY_DIED  # dead at once
         except asyncio.CancelledError:
             return
         now = time.time()
         if reason is None:
             changed = self.graph.agent_stopped(agent_id, incarnation, now)
         else:
-            changed = self.graph.agent_lost(agent_id, incarnation, now, reason)
+            changed = self.graph.agent_lost(agent_id, incarnation, now, reason, cause)
             if changed:
                 log.warning("agent %s %s; its attempts are requeued", agent_id, reason)
         if changed:

@@ -19,6 +19,7 @@ from omoi_ray.core import task_fields
 from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.handoff import HandoffContext
 from omoi_ray.core.model import Task
+from omoi_ray.specs.agents import AgentInfo
 
 
 class Assignment(NamedTuple):
@@ -84,21 +85,9 @@ class WaitReply:
     unclaimable: list[tuple[list[str], int]]
 
 
-@dataclass(frozen=True, slots=True)
-class AgentView:
-    """An agent as ``Runtime.status`` shows it: its name (``id``), ``status`` (``alive``,
-    ``lost``, ``stopped``), ``capabilities`` (sorted), ``capacity`` and ``busy`` (slots), and
-    ``info`` (node, pid, host: shown, never interpreted)."""
-
-    id: str
-    status: str
-    capabilities: list[str]
-    capacity: int
-    busy: int
-    info: dict[str, Any]
-    #: busy slots held by zombie handlers (they ignored their stop past OMOI_HARD_TIMEOUT_GRACE):
-    #: the agent takes no more work and is about to have its process replaced
-    zombies: int = 0
+#: an agent as ``Runtime.status`` shows it: the registry's ``AgentInfo`` (one name per concept;
+#: ``AgentView`` is kept for code written before the registry)
+AgentView = AgentInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +95,16 @@ class RuntimeStatus:
     """The runtime at a glance, the scheduler's answer to ``status``.
 
     ``database`` is the URL with its password masked; ``tasks`` the stored count per status;
-    ``agents`` an ``AgentView`` per known agent, by id; ``unclaimable`` the ready tasks no live
+    ``agents`` an ``AgentInfo`` per known agent, by id; ``unclaimable`` the ready tasks no live
     agent can run, as (required capabilities, count); ``ready`` the number of ready tasks.
     """
 
     database: str
     namespace: str
     tasks: dict[str, int]
-    agents: list[AgentView]
+    agents: list[AgentInfo]
     unclaimable: list[tuple[list[str], int]]
     ready: int
 
 
-__all__ = ["Assignment", "ExchangeReply", "Rejection", "Report", "RuntimeStatus", "WaitReply", "AgentView"]
+__all__ = ["Assignment", "ExchangeReply", "Rejection", "Report", "RuntimeStatus", "WaitReply", "AgentInfo", "AgentView"]

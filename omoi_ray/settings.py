@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, MAX_LOCK_S, MAX_OWNER_LEASE_S, check_seconds
@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     Durations are seconds, sizes bytes, counts plain integers: ``home`` (folder of the embedded
     database), ``database_url`` (None: SQLite under ``home``), ``namespace`` (the Ray namespace,
     1-64 of letters, digits, ``_ . -``), ``workspace_dir`` (None: ``home/workspaces``),
-    ``lease_ttl`` (agent lease), ``long_poll`` (longest wait of an agent's poll for work), ``report_linger``
+    ``lease_ttl`` (agent lease), ``agent_stale_after`` (silence before an agent is stale), ``long_poll`` (longest wait of an agent's poll for work), ``report_linger``
     (0-1), ``lock_ttl``, ``hard_timeout_grace``, ``payload_max_bytes``, ``result_max_bytes``,
     ``max_submission`` (tasks per submission), the Redis mirror (``redis_url``, ``redis_prefix``,
     ``events_stream_maxlen``, ``events_replay``, ``events_batch``), ``events_retention`` (0: keep
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     namespace: str = "omoi"
     workspace_dir: Path | None = None
     lease_ttl: float = 30.0
+    #: seconds of silence after which an agent is ``stale`` and gets no new work (None: two
+    #: missed heartbeats, 2/3 of ``lease_ttl``); must be less than ``lease_ttl``
+    agent_stale_after: float | None = None
     long_poll: float = 30.0
     #: an agent with handlers still running waits this long before reporting, so that reports
     #: of handlers finishing together travel in one call
@@ -106,6 +109,28 @@ class Settings(BaseSettings):
     #: seconds after they closed (0: keep forever)
     thread_retention: float = 7 * 24 * 3600.0
 
+    @field_validator("agent_stale_after")
+    @classmethod
+    def _stale_after(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _stale_before_lease(self) -> Settings:
+        if self.agent_stale_after is not None and self.agent_stale_after >= self.lease_ttl:
+            raise ValueError(
+                f"agent_stale_after ({self.agent_stale_after:g}s) must be less than lease_ttl ({self.lease_ttl:g}s): "
+                "an agent is stale before its lease runs out"
+            )
+        return self
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds of silence after which an agent is ``stale`` (``agent_stale_after``, or 2/3
+        of ``lease_ttl``: two missed heartbeats)."""
+        return self.lease_ttl * 2 / 3 if self.agent_stale_after is None else self.agent_stale_after
+
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
@@ -130,7 +155,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "lease_ttl", "long_poll", "report_linger", "lock_ttl", "hard_timeout_grace", "payload_max_bytes",
+        "lease_ttl", "agent_stale_after", "long_poll", "report_linger", "lock_ttl", "hard_timeout_grace", "payload_max_bytes",
         "result_max_bytes", "max_submission", "events_stream_maxlen", "events_replay", "events_retention",
         "events_poll", "events_batch", "call_retry_for", "owner_lease", "message_max_bytes", "thread_retention",
         mode="before",

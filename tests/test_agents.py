@@ -74,4 +74,4 @@ def test_an_agent_whose_capabilities_change_emits_an_event():
     ]
     h.agent("a1", caps=("y",), capacity=3, inc="i2")  # a new incarnation with other capabilities
     types = [e.type for e in h.graph.take_changes().events]
-    assert types == ["agent.lost", "agent.capabilities.changed", "agent.registered"]
+    assert types == ["agent.health.changed", "agent.lost", "agent.capabilities.changed", "agent.registered"]

@@ -57,7 +57,7 @@ def test_retryable_error_waits_out_the_backoff_before_it_is_ready_again():
 
 
 def test_backoff_doubles_and_is_capped():
-    h = Harness()
+    h = Harness(lease_ttl=1000.0)  # the agent stays healthy through minutes of backoff without calling
     h.submit(spec("a", max_retries=10))
     ag = h.agent()
     delays = []

@@ -165,7 +165,7 @@ def test_short_forms_are_the_groups_methods(runtime):
     pairs = [(rt.submit, rt.tasks.submit), (rt.wait, rt.tasks.wait), (rt.get, rt.tasks.get),
              (rt.run, rt.tasks.run), (rt.get_many, rt.tasks.get_many), (rt.result, rt.tasks.result),
              (rt.attempts, rt.tasks.attempts), (rt.cancel, rt.tasks.cancel),
-             (rt.spawn_agent, rt.agents.spawn), (rt.agent, rt.agents.get), (rt.follow, rt.events.follow),
+             (rt.spawn_agent, rt.agents.spawn), (rt.agent, rt.agents.ref), (rt.agent_async, rt.agents.ref_async), (rt.follow, rt.events.follow),
              (rt.relay_status, rt.events.relay_status), (rt.flush_events, rt.events.flush),
              (rt.get_async, rt.tasks.get_async), (rt.wait_async, rt.tasks.wait_async)]
     for short, full in pairs:
@@ -189,11 +189,12 @@ def test_the_async_flavours_give_what_the_blocking_ones_give(runtime, api_agent,
         history = await rt.events.list_async(f"{uid}-a")
         status = await rt.status_async()
         agents = await rt.agents.list_async()
-        ref = await rt.agents.get_async(api_agent)
+        ref = await rt.agents.ref_async(api_agent)
+        one = await rt.agents.get_async(api_agent)
         info = await ref.info_async()
-        return ids, finals, got, many, result, attempts, history, status, agents, ref, info
+        return ids, finals, got, many, result, attempts, history, status, agents, ref, info, one
 
-    ids, finals, got, many, result, attempts, history, status, agents, ref, info = asyncio.run(main())
+    ids, finals, got, many, result, attempts, history, status, agents, ref, info, one = asyncio.run(main())
     assert ids == [f"{uid}-a", f"{uid}-b"]
     assert finals == rt.wait(ids) == {ids[0]: "completed", ids[1]: "completed"}
     assert got == rt.get(f"{uid}-b") and many == rt.get_many(ids)
@@ -203,6 +204,7 @@ def test_the_async_flavours_give_what_the_blocking_ones_give(runtime, api_agent,
     assert status.namespace == rt.status().namespace
     assert api_agent in [a.id for a in agents] and [a.id for a in agents] == [a.id for a in rt.agents.list()]
     assert isinstance(ref, AgentRef) and ref.name == api_agent and info["name"] == rt.agent(api_agent).info()["name"]
+    assert one.id == api_agent and one.incarnation == rt.agents.get(api_agent).incarnation == info["incarnation"]
     runs = asyncio.run(rt.tasks.run_async([task(f"{uid}-c", payload={"op": "echo"})], timeout=60))
     assert runs[f"{uid}-c"].status == "completed" and runs[f"{uid}-c"] == rt.get(f"{uid}-c")
 
@@ -218,6 +220,8 @@ def test_both_flavours_refuse_the_same_arguments_the_same_way(runtime, uid):
         (lambda: rt.events(limit=0), lambda: rt.events.list_async(limit=0), InvalidArgumentError),
         (lambda: rt.agents.get("a\x00"), lambda: rt.agents.get_async("a\x00"), InvalidArgumentError),
         (lambda: rt.agents.get(f"{uid}-nobody"), lambda: rt.agents.get_async(f"{uid}-nobody"), AgentNotFoundError),
+        (lambda: rt.agents.ref(f"{uid}-nobody"), lambda: rt.agents.ref_async(f"{uid}-nobody"), AgentNotFoundError),
+        (lambda: rt.agents.search("x"), lambda: rt.agents.search_async("x"), InvalidArgumentError),
         (lambda: rt.locks.acquire("file:x", holder=""), lambda: rt.locks.acquire_async("file:x", holder=""),
          InvalidLockRequestError),
         (lambda: rt.events.flush(timeout=0), lambda: rt.events.flush_async(timeout=0), InvalidArgumentError),

@@ -22,6 +22,7 @@ import omoi_ray as omoi
 from omoi_ray.core import events as event_types
 from omoi_ray.core import model, storable
 from omoi_ray.core.handoff import REQUEST_PREFIX, HandoffStatus
+from omoi_ray.core.health import AgentHealth
 from omoi_ray.core.locks import LockMode
 from omoi_ray.core.ownership import WRITERS
 from omoi_ray.core.tasks import TaskStatus
@@ -108,6 +109,9 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("agents", "id"): NAME,
     ("agents", "incarnation"): UUID_HEX,
     ("agents", "status"): _longest_word(model.AgentStatus),
+    ("agents", "type"): NAME,  # an agent type is a name (AgentSpec)
+    ("agents", "phase"): NAME,
+    ("agents", "health"): _longest_word(AgentHealth),
     ("events", "event_id"): EVENT_ID,
     ("events", "type"): _longest_word(event_types.CATALOGUE),
     ("events", "entity_type"): _longest_word(t.entity_type for t in event_types.CATALOGUE.values()),

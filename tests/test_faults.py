@@ -52,7 +52,7 @@ def test_killing_an_agent_mid_task_moves_the_task_to_another_agent(own_runtime, 
     reply = ray.get(rt.scheduler.exchange.remote("victim", old_incarnation, "r-late", [late], [], None))
     assert reply.reregister and not reply.tasks
     assert rt.get(t.id).result == {"agent": "survivor"}
-    assert [e.type for e in rt.events("victim")] == ["agent.registered", "agent.lost"]
+    assert [e.type for e in rt.events("victim")] == ["agent.registered", "agent.health.changed", "agent.lost"]
 
 
 def test_an_agent_restarted_by_ray_registers_again_and_its_task_is_redone(own_runtime, uid):

@@ -1,7 +1,7 @@
 """Messaging: collaboration threads, their participants, messages and per-recipient receipts.
 
 Revision ID: 0007
-Revises: 0005 (rechained onto 0006 at merge)
+Revises: 0006 (rechained onto 0006 at merge)
 Create Date: 2026-11-30
 
 Written by the scheduler alone (see ``omoi_ray/core/threads.py``). Self-contained on purpose
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

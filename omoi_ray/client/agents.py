@@ -1,7 +1,11 @@
-"""``rt.agents``: start agents, find them by name, list them; ``AgentRef``: one agent's handle.
+"""``rt.agents``: start agents, find them by name or by what they can do, list and count them;
+``AgentRef``: one agent's handle (``rt.agent(name)``).
 
-    rt.agents.spawn("worker-1", capabilities=["scan"], capacity=4, handler="pkg.mod:scan")
-    rt.agents.get("worker-1").stop(timeout=10)     # or: await ....stop_async(timeout=10)
+    rt.agents.spawn("worker-1", capabilities=["scan"], tags=["eu"], capacity=4, handler="pkg.mod:scan")
+    rt.agents.search(capabilities=["scan", "ocr"], tags=["eu"])   # ranked AgentMatch list
+    rt.agents.get("worker-1").health                              # AgentInfo, from the scheduler
+    rt.agent("worker-1").update(capacity=8)                       # AgentRef: the live actor
+    rt.agent("worker-1").stop(timeout=10)     # or: await ....stop_async(timeout=10)
 
 Rules:
 - ``spawn`` takes an agent's name by creating its actor (Ray refuses a name that is taken),
@@ -29,7 +33,7 @@ from omoi_ray.client.calls import Pause, Step, Steps, drive, flavours, unwrap
 from omoi_ray.core import storable
 from omoi_ray.errors import AgentNotFoundError, InvalidAgentSpecError, RuntimeUnavailableError
 from omoi_ray.naming import agent_actor_name
-from omoi_ray.protocol import AgentView
+from omoi_ray.specs.agents import AgentInfo, AgentMatch, AgentStats, parse_agent_update, parse_query
 from omoi_ray.specs.tasks import AgentSpec, check_name, parse_agent_spec
 
 if TYPE_CHECKING:
@@ -86,6 +90,35 @@ class AgentRef:
 
     pid, pid_async = flavours(_pid)
 
+    def _update(
+        self,
+        capabilities: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        capacity: int | None = None,
+    ) -> Steps[dict[str, Any]]:
+        """Change a live agent's capabilities, tags or capacity (None keeps one as it is).
+
+        The agent adjusts its own slots and registers again with the same incarnation; the
+        scheduler writes ``agent.capabilities.changed`` only when something really changed
+        (capabilities and tags compared as sets).
+
+        Args:
+            capabilities: capability names (a list, never a bare string).
+            tags: tag names (a list).
+            capacity: slots, an int from 1 to ``MAX_CAPACITY``.
+
+        Returns:
+            What ``info`` returns, after the change is committed.
+
+        Raises:
+            InvalidAgentSpecError: a bad argument (named); nothing is changed.
+            RuntimeUnavailableError: the agent's actor is gone.
+        """
+        caps, tag_list, cap = parse_agent_update(self.name, capabilities, tags, capacity)
+        return (yield Step(lambda: self.handle.update.remote(caps, tag_list, cap)))
+
+    update, update_async = flavours(_update)
+
     def _stop(self, timeout: float = 30.0) -> Steps[dict[str, Any]]:
         """Stop gracefully, then end the actor.
 
@@ -138,6 +171,9 @@ class Agents:
         *,
         capabilities: Sequence[str] = (),
         capacity: int = 1,
+        type: str = "agent",  # noqa: A002 - the field's public name
+        phase: str | None = None,
+        tags: Sequence[str] = (),
         handler: Callable[..., Any] | str | None = None,
         handlers: Mapping[str, Callable[..., Any] | str] | None = None,
         num_cpus: float = 0.0,
@@ -154,6 +190,9 @@ class Agents:
             name: the agent's name (a valid name, unique in the runtime).
             capabilities: a list of capability names (a bare string is refused).
             capacity: how many handlers may run at once.
+            type: what kind of agent it is (a name; ``"agent"`` unless given).
+            phase: the phase of work it serves (a name), or None.
+            tags: labels searches filter on (a list of names, like capabilities).
             handler: runs every task type: a callable or an import path ``pkg.module:function``.
             handlers: ``{task type: handler}``, each a callable or an import path.
             num_cpus: CPUs reserved on the agent's node (0 to 1024).
@@ -174,7 +213,10 @@ class Agents:
         rt = self._rt
         spec = parse_agent_spec(
             name=name,
+            type=type,
+            phase=phase,
             capabilities=capabilities,
+            tags=tags,
             capacity=capacity,
             handler=handler,
             handlers=handlers,
@@ -229,14 +271,15 @@ class Agents:
 
     spawn, spawn_async = flavours(_spawn)
 
-    def _get(self, name: str) -> AgentRef:
-        """A handle on a running agent (a look-up by name: nothing is sent to the agent).
+    def _ref(self, name: str) -> AgentRef:
+        """A handle on a running agent's actor (a look-up by name: nothing is sent to the agent);
+        ``rt.agent(name)`` is its short form.
 
         Args:
             name: the agent's name.
 
         Returns:
-            Its ``AgentRef``.
+            Its ``AgentRef`` (``info``, ``update``, ``stop``, ``kill``, ...).
 
         Raises:
             InvalidArgumentError: ``name`` cannot be an agent name.
@@ -248,19 +291,103 @@ class Agents:
         except ValueError:
             raise AgentNotFoundError(f"no running agent named '{name}'") from None
 
-    get, get_async = flavours(_get)
+    ref, ref_async = flavours(_ref)
 
-    def _list(self) -> Steps[list[AgentView]]:
-        """Every agent the scheduler knows (alive, lost, stopped, ...), as in ``rt.status()``.
+    def _get(self, name: str) -> Steps[AgentInfo]:
+        """One agent as the scheduler sees it (health, load, last heartbeat, tasks done).
+
+        Args:
+            name: the agent's name.
 
         Returns:
-            One ``AgentView`` per agent: ``id``, ``status``, ``capabilities``, ``capacity``,
-            ``busy``, ``zombies``, ...
+            Its ``AgentInfo``.
+
+        Raises:
+            InvalidArgumentError: ``name`` cannot be an agent name.
+            AgentNotFoundError: the scheduler knows no agent of that name (names it).
         """
-        status = yield from self._rt._status()
-        return status.agents
+        argument(check_name, name, "agent name")
+        infos = yield Step(lambda: self._rt.scheduler.agent_infos.remote(name))
+        return infos[0]
+
+    get, get_async = flavours(_get)
+
+    def _list(self) -> Steps[list[AgentInfo]]:
+        """Every agent the scheduler knows (healthy, stale, lost, dead, stopped), by id.
+
+        Returns:
+            One ``AgentInfo`` per agent: ``id``, ``type``, ``phase``, ``capabilities``, ``tags``,
+            ``capacity``, ``busy``, ``free``, ``health``, ``status``, ``last_heartbeat_at``,
+            ``tasks_done``, ``incarnation``, ``info``, ``zombies``.
+        """
+        return (yield Step(lambda: self._rt.scheduler.agent_infos.remote(None)))
 
     list, list_async = flavours(_list)
+
+    def _search(
+        self,
+        capabilities: Sequence[str] | None = None,
+        *,
+        phase: str | None = None,
+        type: str | None = None,  # noqa: A002 - the field's public name
+        tags: Sequence[str] | None = None,
+        include_unhealthy: bool = False,
+        limit: int = 5,
+    ) -> Steps[list[AgentMatch]]:
+        """Agents ranked for the wanted capabilities (``omoi_ray.core.ranking``; dispatch uses the
+        same order).
+
+        score = coverage + 0.2 if a free slot now + 0.2 if healthy + 0.05 x min(capacity, 5),
+        coverage = |wanted & capabilities| / |wanted| (1.0 when none is asked); agents with no
+        wanted capability are left out; ties by longest waiting (free slot held longest), then id.
+
+        Args:
+            capabilities: wanted capability names (a list, never a bare string), or None.
+            phase, type: keep agents of exactly this phase / type.
+            tags: keep agents holding every one of these tags.
+            include_unhealthy: also match ``stale`` agents (never lost, dead or stopped ones).
+            limit: the most matches, 1 to 1000.
+
+        Returns:
+            ``AgentMatch(agent, score, matched)``s, best first.
+
+        Raises:
+            InvalidArgumentError: a bad argument (named).
+        """
+        parse_query(capabilities, phase, type, tags, include_unhealthy, limit)  # before any ref is made
+        return (yield Step(lambda: self._rt.scheduler.search_agents.remote(
+            capabilities, phase, type, tags, include_unhealthy, limit
+        )))
+
+    search, search_async = flavours(_search)
+
+    def _best_fit(
+        self,
+        capabilities: Sequence[str] | None = None,
+        *,
+        phase: str | None = None,
+        type: str | None = None,  # noqa: A002 - the field's public name
+        tags: Sequence[str] | None = None,
+        include_unhealthy: bool = False,
+    ) -> Steps[AgentMatch | None]:
+        """The first of ``search(...)`` (same arguments, no ``limit``), or None when nothing matches.
+
+        Raises:
+            InvalidArgumentError: a bad argument (named).
+        """
+        matches = yield from self._search(
+            capabilities, phase=phase, type=type, tags=tags, include_unhealthy=include_unhealthy, limit=1
+        )
+        return matches[0] if matches else None
+
+    best_fit, best_fit_async = flavours(_best_fit)
+
+    def _stats(self) -> Steps[AgentStats]:
+        """Counts of the known agents by health, status, type and phase; slot totals (capacity,
+        busy, free) of live agents; tasks done (``AgentStats``)."""
+        return (yield Step(lambda: self._rt.scheduler.agent_stats.remote()))
+
+    stats, stats_async = flavours(_stats)
 
 
 def _ready(handle: Any) -> Steps[None]:

@@ -76,7 +76,7 @@ class Runtime:
     Attributes:
         settings: the runtime's ``Settings``.
         tasks: ``rt.tasks`` (submit, run, wait, get, get_many, result, attempts, cancel).
-        agents: ``rt.agents`` (spawn, get, list).
+        agents: ``rt.agents`` (spawn, ref, get, list, search, best_fit, stats).
         locks: ``rt.locks``, a ``LockClient`` holding as this driver (acquire, holders,
             release_all).
         events: ``rt.events`` (call it to list; follow, relay_status, flush).
@@ -121,7 +121,7 @@ class Runtime:
     attempts, attempts_async = _ShortForm("tasks", "attempts"), _ShortForm("tasks", "attempts_async")
     cancel, cancel_async = _ShortForm("tasks", "cancel"), _ShortForm("tasks", "cancel_async")
     spawn_agent, spawn_agent_async = _ShortForm("agents", "spawn"), _ShortForm("agents", "spawn_async")
-    agent = _ShortForm("agents", "get")
+    agent, agent_async = _ShortForm("agents", "ref"), _ShortForm("agents", "ref_async")
     follow = _ShortForm("events", "follow")
     relay_status, relay_status_async = _ShortForm("events", "relay_status"), _ShortForm("events", "relay_status_async")
     flush_events, flush_events_async = _ShortForm("events", "flush"), _ShortForm("events", "flush_async")
@@ -160,7 +160,7 @@ class Runtime:
 
         Returns:
             A ``RuntimeStatus``: ``database`` (masked), ``namespace``, ``tasks`` (count per
-            status), ``agents`` (``AgentView``s), ``unclaimable`` ((required capabilities,
+            status), ``agents`` (``AgentInfo``s), ``unclaimable`` ((required capabilities,
             count) of ready tasks no live agent can run), ``ready``.
         """
         return (yield Step(lambda: self.scheduler.status.remote()))
@@ -194,7 +194,7 @@ class Runtime:
             if view.status != "alive":
                 continue
             try:
-                yield from self.agents.get(view.id)._stop(timeout=agents_timeout)
+                yield from self.agents._ref(view.id)._stop(timeout=agents_timeout)
             except (OmoiError, ray.exceptions.RayActorError):
                 pass
         try:

@@ -1,24 +1,29 @@
-"""The agent registry: which agents exist, their incarnations, leases and capacity.
+"""The agent registry: which agents exist, their incarnations, leases, health and capacity.
 
 ``AgentRegistry`` keeps one entry per agent id (its current incarnation) and decides what
-registration, renewal, loss, stopping and replacement mean. What happens to the attempts an
-agent held when it goes is the claims' business (``Claims.abandon``).
+registration, renewal, silence, loss, stopping and replacement mean. What happens to the attempts
+an agent held when it goes is the claims' business (``Claims.abandon``); what each change does to
+its health is the table in ``core.health`` (the one source of truth: ``status`` derives from it).
 
 Rules:
 - An agent is known by its id; each process that registers under that id is a new incarnation.
   A new incarnation of a live agent replaces it: the old one is ``lost`` with its attempts.
-  Registering again with the same incarnation only renews its lease (and records new
-  capabilities or capacity, with a ``agent.capabilities.changed`` event).
-- Only a live agent (``alive``, current incarnation) is asked about or given work; calls naming
-  another incarnation change nothing.
-- An agent's lease covers every claim it holds. Any call from the agent renews it; when it runs
-  out, or Ray reports the agent dead, the agent is ``lost`` and its attempts are requeued.
+  Registering again with the same incarnation renews its lease (a heartbeat) and records new
+  capabilities, tags or capacity, with one ``agent.capabilities.changed`` event, only when
+  something really changed (capabilities and tags compared as sets).
+- Only a live agent (``healthy`` or ``stale``, current incarnation) is asked about; only a
+  ``healthy`` one is given work. Calls naming another incarnation change nothing.
+- Any call from the agent is a heartbeat: it renews the lease and makes a ``stale`` agent
+  ``healthy``. A ``stale`` timer makes an agent silent for ``stale_after`` seconds ``stale``;
+  its lease timer makes it ``lost`` when the lease runs out; Ray reporting it dead makes it
+  ``dead`` at once. Lost and dead agents' attempts are requeued (charged).
 - An agent that leaves on purpose (``stopped``), or whose process is replaced to free the slots
   of zombie handlers, has its attempts requeued as ``interrupted`` (not charged to the task).
 - An agent that reports a zombie (a handler that ignored its stop past the grace period) gets
   no more work: it is draining, and will be replaced (``replaced``).
-- Every registration and retirement records the agent (a snapshot at ``take_changes``) and its
-  event (``agent.registered``, ``agent.lost``, ``agent.stopped``).
+- Every registration, health change and retirement records the agent (a snapshot at
+  ``take_changes``) and its events (``agent.registered``, ``agent.health.changed``,
+  ``agent.lost``, ``agent.stopped``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Any
 
 from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.claims import Claims
-from omoi_ray.core.model import Agent, AgentStatus, AttemptOutcome, Event
+from omoi_ray.core.health import AgentHealth, AgentStatus, HealthCause, next_health
+from omoi_ray.core.model import Agent, AttemptOutcome, Event
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.timers import Timers
 
@@ -37,24 +43,38 @@ class AgentRegistry:
     """The agents the scheduler knows, by id.
 
     Attributes:
-        agents: agent id -> its latest incarnation (alive, lost or stopped).
+        agents: agent id -> its latest incarnation (any health).
         lease_ttl: seconds a lease lasts from the agent's last call.
+        stale_after: seconds of silence after which a healthy agent is ``stale`` (less than
+            ``lease_ttl``; default two missed heartbeats, ``2/3 * lease_ttl``).
     """
 
-    def __init__(self, log: ChangeRecorder[TaskChanges], timers: Timers, claims: Claims, lease_ttl: float) -> None:
+    def __init__(
+        self,
+        log: ChangeRecorder[TaskChanges],
+        timers: Timers,
+        claims: Claims,
+        lease_ttl: float,
+        stale_after: float | None = None,
+    ) -> None:
         self.log = log
         self.timers = timers
         self.claims = claims
         self.lease_ttl = lease_ttl
+        self.stale_after = lease_ttl * 2 / 3 if stale_after is None else stale_after
         self.agents: dict[str, Agent] = {}
 
     def restore(self, agents: Iterable[Agent], now: float) -> None:
         """Hold agents stored as alive again, each with a full lease from ``now`` (a restarted
-        scheduler gives each a full lease to show up again)."""
+        scheduler gives each a full lease to show up again, and counts its silence from ``now``)."""
         for agent in agents:
             agent.lease_expires_at = now + self.lease_ttl
+            agent.last_heartbeat_at = now
+            if agent.free_slots > 0 and agent.idle_since is None:
+                agent.idle_since = now
             self.agents[agent.id] = agent
             self.timers.add(agent.lease_expires_at, "lease", (agent.id, agent.incarnation))
+            self.timers.add(now + self.stale_after, "stale", (agent.id, agent.incarnation))
 
     def register(
         self,
@@ -64,6 +84,10 @@ class AgentRegistry:
         capacity: int,
         now: float,
         info: dict[str, Any] | None = None,
+        *,
+        type: str = "agent",  # noqa: A002 - the field's name everywhere
+        phase: str | None = None,
+        tags: frozenset[str] = frozenset(),
     ) -> Agent:
         """Register (or refresh) an agent.
 
@@ -74,23 +98,36 @@ class AgentRegistry:
             capacity: how many attempts it runs at once.
             now: the caller's clock reading (seconds).
             info: shown, never interpreted (node, pid).
+            type: what kind of agent it is.
+            phase: the phase of work it serves, or None.
+            tags: labels searches filter on.
 
         Returns:
-            The live agent. A new incarnation of a known agent replaces the old one, whose
+            The live agent. The same incarnation again is a heartbeat plus an update (an
+            ``agent.capabilities.changed`` event only if capabilities, tags, capacity, type or
+            phase really changed). A new incarnation of a known agent replaces the old one, whose
             attempts are lost with it.
         """
         current = self.agents.get(agent_id)
+        profile = (capabilities, tags, capacity, type, phase)
         if current is not None and current.incarnation == incarnation and current.status is AgentStatus.ALIVE:
-            current.lease_expires_at = now + self.lease_ttl
-            if current.capabilities != capabilities or current.capacity != capacity:
-                self._capabilities_changed(current, capabilities, capacity, now)
-                current.capabilities, current.capacity = capabilities, capacity
+            self.renew(current, now)
+            if _profile(current) != profile:
+                self._profile_changed(current, profile, now)
+                current.capabilities, current.tags, current.capacity, current.type, current.phase = profile
+                if current.free_slots > 0 and current.idle_since is None:
+                    current.idle_since = now
+                elif current.free_slots == 0:
+                    current.idle_since = None
                 self.log.agents.add(current)
             return current
-        if current is not None and current.status is AgentStatus.ALIVE:
-            self._retire(current, AgentStatus.LOST, now, "replaced by a new incarnation")
-        if current is not None and (current.capabilities != capabilities or current.capacity != capacity):
-            self._capabilities_changed(current, capabilities, capacity, now)
+        tasks_done = 0
+        if current is not None:
+            tasks_done = current.tasks_done
+            if current.status is AgentStatus.ALIVE:
+                self._retire(current, HealthCause.REPLACED, now, "replaced by a new incarnation")
+            if _profile(current) != profile:
+                self._profile_changed(current, profile, now)
         agent = Agent(
             id=agent_id,
             incarnation=incarnation,
@@ -98,11 +135,18 @@ class AgentRegistry:
             capacity=capacity,
             registered_at=now,
             lease_expires_at=now + self.lease_ttl,
+            type=type,
+            phase=phase,
+            tags=tags,
+            last_heartbeat_at=now,
+            tasks_done=tasks_done,
+            idle_since=now,
             info=dict(info or {}),
         )
         self.agents[agent_id] = agent
         self.log.agents.add(agent)
         self.timers.add(agent.lease_expires_at, "lease", (agent_id, incarnation))
+        self.timers.add(now + self.stale_after, "stale", (agent_id, incarnation))
         self.log.events.add(
             Event(
                 type="agent.registered",
@@ -112,7 +156,10 @@ class AgentRegistry:
                 agent_id=agent_id,
                 payload={
                     "incarnation": incarnation,
+                    "type": type,
+                    "phase": phase,
                     "capabilities": sorted(capabilities),
+                    "tags": sorted(tags),
                     "capacity": capacity,
                     **agent.info,
                 },
@@ -120,7 +167,8 @@ class AgentRegistry:
         )
         return agent
 
-    def _capabilities_changed(self, agent: Agent, capabilities: frozenset[str], capacity: int, now: float) -> None:
+    def _profile_changed(self, agent: Agent, profile: tuple[Any, ...], now: float) -> None:
+        capabilities, tags, capacity, type_, phase = profile
         self.log.events.add(
             Event(
                 type="agent.capabilities.changed",
@@ -130,31 +178,45 @@ class AgentRegistry:
                 agent_id=agent.id,
                 payload={
                     "capabilities": sorted(capabilities),
+                    "tags": sorted(tags),
                     "capacity": capacity,
+                    "type": type_,
+                    "phase": phase,
                     "previous_capabilities": sorted(agent.capabilities),
+                    "previous_tags": sorted(agent.tags),
                     "previous_capacity": agent.capacity,
+                    "previous_type": agent.type,
+                    "previous_phase": agent.phase,
                 },
             )
         )
 
     def live(self, agent_id: str, incarnation: str) -> Agent | None:
-        """The agent if ``incarnation`` is its current one and it is alive, else None."""
+        """The agent if ``incarnation`` is its current one and it is alive (healthy or stale), else None."""
         agent = self.agents.get(agent_id)
         if agent is None or agent.incarnation != incarnation or agent.status is not AgentStatus.ALIVE:
             return None
         return agent
 
     def renew(self, agent: Agent, now: float) -> None:
-        """Extend ``agent``'s lease to ``now + lease_ttl``."""
+        """A call from ``agent`` (a heartbeat): extend its lease to ``now + lease_ttl``, note the
+        call, and make it healthy again if it was stale (re-arming its stale timer)."""
         agent.lease_expires_at = now + self.lease_ttl
+        agent.last_heartbeat_at = now
+        if self._move(agent, HealthCause.HEARTBEAT, now, "it called again"):
+            self.log.agents.add(agent)
+            self.timers.add(now + self.stale_after, "stale", (agent.id, agent.incarnation))
 
-    def lost(self, agent_id: str, incarnation: str, now: float, reason: str) -> bool:
-        """Ray reported the agent dead (or its lease ran out): requeue its attempts. Returns
-        whether it was live."""
+    def lost(
+        self, agent_id: str, incarnation: str, now: float, reason: str, cause: HealthCause = HealthCause.RAY_DIED
+    ) -> bool:
+        """The agent is gone: Ray reported it dead (``ray_died``: ``dead``), it was replaced by
+        a new process (``replaced``: ``lost``) or its lease ran out (``lease_expired``:
+        ``lost``). Its attempts are requeued. Returns whether it was live."""
         agent = self.live(agent_id, incarnation)
         if agent is None:
             return False
-        self._retire(agent, AgentStatus.LOST, now, reason)
+        self._retire(agent, cause, now, reason)
         return True
 
     def stopped(self, agent_id: str, incarnation: str, now: float) -> bool:
@@ -164,7 +226,7 @@ class AgentRegistry:
         agent = self.live(agent_id, incarnation)
         if agent is None:
             return False
-        self._retire(agent, AgentStatus.STOPPED, now, "agent stopped", AttemptOutcome.INTERRUPTED)
+        self._retire(agent, HealthCause.STOPPED, now, "agent stopped", AttemptOutcome.INTERRUPTED)
         return True
 
     def replaced(self, agent_id: str, incarnation: str, now: float, reason: str, *, restarting: bool) -> bool:
@@ -175,8 +237,8 @@ class AgentRegistry:
         agent = self.live(agent_id, incarnation)
         if agent is None:
             return False
-        status = AgentStatus.LOST if restarting else AgentStatus.STOPPED
-        self._retire(agent, status, now, reason, AttemptOutcome.INTERRUPTED)
+        cause = HealthCause.REPLACED if restarting else HealthCause.STOPPED
+        self._retire(agent, cause, now, reason, AttemptOutcome.INTERRUPTED)
         return True
 
     def lease_due(self, key: tuple[str, str], now: float) -> None:
@@ -185,32 +247,69 @@ class AgentRegistry:
         agent = self.live(*key)
         if agent is not None:
             if agent.lease_expires_at <= now:
-                self._retire(agent, AgentStatus.LOST, now, "lease expired")
+                self._retire(agent, HealthCause.LEASE_EXPIRED, now, "lease expired")
             else:
                 self.timers.add(agent.lease_expires_at, "lease", key)
 
+    def stale_due(self, key: tuple[str, str], now: float) -> None:
+        """A stale timer fired for ``(agent id, incarnation)``: a healthy agent silent for
+        ``stale_after`` seconds becomes ``stale`` (re-armed by its next call); one that called
+        since has the timer set again for its last call."""
+        agent = self.live(*key)
+        if agent is None or agent.health is not AgentHealth.HEALTHY:
+            return
+        due = agent.last_heartbeat_at + self.stale_after
+        if due <= now:
+            if self._move(agent, HealthCause.SILENCE, now, f"silent for {now - agent.last_heartbeat_at:.1f}s"):
+                self.log.agents.add(agent)
+        else:
+            self.timers.add(due, "stale", key)
+
     def alive_capabilities(self) -> list[frozenset[str]]:
-        """The capabilities of each alive agent."""
+        """The capabilities of each alive agent (healthy or stale)."""
         return [a.capabilities for a in self.agents.values() if a.status is AgentStatus.ALIVE]
 
-    def _retire(
-        self,
-        agent: Agent,
-        status: AgentStatus,
-        now: float,
-        reason: str,
-        outcome: AttemptOutcome = AttemptOutcome.LOST,
-    ) -> None:
-        agent.status = status
-        self.claims.abandon(agent, outcome, reason, now)
-        self.log.agents.add(agent)
+    def _move(self, agent: Agent, cause: HealthCause, now: float, reason: str) -> bool:
+        """Apply the health table; record ``agent.health.changed`` if the state changed."""
+        new = next_health(agent.health, cause)
+        if new is None:
+            return False
+        old, agent.health = agent.health, new
         self.log.events.add(
             Event(
-                type="agent.lost" if status is AgentStatus.LOST else "agent.stopped",
+                type="agent.health.changed",
                 entity_type="agent",
                 entity_id=agent.id,
                 at=now,
                 agent_id=agent.id,
-                payload={"incarnation": agent.incarnation, "reason": reason},
+                payload={"from": old.value, "to": new.value, "reason": reason, "incarnation": agent.incarnation},
             )
         )
+        return True
+
+    def _retire(
+        self,
+        agent: Agent,
+        cause: HealthCause,
+        now: float,
+        reason: str,
+        outcome: AttemptOutcome = AttemptOutcome.LOST,
+    ) -> None:
+        self._move(agent, cause, now, reason)
+        self.claims.abandon(agent, outcome, reason, now)
+        agent.idle_since = None
+        self.log.agents.add(agent)
+        self.log.events.add(
+            Event(
+                type="agent.stopped" if agent.status is AgentStatus.STOPPED else "agent.lost",
+                entity_type="agent",
+                entity_id=agent.id,
+                at=now,
+                agent_id=agent.id,
+                payload={"incarnation": agent.incarnation, "reason": reason, "health": agent.health.value},
+            )
+        )
+
+
+def _profile(agent: Agent) -> tuple[Any, ...]:
+    return (agent.capabilities, agent.tags, agent.capacity, agent.type, agent.phase)

@@ -24,6 +24,9 @@ Rules:
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
 - Claiming a new attempt clears the task's ``reason`` (why the last attempt was requeued), so a
   completed task never shows the reason of an earlier attempt.
+- Only a ``healthy`` agent is handed work (a ``stale`` one waits for its next call); an
+  agent's ``idle_since`` (for "longest waiting" ties) is kept here, where slots fill and free,
+  and its ``tasks_done`` counts completed attempts.
 - An agent's zombie report (a handler that ignored its stop past the grace period) marks its
   slot held by a zombie: the agent gets no more work (``Agent.free_slots`` is 0).
 """
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from omoi_ray.core.dag import LiveTasks
+from omoi_ray.core.health import LIVE, AgentHealth
 from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, CancelSignal, Task
 from omoi_ray.core.task_changes import AttemptKey
 from omoi_ray.core.tasks import ACTIVE, TIMED_OUT_EVENT, TaskStatus
@@ -150,7 +154,7 @@ class Claims:
             keep their place.
         """
         count = min(limit, agent.free_slots)
-        if count <= 0:
+        if count <= 0 or agent.health is not AgentHealth.HEALTHY:  # a stale agent waits for its next call
             return []
         claimed: list[Task] = []
         set_aside: list[Task] = []
@@ -189,6 +193,8 @@ class Claims:
         self.live.log.attempts.add(attempt)
         self.live.log.new_attempts.add(key)
         agent.busy[key] = now
+        if agent.free_slots == 0:
+            agent.idle_since = None  # it waits for nothing now
         self._count_locks(task.locks, +1)
         return task
 
@@ -237,6 +243,7 @@ class Claims:
         if report.kind == "zombie":
             if key in agent.busy:
                 agent.zombies.add(key)
+                agent.idle_since = None
             return None
         task = self.live.tasks.get(report.task_id)
         rejection = None
@@ -261,6 +268,9 @@ class Claims:
                 self._start(task, now)
             if report.kind == "finished":
                 self._finish(task, report, now)
+                if report.outcome is AttemptOutcome.COMPLETED:
+                    agent.tasks_done += 1
+                    self.live.log.agents.add(agent)
         if report.kind == "finished":
             self.release(agent, key, now)
         return rejection
@@ -418,6 +428,8 @@ class Claims:
         agent.zombies.discard(key)
         if agent.busy.pop(key, None) is not None:
             self.close_attempt(key, now)
+            if agent.idle_since is None and agent.free_slots > 0 and agent.health in LIVE:
+                agent.idle_since = now  # it has had a free slot since now
 
     def close_attempt(self, key: AttemptKey, now: float) -> None:
         """The attempt's handler is over (or its agent is gone): record it and forget it."""

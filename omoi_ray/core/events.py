@@ -42,7 +42,11 @@ _EMITTED = (
     EventType("task.requeued", "task", "an attempt was lost with its agent; the task is ready again"),
     EventType("task.upstream_failed", "task", "a dependency failed for good; the reason names it"),
     EventType("agent.registered", "agent", "an agent (or a new incarnation of it) joined"),
-    EventType("agent.capabilities.changed", "agent", "an agent's capabilities or capacity changed"),
+    EventType(
+        "agent.capabilities.changed", "agent",
+        "an agent's capabilities, tags, capacity, type or phase really changed (sets compared)",
+    ),
+    EventType("agent.health.changed", "agent", "an agent's health changed (payload: from, to, reason)"),
     EventType("agent.lost", "agent", "an agent died or its lease lapsed; its attempts are requeued"),
     EventType("agent.stopped", "agent", "an agent left on purpose"),
     EventType("agent.handoff.requested", "task", "an agent offered its task to others (offer id, targets, deadline)"),

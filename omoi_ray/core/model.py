@@ -5,6 +5,7 @@ Rules:
   reads a clock).
 - These are dataclasses with slots: the scheduler keeps every live task in memory, so a task's
   footprint matters (see ``benchmarks/scale.py``).
+- ``AgentStatus`` lives in ``core.health`` (derived from ``AgentHealth``) and is re-exported here.
 - Validation of user input happens before these are built (``omoi_ray.specs.tasks``); the core trusts
   field types and checks only graph-level rules.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
+from omoi_ray.core.health import STATUS_OF, AgentHealth, AgentStatus
 from omoi_ray.core.tasks import TaskStatus
 
 
@@ -168,18 +170,14 @@ class Attempt:
     locks: tuple[tuple[str, str, str], ...] = ()  # the task's declared locks (loaded from the task row)
 
 
-class AgentStatus(str, Enum):
-    """Where an agent stands as the scheduler sees it (its stored value): only ``alive`` agents
-    are handed work."""
-
-    ALIVE = "alive"
-    LOST = "lost"  # died, or its lease ran out
-    STOPPED = "stopped"  # left on purpose
-
-
 @dataclass(slots=True)
 class Agent:
-    """An agent as the scheduler sees it: what it can do, and which attempts occupy its slots."""
+    """An agent as the scheduler sees it: what it is and can do, its health, and which attempts
+    occupy its slots.
+
+    ``health`` is the one source of truth about where it stands (``core.health``); ``status``
+    (alive, lost, stopped) is derived from it.
+    """
 
     id: str
     incarnation: str
@@ -187,13 +185,27 @@ class Agent:
     capacity: int
     registered_at: float
     lease_expires_at: float
-    status: AgentStatus = AgentStatus.ALIVE
+    health: AgentHealth = AgentHealth.HEALTHY
+    type: str = "agent"  # what kind of agent it is (a name; "agent" unless given)
+    phase: str | None = None  # the phase of work it serves, if any
+    tags: frozenset[str] = frozenset()
+    #: when it last called the scheduler (seconds); 0.0 until it does
+    last_heartbeat_at: float = 0.0
+    tasks_done: int = 0  # attempts it completed (successful results accepted)
+    #: since when it has had a free slot (seconds), None while every slot is busy: "longest
+    #: waiting" in ranking ties
+    idle_since: float | None = None
     #: (task id, attempt) -> claimed_at, for every attempt whose handler has not yet ended
     busy: dict[tuple[str, int], float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # node, pid: shown, never interpreted
     #: busy attempts whose handler ignored its stop past the grace period: the agent is draining
     #: to have its process replaced, so it gets no more work
     zombies: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def status(self) -> AgentStatus:
+        """Its lifecycle status, derived from ``health`` (``core.health.STATUS_OF``)."""
+        return STATUS_OF[self.health]
 
     @property
     def free_slots(self) -> int:

@@ -6,7 +6,8 @@ each rule lives in its part:
 
 - ``core.dag.LiveTasks``: the live tasks, their moves, the ready index and DAG settlement;
 - ``core.submission``: submission and idempotency;
-- ``core.agents.AgentRegistry``: agents, incarnations, leases, capacity;
+- ``core.agents.AgentRegistry``: agents, incarnations, leases, health (``core.health``), capacity;
+- ``core.ranking``: the one ranking of agents, for searches and for the owner's dispatch;
 - ``core.claims.Claims``: claiming, attempt fencing, reports and heartbeats, ``OUTCOME_RULES``;
 - ``core.handoff.Handoffs``: negotiated hand-offs of a held task to another agent;
 - ``core.threads.Threads``: collaboration threads, messages and read receipts;
@@ -42,6 +43,7 @@ from omoi_ray.core.claims import Claims
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
 from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task, Thread
+from omoi_ray.core.ranking import Match, Query, search
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
 from omoi_ray.core.submission import StoredTask, submit
 from omoi_ray.core.task_changes import AttemptKey, TaskChanges
@@ -60,6 +62,8 @@ class TaskGraph:
 
     Args:
         lease_ttl: seconds an agent's lease lasts from its last call.
+        stale_after: seconds of silence after which an agent is ``stale`` (default ``2/3 *
+            lease_ttl``: two missed heartbeats).
         rng: the randomness of retry backoff jitter (seeded in tests).
 
     Attributes:
@@ -71,14 +75,16 @@ class TaskGraph:
         timers: every deadline of every part.
     """
 
-    def __init__(self, *, lease_ttl: float = 30.0, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, *, lease_ttl: float = 30.0, rng: random.Random | None = None, stale_after: float | None = None
+    ) -> None:
         self.lease_ttl = lease_ttl
         self.rng = rng or random.Random()
         self.log: ChangeRecorder[TaskChanges] = ChangeRecorder(TaskChanges)
         self.timers = Timers()
         self.live = LiveTasks(self.log)
         self.claims = Claims(self.live, self.timers, self.rng, lease_ttl)
-        self.registry = AgentRegistry(self.log, self.timers, self.claims, lease_ttl)
+        self.registry = AgentRegistry(self.log, self.timers, self.claims, lease_ttl, stale_after)
         self.threads = Threads(self.log, self.registry.agents)
         self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents, self.threads)
         self.claims.on_attempt_end = self.handoffs.attempt_ended
@@ -96,6 +102,7 @@ class TaskGraph:
             "timeout": self.claims.timeout_due,
             "lease": self.registry.lease_due,
             "handoff": self.handoffs.expire_due,
+            "stale": self.registry.stale_due,
         }
         # the parts' decisions, offered as they are
         self.claim = self.claims.claim
@@ -307,6 +314,10 @@ class TaskGraph:
             self._due[kind](key, now)
 
     # ---------------------------------------------------------------- queries
+
+    def search_agents(self, query: Query) -> list[Match]:
+        """Rank the known agents for ``query`` (``core.ranking.search``); reads only."""
+        return search(self.registry.agents.values(), query)
 
     def unclaimable(self) -> dict[frozenset[str], int]:
         """Ready tasks no alive agent is able to run: required capabilities -> count."""

@@ -138,6 +138,21 @@ def normalize_capabilities(values: Sequence[str], what: str) -> list[str]:
     return sorted(out)
 
 
+#: the most capabilities (or tags) one agent may declare
+MAX_AGENT_NAMES = 256
+
+
+def agent_names(value: Any, what: str) -> list[str]:
+    """An agent's capabilities or tags (``normalize_capabilities``: a list of names, never a
+    bare string; None is empty), at most ``MAX_AGENT_NAMES`` of them; ``ValueError`` naming ``what``."""
+    if value is None:
+        return []
+    names = normalize_capabilities(value, what)
+    if len(names) > MAX_AGENT_NAMES:
+        raise ValueError(f"{what} holds {len(names)} names, over the limit of {MAX_AGENT_NAMES}")
+    return names
+
+
 def json_size(value: Any, what: str) -> int:
     """Bytes of ``value`` as compact JSON; raise ValueError naming ``what`` if it is not JSON."""
     try:
@@ -496,16 +511,23 @@ Handler = Callable[..., Any] | str
 
 
 class AgentSpec(BaseModel):
-    """An agent as a user declares it: a name, what it can do, and how many tasks at once.
+    """An agent as a user declares it: a name, its type and phase, what it can do, its tags, and
+    how many tasks at once.
 
-    ``handlers`` maps task types to callables or import paths (``pkg.module:function``);
-    ``handler`` (optional) runs every task type without an entry of its own.
+    ``type`` is a name (default ``"agent"``), ``phase`` a name or None; ``capabilities`` and
+    ``tags`` are lists of at most ``MAX_AGENT_NAMES`` capability-style names (lower-cased,
+    deduplicated, sorted). ``handlers`` maps task types to callables or import paths
+    (``pkg.module:function``); ``handler`` (optional) runs every task type without an entry of
+    its own.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     name: str
+    type: str = "agent"
+    phase: str | None = None
     capabilities: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
     capacity: int = 1
     handler: Any = None
     handlers: dict[str, Any] = Field(default_factory=dict)
@@ -518,10 +540,25 @@ class AgentSpec(BaseModel):
     def _name(cls, value: str) -> str:
         return check_name(value, "agent name")
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> str:
+        return check_name(value, "agent type")
+
+    @field_validator("phase", mode="before")
+    @classmethod
+    def _phase(cls, value: Any) -> str | None:
+        return None if value is None else check_name(value, "phase")
+
     @field_validator("capabilities", mode="before")
     @classmethod
     def _caps(cls, value: Any) -> list[str]:
-        return normalize_capabilities([] if value is None else value, "capabilities")
+        return agent_names(value, "capabilities")
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        return agent_names(value, "tags")
 
     @field_validator("capacity", mode="before")
     @classmethod

@@ -154,7 +154,9 @@ class TaskAttemptRow(Base):
 
 
 class AgentRow(Base):
-    """A registered agent: current incarnation, capabilities (JSON list of names), capacity (slots), status."""
+    """A registered agent: current incarnation, capabilities (JSON list of names), capacity (slots),
+    status (lifecycle, derived from ``health``), and the registry's fields (migration 0006): type,
+    phase, tags (JSON list), health, last heartbeat and tasks done (as of the row's last write)."""
 
     __tablename__ = "agents"
 
@@ -166,6 +168,12 @@ class AgentRow(Base):
     info: Mapped[Any] = mapped_column(JSONType, nullable=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    type: Mapped[str] = mapped_column(sa.String(128), server_default="agent")
+    phase: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    tags: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    health: Mapped[str] = mapped_column(sa.String(16), server_default="healthy")
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    tasks_done: Mapped[int] = mapped_column(sa.Integer, server_default="0")
 
 
 class EventRow(Base):

@@ -28,6 +28,7 @@ from omoi_ray.core.handoff import REQUEST_PREFIX, Handoff, HandoffStatus
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
     Agent,
+    AgentHealth,
     AgentStatus,
     Attempt,
     AttemptOutcome,
@@ -218,16 +219,7 @@ class Store:
                 .where(t.tasks.c.status.in_(LIVE_STATUSES))
             ).all()
             agents = [
-                Agent(
-                    id=r.id,
-                    incarnation=r.incarnation,
-                    capabilities=frozenset(r.capabilities or []),
-                    capacity=r.capacity,
-                    registered_at=_epoch(r.registered_at) or 0.0,
-                    lease_expires_at=0.0,
-                    status=AgentStatus(r.status),
-                    info=dict(r.info or {}),
-                )
+                _agent_from_row(r)
                 for r in conn.execute(sa.select(t.agents).where(t.agents.c.status == AgentStatus.ALIVE.value))
             ]
             attempts = [
@@ -382,6 +374,19 @@ class Store:
                     if a in out:
                         out[a]["depends_on"].append(b)
         return out
+
+    def stored_agents(self, ids: Sequence[str] | None = None) -> list[Agent]:
+        """Agents as their rows last recorded them (any status), by id: the named ones that
+        exist, or all when ``ids`` is None. Slots are empty: only the scheduler's memory knows
+        which attempts occupy a live agent."""
+        with self.engine.connect() as conn:
+            query = sa.select(t.agents).order_by(t.agents.c.id)
+            if ids is None:
+                return [_agent_from_row(r) for r in conn.execute(query)]
+            out: list[Agent] = []
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                out += [_agent_from_row(r) for r in conn.execute(query.where(t.agents.c.id.in_(chunk)))]
+            return out
 
     def attempt_rows(self, task_id: str) -> list[dict[str, Any]]:
         """The ``task_attempts`` rows of one task, as dicts by column, first attempt to last
@@ -573,3 +578,22 @@ _ATTEMPT_FROM_ROW = task_fields.compile_mapping(
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _agent_from_row(r: Any) -> Agent:
+    """A core ``Agent`` from its ``agents`` row (no lease, no slots: the scheduler sets those)."""
+    return Agent(
+        id=r.id,
+        incarnation=r.incarnation,
+        capabilities=frozenset(r.capabilities or []),
+        capacity=r.capacity,
+        registered_at=_epoch(r.registered_at) or 0.0,
+        lease_expires_at=0.0,
+        health=AgentHealth(r.health),
+        type=r.type,
+        phase=r.phase,
+        tags=frozenset(r.tags or []),
+        last_heartbeat_at=_epoch(r.last_heartbeat_at) or 0.0,
+        tasks_done=r.tasks_done,
+        info=dict(r.info or {}),
+    )

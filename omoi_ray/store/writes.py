@@ -519,6 +519,12 @@ class BatchWriter:
             "info": _json(a.info),
             "registered_at": self._time(a.registered_at),
             "updated_at": now,
+            "type": a.type,
+            "phase": a.phase,
+            "tags": _json(sorted(a.tags)),
+            "health": a.health.value,
+            "last_heartbeat_at": self._time(a.last_heartbeat_at) if a.last_heartbeat_at else None,
+            "tasks_done": a.tasks_done,
         }
 
     def _handoff_row(self, h: Handoff) -> dict[str, Any]:

@@ -1,0 +1,364 @@
+"""The agent registry (issue 10): fields, live updates, ranking (search and dispatch), health,
+queries, bad input. Core tests on a fake clock first, then end to end on Ray (both backends)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import omoi_ray as omoi
+from omoi_ray.core.health import FINAL, TRANSITIONS, AgentHealth, HealthCause, next_health
+from omoi_ray.core.model import AttemptOutcome
+from omoi_ray.core.ranking import Query, dispatch_key, search
+from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.errors import AgentNotFoundError, InvalidAgentSpecError, InvalidArgumentError
+from omoi_ray.specs.agents import AgentInfo, AgentStats, parse_agent_update, parse_query
+from omoi_ray.specs.tasks import parse_agent_spec
+from omoi_ray.store.store import Store
+from tests.conftest import until
+from tests.graph_harness import Harness, spec
+
+H = "tests.handlers:behave"
+
+
+def register(h: Harness, name: str, caps=(), capacity: int = 1, *, inc: str = "i1", type: str = "agent",
+             phase=None, tags=()):
+    return h.graph.register_agent(name, inc, frozenset(caps), capacity, h.now, type=type, phase=phase,
+                                  tags=frozenset(tags))
+
+
+def ids(matches) -> list[str]:
+    return [m.agent_id for m in matches]
+
+
+# ------------------------------------------------------------------ scoring and search order
+
+
+def test_the_score_is_the_documented_formula():
+    h = Harness()
+    a = register(h, "a", caps=("x", "y", "z"), capacity=7)
+    b = register(h, "b", caps=("x",), capacity=2)
+    (ma, mb) = search([a, b], Query(capabilities=frozenset({"x", "y"})))
+    # coverage + 0.2 free slot + 0.2 healthy + 0.05 * min(capacity, 5)
+    assert (ma.agent_id, ma.score, ma.matched) == ("a", round(1.0 + 0.2 + 0.2 + 0.25, 9), ("x", "y"))
+    assert (mb.agent_id, mb.score, mb.matched) == ("b", round(0.5 + 0.2 + 0.2 + 0.10, 9), ("x",))
+
+
+def test_zero_overlap_is_excluded_only_when_capabilities_are_asked_for():
+    h = Harness()
+    agents = [register(h, "a", caps=("x",)), register(h, "b", caps=("y",)), register(h, "c")]
+    assert ids(search(agents, Query(capabilities=frozenset({"x"})))) == ["a"]
+    assert sorted(ids(search(agents, Query()))) == ["a", "b", "c"]  # coverage 1.0 for everyone
+
+
+def test_ties_break_by_longest_waiting_then_by_id():
+    h = Harness()
+    c = register(h, "c", caps=("x",))  # registered first: free the longest
+    h.clock.advance(1)
+    b = register(h, "b", caps=("x",))
+    a = register(h, "a", caps=("x",))  # same moment as b: id decides
+    assert ids(search([a, b, c], Query(capabilities=frozenset({"x"})))) == ["c", "a", "b"]
+    # c takes a task: no free slot now (a lower score, and it waits "not at all")
+    h.submit(spec("t", requires=("x",)))
+    assert h.claim(c) == ["t"]
+    assert ids(search([a, b, c], Query(capabilities=frozenset({"x"})))) == ["a", "b", "c"]
+    h.clock.advance(1)
+    h.run(c, "t")  # its slot is free again, since now: it waited the least
+    assert ids(search([a, b, c], Query(capabilities=frozenset({"x"})))) == ["a", "b", "c"]
+    assert [m.matched for m in search([a], Query(capabilities=frozenset({"x"})))] == [("x",)]
+
+
+def test_filters_phase_type_tags_health_and_limit():
+    h = Harness(lease_ttl=30)
+    a = register(h, "a", caps=("x",), type="reviewer", phase="review", tags=("eu", "gpu"))
+    b = register(h, "b", caps=("x",), type="coder", phase="build", tags=("eu",))
+    c = register(h, "c", caps=("x",), type="coder")
+    agents = [a, b, c]
+    q = Query(capabilities=frozenset({"x"}))
+    assert ids(search(agents, Query(q.capabilities, phase="review"))) == ["a"]
+    assert sorted(ids(search(agents, Query(q.capabilities, type="coder")))) == ["b", "c"]
+    assert sorted(ids(search(agents, Query(q.capabilities, tags=frozenset({"eu"}))))) == ["a", "b"]
+    assert ids(search(agents, Query(q.capabilities, tags=frozenset({"eu", "gpu"})))) == ["a"]
+    assert len(search(agents, Query(q.capabilities, limit=2))) == 2
+    h.tick(10)
+    h.graph.renew(a, h.now)
+    h.graph.renew(b, h.now)
+    h.tick(11)  # c silent for 21 s: stale (default 2/3 of the 30 s lease)
+    assert c.health is AgentHealth.STALE
+    assert sorted(ids(search(agents, q))) == ["a", "b"]
+    stale = search(agents, Query(q.capabilities, include_unhealthy=True))
+    assert ids(stale)[-1] == "c" and stale[-1].score == round(1.0 + 0.2 + 0.0 + 0.05, 9)
+    h.graph.agent_lost("b", "i1", h.now, "died")
+    h.graph.agent_stopped("a", "i1", h.now)
+    assert ids(search(agents, Query(q.capabilities, include_unhealthy=True))) == ["c"]  # never lost or stopped
+
+
+def test_dispatch_order_is_the_search_order_among_eligible_agents():
+    """The scheduler's dispatch sorts parked agents by ``dispatch_key``: what a search for the
+    task's requirements ranks first is served first."""
+    h = Harness()
+    rng = random.Random(3)
+    agents = []
+    for n in range(30):
+        agent = register(h, f"a{n:02d}", caps=("x",), capacity=rng.randint(1, 8))
+        agents.append(agent)
+        h.clock.advance(rng.choice([0, 0, 1]))
+    h.submit(*(spec(f"t{n}", requires=("x",)) for n in range(20)))
+    for agent in rng.sample(agents, 10):
+        h.claim(agent, rng.randint(1, 2))
+    for agent in rng.sample(agents, 5):
+        agent.health = AgentHealth.STALE  # as the stale timer would: included on request only
+    found = ids(search(agents, Query(capabilities=frozenset({"x"}), include_unhealthy=True, limit=1000)))
+    assert found == [a.id for a in sorted(agents, key=dispatch_key)]
+
+
+# ------------------------------------------------------------------ health
+
+
+def test_the_health_table():
+    assert next_health(AgentHealth.HEALTHY, HealthCause.SILENCE) is AgentHealth.STALE
+    assert next_health(AgentHealth.STALE, HealthCause.HEARTBEAT) is AgentHealth.HEALTHY
+    assert next_health(AgentHealth.HEALTHY, HealthCause.HEARTBEAT) is None  # nothing to change
+    assert next_health(AgentHealth.STALE, HealthCause.RAY_DIED) is AgentHealth.DEAD
+    assert next_health(AgentHealth.HEALTHY, HealthCause.LEASE_EXPIRED) is AgentHealth.LOST
+    for state in FINAL:
+        assert all(next_health(state, cause) is None for cause in HealthCause)
+    assert all(state not in FINAL for state, _ in TRANSITIONS)
+
+
+def test_heartbeat_stale_healthy_then_lost_with_events_and_no_work_while_stale():
+    h = Harness(lease_ttl=30)
+    a = register(h, "a", caps=("x",), capacity=2)
+    h.submit(spec("t1", requires=("x",)), spec("t2", requires=("x",)))
+    assert h.claim(a, 1) == ["t1"]
+    h.drain()
+    h.tick(19.9)
+    assert a.health is AgentHealth.HEALTHY
+    h.tick(0.2)  # 20.1 s of silence: stale, set by the timer
+    assert a.health is AgentHealth.STALE and a.status.value == "alive"
+    assert h.claim(a) == []  # no new work while stale
+    assert h.status("t1") == "claimed"  # its attempt keeps its lease
+    info = AgentInfo.of(a)
+    assert info.health == "stale" and AgentInfo.of(a) == info  # reading changes nothing
+    h.graph.renew(a, h.now)  # any call
+    assert a.health is AgentHealth.HEALTHY
+    assert h.claim(a) == ["t2"]
+    events = [e for e in h.drain().events if e.type == "agent.health.changed"]
+    assert [(e.payload["from"], e.payload["to"]) for e in events] == [("healthy", "stale"), ("stale", "healthy")]
+    h.tick(20.5)
+    assert a.health is AgentHealth.STALE
+    h.tick(10)  # past the lease: lost, attempts requeued
+    assert a.health is AgentHealth.LOST and a.status.value == "lost"
+    assert h.status("t1") == "ready" and h.status("t2") == "ready"
+    types = [(e.type, e.payload.get("to")) for e in h.drain().events if e.entity_id == "a"]
+    assert types == [("agent.health.changed", "stale"), ("agent.health.changed", "lost"), ("agent.lost", None)]
+
+
+def test_ray_reporting_an_agent_dead_makes_it_dead_at_once():
+    h = Harness(lease_ttl=30)
+    a = register(h, "a", caps=("x",))
+    h.submit(spec("t", requires=("x",)))
+    h.claim(a)
+    h.drain()
+    assert h.graph.agent_lost("a", "i1", h.now, "died (ActorDiedError)")  # what the watch reports
+    assert a.health is AgentHealth.DEAD and a.status.value == "lost"
+    assert h.status("t") == "ready"
+    changes = h.drain()
+    assert changes.abandoned == [("t", 1)]  # its locks are released by the owner
+    health = [e.payload for e in changes.events if e.type == "agent.health.changed"]
+    assert health == [{"from": "healthy", "to": "dead", "reason": "died (ActorDiedError)", "incarnation": "i1"}]
+
+
+def test_stale_after_is_configurable_and_below_the_lease():
+    h = Harness()
+    h.graph = TaskGraph(lease_ttl=30, stale_after=5, rng=random.Random(1))
+    a = h.graph.register_agent("a", "i1", frozenset(), 1, h.now)
+    h.tick(5)
+    assert a.health is AgentHealth.STALE
+    with pytest.raises(ValueError, match="less than lease_ttl"):
+        omoi.Settings(lease_ttl=10, agent_stale_after=10)
+    assert omoi.Settings(lease_ttl=30).stale_after == 20
+
+
+# ------------------------------------------------------------------ registration, update, counts
+
+
+def test_an_update_changes_and_emits_only_on_a_real_change():
+    h = Harness()
+    register(h, "a", caps=("x", "y"), capacity=2, tags=("eu",))
+    h.drain()
+    register(h, "a", caps=("y", "x"), capacity=2, tags=("eu",))  # same sets, other order
+    assert [e.type for e in h.drain().events] == []
+    a = register(h, "a", caps=("x", "y"), capacity=3, tags=("eu", "gpu"))
+    (event,) = h.drain().events
+    assert event.type == "agent.capabilities.changed"
+    assert (event.payload["tags"], event.payload["previous_tags"]) == (["eu", "gpu"], ["eu"])
+    assert (event.payload["capacity"], event.payload["previous_capacity"]) == (3, 2)
+    assert a.capacity == 3 and a.tags == frozenset({"eu", "gpu"}) and a.incarnation == "i1"
+
+
+def test_tasks_done_counts_and_stats():
+    h = Harness()
+    a = register(h, "a", caps=("x",), capacity=3, type="coder", phase="build")
+    b = register(h, "b", caps=("x",), capacity=2, type="coder")
+    h.submit(spec("t1", requires=("x",)), spec("t2", requires=("x",), max_retries=0))
+    h.claim(a, 2)
+    h.run(a, "t1")
+    h.run(a, "t2", outcome=AttemptOutcome.FAILED, error="no")
+    assert a.tasks_done == 1
+    h.graph.agent_stopped("b", "i1", h.now)
+    stats = AgentStats.of([a, b])
+    assert stats.by_health == {"healthy": 1, "stopped": 1} and stats.by_status == {"alive": 1, "stopped": 1}
+    assert stats.by_type == {"coder": 2} and stats.by_phase == {"build": 1, "": 1}
+    assert (stats.capacity, stats.busy, stats.free, stats.tasks_done) == (3, 0, 3, 1)
+
+
+def test_registry_fields_round_trip_through_the_store(db_url):
+    store = Store(db_url)
+    h = Harness()
+    a = register(h, "a", caps=("x",), capacity=2, type="coder", phase="build", tags=("eu",))
+    h.submit(spec("t", requires=("x",)))
+    h.claim(a)
+    h.run(a, "t")
+    h.tick(21)  # stale
+    store.apply(h.graph.take_changes())
+    (loaded,) = store.load().agents
+    assert (loaded.type, loaded.phase, loaded.tags, loaded.tasks_done, loaded.health) == (
+        "coder", "build", frozenset({"eu"}), 1, AgentHealth.STALE)
+    h.graph.agent_lost("a", "i1", h.now, "died")
+    store.apply(h.graph.take_changes())
+    assert store.load().agents == []  # dead agents are not restored
+    (gone,) = store.stored_agents(["a", "nobody"])  # but listed, as their row last recorded them
+    assert (gone.health, gone.status.value, gone.tasks_done) == (AgentHealth.DEAD, "lost", 1)
+    assert [a.id for a in store.stored_agents()] == ["a"]
+    store.dispose()
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"capacity": 0}, "capacity"),
+        ({"capacity": -1}, "capacity"),
+        ({"capacity": True}, "capacity"),
+        ({"capacity": 1.5}, "capacity"),
+        ({"capabilities": "gpu"}, "capabilities"),
+        ({"capabilities": [""]}, "capabilities"),
+        ({"capabilities": ["  "]}, "capabilities"),
+        ({"capabilities": ["a\x00"]}, "capabilities"),
+        ({"capabilities": ["x" * 65]}, "capabilities"),
+        ({"capabilities": [f"c{n}" for n in range(257)]}, "capabilities"),
+        ({"tags": "eu"}, "tags"),
+        ({"tags": ["e u"]}, "tags"),
+        ({"type": "a\x00"}, "type"),
+        ({"type": ""}, "type"),
+        ({"phase": "p" * 129}, "phase"),
+        ({"name": "n\x00"}, "name"),
+    ],
+)
+def test_bad_agent_fields_are_refused_naming_the_field(fields, named):
+    with pytest.raises(InvalidAgentSpecError, match=named):
+        parse_agent_spec(**{"name": "ok", "handler": H, **fields})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"capacity": 0}, {"capacity": True}, {"capacity": 2.0}, {"capabilities": "x"}, {"tags": [" "]},
+     {"capabilities": ["x\x00"]}],
+)
+def test_bad_updates_are_refused(kwargs):
+    with pytest.raises(InvalidAgentSpecError, match="agent 'a'"):
+        parse_agent_update("a", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"limit": 0}, {"limit": 1001}, {"limit": True}, {"limit": 2.0}, {"capabilities": "x"},
+     {"tags": "eu"}, {"phase": "a\nb"}, {"type": ""}, {"include_unhealthy": 1}],
+)
+def test_bad_searches_are_refused(kwargs):
+    with pytest.raises(InvalidArgumentError, match="agent search"):
+        parse_query(**kwargs)
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.mark.ray
+def test_register_update_and_query_end_to_end(runtime, uid):
+    rt = runtime
+    name, cap = f"reg-{uid}", f"c-{uid}"
+    rt.spawn_agent(name, capabilities=[cap, "X"], tags=["eu"], type="coder", phase="build", capacity=2, handler=H)
+    info = rt.agents.get(name)
+    assert (info.type, info.phase, info.capabilities, info.tags, info.capacity) == (
+        "coder", "build", sorted([cap, "x"]), ["eu"], 2)
+    assert info.health == "healthy" and info.status == "alive" and info.last_heartbeat_at
+    assert name in [a.id for a in rt.agents.list()]
+    (match,) = rt.agents.search([cap, f"other-{uid}"], tags=["eu"])
+    assert match.agent.id == name and match.matched == [cap] and match.score == pytest.approx(0.5 + 0.4 + 0.1)
+    assert rt.agents.best_fit([f"nobody-{uid}"]) is None
+
+    rt.agent(name).update(capabilities=["x", cap])  # the same set: no event
+    rt.agent(name).update(capacity=4, tags=["eu", "gpu"])
+    changed = [e for e in rt.events(name) if e.type == "agent.capabilities.changed"]
+    assert [(e.payload["capacity"], e.payload["tags"]) for e in changed] == [(4, ["eu", "gpu"])]
+    info = rt.agents.get(name)
+    assert (info.capacity, info.tags, info.free) == (4, ["eu", "gpu"], 4)
+    assert rt.agent(name).info()["capacity"] == 4
+
+    with pytest.raises(InvalidAgentSpecError, match="capacity"):
+        rt.agent(name).update(capacity=0)
+    with pytest.raises(InvalidAgentSpecError, match="capabilities"):
+        rt.agent(name).update(capabilities="x")
+    assert rt.agents.get(name).capacity == 4  # nothing changed
+
+    ids_ = rt.submit([omoi.TaskSpec(id=f"{uid}-{n}", type="t", requires=[cap], payload={"op": "echo"})
+                      for n in range(3)])
+    rt.wait(ids_, timeout=60)
+    assert rt.agents.get(name).tasks_done == 3
+    stats = rt.agents.stats()
+    assert stats.by_type.get("coder", 0) >= 1 and stats.tasks_done >= 3
+    with pytest.raises(AgentNotFoundError, match=f"nobody-{uid}"):
+        rt.agents.get(f"nobody-{uid}")
+    with pytest.raises(InvalidArgumentError):
+        rt.agents.search(limit=0)
+    rt.agent(name).stop(timeout=5)
+    assert rt.agents.get(name).health == "stopped"
+
+
+@pytest.mark.ray
+def test_search_and_dispatch_agree(own_runtime, uid):
+    """Two parked agents able to run a task: the one search ranks first (more capacity) gets it."""
+    rt = own_runtime
+    cap = f"c-{uid}"
+    rt.spawn_agent("small", capabilities=[cap], capacity=1, handler=H)
+    rt.spawn_agent("large", capabilities=[cap], capacity=3, handler=H)
+    until(lambda: rt.describe().get("parked_agents") == 2, "both agents parked")
+    first = rt.agents.best_fit([cap])
+    assert first.agent.id == "large" and [m.agent.id for m in rt.agents.search([cap])] == ["large", "small"]
+    rt.submit([omoi.TaskSpec(id=f"{uid}-one", type="t", requires=[cap], payload={"op": "echo"})])
+    rt.wait([f"{uid}-one"], timeout=60)
+    assert rt.get(f"{uid}-one").agent_id == first.agent.id
+
+
+@pytest.mark.ray
+def test_a_killed_agent_is_dead_at_once_and_its_task_completes_elsewhere_once(own_runtime, uid):
+    rt = own_runtime  # lease 6 s: stale after 4 s
+    cap, gate_key = f"c-{uid}", f"{uid}-never"
+    rt.spawn_agent("doomed", capabilities=[cap], capacity=1, handler=H, max_restarts=0)
+    tid = f"{uid}-t"
+    rt.submit([omoi.TaskSpec(id=tid, type="t", requires=[cap], max_retries=2,
+                             payload={"op": "die_on_agent", "agent": "doomed", "gate": gate_key})])
+    until(lambda: rt.get(tid).status == "running", "the task running on 'doomed'")
+    rt.agent("doomed").kill()
+    until(lambda: rt.agents.get("doomed").health == "dead", "'doomed' marked dead")
+    moves = [(e.payload["from"], e.payload["to"]) for e in rt.events("doomed") if e.type == "agent.health.changed"]
+    assert moves == [("healthy", "dead")]  # never stale first
+    rt.spawn_agent("rescuer", capabilities=[cap], capacity=1, handler=H)
+    rt.wait([tid], timeout=60)
+    assert rt.get(tid).status == "completed" and rt.result(tid) == {"agent": "rescuer"}
+    attempts = rt.attempts(tid)
+    assert [(a.agent_id, a.outcome) for a in attempts] == [("doomed", "lost"), ("rescuer", "completed")]
