@@ -66,6 +66,7 @@ NAMESPACE = _longest(_accepts(lambda v: Settings(namespace=v), ValueError))
 
 UUID_HEX = len(uuid.uuid4().hex)  # request ids of drivers and agents, incarnations, commit epochs
 EVENT_ID = len(model.new_event_id()) - 16 + len(f"{2**64 - 1:x}")  # process prefix + 64-bit counter
+MESSAGE_ID = len(model.new_message_id()) - 16 + len(f"{2**64 - 1:x}")  # as event ids
 GRANT_ID = 8 + 1 + len(f"{2**64 - 1:x}")  # lock manager: token_hex(4) + "-" + counter
 TASK_HOLDER = NAME + len(f"#{storable.MAX_RETRIES + 1}")  # a task's locks: "<task id>#<attempt>"
 DERIVED_REQUEST_ID = max(len(lock_specs.request_id_for("x" * 10_000)), lock_specs.MAX_REQUEST_ID)
@@ -136,6 +137,22 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("lock_requests", "holder"): max(HOLDER, TASK_HOLDER),
     ("lock_requests", "task_id"): NAME,
     ("lock_requests", "agent_id"): NAME,
+    ("threads", "id"): NAME,
+    ("threads", "type"): NAME,
+    ("threads", "status"): _longest_word(model.ThreadStatus),
+    ("threads", "ticket_id"): NAME,
+    ("threads", "task_id"): NAME,
+    ("threads", "created_by"): NAME,
+    ("thread_participants", "thread_id"): NAME,
+    ("thread_participants", "agent"): NAME,
+    ("messages", "id"): MESSAGE_ID,
+    ("messages", "thread_id"): NAME,
+    ("messages", "sender"): NAME,
+    ("messages", "to_agent"): NAME,
+    ("messages", "kind"): NAME,
+    ("message_receipts", "message_id"): MESSAGE_ID,
+    ("message_receipts", "recipient"): NAME,
+    ("message_receipts", "thread_id"): NAME,
 }
 
 
