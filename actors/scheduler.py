@@ -982,7 +982,10 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         """After a commit: wake waiters on finished tasks, tell agents to stop cancelled attempts,
         hand committed messages to their recipients' agents and wake drivers receiving them."""
         if batch.messages:
-            self._deliver(batch)
+            try:
+                self._deliver(batch)
+            except Exception:  # noqa: BLE001 - the messages are stored: agents read them from unread
+                log.exception("could not hand %d committed message(s) to their agents", len(batch.messages))
         for tid in batch.finished:
             for countdown in self.task_waiters.pop(tid, ()):
                 countdown.tick()

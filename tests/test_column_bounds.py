@@ -70,6 +70,7 @@ OFFER_ID = _longest(_accepts(handoff_specs.check_offer_id, InvalidHandoffError))
 
 UUID_HEX = len(uuid.uuid4().hex)  # request ids of drivers and agents, incarnations, commit epochs
 EVENT_ID = len(model.new_event_id()) - 16 + len(f"{2**64 - 1:x}")  # process prefix + 64-bit counter
+MESSAGE_ID = len(model.new_message_id()) - 16 + len(f"{2**64 - 1:x}")  # as event ids
 GRANT_ID = 8 + 1 + len(f"{2**64 - 1:x}")  # lock manager: token_hex(4) + "-" + counter
 TASK_HOLDER = NAME + len(f"#{storable.MAX_RETRIES + 1}")  # a task's locks: "<task id>#<attempt>"
 DERIVED_REQUEST_ID = max(len(lock_specs.request_id_for("x" * 10_000)), lock_specs.MAX_REQUEST_ID)
@@ -150,6 +151,22 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("handoffs", "status"): _longest_word(HandoffStatus),
     ("handoffs", "thread_id"): len("handoff.") + OFFER_ID,
     ("handoffs", "accepted_by"): NAME,
+    ("threads", "id"): NAME,
+    ("threads", "type"): NAME,
+    ("threads", "status"): _longest_word(model.ThreadStatus),
+    ("threads", "ticket_id"): NAME,
+    ("threads", "task_id"): NAME,
+    ("threads", "created_by"): NAME,
+    ("thread_participants", "thread_id"): NAME,
+    ("thread_participants", "agent"): NAME,
+    ("messages", "id"): MESSAGE_ID,
+    ("messages", "thread_id"): NAME,
+    ("messages", "sender"): NAME,
+    ("messages", "to_agent"): NAME,
+    ("messages", "kind"): NAME,
+    ("message_receipts", "message_id"): MESSAGE_ID,
+    ("message_receipts", "recipient"): NAME,
+    ("message_receipts", "thread_id"): NAME,
 }
 
 

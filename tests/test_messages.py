@@ -114,6 +114,8 @@ def test_a_running_handler_reads_messages_from_its_live_inbox(team, uid, mode):
     assert rt.get(task.id).result == [{"n": 1}, {"n": 2}, {"n": 3}]
     replies = [m for m in rt.messages.messages(th.id).items if m.sender == "m2"]
     assert [(m.to, m.body) for m in replies] == [("m1", {"read": 3})]
+    unread = {m.thread_id for m in rt.messages.unread("m2", limit=10_000).items}
+    assert th.id not in unread  # the handler marked what it read
 
 
 def test_a_driver_receives_and_follows_messages_as_they_commit(team):

@@ -64,7 +64,7 @@ def upgrade() -> None:
         sa.Column("thread_id", sa.String(128), nullable=False),
         sa.Column("sender", sa.String(128), nullable=False),
         sa.Column("to_agent", sa.String(128), nullable=True),
-        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(128), nullable=False),
         sa.Column("body", JSON, nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_messages"),

@@ -4,6 +4,7 @@ Modules:
 - ``runtime``: ``connect`` and ``Runtime`` (spawn agents, submit, wait, inspect, shut down).
 - ``calls``: the one call policy for reaching the runtime's singleton actors (retries, budgets).
 - ``locks``: taking, renewing and releasing locks (``LockClient``, ``Lease``).
+- ``messages``: threads and messages between agents (``rt.messages``).
 - ``follow``: an async iterator over committed events.
 - ``address``: checking a Ray address before joining it.
 - ``progress``: the live progress bar of ``Runtime.wait``.

@@ -8,6 +8,7 @@ Modules:
 - ``ready``: the ready index, claimable in priority order by capability set.
 - ``timers``: deadlines by due time.
 - ``scheduler``: ``TaskGraph``, the front composing submission, agents, claims and the DAG.
+- ``threads``: collaboration threads, posting rules and read receipts (a part of ``TaskGraph``).
 - ``locks``: the lock table (modes, fairness, leases, fencing tokens, deadlocks).
 - ``ownership``: who owns a database, decided as data.
 - ``events``: the catalogue of event types.

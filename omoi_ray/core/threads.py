@@ -237,7 +237,6 @@ class Threads:
             self.log.messages.add(message)
             for recipient in recipients(thread, message):
                 self.log.receipts.add(Receipt(message.id, thread.id, recipient, message.seq))
-            thread.updated_at = now
             payload: dict[str, Any] = {
                 "thread_id": thread.id,
                 "message_id": message.id,

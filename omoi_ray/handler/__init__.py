@@ -3,6 +3,7 @@
 Modules:
 - ``context``: ``TaskView`` and ``TaskContext`` (the task and its attempt) and handler lookup.
 - ``fencing``: guards that make a resource refuse writes made with a stale lock token.
+- ``inbox``: the agent's live inbox of committed messages (``ctx.inbox``).
 
 Rules:
 - This is the API a user's handler code sees, in the agent's process (the fencing guards also

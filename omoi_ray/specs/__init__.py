@@ -4,6 +4,7 @@ Modules:
 - ``tasks``: task specs and the views returned for them (pydantic).
 - ``locks``: lock requests as users write them (``parse_request``).
 - ``events``: the event record, its position and its wire form.
+- ``messages``: thread and message checks and the views returned for them (pydantic).
 
 Rules:
 - Input is checked here, before anything is sent or stored; a bad value raises the typed error

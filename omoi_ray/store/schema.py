@@ -371,7 +371,7 @@ class MessageRow(Base):
     thread_id: Mapped[str] = mapped_column(sa.ForeignKey("threads.id", ondelete="CASCADE"))
     sender: Mapped[str] = mapped_column(sa.String(128))
     to_agent: Mapped[str | None] = mapped_column(sa.String(128))
-    kind: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(128))
     body: Mapped[Any] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
