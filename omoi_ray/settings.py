@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     workspace_dir: Path | None = None
     lease_ttl: float = 30.0
     #: seconds of silence after which an agent is ``stale`` and gets no new work (None: two
-    #: missed heartbeats, 2/3 of ``lease_ttl``); must be less than ``lease_ttl``
+    #: missed heartbeats, 2/3 of ``lease_ttl``); more than ``lease_ttl / 3`` (the heartbeat
+    #: interval) and less than ``lease_ttl``
     agent_stale_after: float | None = None
     long_poll: float = 30.0
     #: an agent with handlers still running waits this long before reporting, so that reports
@@ -118,10 +119,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _stale_before_lease(self) -> Settings:
-        if self.agent_stale_after is not None and self.agent_stale_after >= self.lease_ttl:
+        stale = self.agent_stale_after
+        if stale is not None and not self.lease_ttl / 3 < stale < self.lease_ttl:
             raise ValueError(
-                f"agent_stale_after ({self.agent_stale_after:g}s) must be less than lease_ttl ({self.lease_ttl:g}s): "
-                "an agent is stale before its lease runs out"
+                f"agent_stale_after ({stale:g}s) must be more than the heartbeat interval (lease_ttl / 3 = "
+                f"{self.lease_ttl / 3:g}s) and less than lease_ttl ({self.lease_ttl:g}s): an agent is stale "
+                "after missing a heartbeat, before its lease runs out"
             )
         return self
 

@@ -3,7 +3,10 @@ queries, bad input. Core tests on a fake clock first, then end to end on Ray (bo
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import uuid
 
 import pytest
 
@@ -16,7 +19,7 @@ from omoi_ray.errors import AgentNotFoundError, InvalidAgentSpecError, InvalidAr
 from omoi_ray.specs.agents import AgentInfo, AgentStats, parse_agent_update, parse_query
 from omoi_ray.specs.tasks import parse_agent_spec
 from omoi_ray.store.store import Store
-from tests.conftest import until
+from tests.conftest import make_settings, until
 from tests.graph_harness import Harness, spec
 
 H = "tests.handlers:behave"
@@ -176,8 +179,10 @@ def test_stale_after_is_configurable_and_below_the_lease():
     a = h.graph.register_agent("a", "i1", frozenset(), 1, h.now)
     h.tick(5)
     assert a.health is AgentHealth.STALE
-    with pytest.raises(ValueError, match="less than lease_ttl"):
-        omoi.Settings(lease_ttl=10, agent_stale_after=10)
+    for bad in (10, 3, 3.3):  # not below the lease, not within one heartbeat interval
+        with pytest.raises(ValueError, match="less than lease_ttl"):
+            omoi.Settings(lease_ttl=10, agent_stale_after=bad)
+    assert omoi.Settings(lease_ttl=10, agent_stale_after=3.4).stale_after == 3.4
     assert omoi.Settings(lease_ttl=30).stale_after == 20
 
 
@@ -362,3 +367,37 @@ def test_a_killed_agent_is_dead_at_once_and_its_task_completes_elsewhere_once(ow
     assert rt.get(tid).status == "completed" and rt.result(tid) == {"agent": "rescuer"}
     attempts = rt.attempts(tid)
     assert [(a.agent_id, a.outcome) for a in attempts] == [("doomed", "lost"), ("rescuer", "completed")]
+
+
+@pytest.fixture
+def stale_runtime(request, ray_session, backend, tmp_path):
+    """A runtime of its own whose agents go stale fast: heartbeat every 4 s, stale after 5 s of
+    silence, lost after 12 s."""
+    name, _ = backend
+    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    settings = make_settings(tmp_path, url, f"stale-{uuid.uuid4().hex[:8]}", lease_ttl=12.0,
+                             agent_stale_after=5.0, long_poll=5.0)
+    rt = omoi.connect(settings, migrate=True)
+    yield rt
+    rt.shutdown(agents_timeout=2.0)
+
+
+@pytest.mark.ray
+def test_a_silent_agent_goes_stale_gets_no_work_and_is_healthy_again_when_it_calls(stale_runtime, uid):
+    rt = stale_runtime
+    cap = f"c-{uid}"
+    rt.spawn_agent("sleepy", capabilities=[cap], capacity=1, handler=H)
+    pid = rt.agent("sleepy").pid()
+    os.kill(pid, signal.SIGSTOP)  # the agent's process stops calling (same machine in tests)
+    try:
+        until(lambda: rt.agents.get("sleepy").health == "stale", "'sleepy' stale")
+        rt.submit([omoi.TaskSpec(id=f"{uid}-t", type="t", requires=[cap], payload={"op": "echo"})])
+        assert rt.get(f"{uid}-t").status == "ready"  # a stale agent gets no new work, though parked
+        assert [m.agent.id for m in rt.agents.search([cap], include_unhealthy=True)] == ["sleepy"]
+        assert rt.agents.search([cap]) == []
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    rt.wait([f"{uid}-t"], timeout=60)  # its next heartbeat makes it healthy: the task is dispatched
+    assert rt.get(f"{uid}-t").agent_id == "sleepy" and rt.agents.get("sleepy").health == "healthy"
+    moves = [(e.payload["from"], e.payload["to"]) for e in rt.events("sleepy") if e.type == "agent.health.changed"]
+    assert moves == [("healthy", "stale"), ("stale", "healthy")]
