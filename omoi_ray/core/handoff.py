@@ -16,8 +16,9 @@ An offer's states are one table, ``ACTIONS`` (state, action) -> (new state, even
 
 Rules:
 - Only the agent holding the task's current attempt (``claimed`` or ``running``) offers it, to a
-  list of alive agents (not itself), or to every alive agent other than itself whose capabilities
-  include the asked ones, at offer time. Every target must also have the capabilities the task
+  list of alive agents (not itself), or to every healthy agent other than itself whose
+  capabilities include the asked ones, at offer time, in the registry's ranking order
+  (``core.ranking.search``: the order a search would list them). Every target must also have the capabilities the task
   requires. One open offer per task.
 - While the offer is open the offering attempt keeps running; when it ends, the offer is
   withdrawn (``attempt_ended``, called by ``Claims.end_attempt``).
@@ -26,7 +27,8 @@ Rules:
   result is stale), its locks are let go (``TaskChanges.abandoned``), and the acceptor claims
   the task as a new attempt (claim request id ``handoff:<offer id>``, so it is delivered to the
   acceptor by its next ``exchange`` even after a scheduler restart).
-- An acceptor must be a target, alive, with a lease that has not run out, and a free slot;
+- An acceptor must be a target, alive and healthy (not ``stale``: a stale agent gets no new
+  work), with a lease that has not run out, and a free slot;
   otherwise a typed error and nothing changes (the offer stays open).
 - When every target declined, or the deadline passed, the task stays with the offering attempt
   (nothing moves); if that attempt is gone, the offer was withdrawn when it ended and the task is
@@ -49,7 +51,9 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from omoi_ray.core.changes import ChangeRecorder
+from omoi_ray.core.health import AgentHealth
 from omoi_ray.core.model import Agent, AgentStatus, AttemptOutcome, Event, Task
+from omoi_ray.core.ranking import Query, search
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import ACTIVE, TaskStatus
 from omoi_ray.core.timers import Timers
@@ -288,7 +292,8 @@ class Handoffs:
             agent_id: the offering agent (None: whoever holds the task; a driver acting for it).
             attempt: the offering attempt (None: the current one).
             targets: agent names (exactly one of ``targets`` and ``capabilities``).
-            capabilities: offer to every alive agent (not the offerer) having all of them.
+            capabilities: offer to every healthy agent (not the offerer) having all of them, in
+                ranking order.
             reason, context: text and JSON for the targets (checked at the edge).
 
         Returns:
@@ -382,13 +387,13 @@ class Handoffs:
                     )
             return tuple(dict.fromkeys(targets))
         wanted = frozenset(capabilities or ()) | task.requires
-        found = tuple(sorted(
-            a.id for a in self.agents.values()
-            if a.status is AgentStatus.ALIVE and a.id != holder and wanted <= a.capabilities
-        ))
+        # the registry's one ranking (``core.ranking``): healthy agents having every wanted
+        # capability, best first; a stale agent gets no new work, so it is not offered any
+        ranked = search(self.agents.values(), Query(capabilities=wanted, limit=len(self.agents) or 1))
+        found = tuple(m.agent_id for m in ranked if m.agent_id != holder and wanted <= self.agents[m.agent_id].capabilities)
         if not found:
             raise InvalidHandoffError(
-                f"no alive agent other than '{holder}' has the capabilities {sorted(wanted)} (offer of task '{task.id}')"
+                f"no healthy agent other than '{holder}' has the capabilities {sorted(wanted)} (offer of task '{task.id}')"
             )
         return found
 
@@ -414,7 +419,9 @@ class Handoffs:
         if acceptor is None or acceptor.status is not AgentStatus.ALIVE:
             why = "is not alive"
         elif acceptor.lease_expires_at <= now:
-            why = "has a stale lease (no call from it for a lease)"
+            why = "has a lease that ran out (no call from it for a lease)"
+        elif acceptor.health is AgentHealth.STALE:
+            why = "is stale (silent past OMOI_AGENT_STALE_AFTER): it gets no new work until it calls again"
         elif acceptor.free_slots <= 0:
             why = "has no free slot"
         if why is not None or acceptor is None:
