@@ -35,7 +35,7 @@ import ray  # noqa: E402
 from benchmarks._common import finish, runtime, start_ray  # noqa: E402
 
 SENDERS = 8
-BATCH = 250
+BATCH = 500
 
 
 def drain(task: Any, ctx: Any) -> dict[str, float]:
