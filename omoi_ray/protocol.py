@@ -21,6 +21,10 @@ from omoi_ray.core.handoff import HandoffContext
 from omoi_ray.core.model import Task
 from omoi_ray.specs.agents import AgentInfo
 
+#: ``Assignment`` fields that are not the task's (so not in ``task_fields.FIELDS``): the hand-off
+#: context the scheduler adds to an attempt that came from an accepted offer
+ASSIGNMENT_EXTRAS: tuple[str, ...] = ("handoff",)
+
 
 class Assignment(NamedTuple):
     """One attempt handed to an agent (a tuple: cheap to pickle, it crosses Ray per task)."""

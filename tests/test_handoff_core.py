@@ -282,7 +282,7 @@ def test_misuse_of_offer_raises_typed_errors_and_changes_nothing():
         (NotHolderError, "not live", dict(tid="nope")),
         (AgentNotFoundError, "no agent named 'zz'", dict(targets=("zz",))),
         (InvalidHandoffError, "to itself", dict(targets=("a1",))),
-        (InvalidHandoffError, "no alive agent", dict(targets=None, capabilities=("gpu",))),
+        (InvalidHandoffError, "no healthy agent", dict(targets=None, capabilities=("gpu",))),
     ]
     for error, message, kw in cases:
         with pytest.raises(error, match=message):

@@ -27,7 +27,7 @@ from omoi_ray.core.task_fields import (
 )
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.handler.context import TaskView
-from omoi_ray.protocol import Assignment
+from omoi_ray.protocol import ASSIGNMENT_EXTRAS, Assignment
 from omoi_ray.specs.tasks import (
     AttemptInfo,
     TaskInfo,
@@ -50,7 +50,7 @@ SHAPES: dict[Shape, list[str]] = {
     Shape.ROW: [c.name for c in schema.TaskRow.__table__.columns],
     Shape.UPDATE: list(writes.TASK_MUTABLE),
     Shape.INFO: list(TaskInfo.model_fields),
-    Shape.WIRE: list(Assignment._fields),
+    Shape.WIRE: [f for f in Assignment._fields if f not in ASSIGNMENT_EXTRAS],
     Shape.VIEW: [f.name for f in dataclasses.fields(TaskView)],
 }
 
