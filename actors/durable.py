@@ -330,3 +330,13 @@ def _reconstructed() -> bool:
     import ray
 
     return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
+async def fire_and_forget(ref: Any) -> None:
+    """Await a Ray call whose answer nobody needs (telling an agent to stop an attempt, handing
+    it messages, releasing a lost attempt's locks); its failure is dropped: a dead agent is
+    reported by its ``watch`` call, and each of these is repeated or made moot by later state."""
+    try:
+        await ref
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass

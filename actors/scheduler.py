@@ -18,12 +18,11 @@ Rules:
   fails when the agent's process dies.
 - What agents report passes one intake (``_intake``) before the graph sees it, whatever agent
   sent it: error text is cleaned, a result no store can hold fails its attempt for good.
-- Messaging (threads, messages, receipts: ``core.threads``) is the scheduler's too, recorded in
-  the same change log: a handoff's task move and its thread outcome commit together. Once a
-  batch commits, each recipient agent gets its messages in one ``deliver`` call (fire and
-  forget), and drivers parked in ``receive`` wake; nothing polls the database for messages.
-- Closed threads are pruned with their messages every ``PRUNE_EVERY`` seconds, once older than
-  ``OMOI_THREAD_RETENTION`` (from the deadline timer, on the database thread).
+- One class per concept, composed here: ``RegistryCalls`` (``scheduler_registry``: search,
+  list, stats), ``MessagingCalls`` (``scheduler_messaging``: threads, messages, receipts, live
+  delivery, retention), ``HandoffCalls`` (``scheduler_handoffs``: negotiated hand-offs). They
+  share this actor's graph, change log and group commit, so a handoff's task move and its thread
+  outcome commit in one transaction.
 - A change set that still cannot be stored never stops the actor: ``GroupCommit`` hands it to
   ``repair_unstorable``, which fails the tasks concerned with their reason recorded.
 """
@@ -31,7 +30,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -39,45 +37,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from omoi_ray.actors.durable import DurableWriter, exit_replaced, holds_start_error
+from omoi_ray.actors.durable import DurableWriter, exit_replaced, fire_and_forget, holds_start_error
+from omoi_ray.actors.scheduler_handoffs import HandoffCalls
+from omoi_ray.actors.scheduler_messaging import PRUNE_EVERY, MessagingCalls
+from omoi_ray.actors.scheduler_registry import RegistryCalls
 
 from omoi_ray.core.claims import Rejection, Report
-from omoi_ray.core.handoff import Handoff, HandoffStatus, closed_message
+from omoi_ray.core.handoff import HandoffStatus
 from omoi_ray.core.health import HealthCause
-from omoi_ray.core.model import Agent, AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
 from omoi_ray.core.ranking import dispatch_key
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
-    AgentNotFoundError,
-    HandoffClosedError,
-    HandoffError,
-    HandoffNotFoundError,
     InvalidCancelError,
-    InvalidHandoffError,
     InvalidSubmissionError,
-    MessageNotFoundError,
     OwnershipLostError,
     TaskNotFoundError,
-    ThreadClosedError,
-    ThreadExistsError,
-    ThreadNotFoundError,
 )
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
-from omoi_ray.protocol import Assignment, ExchangeReply, RuntimeStatus, WaitReply
+from omoi_ray.protocol import ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
-from omoi_ray.specs import messages as msg
-from omoi_ray.specs.agents import AgentInfo, AgentMatch, AgentStats, parse_query
-from omoi_ray.specs.handoffs import (
-    HandoffInfo,
-    OfferRequest,
-    check_agent,
-    check_offer_id,
-    check_reason,
-    parse_offer,
-)
-from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo
+from omoi_ray.specs.agents import AgentInfo
 from omoi_ray.specs.tasks import (
     AttemptInfo,
     TaskInfo,
@@ -92,10 +74,6 @@ from omoi_ray.store.store import Store
 
 log = logging.getLogger("omoi_ray.scheduler")
 
-#: the longest one ``await_handoff`` call parks (seconds); callers ask again until their timeout
-MAX_HANDOFF_POLL_S = 30.0
-#: how often closed threads past retention are pruned (seconds)
-PRUNE_EVERY = 60.0
 
 
 @dataclass(eq=False)
@@ -117,14 +95,15 @@ class _Countdown:
 
 
 @holds_start_error
-class SchedulerActor(DurableWriter[TaskChanges]):
+class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[TaskChanges]):
     """The scheduler singleton: a Ray actor (``ray.remote(SchedulerActor)``, started by
     ``omoi_ray.client.runtime``) around a ``TaskGraph``, rebuilt from the database at start-up.
 
     Its public methods are Ray calls, each replying once its changes are committed. The driver
     API (``submit``, ``get``, ``attempts``, ``wait``, ``cancel``, ``status``, ``events``,
     ``shutdown``) is called by the driver (``Runtime``, ``rt.tasks``, ``rt.events``); the agent
-    API (``register``, ``deregister``, ``replace_agent``, ``exchange``) by agents.
+    API (``register``, ``deregister``, ``replace_agent``, ``exchange``) by agents. The registry,
+    messaging and hand-off calls come from the classes it composes (see the module rules).
 
     Args:
         settings: the runtime's settings (database, namespace, leases, limits, long poll).
@@ -334,73 +313,6 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             ready=len(self.graph.ready),
         )
 
-    async def search_agents(
-        self,
-        capabilities: Any = None,
-        phase: Any = None,
-        type: Any = None,  # noqa: A002 - the argument's public name
-        tags: Any = None,
-        include_unhealthy: Any = False,
-        limit: Any = 5,
-    ) -> list[AgentMatch]:
-        """Rank the known agents (``core.ranking``: the order dispatch uses too); called by the
-        driver (``rt.agents.search``). Reads memory only: reading never changes health.
-
-        Args:
-            capabilities: wanted capability names (a list; empty: none asked).
-            phase, type: keep agents with exactly this phase / type (None: any).
-            tags: keep agents holding every one of these tags.
-            include_unhealthy: also match ``stale`` agents (never lost, dead or stopped ones).
-            limit: the most matches (1 to 1000).
-
-        Returns:
-            ``AgentMatch``es, best first.
-
-        Raises:
-            InvalidArgumentError: a bad argument (named).
-        """
-        query = parse_query(capabilities, phase, type, tags, include_unhealthy, limit)
-        agents = self.graph.agents
-        return [
-            AgentMatch(AgentInfo.of(agents[m.agent_id]), m.score, list(m.matched))
-            for m in self.graph.search_agents(query)
-        ]
-
-    async def agent_infos(self, name: str | None = None) -> list[AgentInfo]:
-        """Every agent the scheduler knows, by id, or the one named; called by the driver
-        (``rt.agents.list`` / ``rt.agents.get``). Agents that left before this scheduler started
-        are read from their rows.
-
-        Args:
-            name: an agent name, or None for all.
-
-        Returns:
-            ``AgentInfo``s sorted by id (one for ``name``).
-
-        Raises:
-            AgentNotFoundError: no agent of that name was ever registered (names it).
-        """
-        if name is not None:
-            agent = self.graph.agents.get(name)
-            if agent is None:
-                stored = await self._db(self.store.stored_agents, [name])
-                if not stored:
-                    raise AgentNotFoundError(f"no agent named {name!r} is registered")
-                agent = stored[0]
-            return [AgentInfo.of(agent)]
-        return [AgentInfo.of(a) for a in await self._known_agents()]
-
-    async def agent_stats(self) -> AgentStats:
-        """Counts by health, status, type and phase, slot totals and tasks done over every agent
-        ``agent_infos`` lists (``AgentStats``)."""
-        return AgentStats.of(await self._known_agents())
-
-    async def _known_agents(self) -> list[Agent]:
-        """The agents in memory, plus those only stored (they left before this process started), by id."""
-        known = {a.id: a for a in await self._db(self.store.stored_agents, None)}
-        known.update(self.graph.agents)
-        return [known[k] for k in sorted(known)]
-
     async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[Any]:
         """The oldest ``limit`` events (of one entity), as ``EventRecord``s, once committed."""
         await self.commit.sync()
@@ -418,270 +330,6 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             await self._db(self.store.release)
         except Exception as exc:  # noqa: BLE001 - the lease then lapses on its own
             log.warning("could not release the database lease (%s: %s)", type(exc).__name__, exc)
-
-    # ------------------------------------------------------------------ messaging API
-
-    async def create_thread(
-        self,
-        type: str,  # noqa: A002 - the thread's type, named as everywhere else
-        participants: Sequence[str],
-        thread_id: str | None = None,
-        created_by: str | None = None,
-        ticket_id: str | None = None,
-        task_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> ThreadInfo:
-        """Open a thread; called by the driver (``rt.messages.create_thread``) and handlers.
-
-        Args:
-            type: ``handoff``, ``review``, ``consultation`` or any name.
-            participants: known agent names.
-            thread_id: its id (None: a fresh ``th-...`` id).
-            created_by, ticket_id, task_id: names, shown (not enforced).
-            metadata: a JSON object.
-
-        Returns:
-            The thread's ``ThreadInfo``, once committed.
-
-        Raises:
-            InvalidMessageError: a bad field or an unknown participant; ThreadExistsError: the
-                id is taken (active or closed). Nothing is stored then.
-        """
-        thread_id = msg.new_thread_id() if thread_id is None else msg.name(thread_id, "thread_id")
-        kind = msg.name(type, "type")
-        members = msg.names(participants, "participants")
-        created_by = msg.optional_name(created_by, "created_by")
-        ticket_id = msg.optional_name(ticket_id, "ticket_id")
-        task_id = msg.optional_name(task_id, "task_id")
-        metadata = msg.json_object(metadata, "metadata")
-        if thread_id not in self.graph.threads.active:
-            await self.commit.sync()
-            if await self._db(self.store.thread_rows, [thread_id]):
-                raise ThreadExistsError(f"thread '{thread_id}' already exists", thread_id=thread_id)
-        thread = self.graph.threads.open(
-            thread_id, kind, members, time.time(),
-            created_by=created_by, ticket_id=ticket_id, task_id=task_id, metadata=metadata,
-        )
-        info = msg.thread_info(thread)
-        self._after_change()
-        await self.commit.sync()
-        return info
-
-    async def close_thread(self, thread_id: str, status: str = "resolved", outcome: dict[str, Any] | None = None) -> ThreadInfo:
-        """Close an active thread as ``resolved`` or ``abandoned`` with an optional outcome
-        (a JSON object); return its ``ThreadInfo`` once committed.
-
-        Raises:
-            InvalidMessageError: a bad id, status or outcome; ThreadClosedError: it is already
-                closed; ThreadNotFoundError: no such thread.
-        """
-        thread_id = msg.name(thread_id, "thread_id")
-        outcome = msg.json_object(outcome, "outcome")
-        if thread_id not in self.graph.threads.active:
-            await self._closed_or_unknown([thread_id])
-        thread = self.graph.threads.close(thread_id, status, time.time(), outcome=outcome)
-        info = msg.thread_info(thread)
-        self._after_change()
-        await self.commit.sync()
-        return info
-
-    async def send(
-        self, thread: str, sender: str, body: Any, to: str | None = None, kind: str = "message"
-    ) -> MessageInfo:
-        """Post one message in a thread as ``sender``; return it once committed (its recipients'
-        agents are handed it right after). See ``send_many``."""
-        return (await self.send_many([{"thread": thread, "sender": sender, "body": body, "to": to, "kind": kind}]))[0]
-
-    async def send_many(self, posts: Sequence[Any]) -> list[MessageInfo]:
-        """Post messages, all or nothing; called by the driver (``rt.messages.send_many``) and
-        handlers (``ctx.send_many``).
-
-        Args:
-            posts: mappings ``{"thread", "sender", "body", "to" (optional: None broadcasts),
-                "kind" (optional)}``.
-
-        Returns:
-            The ``MessageInfo`` of each, in order, once committed.
-
-        Raises:
-            InvalidMessageError / MessageTooLargeError: a bad field or body;
-            NotParticipantError: a sender or recipient outside its thread;
-            ThreadClosedError / ThreadNotFoundError: a thread that is closed or unknown.
-            Nothing is stored then.
-        """
-        checked = msg.parse_posts(posts, self.settings.message_max_bytes)
-        elsewhere = [p.thread_id for p in checked if p.thread_id not in self.graph.threads.active]
-        if elsewhere:
-            await self._closed_or_unknown(elsewhere)
-        try:
-            messages = self.graph.threads.post_many(checked, time.time())
-        except ThreadNotFoundError:  # closed while this call awaited
-            await self._closed_or_unknown([p.thread_id for p in checked if p.thread_id not in self.graph.threads.active])
-            raise
-        infos = [msg.message_info(m) for m in messages]
-        self._after_change()
-        await self.commit.sync()
-        return infos
-
-    async def mark_read(self, agent: str, message_ids: Sequence[str]) -> int:
-        """Mark messages read by ``agent`` (idempotent: the first read time is kept); return how
-        many were named.
-
-        Raises:
-            InvalidMessageError: a bad name or list; MessageNotFoundError: a message that was not
-                addressed to ``agent`` (nothing is marked then).
-        """
-        agent = msg.name(agent, "agent")
-        ids = list(dict.fromkeys(msg.names(message_ids, "message_ids", most=msg.MAX_BATCH)))
-        await self.commit.sync()
-        found = await self._db(self.store.addressed, ids, agent)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise MessageNotFoundError(
-                f"no message '{missing[0]}' was addressed to '{agent}'", message_ids=missing, agent=agent
-            )
-        self.graph.threads.mark_read(ids, agent, time.time())
-        self._after_change()
-        await self.commit.sync()
-        return len(ids)
-
-    async def list_threads(
-        self,
-        participant: str | None = None,
-        ticket_id: str | None = None,
-        task_id: str | None = None,
-        status: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page:
-        """Threads matching every filter given, newest first, a page at a time (``Page`` of
-        ``ThreadInfo``; pass its ``cursor`` back for the next page)."""
-        participant = msg.optional_name(participant, "participant")
-        ticket_id = msg.optional_name(ticket_id, "ticket_id")
-        task_id = msg.optional_name(task_id, "task_id")
-        if status is not None and status not in ("active", "resolved", "abandoned"):
-            raise msg.InvalidMessageError(f"status must be 'active', 'resolved' or 'abandoned', not {status!r}")
-        limit = msg.limit(limit)
-        before = msg.cursor(cursor)
-        await self.commit.sync()
-        rows = await self._db(
-            functools.partial(
-                self.store.list_threads, participant=participant, ticket_id=ticket_id, task_id=task_id,
-                status=status, limit=limit, before=before,
-            )
-        )
-        next_cursor = str(rows[-1]["pos"]) if len(rows) == limit else None
-        return Page(items=[msg.thread_info_from_row(r) for r in rows], cursor=next_cursor)
-
-    async def get_thread(self, thread_id: str) -> ThreadInfo:
-        """One thread (``ThreadNotFoundError`` if unknown)."""
-        thread_id = msg.name(thread_id, "thread_id")
-        thread = self.graph.threads.active.get(thread_id)
-        if thread is not None:
-            return msg.thread_info(thread)
-        await self.commit.sync()
-        rows = await self._db(self.store.thread_rows, [thread_id])
-        if not rows:
-            raise ThreadNotFoundError(f"no thread with id '{thread_id}'", thread_ids=[thread_id])
-        return msg.thread_info_from_row(rows[thread_id])
-
-    async def messages(self, thread_id: str, cursor: str | None = None, limit: int = 100) -> Page:
-        """A thread's messages oldest first, after ``cursor`` (``Page`` of ``MessageInfo``).
-
-        Raises:
-            ThreadNotFoundError: no such thread; InvalidMessageError: a bad id, cursor or limit.
-        """
-        thread_id = msg.name(thread_id, "thread_id")
-        after = msg.cursor(cursor) or 0
-        limit = msg.limit(limit)
-        await self.commit.sync()
-        if thread_id not in self.graph.threads.active and not await self._db(self.store.thread_rows, [thread_id]):
-            raise ThreadNotFoundError(f"no thread with id '{thread_id}'", thread_ids=[thread_id])
-        rows = await self._db(self.store.message_rows, thread_id, after, limit)
-        return _message_page(rows, limit)
-
-    async def unread(self, agent: str, limit: int = 100, cursor: str | None = None) -> Page:
-        """Messages addressed to ``agent`` it has not marked read, across threads, oldest first
-        (``Page`` of ``MessageInfo``). Raises ``AgentNotFoundError`` for an unknown agent."""
-        agent = self._known_agent(agent)
-        after = msg.cursor(cursor) or 0
-        limit = msg.limit(limit)
-        await self.commit.sync()
-        rows = await self._db(functools.partial(self.store.unread_rows, agent, after, limit))
-        return _message_page(rows, limit)
-
-    async def receipts(self, message_id: str) -> list[ReceiptInfo]:
-        """The receipts of one message, one per recipient (``MessageNotFoundError`` if none:
-        no such message)."""
-        message_id = msg.name(message_id, "message_id")
-        await self.commit.sync()
-        rows = await self._db(self.store.receipt_rows, [message_id])
-        if not rows:
-            raise MessageNotFoundError(f"no message with id '{message_id}'", message_ids=[message_id])
-        return [msg.receipt_info_from_row(r) for r in rows]
-
-    async def receive(self, agent: str, cursor: str | None = None, timeout: float = 30.0, limit: int = 1000) -> Page:
-        """Long poll for messages addressed to ``agent`` (read or not) with ``seq`` after
-        ``cursor`` (None: from now on), waiting up to ``timeout`` seconds for one to commit.
-
-        Returns:
-            A ``Page`` of ``MessageInfo`` (empty if none came in time) whose ``cursor`` is where
-            the next call continues. Woken by commits, never by polling.
-        """
-        agent = self._known_agent(agent)
-        timeout = msg.receive_timeout(timeout)
-        limit = msg.limit(limit)
-        after = msg.cursor(cursor)
-        if after is None:
-            after = self.graph.threads.next_seq - 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            woken: asyncio.Future[None] = loop.create_future()
-            self.receivers.setdefault(agent, set()).add(woken)
-            try:
-                await self.commit.sync()
-                rows = await self._db(functools.partial(self.store.unread_rows, agent, after, limit, unread_only=False))
-                left = deadline - loop.time()
-                if rows or left <= 0:
-                    return _message_page(rows, limit, str(after))
-                await asyncio.wait({woken}, timeout=left)
-            finally:
-                waiting = self.receivers.get(agent)
-                if waiting is not None:
-                    waiting.discard(woken)
-                    if not waiting:
-                        del self.receivers[agent]
-
-    async def prune_threads(self) -> int:
-        """Prune closed threads past ``OMOI_THREAD_RETENTION`` now; return how many went."""
-        retention = self.settings.thread_retention
-        if retention <= 0:
-            return 0
-        await self.commit.sync()
-        return await self._db(self.store.prune_threads, time.time() - retention)
-
-    def _known_agent(self, agent: Any) -> str:
-        agent = msg.name(agent, "agent")
-        if agent not in self.graph.agents:
-            raise AgentNotFoundError(f"no agent named '{agent}'", agent=agent)
-        return agent
-
-    async def _closed_or_unknown(self, thread_ids: Sequence[str]) -> None:
-        """Raise for the first of ``thread_ids`` not active: ``ThreadClosedError`` if stored
-        closed, ``ThreadNotFoundError`` if unknown (after a commit sync: the database is current)."""
-        await self.commit.sync()
-        ids = [i for i in dict.fromkeys(thread_ids) if i not in self.graph.threads.active]
-        if not ids:
-            return
-        rows = await self._db(self.store.thread_rows, ids)
-        for thread_id in ids:
-            if thread_id in self.graph.threads.active:
-                continue
-            row = rows.get(thread_id)
-            if row is None:
-                raise ThreadNotFoundError(f"no thread with id '{thread_id}'", thread_ids=[thread_id])
-            raise ThreadClosedError(f"thread '{thread_id}' is {row['status']}", thread_id=thread_id, status=row["status"])
 
     # ------------------------------------------------------------------ agent API
 
@@ -785,142 +433,6 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             tasks=[self._assignment(t) for t in tasks], rejected=rejected, shutting_down=self.stopping
         )
 
-    # ------------------------------------------------------------------ hand-offs
-
-    async def offer_handoff(self, request: OfferRequest) -> HandoffInfo:
-        """Open a hand-off offer (``rt.handoffs.offer``, ``ctx.handoffs.offer``), once committed.
-
-        Args:
-            request: a checked ``OfferRequest`` (checked again here, whoever sent it).
-
-        Returns:
-            The offer's ``HandoffInfo`` (``open``). Repeating an offer id for the same task
-            returns that offer as it stands.
-
-        Raises:
-            InvalidHandoffError, NotHolderError, HandoffPendingError, AgentNotFoundError: see
-                ``core.handoff.Handoffs.offer``; nothing is stored.
-        """
-        req = _offer_request(request)
-        if self.graph.handoffs.get(req.offer_id) is None:
-            stored = await self._stored_offer(req.offer_id)
-            if stored is not None:
-                if stored.task_id != req.task_id:
-                    raise InvalidHandoffError(f"offer id '{req.offer_id}' is already used for task '{stored.task_id}'")
-                return HandoffInfo.of(stored)
-        offer = await self._handoff_call(lambda now: self.graph.handoffs.offer(
-            req.offer_id, req.task_id, now, deadline_s=req.deadline, agent_id=req.agent, attempt=req.attempt,
-            targets=req.targets, capabilities=req.capabilities, reason=req.reason, context=req.context,
-        ))
-        return HandoffInfo.of(offer)
-
-    async def accept_handoff(self, offer_id: str, agent_id: str) -> HandoffInfo:
-        """``agent_id`` accepts an offer: the task moves to it as a new attempt (delivered to its
-        parked ``exchange`` at once, or to its next one), once committed.
-
-        Returns:
-            The offer's ``HandoffInfo`` (``accepted``, ``new_attempt`` set).
-
-        Raises:
-            HandoffNotFoundError, HandoffClosedError (naming the winner), NotOfferedError,
-                AcceptorUnavailableError, InvalidHandoffError: nothing changed (an error about a
-                closed offer is raised only once what closed it is committed).
-        """
-        offer_id, agent_id = check_offer_id(offer_id), check_agent(agent_id)
-        await self._offer_in_memory(offer_id)
-        offer, task = await self._handoff_call(lambda now: self.graph.handoffs.accept(offer_id, agent_id, now))
-        return HandoffInfo.of(offer)
-
-    async def decline_handoff(self, offer_id: str, agent_id: str, reason: str = "") -> HandoffInfo:
-        """``agent_id`` declines an offer with ``reason``, once committed; when every target has
-        declined the offer closes ``declined`` and the task stays where it is.
-
-        Raises:
-            HandoffNotFoundError, HandoffClosedError, NotOfferedError, InvalidHandoffError:
-                nothing changed.
-        """
-        offer_id, agent_id, reason = check_offer_id(offer_id), check_agent(agent_id), check_reason(reason)
-        await self._offer_in_memory(offer_id)
-        offer = await self._handoff_call(lambda now: self.graph.handoffs.decline(offer_id, agent_id, reason, now))
-        return HandoffInfo.of(offer)
-
-    async def handoff(self, offer_id: str) -> HandoffInfo:
-        """An offer as it stands once committed (``rt.handoffs.get``).
-
-        Raises:
-            HandoffNotFoundError: no such offer, in memory or stored.
-        """
-        offer_id = check_offer_id(offer_id)
-        await self.commit.sync()
-        offer = self.graph.handoffs.get(offer_id) or await self._stored_offer(offer_id)
-        if offer is None:
-            raise HandoffNotFoundError(f"no hand-off offer with id '{offer_id}'", offer_id=offer_id)
-        return HandoffInfo.of(offer)
-
-    async def await_handoff(self, offer_id: str, wait: float) -> HandoffInfo:
-        """A long poll: the offer once it closes (committed), or as it stands after ``wait``
-        seconds (called by ``Offer.outcome``).
-
-        Raises:
-            HandoffNotFoundError: no such offer.
-        """
-        offer_id = check_offer_id(offer_id)
-        offer = self.graph.handoffs.get(offer_id)
-        if offer is not None and offer.status is HandoffStatus.OPEN and wait > 0:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.handoff_waiters.setdefault(offer_id, []).append(future)
-            try:
-                await asyncio.wait({future}, timeout=min(wait, MAX_HANDOFF_POLL_S))
-            finally:
-                waiters = self.handoff_waiters.get(offer_id)
-                if waiters and future in waiters:
-                    waiters.remove(future)
-                    if not waiters:
-                        del self.handoff_waiters[offer_id]
-        return await self.handoff(offer_id)
-
-    async def _handoff_call(self, decide: Any) -> Any:
-        """Run one hand-off decision of the core now (one synchronous call: concurrent answers
-        see each other's outcome), deliver a handed-off attempt, commit, and reply; a refusal
-        is raised once everything before it is committed (it may name a winner)."""
-        try:
-            outcome = decide(time.time())
-        except HandoffError:
-            await self.commit.sync()
-            raise
-        task = outcome[1] if isinstance(outcome, tuple) else None
-        if task is not None:
-            self._deliver_handoff(task)
-        self._after_change()
-        await self.commit.sync()
-        return outcome
-
-    def _deliver_handoff(self, task: Task) -> None:
-        """Wake the acceptor's parked ``exchange`` with its new attempt (else its next call takes it)."""
-        parked = self.parked.pop(task.agent_id or "", None)
-        if parked is not None and not parked.future.done():
-            parked.future.set_result([task])
-
-    async def _offer_in_memory(self, offer_id: str) -> None:
-        """An answer to an offer memory no longer holds: raise as the stored row says."""
-        if self.graph.handoffs.get(offer_id) is not None:
-            return
-        await self.commit.sync()
-        stored = await self._stored_offer(offer_id)
-        if stored is None:
-            raise HandoffNotFoundError(f"no hand-off offer with id '{offer_id}'", offer_id=offer_id)
-        raise HandoffClosedError(closed_message(stored), offer_id=offer_id, status=stored.status.value,
-                                 winner=stored.accepted_by)
-
-    async def _stored_offer(self, offer_id: str) -> Handoff | None:
-        return await self._db(self.store.handoff, offer_id)
-
-    def _assignment(self, task: Task) -> Assignment:
-        """The wire form of ``task``'s current attempt, with its hand-off context if it came from one."""
-        assignment = Assignment.of(task)
-        context = self.graph.handoffs.delivery(task) if task.claim_request_id else None
-        return assignment if context is None else assignment._replace(handoff=context)
-
     # ------------------------------------------------------------------ internals
 
     async def _park(self, agent_id: str, request_id: str, wait: float) -> list[Task]:
@@ -1000,37 +512,15 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         for agent_id, items in by_agent.items():
             handle = self.handles.get(agent_id)
             if handle is not None:
-                asyncio.get_running_loop().create_task(_fire_and_forget(handle.cancel_attempts.remote(items)))
+                asyncio.get_running_loop().create_task(fire_and_forget(handle.cancel_attempts.remote(items)))
         if batch.abandoned:
             # Their agent is gone: the locks those attempts held go now, not when leases lapse.
             locks = self._lock_manager()
             if locks is not None:
                 holders = [f"{task_id}#{attempt}" for task_id, attempt in batch.abandoned]
                 asyncio.get_running_loop().create_task(
-                    _fire_and_forget(locks.release_all.remote(holders=holders, reason="agent lost"))
+                    fire_and_forget(locks.release_all.remote(holders=holders, reason="agent lost"))
                 )
-
-    def _deliver(self, batch: TaskChanges) -> None:
-        """One ``deliver`` call per recipient agent with its committed messages, in ``seq``
-        order (fire and forget: an agent that is gone reads them later from ``unread``)."""
-        to: dict[str, list[str]] = {}
-        for receipt in batch.receipts:
-            to.setdefault(receipt.message_id, []).append(receipt.recipient)
-        by_agent: dict[str, list[MessageInfo]] = {}
-        for message in batch.messages:
-            info = None
-            for agent_id in to.get(message.id, ()):
-                info = info or msg.message_info(message)
-                by_agent.setdefault(agent_id, []).append(info)
-        loop = asyncio.get_running_loop()
-        for agent_id, infos in by_agent.items():
-            handle = self.handles.get(agent_id)
-            agent = self.graph.agents.get(agent_id)
-            if handle is not None and agent is not None and agent.status is AgentStatus.ALIVE:
-                loop.create_task(_fire_and_forget(handle.deliver.remote(infos)))
-            for woken in self.receivers.get(agent_id, ()):
-                if not woken.done():
-                    woken.set_result(None)
 
     def _unstorable(self, changes: TaskChanges, error: BaseException, round_: int) -> TaskChanges | None:
         """The backstop, called by ``GroupCommit`` when ``changes`` could not be stored."""
@@ -1061,14 +551,6 @@ class SchedulerActor(DurableWriter[TaskChanges]):
             self.prune_at = now + PRUNE_EVERY
             asyncio.get_running_loop().create_task(self._prune())
         self.graph.advance(now)
-
-    async def _prune(self) -> None:
-        try:
-            pruned = await self.prune_threads()
-            if pruned:
-                log.info("pruned %d closed thread(s) past retention", pruned)
-        except Exception as exc:  # noqa: BLE001 - tried again at the next round
-            log.warning("could not prune closed threads (%s: %s)", type(exc).__name__, exc)
 
     def _renew_lease(self, now: float) -> None:
         """Renew the runtime's lease on the database (every third of ``owner_lease``), on the
@@ -1123,13 +605,6 @@ class SchedulerActor(DurableWriter[TaskChanges]):
         return [(sorted(req), n) for req, n in sorted(self.graph.unclaimable().items(), key=lambda kv: sorted(kv[0]))]
 
 
-async def _fire_and_forget(ref: Any) -> None:
-    try:
-        await ref
-    except Exception:  # noqa: BLE001 - the agent is gone; its watch will report it
-        pass
-
-
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:
     """Agents' reports as the core may take them, whatever agent sent them: error text cleaned
     (``clean_text``), and a result that cannot be stored (``storable_json``: not storable JSON,
@@ -1166,17 +641,6 @@ def _unstorable_result(result: Any, max_bytes: int) -> str | None:
     except (ValueError, RecursionError) as exc:
         return str(exc)
     return None
-
-
-def _offer_request(request: Any) -> OfferRequest:
-    """An offer as sent, checked again whoever sent it (``specs.handoffs.parse_offer``)."""
-    if not isinstance(request, OfferRequest):
-        raise InvalidHandoffError(f"an offer must be an OfferRequest, not {type(request).__name__}")
-    return parse_offer(
-        request.task_id, to=request.targets, capabilities=request.capabilities, reason=request.reason,
-        context=request.context, deadline=request.deadline, agent=request.agent, attempt=request.attempt,
-        offer_id=request.offer_id,
-    )
 
 
 def _cancel_request(task_ids: Any, reason: Any) -> tuple[list[str], str]:
@@ -1231,14 +695,6 @@ def repair_unstorable(
 def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return clean_text(f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": "), max_chars=300)
-
-
-def _message_page(rows: Sequence[Any], limit: int, cursor: str | None = None) -> Page:
-    """A page of message rows: the cursor is the last row's ``seq`` (or ``cursor`` when empty)."""
-    items = [msg.message_info_from_row(r) for r in rows]
-    if items:
-        cursor = str(items[-1].seq)
-    return Page(items=items, cursor=cursor)
 
 
 def _unknown_message(ids: Sequence[str]) -> str:
