@@ -49,7 +49,7 @@ def _graph_with_running(task_ids, max_retries=0, capacity=2):
 def test_every_unsuccessful_outcome_has_a_rule():
     assert set(OUTCOME_RULES) == set(AttemptOutcome) - {AttemptOutcome.COMPLETED}
     uncharged = {o for o, rule in OUTCOME_RULES.items() if not rule.charged}
-    assert uncharged == {AttemptOutcome.INTERRUPTED}
+    assert uncharged == {AttemptOutcome.INTERRUPTED, AttemptOutcome.HANDED_OFF}
 
 
 def test_a_replaced_agent_requeues_its_attempts_without_charging_them():

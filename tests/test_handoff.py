@@ -194,9 +194,9 @@ def test_a_handoff_survives_scheduler_kills(own_runtime, uid):
     rt.spawn_agent(f"{uid}-b", capabilities=[cap], capacity=1, handler=H)
     offer = rt.handoffs.offer(tid, to=[f"{uid}-b"], reason="restart me", deadline=120)
     first = rt.describe()["pid"]
-    ray.kill(rt.scheduler, no_restart=False)
+    ray.kill(rt.scheduler, no_restart=False)  # asynchronous: wait for the restarted process
+    until(lambda: rt.describe()["pid"] != first, "the scheduler's restart")
     assert rt.handoffs.get(offer.id).status == "open"  # restored, deadline re-armed
-    assert rt.describe()["pid"] != first
     rt.handoffs.accept(offer.id, agent=f"{uid}-b")
     ray.kill(rt.scheduler, no_restart=False)
     assert rt.wait([tid], timeout=120) == {tid: "completed"}

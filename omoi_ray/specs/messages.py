@@ -239,13 +239,23 @@ def limit(value: Any, what: str = "limit") -> int:
         raise InvalidMessageError(str(exc)) from None
 
 
+MAX_CURSOR = 2**63 - 1  # a message ``seq`` is a BIGINT
+
+
 def cursor(value: Any, what: str = "cursor") -> int | None:
-    """The position a cursor string stands for (None: from the start)."""
+    """The position a cursor stands for: a page's ``cursor`` string, or a message's ``seq`` (an
+    int, or its digits); None means from the start. Raises ``InvalidMessageError`` naming
+    ``what`` for anything else (a bool, a negative or oversized number, other text)."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 19:
-        raise InvalidMessageError(f"{what} must be a cursor a previous page returned, not {value!r}")
-    return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CURSOR:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_CURSOR:
+        return int(value)
+    raise InvalidMessageError(
+        f"{what} must be a cursor string a previous page returned, or a message's seq (an int "
+        f"from 0), not {value!r}"
+    )
 
 
 def new_thread_id() -> str:
