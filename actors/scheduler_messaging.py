@@ -101,6 +101,7 @@ class MessagingCalls:
         outcome = msg.json_object(outcome, "outcome")
         if thread_id not in self.graph.threads.active:
             await self._closed_or_unknown([thread_id])
+        self.graph.threads.check_by_hand(thread_id)
         thread = self.graph.threads.close(thread_id, status, time.time(), outcome=outcome)
         info = msg.thread_info(thread)
         self._after_change()
@@ -135,6 +136,8 @@ class MessagingCalls:
         elsewhere = [p.thread_id for p in checked if p.thread_id not in self.graph.threads.active]
         if elsewhere:
             await self._closed_or_unknown(elsewhere)
+        for post in checked:
+            self.graph.threads.check_by_hand(post.thread_id, post.kind)
         try:
             messages = self.graph.threads.post_many(checked, time.time())
         except ThreadNotFoundError:  # closed while this call awaited

@@ -13,8 +13,10 @@ from typing import Any
 from omoi_ray.core.model import Agent
 from omoi_ray.errors import (
     AgentNotFoundError,
+    InvalidArgumentError,
 )
 from omoi_ray.specs.agents import AgentInfo, AgentMatch, AgentStats, parse_query
+from omoi_ray.specs.tasks import check_name
 
 log = logging.getLogger("omoi_ray.scheduler")
 
@@ -67,9 +69,14 @@ class RegistryCalls:
             ``AgentInfo``s sorted by id (one for ``name``).
 
         Raises:
+            InvalidArgumentError: ``name`` cannot be an agent name.
             AgentNotFoundError: no agent of that name was ever registered (names it).
         """
         if name is not None:
+            try:  # checked again whoever calls: the name reaches the database
+                check_name(name, "agent name")
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from None
             agent = self.graph.agents.get(name)
             if agent is None:
                 stored = await self._db(self.store.stored_agents, [name])

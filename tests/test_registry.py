@@ -282,7 +282,8 @@ def test_bad_updates_are_refused(kwargs):
 @pytest.mark.parametrize(
     "kwargs",
     [{"limit": 0}, {"limit": 1001}, {"limit": True}, {"limit": 2.0}, {"capabilities": "x"},
-     {"tags": "eu"}, {"phase": "a\nb"}, {"type": ""}, {"include_unhealthy": 1}],
+     {"tags": "eu"}, {"phase": "a\nb"}, {"type": ""}, {"include_unhealthy": 1},
+     {"capabilities": [f"c{n}" for n in range(200_000)]}],
 )
 def test_bad_searches_are_refused(kwargs):
     with pytest.raises(InvalidArgumentError, match="agent search"):

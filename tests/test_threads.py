@@ -204,3 +204,28 @@ def test_run_handler_gives_a_handler_an_inbox_and_records_what_it_sends():
     ctx = make_context(agent_id="me", inbox=ctx_inbox)
     assert run_handler(echo, ctx=ctx) == "hi"
     assert ctx.sent == [{"thread": "t1", "to": "peer", "body": {"echo": "hi"}, "kind": "message", "sender": "me"}]
+
+
+def test_a_hand_offs_thread_and_the_protocol_kinds_are_refused_by_hand():
+    g = graph()
+    g.threads.open("handoff.o1", "handoff", ["a", "b"], 1.0, metadata={"offer_id": "o1"})
+    g.threads.open("t", "handoff", ["a", "b"], 1.0)  # a user's own thread of type handoff
+    with pytest.raises(InvalidMessageError, match="belongs to hand-off offer 'o1'"):
+        g.threads.check_by_hand("handoff.o1", "message")
+    with pytest.raises(InvalidMessageError, match="closed by the hand-off only"):
+        g.threads.check_by_hand("handoff.o1")
+    with pytest.raises(InvalidMessageError, match="kind 'handoff.accepted' is the scheduler's own"):
+        g.threads.check_by_hand("t", "handoff.accepted")
+    g.threads.check_by_hand("t", "message")  # the user's own thread stays theirs
+    g.threads.check_by_hand("t")
+
+
+@pytest.mark.parametrize("value", [7, "7", "0", 0])
+def test_a_cursor_is_a_page_cursor_or_a_message_seq(value):
+    assert msg.cursor(value) == int(value)
+
+
+@pytest.mark.parametrize("value", [True, -1, 2**63, "9999999999999999999", "9223372036854775808", "1e3", " 1", 1.0])
+def test_a_cursor_outside_what_a_store_holds_is_refused_before_any_query(value):
+    with pytest.raises(InvalidMessageError, match="cursor must be"):
+        msg.cursor(value)

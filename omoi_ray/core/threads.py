@@ -16,6 +16,10 @@ Rules:
 - ``seq`` numbers messages in posting order across all threads (the cursor order); a restart
   continues after the largest stored one.
 - A batch of posts (``post_many``) is checked whole before any is recorded: all or nothing.
+- A thread a protocol of the scheduler owns (a hand-off's: type ``handoff`` with an
+  ``offer_id`` in its metadata) is written and closed by that protocol only, and message kinds
+  under ``PROTOCOL_KIND_PREFIXES`` are the protocols' own: posts and closes by hand
+  (``check_by_hand``) are refused, so a thread's record never contradicts its offer.
 - Events: ``agent.collab.started`` (open), ``agent.message.sent`` (post; its payload carries the
   body only when the body's compact JSON is at most ``EVENT_BODY_MAX_BYTES``),
   ``agent.collab.ended`` (close). Entity: the thread.
@@ -40,6 +44,9 @@ from omoi_ray.errors import (
 #: largest body (compact JSON, bytes) an ``agent.message.sent`` event carries; larger bodies are
 #: left out of the event (read the message itself)
 EVENT_BODY_MAX_BYTES = 1024
+
+#: message kinds only the scheduler's protocols post (hand-off offers and answers)
+PROTOCOL_KIND_PREFIXES: tuple[str, ...] = ("handoff.",)
 
 #: the statuses a thread may be closed with
 CLOSE_TO = frozenset({ThreadStatus.RESOLVED, ThreadStatus.ABANDONED})
@@ -170,6 +177,27 @@ class Threads:
         self.log.threads.add(thread)
         self._emit("agent.collab.ended", thread, now, None, {"status": thread.status.value, "outcome": thread.outcome})
         return thread
+
+    def check_by_hand(self, thread_id: str, kind: str | None = None) -> None:
+        """Refuse a post (of ``kind``) or, with ``kind`` None, a close made by hand (a driver or a
+        handler, not a protocol of the scheduler) that only a protocol may make.
+
+        Raises:
+            InvalidMessageError: the thread belongs to a hand-off offer, or ``kind`` is a
+                protocol's (``PROTOCOL_KIND_PREFIXES``). Changes nothing.
+        """
+        if kind is not None and kind.startswith(PROTOCOL_KIND_PREFIXES):
+            raise InvalidMessageError(
+                f"message kind '{kind}' is the scheduler's own (hand-off offers and answers); "
+                f"answer an offer with accept/decline"
+            )
+        thread = self.active.get(thread_id)
+        if thread is not None and thread.type == "handoff" and "offer_id" in thread.metadata:
+            what = "posted to" if kind is not None else "closed"
+            raise InvalidMessageError(
+                f"thread '{thread_id}' belongs to hand-off offer '{thread.metadata['offer_id']}': it is "
+                f"{what} by the hand-off only (answer with accept/decline)"
+            )
 
     def get(self, thread_id: str) -> Thread:
         """The active thread ``thread_id``; ``ThreadNotFoundError`` if none is active."""

@@ -110,6 +110,10 @@ def check_task_id_message(value: Any) -> str:
     return f"a task id is 1-128 characters of letters, digits and '_ . : @ + -', not {value!r}"
 
 
+#: the most items a list of capabilities (or tags) may hold as given, repeats included
+MAX_LISTED_NAMES = 1024
+
+
 def normalize_capabilities(values: Sequence[str], what: str) -> list[str]:
     """Return capabilities lower-cased (ASCII only), without duplicates, sorted.
 
@@ -121,10 +125,14 @@ def normalize_capabilities(values: Sequence[str], what: str) -> list[str]:
         ``list[str]`` of 1-64 characters each: lower-case letters, digits and ``_ . : + -``.
 
     Raises:
-        ValueError: not a list, an item that is not a string, or a name outside that pattern.
+        ValueError: not a list, more than ``MAX_LISTED_NAMES`` items, an item that is not a
+            string, or a name outside that pattern.
     """
-    out: list[str] = []
-    for raw in check_list(values, what):
+    values = check_list(values, what)
+    if len(values) > MAX_LISTED_NAMES:  # before any per-item work: the list may be huge
+        raise ValueError(f"{what} holds {len(values)} items, over the limit of {MAX_LISTED_NAMES}")
+    out: set[str] = set()
+    for raw in values:
         if not isinstance(raw, str):
             raise ValueError(f"{what} must be strings, not {raw!r}")
         cap = raw.lower() if raw.isascii() else raw  # lower-casing stays in ASCII
@@ -133,8 +141,7 @@ def normalize_capabilities(values: Sequence[str], what: str) -> list[str]:
                 f"capability {raw!r} in {what} must be 1-64 characters of lower-case letters, "
                 "digits and '_ . : + -'"
             )
-        if cap not in out:
-            out.append(cap)
+        out.add(cap)
     return sorted(out)
 
 
