@@ -159,7 +159,7 @@ def test_a_string_where_a_list_belongs_is_refused():
     for bad in (0, -1, True, 1.5, msg.MAX_PAGE + 1):
         with pytest.raises(InvalidMessageError):
             msg.limit(bad)
-    for bad in ("abc", "-1", 5, "1" * 30):
+    for bad in ("abc", "-1", -5, "1" * 30):  # a seq (an int from 0) is a cursor too
         with pytest.raises(InvalidMessageError):
             msg.cursor(bad)
 
