@@ -16,6 +16,7 @@ from omoi_ray.errors import (
     HandoffClosedError,
     HandoffNotFoundError,
     InvalidHandoffError,
+    InvalidMessageError,
     NotHolderError,
     NotOfferedError,
 )
@@ -54,6 +55,11 @@ def test_a_handler_hands_its_task_over_and_the_acceptor_finishes_it(runtime, uid
     info = rt.handoffs.get(offer_id)
     assert (info.status, info.from_agent, info.targets, info.attempt) == ("open", f"{uid}-a", (f"{uid}-b",), 1)
     assert rt.get(tid).status == "running"  # the offering attempt keeps running while the offer is open
+    # the offer's thread is the hand-off's own: nobody closes it or answers in it by hand
+    with pytest.raises(InvalidMessageError, match="belongs to hand-off offer"):
+        rt.messages.close_thread(info.thread_id, "abandoned")
+    with pytest.raises(InvalidMessageError, match="is the scheduler's own"):
+        rt.messages.send(info.thread_id, f"{uid}-b", {"offer_id": offer_id}, kind="handoff.accepted")
 
     accepted = rt.handoffs.accept(offer_id, agent=f"{uid}-b")
     assert (accepted.status, accepted.accepted_by, accepted.new_attempt) == ("accepted", f"{uid}-b", 2)
