@@ -10,7 +10,7 @@ import pytest
 import omoi_ray as omoi
 from omoi_ray.core.events import CATALOGUE
 from omoi_ray.specs.events import EventRecord
-from tests.conftest import make_settings
+from tests.conftest import make_settings, until
 
 pytestmark = pytest.mark.ray
 
@@ -97,6 +97,22 @@ def test_status_says_where_events_go(redis_runtime, capsys, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "auto")  # Ray is already initialised here: connect joins it
     monkeypatch.setenv("OMOI_REDIS_URL", s.redis_url.get_secret_value())
     monkeypatch.setenv("OMOI_REDIS_PREFIX", s.redis_prefix)
+    until(lambda: redis_runtime.relay_status()["redis_up"], "the relay's first contact with Redis")
     assert main(["status", "--home", str(s.home), "--namespace", s.namespace]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert f"stream {s.redis_prefix}:events (up)" in out
+
+
+def test_status_says_connecting_until_the_relay_first_reaches_redis():
+    from rich.console import Console
+
+    from omoi_ray.cli import print_status
+    from omoi_ray.protocol import RuntimeStatus
+
+    status = RuntimeStatus(database="sqlite:///x", namespace="n", tasks={}, agents=[], unclaimable=[], ready=0)
+    relay = {"redis": "redis://h:1/0", "stream": "p:events", "redis_up": False, "last_error": "",
+             "cursor": "0-0", "lag_seconds": 0.0}
+    for last_error, shown in (("", "(connecting)"), ("ConnectionError: refused", "(unreachable (ConnectionError: refused))")):
+        console = Console(record=True, width=200)
+        print_status(console, status, {**relay, "last_error": last_error}, "sqlite:///x")
+        assert f"stream p:events {shown}" in " ".join(console.export_text().split())

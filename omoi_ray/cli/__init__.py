@@ -393,7 +393,12 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
     elif relay["redis"] is None:
         console.print(Text("events: kept in the database (no OMOI_REDIS_URL)"))
     else:
-        state = Text("up") if relay["redis_up"] else Text.assemble(("unreachable", "red"), f" ({relay['last_error']})")
+        if relay["redis_up"]:
+            state = Text("up")
+        elif not relay["last_error"]:  # the relay has not reached Redis yet, nor failed to
+            state = Text("connecting", style="yellow")
+        else:
+            state = Text.assemble(("unreachable", "red"), f" ({relay['last_error']})")
         console.print(Text.assemble(
             f"events: mirrored to {relay['redis']} stream {relay['stream']} (", state,
             f"), at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s"), soft_wrap=True)
