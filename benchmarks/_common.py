@@ -1,9 +1,11 @@
-"""Shared bits of the benchmarks: a local Ray, a throwaway runtime, and the JSON last line."""
+"""Shared bits of the benchmarks: a local Ray, a throwaway runtime, a bare round trip to compare
+with, percentiles, and the JSON last line."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -79,3 +81,28 @@ class Stopwatch:
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+@ray.remote(num_cpus=0)
+class Echo:
+    """A bare actor: its ``ping`` round trip is the yardstick latencies are divided by."""
+
+    def ping(self) -> int:
+        return 1
+
+
+def median_rtt_ms(actor: Any, n: int) -> float:
+    """Median of ``n`` sequential ``ping`` round trips to ``actor`` (after one warm-up), in ms."""
+    ray.get(actor.ping.remote())
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ray.get(actor.ping.remote())
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by rank (NaN when there are none)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")

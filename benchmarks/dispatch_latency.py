@@ -20,17 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from benchmarks._common import finish, runtime, start_ray  # noqa: E402
+from benchmarks._common import Echo, finish, median_rtt_ms, percentile, runtime, start_ray  # noqa: E402
 
 
 def started_at(task, ctx) -> float:
     return time.time()
 
-
-@ray.remote(num_cpus=0)
-class Echo:
-    def ping(self) -> int:
-        return 1
 
 
 @ray.remote(num_cpus=0)
@@ -41,19 +36,8 @@ class AsyncEcho:
         return 1
 
 
-def median_rtt_ms(actor, n: int) -> float:
-    ray.get(actor.ping.remote())
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        ray.get(actor.ping.remote())
-        samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

@@ -26,22 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from benchmarks._common import finish, runtime, start_ray  # noqa: E402
+from benchmarks._common import Echo, finish, percentile, runtime, start_ray  # noqa: E402
 from omoi_ray.client.locks import LockClient  # noqa: E402
 
 CLIENTS = 16
 HOLD = 0.001
 
 
-@ray.remote(num_cpus=0)
-class Echo:
-    def ping(self) -> int:
-        return 1
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def contend(make_lock, seconds: float) -> dict:

@@ -30,9 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ray  # noqa: E402
 
-from benchmarks._common import finish, runtime, start_ray  # noqa: E402
+from benchmarks._common import Echo, finish, median_rtt_ms, percentile, runtime, start_ray  # noqa: E402
 
 SENDERS = 8
 BATCH = 500
@@ -61,25 +60,9 @@ def echo(task: Any, ctx: Any) -> list[float]:
     return seen
 
 
-@ray.remote(num_cpus=0)
-class Echo:
-    def ping(self) -> int:
-        return 1
 
 
-def median_rtt_ms(actor: Any, n: int) -> float:
-    ray.get(actor.ping.remote())
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        ray.get(actor.ping.remote())
-        samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def running(rt: Any, ids: list[str]) -> None:

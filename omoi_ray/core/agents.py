@@ -147,49 +147,31 @@ class AgentRegistry:
         self.log.agents.add(agent)
         self.timers.add(agent.lease_expires_at, "lease", (agent_id, incarnation))
         self.timers.add(now + self.stale_after, "stale", (agent_id, incarnation))
-        self.log.events.add(
-            Event(
-                type="agent.registered",
-                entity_type="agent",
-                entity_id=agent_id,
-                at=now,
-                agent_id=agent_id,
-                payload={
-                    "incarnation": incarnation,
-                    "type": type,
-                    "phase": phase,
-                    "capabilities": sorted(capabilities),
-                    "tags": sorted(tags),
-                    "capacity": capacity,
-                    **agent.info,
-                },
-            )
-        )
+        self._emit("agent.registered", agent, now, {
+            "incarnation": incarnation,
+            "type": type,
+            "phase": phase,
+            "capabilities": sorted(capabilities),
+            "tags": sorted(tags),
+            "capacity": capacity,
+            **agent.info,
+        })
         return agent
 
     def _profile_changed(self, agent: Agent, profile: tuple[Any, ...], now: float) -> None:
         capabilities, tags, capacity, type_, phase = profile
-        self.log.events.add(
-            Event(
-                type="agent.capabilities.changed",
-                entity_type="agent",
-                entity_id=agent.id,
-                at=now,
-                agent_id=agent.id,
-                payload={
-                    "capabilities": sorted(capabilities),
-                    "tags": sorted(tags),
-                    "capacity": capacity,
-                    "type": type_,
-                    "phase": phase,
-                    "previous_capabilities": sorted(agent.capabilities),
-                    "previous_tags": sorted(agent.tags),
-                    "previous_capacity": agent.capacity,
-                    "previous_type": agent.type,
-                    "previous_phase": agent.phase,
-                },
-            )
-        )
+        self._emit("agent.capabilities.changed", agent, now, {
+            "capabilities": sorted(capabilities),
+            "tags": sorted(tags),
+            "capacity": capacity,
+            "type": type_,
+            "phase": phase,
+            "previous_capabilities": sorted(agent.capabilities),
+            "previous_tags": sorted(agent.tags),
+            "previous_capacity": agent.capacity,
+            "previous_type": agent.type,
+            "previous_phase": agent.phase,
+        })
 
     def live(self, agent_id: str, incarnation: str) -> Agent | None:
         """The agent if ``incarnation`` is its current one and it is alive (healthy or stale), else None."""
@@ -275,16 +257,8 @@ class AgentRegistry:
         if new is None:
             return False
         old, agent.health = agent.health, new
-        self.log.events.add(
-            Event(
-                type="agent.health.changed",
-                entity_type="agent",
-                entity_id=agent.id,
-                at=now,
-                agent_id=agent.id,
-                payload={"from": old.value, "to": new.value, "reason": reason, "incarnation": agent.incarnation},
-            )
-        )
+        self._emit("agent.health.changed", agent, now,
+                   {"from": old.value, "to": new.value, "reason": reason, "incarnation": agent.incarnation})
         return True
 
     def _retire(
@@ -299,16 +273,14 @@ class AgentRegistry:
         self.claims.abandon(agent, outcome, reason, now)
         agent.idle_since = None
         self.log.agents.add(agent)
-        self.log.events.add(
-            Event(
-                type="agent.stopped" if agent.status is AgentStatus.STOPPED else "agent.lost",
-                entity_type="agent",
-                entity_id=agent.id,
-                at=now,
-                agent_id=agent.id,
-                payload={"incarnation": agent.incarnation, "reason": reason, "health": agent.health.value},
-            )
-        )
+        self._emit("agent.stopped" if agent.status is AgentStatus.STOPPED else "agent.lost", agent, now,
+                   {"incarnation": agent.incarnation, "reason": reason, "health": agent.health.value})
+
+    def _emit(self, event_type: str, agent: Agent, now: float, payload: dict[str, Any]) -> None:
+        """Record an event about ``agent`` (entity: the agent)."""
+        self.log.events.add(Event(
+            type=event_type, entity_type="agent", entity_id=agent.id, at=now, agent_id=agent.id, payload=payload,
+        ))
 
 
 def _profile(agent: Agent) -> tuple[Any, ...]:
