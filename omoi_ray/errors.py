@@ -59,6 +59,16 @@ class CycleError(InvalidSubmissionError):
     """The submitted tasks depend on each other in a cycle (``cycle`` lists it)."""
 
 
+class InvalidCoordinationError(InvalidSubmissionError):
+    """A sync, loop or split is malformed: a quorum out of range, unknown or duplicate members, a
+    loop body that does not fit (the message names the node and the field)."""
+
+
+class InvalidSplitError(InvalidSubmissionError):
+    """A handler's split children were refused (a bad field, an id that exists, a cycle): the
+    parent's attempt fails for good with this error's text, and none of the children exist."""
+
+
 class InvalidAgentSpecError(OmoiError, ValueError):
     """An agent's name, capabilities, capacity or handler is not acceptable."""
 

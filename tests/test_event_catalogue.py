@@ -7,12 +7,16 @@ emitted type, collecting what each ``take_changes()`` hands to the store.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from omoi_ray.core.events import CATALOGUE, EMITTED
 from omoi_ray.core.locks import LockMode, LockTable
 from omoi_ray.core.model import AttemptOutcome
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import DeadlockError
+from omoi_ray.specs.coordination import SplitSpec, SyncSpec, parse_submission, read_specs
 from tests.graph_harness import Harness, spec
 
 X = LockMode.EXCLUSIVE
@@ -90,9 +94,26 @@ def _handoff_events() -> list:
     return h.events
 
 
+def _coordination_events() -> list:
+    h = Harness(lease_ttl=30.0)
+    h.graph = TaskGraph(lease_ttl=30.0, rng=random.Random(7), read_specs=read_specs(1 << 20))
+    worker = h.agent("w", capacity=8)
+    h.submit(*parse_submission([
+        {"id": "a", "type": "t"}, {"id": "b", "type": "t", "max_retries": 0},
+        SyncSpec(id="ok", members=["a"]), SyncSpec(id="doomed", members=["b"]),
+        {"id": "c", "type": "t"},
+        SplitSpec(parent="c", children=[{"id": "c1", "type": "t"}]),
+    ], 1 << 20))
+    h.claim(worker)
+    h.run(worker, "a")
+    h.run(worker, "b", outcome=AttemptOutcome.PERMANENT_FAILURE, error="no")
+    h.drain()
+    return h.events
+
+
 @pytest.fixture(scope="module")
 def emitted() -> list:
-    return _task_graph_events() + _lock_table_events() + _handoff_events()
+    return _task_graph_events() + _lock_table_events() + _handoff_events() + _coordination_events()
 
 
 def test_every_emitted_event_is_catalogued_with_its_entity_type(emitted):

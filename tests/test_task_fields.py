@@ -96,6 +96,7 @@ STATE = {
     "started_at": NOW + 1.5,
     "finished_at": NOW + 2.75,
     "updated_at": NOW + 3.0,
+    "coordination": {"members": ["up"], "results": {"up": 1}, "failed": []},
 }
 
 #: What ``TaskSpec.to_new_task`` must make of a spec's value, per kind (checked value by value).

@@ -43,6 +43,7 @@ from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, CancelSignal, Ta
 from omoi_ray.core.task_changes import AttemptKey
 from omoi_ray.core.tasks import ACTIVE, TIMED_OUT_EVENT, TaskStatus
 from omoi_ray.core.timers import Timers
+from omoi_ray.errors import InvalidSplitError
 
 S = TaskStatus
 MAX_SET_ASIDE = 256  # ready tasks a claim may skip for lock conflicts before it stops looking
@@ -74,7 +75,9 @@ class Report(NamedTuple):
 
     ``kind`` is ``"started"``, ``"finished"`` or ``"zombie"`` (the handler ignored its stop past
     the grace period: its slot stays held until the agent's process is replaced); a finished
-    report carries the outcome and either the result or the error text.
+    report carries the outcome and either the result or the error text. A completed one may
+    carry ``children``: the tasks its handler split off (validated ``NewTask``s by the time the
+    core sees them; ``core.coordination``).
     """
 
     kind: str
@@ -83,6 +86,7 @@ class Report(NamedTuple):
     outcome: AttemptOutcome | None = None
     result: Any = None
     error: str | None = None
+    children: Any = None
 
 
 class Rejection(NamedTuple):
@@ -112,6 +116,9 @@ class Claims:
         self.lock_usage: dict[tuple[str, str], list[int]] = {}
         #: told when a task's current attempt ends (``Handoffs.attempt_ended`` withdraws its offer)
         self.on_attempt_end: Callable[[Task, float], None] | None = None
+        #: creates a completing task's children and completes it with the callback it is given
+        #: (``Coordination.split``; raises ``InvalidSplitError`` having changed nothing)
+        self.on_split: Callable[[Task, Any, float, Callable[[], None]], None] | None = None
 
     # ---------------------------------------------------------------- restoring
 
@@ -289,16 +296,25 @@ class Claims:
     def _finish(self, task: Task, report: Report, now: float) -> None:
         outcome = report.outcome or AttemptOutcome.FAILED
         if outcome is AttemptOutcome.COMPLETED:
-            self.end_attempt(task, outcome, None, now)
-            task.result = report.result
-            task.error = None
-            self.live.move(task, S.COMPLETED, now, attempt=task.attempt)
+            if report.children and self.on_split is not None:
+                try:
+                    self.on_split(task, report.children, now, lambda: self._complete(task, report.result, now))
+                except InvalidSplitError as exc:
+                    self.attempt_failed(task, AttemptOutcome.PERMANENT_FAILURE, f"InvalidSplitError: {exc}", now)
+            else:
+                self._complete(task, report.result, now)
         elif outcome is AttemptOutcome.CANCELLED:
             # The handler says it was cancelled, but this attempt was never cancelled here.
             error = report.error or "the handler stopped, reporting a cancellation nobody asked for"
             self.attempt_failed(task, AttemptOutcome.FAILED, error, now)
         else:
             self.attempt_failed(task, outcome, report.error, now)
+
+    def _complete(self, task: Task, result: Any, now: float) -> None:
+        self.end_attempt(task, AttemptOutcome.COMPLETED, None, now)
+        task.result = result
+        task.error = None
+        self.live.move(task, S.COMPLETED, now, attempt=task.attempt)
 
     def heartbeat(self, agent: Agent, held: Iterable[AttemptKey], now: float) -> list[AttemptKey]:
         """Check the attempts ``agent`` says it holds (its lease was just renewed).

@@ -11,6 +11,9 @@ Rules:
   drops and dependents at zero become ready. If it failed for good (failed, timed out, cancelled,
   upstream failed), every dependent, direct or not, becomes ``upstream_failed`` with a reason
   naming the root task.
+- Except for handler-less nodes (``kind`` not ``"task"``): their dependencies' ends go to
+  ``nodes`` (``core.coordination``), whose rules settle them; a sync is not doomed by one
+  member's failure while k of its n members can still complete.
 - Settlement is iterative (a worklist, not recursion), so a failure at the head of a chain of any
   length dooms the whole chain; ``settling_after`` holds it back until several moves are made.
 - A submission is judged as a whole: the first rule it breaks rejects all of it.
@@ -105,6 +108,9 @@ class LiveTasks:
         self.log = log
         self._settling: deque[Task] = deque()
         self._draining = False
+        #: the rules of handler-less nodes (``core.coordination.Coordination`` sets itself here):
+        #: a dependent whose ``kind`` is not ``"task"`` is settled by them, never made ready
+        self.nodes: Any = None
 
     def add(self, task: Task) -> None:
         """Hold ``task`` in memory (new or restored); its idempotency key now names it."""
@@ -205,7 +211,9 @@ class LiveTasks:
                 dep = self.tasks.get(dep_id)
                 if dep is not None and dep.status is S.PENDING:
                     dep.waiting_on -= 1
-                    if dep.waiting_on == 0:
+                    if dep.kind != "task" and self.nodes is not None:
+                        self.nodes.upstream_completed(dep, task, now)
+                    elif dep.waiting_on == 0:
                         self.make_ready(dep, now)
             return
         if task.status is S.UPSTREAM_FAILED and task.upstream:
@@ -215,4 +223,6 @@ class LiveTasks:
         for dep_id in dependents:
             dep = self.tasks.get(dep_id)
             if dep is not None and dep.status is S.PENDING:
-                self.doom(dep, root, reason, now)
+                dep.waiting_on -= 1
+                if dep.kind == "task" or self.nodes is None or not self.nodes.upstream_failed(dep, task, now):
+                    self.doom(dep, root, reason, now)

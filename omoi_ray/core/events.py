@@ -7,7 +7,7 @@ Rules:
   request (``lock_request``, its request id), the other ``lock.*`` types the resource (``lock``).
   tests/test_event_catalogue.py drives the core through every emitted type and checks both.
 - ``EMITTED`` types are written today; ``DECLARED`` ones belong to features still being built
-  (agent messaging, hand-offs, coordination patterns). They are listed now so that consumers,
+  (joins and merges). They are listed now so that consumers,
   filters and the README agree on the names before the features land.
 - Filters are shell-style patterns (``task.*``, ``lock.granted``), matched by ``matches``.
 """
@@ -69,12 +69,22 @@ _EMITTED = (
     EventType("lock.waiting", "lock_request", "a request is queued behind a conflicting holder"),
     EventType("lock.wait_ended", "lock_request", "a queued request gave up (timeout, cancel, dropped)"),
     EventType("lock.deadlock", "lock_request", "a request would close a wait-for cycle and was refused"),
+    EventType("coordination.sync.created", "coordination", "a sync point was submitted (members, k, timeout)"),
+    EventType(
+        "coordination.sync.ready", "coordination",
+        "k of the sync's n members completed (once); the sync completes with their results",
+    ),
+    EventType(
+        "coordination.sync.failed", "coordination",
+        "a sync can no longer reach k (the reason names the failed members), or its timeout passed",
+    ),
+    EventType(
+        "coordination.split.created", "coordination",
+        "a task was split into children (a static split, a handler's split, a loop's next round)",
+    ),
 )
 
 _DECLARED = (
-    EventType("coordination.sync.created", "coordination", "a sync point was declared"),
-    EventType("coordination.sync.ready", "coordination", "every member reached the sync point"),
-    EventType("coordination.split.created", "coordination", "a task was split into parts"),
     EventType("coordination.join.created", "coordination", "a join over several tasks was declared"),
     EventType("coordination.merge.completed", "coordination", "the results of a join were merged"),
 )

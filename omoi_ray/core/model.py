@@ -97,6 +97,11 @@ class NewTask:
     idempotency_key: str | None = None
     fingerprint: str = ""  # hash of the definition; equal fingerprints mean "same task"
     locks: tuple[tuple[str, str, str], ...] = ()  # (resource type, resource id, mode) to hold while running
+    #: ``"task"`` (run by an agent) or a handler-less node the core settles (``core.coordination``)
+    kind: str = "task"
+    quorum: int | None = None  # a sync's k: members that must complete
+    #: a node's state as JSON (``core.coordination``): a sync's members' results, a loop's rounds
+    coordination: Any = None
 
 
 @dataclass(slots=True)
@@ -118,6 +123,9 @@ class Task:
     fingerprint: str
     created_at: float
     locks: tuple[tuple[str, str, str], ...] = ()
+    kind: str = "task"
+    quorum: int | None = None
+    coordination: Any = None
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = 0
     waiting_on: int = 0

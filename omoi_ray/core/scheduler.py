@@ -11,6 +11,7 @@ each rule lives in its part:
 - ``core.claims.Claims``: claiming, attempt fencing, reports and heartbeats, ``OUTCOME_RULES``;
 - ``core.handoff.Handoffs``: negotiated hand-offs of a held task to another agent;
 - ``core.threads.Threads``: collaboration threads, messages and read receipts;
+- ``core.coordination.Coordination``: handler-less nodes (sync, loop) and splits;
 - ``core.timers.Timers``: deadlines (``advance`` dispatches each due timer to its part);
 - ``core.task_changes.TaskChanges``: the change set every part records into.
 
@@ -40,6 +41,7 @@ from typing import Any
 from omoi_ray.core.agents import AgentRegistry
 from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.claims import Claims
+from omoi_ray.core.coordination import Coordination, ReadSpecs
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
 from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task, Thread
@@ -65,6 +67,8 @@ class TaskGraph:
         stale_after: seconds of silence after which an agent is ``stale`` (default ``2/3 *
             lease_ttl``: two missed heartbeats).
         rng: the randomness of retry backoff jitter (seeded in tests).
+        read_specs: turns spec dicts (a loop's stored body) into ``NewTask``s: the edge's
+            parser, injected (``core.coordination``).
 
     Attributes:
         tasks, dependents, by_key, ready: the live tasks' (``LiveTasks``).
@@ -76,7 +80,12 @@ class TaskGraph:
     """
 
     def __init__(
-        self, *, lease_ttl: float = 30.0, rng: random.Random | None = None, stale_after: float | None = None
+        self,
+        *,
+        lease_ttl: float = 30.0,
+        rng: random.Random | None = None,
+        stale_after: float | None = None,
+        read_specs: ReadSpecs | None = None,
     ) -> None:
         self.lease_ttl = lease_ttl
         self.rng = rng or random.Random()
@@ -88,6 +97,8 @@ class TaskGraph:
         self.threads = Threads(self.log, self.registry.agents)
         self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents, self.threads)
         self.claims.on_attempt_end = self.handoffs.attempt_ended
+        self.coordination = Coordination(self.live, self.timers, read_specs)
+        self.claims.on_split = self.coordination.split
         # what each part owns, under the names the scheduler actor and the tests read
         self.tasks = self.live.tasks
         self.dependents = self.live.dependents
@@ -103,6 +114,7 @@ class TaskGraph:
             "lease": self.registry.lease_due,
             "handoff": self.handoffs.expire_due,
             "stale": self.registry.stale_due,
+            "sync": self.coordination.sync_due,
         }
         # the parts' decisions, offered as they are
         self.claim = self.claims.claim
@@ -165,7 +177,8 @@ class TaskGraph:
             if task is None:
                 continue
             task.depends_on = (*task.depends_on, dep_id)
-            if not live.link(task, dep_id) and dep_status in FAILED_FOR_GOOD:
+            linked = live.link(task, dep_id)
+            if not linked and dep_status in FAILED_FOR_GOOD and task.kind == "task":
                 doomed.append((task, dep_id, dep_status))
         self.registry.restore(agents, now)
         self.threads.restore(threads, next_message_seq)
@@ -183,7 +196,9 @@ class TaskGraph:
             if task.status is S.PENDING:
                 live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
         for task in list(live.tasks.values()):
-            if task.status is S.PENDING and task.waiting_on == 0:
+            if task.kind != "task":
+                self.coordination.restored(task, now)
+            elif task.status is S.PENDING and task.waiting_on == 0:
                 live.make_ready(task, now)
             elif task.status in ACTIVE and self.registry.live(task.agent_id or "", task.agent_incarnation or "") is None:
                 self.claims.lose_attempt(task, now, "its agent was gone when the scheduler restarted")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
 from omoi_ray.core.model import NewTask, Task
@@ -36,6 +37,7 @@ class StoredTask:
     status: TaskStatus
     fingerprint: str
     idempotency_key: str | None = None
+    result: Any = None  # a completed task's result (a sync member's, submitted after it ended)
 
 
 def submit(
@@ -90,40 +92,19 @@ def submit(
 
     validate_submission(fresh, lambda tid: tid in live.tasks or tid in stored or tid in alias.values())
 
-    created: list[Task] = []
-    doomed: list[tuple[Task, str, str]] = []
-    for spec in fresh:
-        task = task_from_new(spec, seq=live.next_seq, created_at=now, updated_at=now)
-        live.next_seq += 1
-        live.add(task)
-        live.log.created.add(task)
-        live.emit(
-            CREATED_EVENT,
-            task,
-            now,
-            request_id=request_id,
-            payload={
-                "type": task.type,
-                "priority": task.priority.name,
-                "requires": sorted(task.requires),
-                "depends_on": list(task.depends_on),
-            },
-        )
-        created.append(task)
-
+    created = create_tasks(live, fresh, now, stored, request_id)
+    nodes = live.nodes
+    splits: dict[str, list[str]] = {}
     for task in created:
-        for dep in task.depends_on:
-            live.log.dependencies.add((task.id, dep))
-            if not live.link(task, dep):
-                status = stored[dep].status
-                if status in FAILED_FOR_GOOD:
-                    doomed.append((task, dep, f"upstream task '{dep}' {status.value}"))
-
-    for task, dep_id, reason in doomed:
-        if task.status is S.PENDING:
-            live.doom(task, dep_id, reason, now)
+        if task.kind == "task" and isinstance(task.coordination, dict) and "split_of" in task.coordination:
+            splits.setdefault(task.coordination["split_of"], []).append(task.id)
+        elif task.kind != "task" and nodes is not None:
+            nodes.judge(task, now)
+    for parent, children in splits.items():
+        if nodes is not None:
+            nodes.split_created(parent, children, now, None)
     for task in created:
-        if task.status is S.PENDING and task.waiting_on == 0:
+        if task.status is S.PENDING and task.waiting_on == 0 and task.kind == "task":
             live.make_ready(task, now)
     return [alias.get(spec.id, spec.id) for spec in new]
 
@@ -161,3 +142,66 @@ def _known(live: LiveTasks, task_id: str, stored: Mapping[str, StoredTask]) -> S
     if task is not None:
         return StoredTask(task.id, task.status, task.fingerprint, task.idempotency_key)
     return stored.get(task_id)
+
+
+def create_tasks(
+    live: LiveTasks,
+    new: Sequence[NewTask],
+    now: float,
+    stored: Mapping[str, StoredTask],
+    request_id: str | None,
+) -> list[Task]:
+    """Create tasks already judged as a submission (``validate_submission``): each gets its
+    ``seq`` and ``task.created`` event, waits on its live dependencies, and is doomed at once by
+    a stored dependency that failed for good. None is made ready here (the caller does, once
+    everything of its change set is wired).
+
+    Args:
+        live: the live tasks the new ones join.
+        new: the tasks, in creation order.
+        now: the caller's clock reading (seconds).
+        stored: task id -> what storage knows of each dependency that is not live.
+        request_id: recorded on the ``task.created`` events.
+
+    Returns:
+        The created tasks, in order.
+    """
+    created: list[Task] = []
+    doomed: list[tuple[Task, str, str]] = []
+    nodes = live.nodes
+    for spec in new:
+        task = task_from_new(spec, seq=live.next_seq, created_at=now, updated_at=now)
+        live.next_seq += 1
+        live.add(task)
+        live.log.created.add(task)
+        live.emit(
+            CREATED_EVENT,
+            task,
+            now,
+            request_id=request_id,
+            payload={
+                "type": task.type,
+                "priority": task.priority.name,
+                "requires": sorted(task.requires),
+                "depends_on": list(task.depends_on),
+                "kind": None if task.kind == "task" else task.kind,
+            },
+        )
+        if task.kind != "task" and nodes is not None:
+            nodes.created(task, now)
+        created.append(task)
+
+    for task in created:
+        for dep in task.depends_on:
+            live.log.dependencies.add((task.id, dep))
+            if not live.link(task, dep):
+                ref = stored[dep]
+                if task.kind != "task" and nodes is not None and nodes.stored_upstream(task, dep, ref.status, ref.result, now):
+                    continue
+                if ref.status in FAILED_FOR_GOOD:
+                    doomed.append((task, dep, f"upstream task '{dep}' {ref.status.value}"))
+
+    for task, dep_id, reason in doomed:
+        if task.status is S.PENDING:
+            live.doom(task, dep_id, reason, now)
+    return created

@@ -126,6 +126,9 @@ FIELDS: tuple[TaskField, ...] = (
     F("fingerprint", PLAIN, N | R),  # computed from the spec (TaskSpec.fingerprint)
     F("created_at", STAMP, R | I),
     F("locks", LOCKS, S | N | R | W),
+    F("kind", PLAIN, N | R | I),  # "task", or a coordination node's kind ("sync", "loop")
+    F("quorum", PLAIN, N | R),  # a sync's k
+    F("coordination", JSON, N | R | U),  # a node's state (core.coordination)
     F("status", STATUS, R | U | I),
     F("attempt", PLAIN, R | U | I | W | V),
     F("waiting_on", PLAIN, NONE),  # rebuilt from the dependencies on restore

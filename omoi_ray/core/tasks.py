@@ -17,6 +17,7 @@ Rules:
        |                     |                                    +--error, retries left--> RETRY_WAIT
        |                     +----------- backoff elapsed ------------------------------------+
        +--upstream failed--> UPSTREAM_FAILED         any non-terminal --cancel--> CANCELLED
+       +--node settled (sync, loop: core.coordination)--> COMPLETED or FAILED
                                                      any non-terminal --cannot be stored--> FAILED
 """
 
@@ -52,6 +53,8 @@ S = TaskStatus
 TRANSITIONS: dict[TaskStatus, dict[TaskStatus, str]] = {
     S.PENDING: {
         S.READY: "task.ready",
+        S.COMPLETED: "task.completed",  # a handler-less node (sync, loop) settled by the core
+
         S.CANCELLED: "task.cancelled",
         S.UPSTREAM_FAILED: "task.upstream_failed",
         S.FAILED: "task.failed",  # its change could not be stored (the scheduler's backstop)

@@ -435,6 +435,8 @@ class TaskInfo(BaseModel):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: "task", or a coordination node run by the scheduler itself ("sync", "loop")
+    kind: str = "task"
 
     @property
     def done(self) -> bool:

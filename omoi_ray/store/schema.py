@@ -114,6 +114,10 @@ class TaskRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locks: Mapped[Any] = mapped_column(JSONType, nullable=True)  # [[type, id, mode], ...]
+    #: "task", or a handler-less coordination node ("sync", "loop": ``omoi_ray.core.coordination``)
+    kind: Mapped[str] = mapped_column(sa.String(16), server_default="task")
+    quorum: Mapped[int | None] = mapped_column(sa.Integer)  # a sync's k
+    coordination: Mapped[Any] = mapped_column(JSONType, nullable=True)  # a node's state
 
 
 class TaskDependencyRow(Base):

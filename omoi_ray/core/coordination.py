@@ -1,0 +1,300 @@
+"""Coordination nodes: syncs, loops and splits, settled by the core itself (no agent runs them).
+
+A *node* is a live task whose ``kind`` is not ``"task"``. It never enters the ready index and no
+agent claims it; it stays ``pending`` until the rules below complete or fail it. Its state is
+JSON in ``task.coordination``, stored with the task row, so a restarted scheduler rebuilds it.
+
+Rules:
+- ``NODE_KINDS`` is the table of node kinds; every other kind is refused.
+- **sync** (k of n): its members are its ``depends_on``, its k is ``quorum``. A member completing
+  records its result in the sync's state (``results``); when k members have completed, the sync
+  completes at once with result ``{member: result}`` of its completed members in declared member
+  order, and emits ``coordination.sync.ready`` (once: a completed sync has left memory). A member
+  failing for good (failed, timed out, cancelled, upstream failed) is recorded in ``failed``; the
+  sync fails only when k can no longer be reached (``n - failed < k``), at once, its reason naming
+  the failed members (``coordination.sync.failed``). Members that finish after the sync completed
+  still run and complete; the sync's result stays what it was at readiness.
+- A sync with a ``timeout`` fails when it passes (seconds from submission; ``deadline`` is stored,
+  and the timer is set again on restore).
+- **loop**: depends on its current check task only. When the check completes and its result (a
+  mapping) has ``result[key] == equals``, the loop completes with ``{"outcome": "approved",
+  "rounds": r, "last": <check result>}``. Otherwise, while ``r < max_rounds``, round ``r + 1`` is
+  created in the same change set (a dynamic split of the loop): copies of ``body`` with ids
+  ``"{loop}.r{r+1}.{body id}"`` (deterministic), body tasks without a dependency inside the body
+  depending on the previous check, the last body task being the new check; the loop now depends
+  on it. At ``max_rounds`` it completes with outcome ``"rounds_exhausted"``. Round 1 is the
+  ``check`` task the loop was submitted with. A check failing for good dooms the loop as any
+  dependency would.
+- **split**: a handler's children (``Claims`` hands them over with the completion report) are
+  judged as a submission of their own (ids new, dependencies among themselves or on live tasks,
+  no cycle); then they are created, each existing *plain* dependent of the parent gets an edge to
+  every child, and the parent completes, all in one change set. Refused children fail the
+  parent's attempt for good with an ``InvalidSplitError`` text and create nothing. A node
+  dependent (sync, loop) keeps the parent as its member: it sees the parent complete.
+- A split, static (``SplitSpec``: tasks that carry ``coordination={"split_of": parent}``) or
+  dynamic, emits ``coordination.split.created`` for its parent, naming the children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from omoi_ray.core.dag import LiveTasks, validate_submission
+from omoi_ray.core.model import Event, NewTask, Task
+from omoi_ray.core.submission import StoredTask, create_tasks
+from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.timers import Timers
+from omoi_ray.errors import InvalidSplitError, InvalidSubmissionError, TaskExistsError
+
+S = TaskStatus
+TASK = "task"
+SYNC = "sync"
+LOOP = "loop"
+#: node kind -> what it is (every kind a task row may carry; ``TASK`` is run by agents)
+NODE_KINDS: dict[str, str] = {
+    TASK: "run by an agent's handler",
+    SYNC: "completes when k of its n members completed (members: its depends_on)",
+    LOOP: "re-runs its body until its check's result says done, or max_rounds",
+}
+SYNC_CREATED, SYNC_READY, SYNC_FAILED = "coordination.sync.created", "coordination.sync.ready", "coordination.sync.failed"
+SPLIT_CREATED = "coordination.split.created"
+APPROVED, EXHAUSTED = "approved", "rounds_exhausted"
+
+#: spec dicts (a loop's stored body) -> validated core tasks; the owner injects the edge's parser
+ReadSpecs = Callable[[Sequence[Mapping[str, Any]]], list[NewTask]]
+
+
+def round_id(loop_id: str, round_: int, body_id: str) -> str:
+    """The id of body task ``body_id`` in round ``round_`` of loop ``loop_id`` (deterministic)."""
+    return f"{loop_id}.r{round_}.{body_id}"
+
+
+class Coordination:
+    """The rules of the node kinds, driven by ``LiveTasks`` (as its ``nodes``) and the timers.
+
+    Args:
+        live: the live tasks (its ``nodes`` is set to this object).
+        timers: the shared deadlines (kind ``"sync"``, key: the sync's id).
+        read_specs: turns a loop's stored body (spec dicts) into ``NewTask``s; without one, a
+            loop that needs a new round fails saying so.
+    """
+
+    def __init__(self, live: LiveTasks, timers: Timers, read_specs: ReadSpecs | None = None) -> None:
+        self.live = live
+        self.timers = timers
+        self.read_specs = read_specs
+        live.nodes = self
+
+    # ---------------------------------------------------------------- created / restored
+
+    def created(self, task: Task, now: float) -> None:
+        """A node (or a static split's child) was just created by a submission."""
+        if task.kind == SYNC:
+            task.coordination = {"members": list(task.depends_on), "results": {}, "failed": []}
+            if task.timeout is not None:
+                task.deadline = now + task.timeout
+                self.timers.add(task.deadline, "sync", task.id)
+            self._emit(SYNC_CREATED, task, now, members=list(task.depends_on), k=task.quorum, timeout=task.timeout)
+        elif task.kind == LOOP:
+            task.coordination = {**(task.coordination or {}), "round": 1, "check": task.depends_on[0]}
+
+    def split_created(self, parent: str, children: Sequence[str], now: float, ticket_id: str | None) -> None:
+        """Record ``coordination.split.created`` for ``parent`` and its ``children``."""
+        self.live.log.events.add(Event(
+            type=SPLIT_CREATED, entity_type="coordination", entity_id=parent, at=now,
+            payload={"children": list(children)}, task_id=parent, ticket_id=ticket_id,
+        ))
+
+    def restored(self, task: Task, now: float) -> None:
+        """A node came back from storage: set its timer, and settle it if its members say so."""
+        if task.kind == SYNC and task.status is S.PENDING:
+            if task.deadline is not None:
+                self.timers.add(task.deadline, "sync", task.id)
+            self._judge_sync(task, now)
+
+    # ---------------------------------------------------------------- dependencies settle
+
+    def upstream_completed(self, node: Task, upstream: Task, now: float) -> None:
+        """``upstream`` (a member of a sync, the check of a loop) completed."""
+        if node.kind == SYNC:
+            node.coordination["results"][upstream.id] = upstream.result
+            self._touch(node)
+            self._judge_sync(node, now)
+        elif node.kind == LOOP:
+            self._loop_check_done(node, upstream, now)
+
+    def upstream_failed(self, node: Task, upstream: Task, now: float) -> bool:
+        """``upstream`` failed for good. Return True if the node took it (a sync, while k is still
+        in reach or failing on its own terms); False to doom it as any dependent."""
+        if node.kind != SYNC:
+            return False
+        failed = node.coordination["failed"]
+        if upstream.id not in failed:
+            failed.append(upstream.id)
+            self._touch(node)
+        self._judge_sync(node, now)
+        return True
+
+    def stored_upstream(self, node: Task, dep_id: str, status: TaskStatus, result: Any, now: float) -> bool:
+        """At submission, a node's dependency is already final in storage; return True if the node
+        took it (a sync records it), False to treat it as any dependent does."""
+        if node.kind != SYNC:
+            return False
+        if status is S.COMPLETED:
+            node.coordination["results"][dep_id] = result
+        elif dep_id not in node.coordination["failed"]:
+            node.coordination["failed"].append(dep_id)
+        return True
+
+    def judge(self, node: Task, now: float) -> None:
+        """Settle a just-submitted node whose members are already (partly) final."""
+        if node.kind == SYNC and node.status is S.PENDING:
+            self._judge_sync(node, now)
+
+    # ---------------------------------------------------------------- sync
+
+    def _judge_sync(self, sync: Task, now: float) -> None:
+        state = sync.coordination
+        members = state["members"]  # in declared order (restored edges come in any order)
+        k = sync.quorum or len(members)
+        done = [m for m in members if m in state["results"]]
+        if len(done) >= k:
+            sync.result = {m: state["results"][m] for m in done}
+            sync.deadline = None
+            self._emit(SYNC_READY, sync, now, completed=done, k=k, n=len(members))
+            self.live.move(sync, S.COMPLETED, now)
+            return
+        failed = [m for m in members if m in state["failed"]]
+        if len(members) - len(failed) < k:
+            names = ", ".join(f"'{m}'" for m in failed)
+            reason = f"sync '{sync.id}' cannot reach {k} of {len(members)}: members {names} failed"
+            self._fail(sync, reason, now, failed=failed)
+
+    def sync_due(self, sync_id: Any, now: float) -> None:
+        """A sync's timeout passed: it fails if it still waits."""
+        sync = self.live.tasks.get(sync_id)
+        if sync is None or sync.kind != SYNC or sync.status is not S.PENDING:
+            return
+        if sync.deadline is None or sync.deadline > now:
+            return
+        k = sync.quorum or len(sync.coordination["members"])
+        have = len(sync.coordination["results"])
+        reason = f"sync '{sync.id}' timed out after {sync.timeout:g}s with {have} of {k} members completed"
+        self._fail(sync, reason, now, timeout=sync.timeout)
+
+    def _fail(self, sync: Task, reason: str, now: float, **payload: Any) -> None:
+        sync.error = sync.reason = reason
+        sync.deadline = None
+        self._emit(SYNC_FAILED, sync, now, reason=reason, **payload)
+        self.live.move(sync, S.FAILED, now, error=reason, reason=reason)
+
+    # ---------------------------------------------------------------- loop
+
+    def _loop_check_done(self, loop: Task, check: Task, now: float) -> None:
+        state = loop.coordination
+        round_ = state["round"]
+        result = check.result
+        until = state["until"]
+        if isinstance(result, Mapping) and until["key"] in result and result[until["key"]] == until["equals"]:
+            self._loop_end(loop, APPROVED, round_, result, now)
+        elif round_ >= state["max_rounds"]:
+            self._loop_end(loop, EXHAUSTED, round_, result, now)
+        else:
+            try:
+                body = self._round(loop, round_ + 1, check.id)
+                self.create(body, now, done=(check.id,))
+            except (InvalidSubmissionError, ValueError) as exc:
+                reason = f"loop '{loop.id}' could not start round {round_ + 1}: {exc}"
+                loop.error = loop.reason = reason
+                self.live.move(loop, S.FAILED, now, error=reason, reason=reason)
+                return
+            new_check = body[-1].id
+            state["round"], state["check"] = round_ + 1, new_check
+            loop.depends_on = (new_check,)
+            self.live.log.dependencies.add((loop.id, new_check))
+            self.live.link(loop, new_check)
+            self._touch(loop)
+            self.split_created(loop.id, [t.id for t in body], now, loop.ticket_id)
+            self.make_ready(body, now)
+
+    def _round(self, loop: Task, round_: int, previous_check: str) -> list[NewTask]:
+        if self.read_specs is None:
+            raise InvalidSubmissionError("this scheduler cannot read loop bodies")
+        body = self.read_specs(loop.coordination["body"])
+        ids = {t.id: round_id(loop.id, round_, t.id) for t in body}
+        return [
+            replace(
+                t,
+                id=ids[t.id],
+                depends_on=tuple(ids[d] for d in t.depends_on) or (previous_check,),
+                ticket_id=t.ticket_id or loop.ticket_id,
+                idempotency_key=None,
+            )
+            for t in body
+        ]
+
+    def _loop_end(self, loop: Task, outcome: str, rounds: int, last: Any, now: float) -> None:
+        loop.result = {"outcome": outcome, "rounds": rounds, "last": last}
+        self.live.move(loop, S.COMPLETED, now, outcome=outcome, rounds=rounds)
+
+    # ---------------------------------------------------------------- split
+
+    def split(self, parent: Task, children: Sequence[NewTask], now: float, complete: Callable[[], None]) -> None:
+        """Create ``children`` of the completing ``parent``, wire its plain dependents to them,
+        ``complete()`` the parent, then make the children that wait on nothing ready: one change
+        set.
+
+        Raises:
+            InvalidSplitError: the children break a submission rule (nothing was created).
+        """
+        try:
+            for child in children:
+                if child.id in self.live.tasks:
+                    raise TaskExistsError(f"task '{child.id}' already exists", task_id=child.id)
+                if child.kind != TASK:
+                    raise InvalidSubmissionError(f"child '{child.id}' is a {child.kind}: only tasks split off")
+            validate_submission(children, lambda tid: tid in self.live.tasks)
+        except InvalidSubmissionError as exc:
+            raise InvalidSplitError(f"split of task '{parent.id}' refused: {exc}", task_id=parent.id) from None
+        self.create(children, now)
+        child_ids = [c.id for c in children]
+        for dep_id in self.live.dependents.get(parent.id, ()):
+            dep = self.live.tasks.get(dep_id)
+            if dep is None or dep.kind != TASK or dep.status is not S.PENDING:
+                continue
+            dep.depends_on = (*dep.depends_on, *child_ids)
+            for cid in child_ids:
+                self.live.log.dependencies.add((dep.id, cid))
+                self.live.link(dep, cid)
+        self.split_created(parent.id, child_ids, now, parent.ticket_id)
+        complete()
+        self.make_ready(children, now)
+
+    # ---------------------------------------------------------------- shared
+
+    def create(self, new: Sequence[NewTask], now: float, done: Sequence[str] = ()) -> list[Task]:
+        """Create already-judged tasks (a round, a split's children) as a submission does, without
+        making any ready yet (``make_ready`` does, once the change set is wired); ``done`` names
+        completed tasks that left memory in this change set which some of them depend on."""
+        stored = {tid: StoredTask(tid, S.COMPLETED, "") for tid in done}
+        return create_tasks(self.live, new, now, stored, None)
+
+    def make_ready(self, new: Sequence[NewTask], now: float) -> None:
+        """Make the created tasks of ``new`` whose dependencies are all done ready."""
+        for spec in new:
+            task = self.live.tasks.get(spec.id)
+            if task is not None and task.status is S.PENDING and task.waiting_on == 0 and task.kind == TASK:
+                self.live.make_ready(task, now)
+
+    def _touch(self, node: Task) -> None:
+        if node.id not in self.live.log.created:
+            self.live.log.updated.add(node)
+
+    def _emit(self, event_type: str, node: Task, now: float, **payload: Any) -> None:
+        self.live.log.events.add(Event(
+            type=event_type, entity_type="coordination", entity_id=node.id, at=now,
+            payload={k: v for k, v in payload.items() if v is not None}, task_id=node.id,
+            ticket_id=node.ticket_id,
+        ))
