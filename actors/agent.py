@@ -54,7 +54,7 @@ from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.storable import clean_text, storable_json
 from omoi_ray.errors import OmoiError, PermanentError, ResultNotSerializableError, TaskCancelledError
-from omoi_ray.handler.context import BoundHandler, HandlerTable, TaskContext, TaskView
+from omoi_ray.handler.context import BoundHandler, HandlerTable, Split, TaskContext, TaskView
 from omoi_ray.handler.inbox import Inbox
 from omoi_ray.logs import setup_actor_logging
 from omoi_ray.naming import LOCKS_NAME, SCHEDULER_NAME
@@ -499,7 +499,8 @@ class AgentActor:
         del self.running[key]
         self.unacked.add(key)
         self.stats["finished"] += 1
-        self._report(Report("finished", a.task_id, a.attempt, outcome, result, error))
+        children = ctx.split_children if outcome is AttemptOutcome.COMPLETED and ctx.split_children else None
+        self._report(Report("finished", a.task_id, a.attempt, outcome, result, error, children))
         self.slot_freed.set()
         self.state_changed.set()
 
@@ -738,6 +739,12 @@ def _call_handler(
     """
     try:
         outcome, value, error = _outcome_of_handler(bound, view, ctx, run, agent)
+        if outcome is AttemptOutcome.COMPLETED and isinstance(value, Split):
+            try:
+                ctx.split(value.children)
+            except ValueError as exc:  # a bad child: the handler's own mistake, not retried
+                return AttemptOutcome.PERMANENT_FAILURE, None, _describe(exc)
+            value = value.result
         if outcome is not AttemptOutcome.COMPLETED:
             return outcome, None, error
         try:

@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ from omoi_ray.naming import LOCKS_NAME, agent_actor_name
 from omoi_ray.protocol import ExchangeReply, RuntimeStatus, WaitReply
 from omoi_ray.settings import Settings
 from omoi_ray.specs.agents import AgentInfo
+from omoi_ray.specs.coordination import parse_submission, read_specs
 from omoi_ray.specs.tasks import (
     AttemptInfo,
     TaskInfo,
@@ -118,7 +120,10 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)  # settings, logging, migration check, store, claim
         self.renew_at = time.time() + settings.owner_lease / 3
-        self.graph = TaskGraph(lease_ttl=settings.lease_ttl, stale_after=settings.stale_after)
+        self.graph = TaskGraph(
+            lease_ttl=settings.lease_ttl, stale_after=settings.stale_after,
+            read_specs=read_specs(settings.payload_max_bytes),
+        )
         snapshot = self.store.load()
         now = time.time()
         self.graph.restore(
@@ -179,7 +184,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
                 f"a submission holds {len(items)} tasks, over the limit of "
                 f"{self.settings.max_submission} (OMOI_MAX_SUBMISSION); split it"
             )
-        new = parse_new_tasks(items, self.settings.payload_max_bytes)
+        new = parse_submission(items, self.settings.payload_max_bytes)
         async with self.submit_lock:
             ids = {t.id for t in new if t.id not in self.graph.tasks}
             ids |= {d for t in new for d in t.depends_on if d not in self.graph.tasks}
@@ -189,6 +194,11 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
                 await self.commit.sync()
                 # A keyed read: done inline, a hop to the database thread would cost more.
                 stored, stored_keys = self.store.lookup(ids, keys)
+                finished = {d for t in new if t.kind == "sync" for d in t.depends_on if d in stored}
+                if finished:  # a sync's members that already ended: the sync takes their results
+                    rows = self.store.task_rows(sorted(finished))
+                    for tid, row in rows.items():
+                        stored[tid] = dataclasses.replace(stored[tid], result=row["result"])
             task_ids = self.graph.submit(new, time.time(), stored, stored_keys, request_id=request_id)
             self._after_change()
         await self.commit.sync()
@@ -400,21 +410,18 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
     ) -> ExchangeReply:
         """Apply an agent's reports, renew its lease, and (unless ``wait`` is None) hand it up to
         its free slots of ready tasks, parking up to ``wait`` seconds when there are none."""
-        now = time.time()
-        self.stats["exchanges"] += 1
-        self.stats["reports"] += len(reports)
-        agent = self.graph.live_agent(agent_id, incarnation)
-        if agent is None:
+        reports = _intake(reports, self.settings.result_max_bytes)
+        if any(r.children for r in reports):
+            # Children are judged against storage, then applied with no await in between, under
+            # the submission lock: no submission creates one of their ids meanwhile.
+            async with self.submit_lock:
+                reports = await self._split_intake(reports)
+                applied = self._apply_reports(agent_id, incarnation, reports, held)
+        else:
+            applied = self._apply_reports(agent_id, incarnation, reports, held)
+        if applied is None:
             return ExchangeReply(reregister=True)
-        self.graph.renew(agent, now)
-        rejected: list[Rejection] = []
-        for report in _intake(reports, self.settings.result_max_bytes):
-            rejection = self.graph.apply_report(agent, report, now)
-            if rejection is not None:
-                rejected.append(rejection)
-        if held is not None:
-            for task_id, attempt in self.graph.heartbeat(agent, held, now):
-                rejected.append(Rejection(task_id, attempt, "stop: this attempt no longer counts"))
+        agent, rejected, now = applied
         tasks: list[Task] = []
         if wait is not None and not self.stopping:
             parked = self.parked.get(agent_id)
@@ -434,6 +441,65 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _apply_reports(
+        self, agent_id: str, incarnation: str, reports: Sequence[Report], held: Sequence[tuple[str, int]] | None
+    ) -> tuple[Any, list[Rejection], float] | None:
+        """Renew the agent's lease and apply its reports and heartbeat; None if it must register
+        again, else ``(agent, rejections, now)``."""
+        now = time.time()
+        self.stats["exchanges"] += 1
+        self.stats["reports"] += len(reports)
+        agent = self.graph.live_agent(agent_id, incarnation)
+        if agent is None:
+            return None
+        self.graph.renew(agent, now)
+        rejected: list[Rejection] = []
+        for report in reports:
+            rejection = self.graph.apply_report(agent, report, now)
+            if rejection is not None:
+                rejected.append(rejection)
+        if held is not None:
+            for task_id, attempt in self.graph.heartbeat(agent, held, now):
+                rejected.append(Rejection(task_id, attempt, "stop: this attempt no longer counts"))
+        return agent, rejected, now
+
+    async def _split_intake(self, reports: Sequence[Report]) -> list[Report]:
+        """Completed reports' children as the core takes them (validated ``NewTask``s), or the
+        attempt's permanent failure saying why they were refused (a bad field, too many, an id or
+        idempotency key already stored)."""
+        out = list(reports)
+        for i, report in enumerate(out):
+            if not report.children:
+                continue
+            if report.outcome is not AttemptOutcome.COMPLETED:  # a failed attempt's children are dropped
+                out[i] = report._replace(children=None)
+                continue
+            why = None
+            try:
+                if not isinstance(report.children, list) or len(report.children) > self.settings.max_submission:
+                    raise InvalidSubmissionError(
+                        f"a split holds more than {self.settings.max_submission} tasks (OMOI_MAX_SUBMISSION)"
+                    )
+                children = parse_new_tasks(report.children, self.settings.payload_max_bytes)
+                ids = {c.id for c in children if c.id not in self.graph.tasks}
+                keys = {c.idempotency_key for c in children if c.idempotency_key}
+                await self.commit.sync()
+                stored, stored_keys = self.store.lookup(ids, keys)
+                taken = sorted(stored) + sorted(stored_keys)
+                if taken:
+                    raise InvalidSubmissionError(f"'{taken[0]}' already names a stored task")
+            except InvalidSubmissionError as exc:
+                why = str(exc)
+            if why is None:
+                out[i] = report._replace(children=children)
+            else:
+                out[i] = report._replace(
+                    outcome=AttemptOutcome.PERMANENT_FAILURE, result=None, children=None,
+                    error=clean_text(f"InvalidSplitError: split of task '{report.task_id}' refused: {why}",
+                                     max_chars=MAX_ERROR_CHARS),
+                )
+        return out
 
     async def _park(self, agent_id: str, request_id: str, wait: float) -> list[Task]:
         self._release_parked(agent_id)

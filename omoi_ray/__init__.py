@@ -38,8 +38,9 @@ from omoi_ray.errors import (
     UnknownDependencyError,
     WaitTimeoutError,
 )
-from omoi_ray.handler.context import TaskContext, TaskView
+from omoi_ray.handler.context import Split, TaskContext, TaskView
 from omoi_ray.settings import Settings
+from omoi_ray.specs.coordination import LoopSpec, SplitSpec, SyncSpec
 from omoi_ray.specs.events import EventRecord
 from omoi_ray.specs.tasks import AttemptInfo, TaskInfo, TaskSpec
 
@@ -52,11 +53,15 @@ __all__ = [
     "EventRecord",
     "InvalidSubmissionError",
     "InvalidTaskSpecError",
+    "LoopSpec",
     "OmoiError",
     "PermanentError",
     "Priority",
     "Runtime",
     "Settings",
+    "Split",
+    "SplitSpec",
+    "SyncSpec",
     "TaskCancelledError",
     "TaskContext",
     "TaskInfo",

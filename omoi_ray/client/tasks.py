@@ -29,6 +29,7 @@ from omoi_ray.client._args import wait_seconds
 from omoi_ray.client.calls import Step, Steps, flavours
 from omoi_ray.errors import InvalidSubmissionError, OmoiError, WaitTimeoutError
 from omoi_ray.protocol import WaitReply
+from omoi_ray.specs.coordination import LoopSpec, SplitSpec, SyncSpec
 from omoi_ray.specs.tasks import (
     AttemptInfo,
     TaskInfo,
@@ -67,7 +68,9 @@ class Tasks:
         Args:
             tasks: a list (or other iterable) of ``TaskSpec`` or dicts of its fields; a single
                 task, a string or a mapping is refused, asking for a list. Submitting a task
-                again with the same id and definition is a no-op.
+                again with the same id and definition is a no-op. Coordination specs
+                (``SyncSpec``, ``LoopSpec``, ``SplitSpec``, or dicts with their ``kind``) may
+                be mixed in; a ``SplitSpec`` contributes its children's ids.
 
         Returns:
             The tasks' ids, in order (ids left out are made here, as uuid4 hex).
@@ -284,6 +287,10 @@ def _with_id(item: TaskSpec | Mapping[str, Any], index: int) -> TaskSpec | dict[
     have been changed since it was built, and the scheduler checks every field again)."""
     if isinstance(item, TaskSpec):
         item = task_spec_fields(item, index)
+    elif isinstance(item, (SyncSpec, LoopSpec, SplitSpec)):
+        return item.model_dump()  # checked again by the scheduler (``specs.coordination``)
+    if isinstance(item, Mapping) and item.get("kind") in ("sync", "loop", "split"):
+        return dict(item)
     if isinstance(item, Mapping):
         out = dict(item)
         out.setdefault("id", uuid.uuid4().hex)

@@ -14,6 +14,11 @@ Rules:
   ``core.handoff.HandoffContext``: offer id, from agent, reason, context); it is None otherwise.
   ``ctx.handoffs`` offers this attempt to other agents, and accepts or declines offers for this
   agent (``omoi_ray.client.handoffs``).
+- Splitting: ``ctx.split([...tasks])`` (sync or async handlers alike: it only records them), or
+  returning ``Split(children, result=...)``, makes the children part of this attempt's
+  completion: the scheduler creates them in the transaction that completes the task, and the
+  task's dependents wait for them too (``omoi_ray.core.coordination``). A failed attempt's
+  children are dropped.
 - Messages: ``ctx.inbox`` is the agent's live inbox (``omoi_ray.handler.inbox``); ``ctx.send``,
   ``ctx.send_many`` and ``ctx.mark_read`` go through the scheduler with the agent as sender or
   reader (``..._async`` forms for async handlers).
@@ -60,6 +65,19 @@ _view_of = task_fields.compile_mapping(
 )
 
 
+@dataclass(frozen=True)
+class Split:
+    """A handler's return value that splits its task: ``children`` (``TaskSpec``s or dicts of
+    their fields) are created when the task completes with ``result``.
+
+    Example: ``return omoi.Split([omoi.TaskSpec(id=f"part-{i}", type="work") for i in range(3)],
+    result={"parts": 3})``.
+    """
+
+    children: list[Any]
+    result: Any = None
+
+
 @dataclass(eq=False)
 class TaskContext:
     """The context of one attempt."""
@@ -80,6 +98,35 @@ class TaskContext:
     #: the accepted hand-off offer this attempt came from (``HandoffContext``), else None
     handoff: Any = None
     _handoffs: Any = field(default=None, repr=False)
+    #: the children this attempt split off so far (spec dicts), created if it completes
+    split_children: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def split(self, children: Any) -> list[str]:
+        """Split this task: ``children`` run once it completes, and its dependents wait for them.
+
+        Args:
+            children: a list of ``TaskSpec`` or dicts of their fields; they may depend on each
+                other and on live tasks. Calls add up.
+
+        Returns:
+            The children's ids, in order.
+
+        Raises:
+            InvalidTaskSpecError: a bad child (checked here; the scheduler checks ids and the
+                graph when the attempt completes and fails it, creating nothing, if they break
+                a rule: ``InvalidSplitError``).
+        """
+        from omoi_ray.specs.tasks import check_list, iter_task_specs
+
+        try:
+            items = check_list(children, "children")
+        except ValueError as exc:
+            from omoi_ray.errors import InvalidTaskSpecError
+
+            raise InvalidTaskSpecError(f"task '{self.task_id}' split: {exc}") from None
+        specs = [s.model_dump(mode="json") for s in iter_task_specs(list(items), 2**62)]
+        self.split_children.extend(specs)
+        return [s["id"] for s in specs]
 
     @property
     def handoffs(self) -> Any:
