@@ -136,7 +136,7 @@ def test_a_bad_split_fails_the_parent_and_creates_nothing(rt, uid):
     [
         ({"kind": "sync", "id": "s", "members": ["m1", "m2"], "k": 3}, InvalidCoordinationError, "k is 3, more than its 2"),
         ({"kind": "sync", "id": "s", "members": ["m1"], "k": 0}, InvalidCoordinationError, "k must be an integer"),
-        ({"kind": "sync", "id": "s", "members": ["m1", "m1"]}, InvalidCoordinationError, "'m1' appears more than once"),
+        ({"kind": "sync", "id": "s", "members": ["m1", "m1"]}, InvalidCoordinationError, "m1' appears more than once"),
         ({"kind": "sync", "id": "s", "members": ["m1", "ghost"]}, UnknownDependencyError, "unknown task 'ghost'"),
         ({"kind": "loop", "id": "l", "check": "m1", "until": {"key": "v"}, "max_rounds": 0, "body": [{"id": "b", "type": "t"}]},
          InvalidCoordinationError, "max_rounds"),
