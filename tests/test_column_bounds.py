@@ -21,6 +21,7 @@ from omoi_ray.actors.event_relay import CURSOR_NAME
 import omoi_ray as omoi
 from omoi_ray.core import events as event_types
 from omoi_ray.core import model, storable
+from omoi_ray.core.coordination import NODE_KINDS
 from omoi_ray.core.handoff import REQUEST_PREFIX, HandoffStatus
 from omoi_ray.core.health import AgentHealth
 from omoi_ray.core.locks import LockMode
@@ -95,6 +96,7 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("tasks", "phase"): NAME,
     ("tasks", "type"): NAME,
     ("tasks", "status"): _longest_word(TaskStatus),
+    ("tasks", "kind"): max(map(len, NODE_KINDS)),
     ("tasks", "idempotency_key"): IDEMPOTENCY_KEY,
     ("tasks", "fingerprint"): SHA256_HEX,
     ("tasks", "agent_id"): NAME,
