@@ -47,6 +47,15 @@ def test_sync_k_of_n_completes_with_member_results_and_its_dependent_runs(rt, ui
     assert _types(rt, s) == ["coordination.sync.created", "coordination.sync.ready"]
 
 
+def test_a_sync_over_members_that_already_completed_takes_their_stored_results(rt, uid):
+    a, b, s = f"{uid}-a", f"{uid}-b", f"{uid}-s"
+    rt.submit([answer(a, {"n": 1}), answer(b, fail=True)])
+    assert rt.wait([a, b], timeout=60) == {a: "completed", b: "failed"}
+    rt.submit([omoi.SyncSpec(id=s, members=[a, b], k=1)])
+    assert rt.wait([s], timeout=60) == {s: "completed"}
+    assert rt.get(s).result == {a: {"n": 1}}
+
+
 def test_sync_fails_at_once_when_k_is_unreachable_naming_the_failed_members(rt, uid):
     a, b, c, s, after = (f"{uid}-{x}" for x in "abcsz")
     go = f"{uid}-go"
