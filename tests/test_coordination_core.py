@@ -235,3 +235,35 @@ def test_static_split_emits_split_created():
     event = next(e for e in h.events if e.type == "coordination.split.created")
     assert event.entity_id == "p" and event.payload == {"children": ["c1"]}
     assert h.graph.tasks["c1"].depends_on == ("p",)
+
+
+def test_split_children_may_depend_on_their_parent_and_on_each_other():
+    h = harness()
+    w = h.agent("w", capacity=8)
+    h.submit(spec("p"), spec("cont", "p"))
+    h.claim(w)
+    h.start(w, "p")
+    children = parse_submission([{"id": "c1", "type": "t", "depends_on": ["p"]},
+                                 {"id": "c2", "type": "t", "depends_on": ["p", "c1"]}], 1000)
+    from omoi_ray.core.claims import Report
+
+    h.graph.apply_report(w, Report("finished", "p", 1, AttemptOutcome.COMPLETED, None, None, children), h.now)
+    assert h.status("c1") == "ready" and h.status("c2") == "pending"
+    assert h.graph.tasks["c1"].depends_on == ("p",)  # no edge to itself
+    assert sorted(h.graph.tasks["cont"].depends_on) == ["c1", "c2", "p"]
+
+
+def test_a_split_with_a_cycle_is_refused():
+    h = harness()
+    w = h.agent("w", capacity=8)
+    h.submit(spec("p"))
+    h.claim(w)
+    h.start(w, "p")
+    h.drain()
+    children = parse_submission([{"id": "c1", "type": "t", "depends_on": ["c2"]},
+                                 {"id": "c2", "type": "t", "depends_on": ["c1"]}], 1000)
+    from omoi_ray.core.claims import Report
+
+    h.graph.apply_report(w, Report("finished", "p", 1, AttemptOutcome.COMPLETED, None, None, children), h.now)
+    changes = h.drain()
+    assert changes.created == [] and "cycle: c1 -> c2 -> c1" in rows(changes)["p"].error

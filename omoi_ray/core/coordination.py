@@ -42,14 +42,14 @@ from dataclasses import replace
 from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
-from omoi_ray.core.model import Event, NewTask, Task
+from omoi_ray.core.model import TASK_KIND, Event, NewTask, Task
 from omoi_ray.core.submission import StoredTask, create_tasks
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.core.timers import Timers
 from omoi_ray.errors import InvalidSplitError, InvalidSubmissionError, TaskExistsError
 
 S = TaskStatus
-TASK = "task"
+TASK = TASK_KIND
 SYNC = "sync"
 LOOP = "loop"
 #: node kind -> what it is (every kind a task row may carry; ``TASK`` is run by agents)
@@ -148,10 +148,17 @@ class Coordination:
             node.coordination["failed"].append(dep_id)
         return True
 
-    def judge(self, node: Task, now: float) -> None:
-        """Settle a just-submitted node whose members are already (partly) final."""
-        if node.kind == SYNC and node.status is S.PENDING:
-            self._judge_sync(node, now)
+    def submitted(self, created: Sequence[Task], now: float) -> None:
+        """A submission's tasks are in: settle its syncs whose members are already final, and
+        record a static split (children marked ``{"split_of": parent}``) per parent."""
+        splits: dict[str, list[str]] = {}
+        for task in created:
+            if task.kind == SYNC and task.status is S.PENDING:
+                self._judge_sync(task, now)
+            elif task.kind == TASK and isinstance(task.coordination, dict) and "split_of" in task.coordination:
+                splits.setdefault(task.coordination["split_of"], []).append(task.id)
+        for parent, children in splits.items():
+            self.split_created(parent, children, now, None)
 
     # ---------------------------------------------------------------- sync
 
@@ -224,6 +231,9 @@ class Coordination:
             raise InvalidSubmissionError("this scheduler cannot read loop bodies")
         body = self.read_specs(loop.coordination["body"])
         ids = {t.id: round_id(loop.id, round_, t.id) for t in body}
+        taken = sorted(i for i in ids.values() if i in self.live.tasks)
+        if taken:
+            raise TaskExistsError(f"task '{taken[0]}' already exists", task_id=taken[0])
         return [
             replace(
                 t,
@@ -260,10 +270,10 @@ class Coordination:
             raise InvalidSplitError(f"split of task '{parent.id}' refused: {exc}", task_id=parent.id) from None
         self.create(children, now)
         child_ids = [c.id for c in children]
-        for dep_id in self.live.dependents.get(parent.id, ()):
+        for dep_id in list(self.live.dependents.get(parent.id, ())):
             dep = self.live.tasks.get(dep_id)
-            if dep is None or dep.kind != TASK or dep.status is not S.PENDING:
-                continue
+            if dep is None or dep.kind != TASK or dep.status is not S.PENDING or dep_id in child_ids:
+                continue  # a child that depends on the parent waits for it, not for itself
             dep.depends_on = (*dep.depends_on, *child_ids)
             for cid in child_ids:
                 self.live.log.dependencies.add((dep.id, cid))

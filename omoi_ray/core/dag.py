@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from omoi_ray.core.changes import ChangeRecorder
-from omoi_ray.core.model import Event, NewTask, Task
+from omoi_ray.core.model import TASK_KIND, Event, NewTask, Task
 from omoi_ray.core.ready import ReadyIndex
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import TERMINAL, TaskStatus, event_for
@@ -211,7 +211,7 @@ class LiveTasks:
                 dep = self.tasks.get(dep_id)
                 if dep is not None and dep.status is S.PENDING:
                     dep.waiting_on -= 1
-                    if dep.kind != "task" and self.nodes is not None:
+                    if dep.kind != TASK_KIND and self.nodes is not None:
                         self.nodes.upstream_completed(dep, task, now)
                     elif dep.waiting_on == 0:
                         self.make_ready(dep, now)
@@ -224,5 +224,5 @@ class LiveTasks:
             dep = self.tasks.get(dep_id)
             if dep is not None and dep.status is S.PENDING:
                 dep.waiting_on -= 1
-                if dep.kind == "task" or self.nodes is None or not self.nodes.upstream_failed(dep, task, now):
+                if dep.kind == TASK_KIND or self.nodes is None or not self.nodes.upstream_failed(dep, task, now):
                     self.doom(dep, root, reason, now)

@@ -79,6 +79,10 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 
+#: the ``kind`` of a task an agent runs; every other kind is a handler-less node
+#: (``core.coordination.NODE_KINDS``)
+TASK_KIND = "task"
+
 
 @dataclass(slots=True)
 class NewTask:
@@ -98,7 +102,7 @@ class NewTask:
     fingerprint: str = ""  # hash of the definition; equal fingerprints mean "same task"
     locks: tuple[tuple[str, str, str], ...] = ()  # (resource type, resource id, mode) to hold while running
     #: ``"task"`` (run by an agent) or a handler-less node the core settles (``core.coordination``)
-    kind: str = "task"
+    kind: str = TASK_KIND
     quorum: int | None = None  # a sync's k: members that must complete
     #: a node's state as JSON (``core.coordination``): a sync's members' results, a loop's rounds
     coordination: Any = None
@@ -123,7 +127,7 @@ class Task:
     fingerprint: str
     created_at: float
     locks: tuple[tuple[str, str, str], ...] = ()
-    kind: str = "task"
+    kind: str = TASK_KIND
     quorum: int | None = None
     coordination: Any = None
     status: TaskStatus = TaskStatus.PENDING

@@ -44,7 +44,7 @@ from omoi_ray.core.claims import Claims
 from omoi_ray.core.coordination import Coordination, ReadSpecs
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
-from omoi_ray.core.model import Agent, Attempt, AttemptOutcome, NewTask, Task, Thread
+from omoi_ray.core.model import TASK_KIND, Agent, Attempt, AttemptOutcome, NewTask, Task, Thread
 from omoi_ray.core.ranking import Match, Query, search
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
 from omoi_ray.core.submission import StoredTask, submit
@@ -178,7 +178,7 @@ class TaskGraph:
                 continue
             task.depends_on = (*task.depends_on, dep_id)
             linked = live.link(task, dep_id)
-            if not linked and dep_status in FAILED_FOR_GOOD and task.kind == "task":
+            if not linked and dep_status in FAILED_FOR_GOOD and task.kind == TASK_KIND:
                 doomed.append((task, dep_id, dep_status))
         self.registry.restore(agents, now)
         self.threads.restore(threads, next_message_seq)
@@ -196,7 +196,7 @@ class TaskGraph:
             if task.status is S.PENDING:
                 live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
         for task in list(live.tasks.values()):
-            if task.kind != "task":
+            if task.kind != TASK_KIND:
                 self.coordination.restored(task, now)
             elif task.status is S.PENDING and task.waiting_on == 0:
                 live.make_ready(task, now)

@@ -11,6 +11,8 @@ Rules:
 - New tasks get increasing ``seq`` numbers in submission order and a ``task.created`` event; a
   task whose dependencies are all completed becomes ready at once, one with a dependency that
   failed for good becomes ``upstream_failed``.
+- Handler-less nodes (a ``kind`` other than ``TASK_KIND``) are never made ready: the live tasks'
+  ``nodes`` (``core.coordination``) take them as they are created and once the submission is in.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
-from omoi_ray.core.model import NewTask, Task
+from omoi_ray.core.model import TASK_KIND, NewTask, Task
 from omoi_ray.core.task_fields import task_from_new
 from omoi_ray.core.tasks import CREATED_EVENT, FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.errors import IdempotencyConflictError, TaskExistsError
@@ -93,18 +95,10 @@ def submit(
     validate_submission(fresh, lambda tid: tid in live.tasks or tid in stored or tid in alias.values())
 
     created = create_tasks(live, fresh, now, stored, request_id)
-    nodes = live.nodes
-    splits: dict[str, list[str]] = {}
+    if live.nodes is not None:
+        live.nodes.submitted(created, now)
     for task in created:
-        if task.kind == "task" and isinstance(task.coordination, dict) and "split_of" in task.coordination:
-            splits.setdefault(task.coordination["split_of"], []).append(task.id)
-        elif task.kind != "task" and nodes is not None:
-            nodes.judge(task, now)
-    for parent, children in splits.items():
-        if nodes is not None:
-            nodes.split_created(parent, children, now, None)
-    for task in created:
-        if task.status is S.PENDING and task.waiting_on == 0 and task.kind == "task":
+        if task.status is S.PENDING and task.waiting_on == 0 and task.kind == TASK_KIND:
             live.make_ready(task, now)
     return [alias.get(spec.id, spec.id) for spec in new]
 
@@ -184,10 +178,10 @@ def create_tasks(
                 "priority": task.priority.name,
                 "requires": sorted(task.requires),
                 "depends_on": list(task.depends_on),
-                "kind": None if task.kind == "task" else task.kind,
+                "kind": None if task.kind == TASK_KIND else task.kind,
             },
         )
-        if task.kind != "task" and nodes is not None:
+        if task.kind != TASK_KIND and nodes is not None:
             nodes.created(task, now)
         created.append(task)
 
@@ -196,7 +190,7 @@ def create_tasks(
             live.log.dependencies.add((task.id, dep))
             if not live.link(task, dep):
                 ref = stored[dep]
-                if task.kind != "task" and nodes is not None and nodes.stored_upstream(task, dep, ref.status, ref.result, now):
+                if task.kind != TASK_KIND and nodes is not None and nodes.stored_upstream(task, dep, ref.status, ref.result, now):
                     continue
                 if ref.status in FAILED_FOR_GOOD:
                     doomed.append((task, dep, f"upstream task '{dep}' {ref.status.value}"))
