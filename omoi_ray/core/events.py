@@ -69,14 +69,20 @@ _EMITTED = (
     EventType("lock.waiting", "lock_request", "a request is queued behind a conflicting holder"),
     EventType("lock.wait_ended", "lock_request", "a queued request gave up (timeout, cancel, dropped)"),
     EventType("lock.deadlock", "lock_request", "a request would close a wait-for cycle and was refused"),
+    EventType(
+        "coordination.join.created", "coordination",
+        "a task with a merge strategy was submitted (entity: the join task; strategy, sources)",
+    ),
+    EventType(
+        "coordination.merge.completed", "coordination",
+        "a join's handler merged its sources with `ctx.merged()` (strategy, sources, result keys, attempt)",
+    ),
 )
 
 _DECLARED = (
     EventType("coordination.sync.created", "coordination", "a sync point was declared"),
     EventType("coordination.sync.ready", "coordination", "every member reached the sync point"),
     EventType("coordination.split.created", "coordination", "a task was split into parts"),
-    EventType("coordination.join.created", "coordination", "a join over several tasks was declared"),
-    EventType("coordination.merge.completed", "coordination", "the results of a join were merged"),
 )
 
 EMITTED: dict[str, EventType] = {t.name: t for t in _EMITTED}

@@ -17,6 +17,10 @@ Rules:
 - A merge spec is checked by ``check_merge`` (a ``ValueError`` naming the field, for the edge to
   turn into its typed error) and normalised to a dict: ``{"strategy": name, **params}`` with
   every default filled in.
+- Events (entity type ``coordination``, entity id the join task's id): ``coordination.join.created``
+  when a task with a merge is submitted, in the submission's transaction (``join_created``);
+  ``coordination.merge.completed`` each time a handler's ``ctx.merged()`` computed the merge
+  (``merge_completed``; payload ``summary``).
 - Pure: no ray, sqlalchemy, redis or pydantic.
 """
 
@@ -28,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omoi_ray.core.model import Event, Task
 from omoi_ray.errors import MergeError, MergeQuorumError, MergeTieError
 
 Source = tuple[str, Any]
@@ -340,3 +345,27 @@ def summary(spec: Mapping[str, Any], sources: Sequence[Source], result: Any) -> 
     and the result's keys (sorted; ``[]`` when it is not a mapping)."""
     keys = sorted(str(k) for k in result) if isinstance(result, Mapping) else []
     return {"strategy": spec["strategy"], "sources": [s for s, _ in sources], "result_keys": keys}
+
+
+JOIN_CREATED = "coordination.join.created"
+MERGE_COMPLETED = "coordination.merge.completed"
+
+
+def join_created(task: Task, now: float, request_id: str | None = None) -> Event:
+    """The ``coordination.join.created`` event of a submitted task with a merge: its strategy
+    and its sources (``depends_on``, in order)."""
+    assert task.merge is not None
+    return Event(
+        type=JOIN_CREATED, entity_type="coordination", entity_id=task.id, at=now,
+        payload={"strategy": task.merge["strategy"], "sources": list(task.depends_on)},
+        task_id=task.id, ticket_id=task.ticket_id, request_id=request_id,
+    )
+
+
+def merge_completed(task: Task, attempt: int, summary: dict[str, Any], now: float) -> Event:
+    """The ``coordination.merge.completed`` event: ``summary`` (strategy, source ids, result
+    keys) and the attempt that merged."""
+    return Event(
+        type=MERGE_COMPLETED, entity_type="coordination", entity_id=task.id, at=now,
+        payload={**summary, "attempt": attempt}, task_id=task.id, agent_id=task.agent_id, ticket_id=task.ticket_id,
+    )

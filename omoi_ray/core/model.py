@@ -97,6 +97,7 @@ class NewTask:
     idempotency_key: str | None = None
     fingerprint: str = ""  # hash of the definition; equal fingerprints mean "same task"
     locks: tuple[tuple[str, str, str], ...] = ()  # (resource type, resource id, mode) to hold while running
+    merge: dict[str, Any] | None = None  # a join's merge strategy (``core.merge``), normalised
 
 
 @dataclass(slots=True)
@@ -118,6 +119,7 @@ class Task:
     fingerprint: str
     created_at: float
     locks: tuple[tuple[str, str, str], ...] = ()
+    merge: dict[str, Any] | None = None  # a join's merge strategy (``core.merge``), normalised
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = 0
     waiting_on: int = 0

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
+from omoi_ray.core.merge import join_created
 from omoi_ray.core.model import NewTask, Task
 from omoi_ray.core.task_fields import task_from_new
 from omoi_ray.core.tasks import CREATED_EVENT, FAILED_FOR_GOOD, TaskStatus
@@ -109,6 +110,8 @@ def submit(
                 "depends_on": list(task.depends_on),
             },
         )
+        if task.merge is not None:
+            live.log.events.add(join_created(task, now, request_id))
         created.append(task)
 
     for task in created:

@@ -126,6 +126,7 @@ FIELDS: tuple[TaskField, ...] = (
     F("fingerprint", PLAIN, N | R),  # computed from the spec (TaskSpec.fingerprint)
     F("created_at", STAMP, R | I),
     F("locks", LOCKS, S | N | R | W),
+    F("merge", JSON, S | N | R | I),  # a join's merge strategy (``core.merge.check_merge``) or None
     F("status", STATUS, R | U | I),
     F("attempt", PLAIN, R | U | I | W | V),
     F("waiting_on", PLAIN, NONE),  # rebuilt from the dependencies on restore

@@ -114,6 +114,7 @@ class TaskRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locks: Mapped[Any] = mapped_column(JSONType, nullable=True)  # [[type, id, mode], ...]
+    merge: Mapped[Any] = mapped_column(JSONType, nullable=True)  # a join's merge strategy (core.merge)
 
 
 class TaskDependencyRow(Base):
