@@ -93,11 +93,15 @@ def substitute(value: Any, variables: Mapping[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class Expansion:
-    """A pattern's submission: ``items`` in dependency order, and the ids of each step's items
-    (``ids[step]``: one id, or a split's children in order)."""
+    """A pattern's submission: ``items`` in dependency order, the ids of each step's items
+    (``ids[step]``: one id, or a split's children in order), the ``prefix`` used, and the
+    ``finals``: the steps no other step refers to, in declaration order (their outcome is the
+    pattern's)."""
 
     items: list[dict[str, Any]]
     ids: dict[str, list[str]] = field(default_factory=dict)
+    prefix: str = ""
+    finals: tuple[str, ...] = ()
 
 
 def references(step: Mapping[str, Any]) -> list[str]:
@@ -228,4 +232,6 @@ def expand(
             ids[name] = [sid]
         else:  # the schema admits no other kind
             raise PatternError(f"{source}: step '{name}': unknown kind {kind!r}", step=name)
-    return Expansion(items, ids)
+    referred = {ref for step in steps.values() for ref in references(step)}
+    finals = tuple(name for name in steps if name not in referred)
+    return Expansion(items, ids, prefix, finals)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -468,14 +469,14 @@ def _substitute_steps(steps: dict[str, Any], values: dict[str, Any], source: str
 
 
 def load_pattern(
-    name_or_path: str | Path, params: Any = None, *, prefix: str, ticket: str | None = None,
+    name_or_path: str | Path, params: Any = None, *, prefix: str | None = None, ticket: str | None = None,
 ) -> tuple[PatternHead, Expansion]:
     """Read, check and expand a pattern.
 
     Args:
         name_or_path: a shipped pattern's name (``"majority_vote"``) or a file's path.
         params: parameter name -> value (checked against the declared types).
-        prefix: the expanded ids' prefix (a task id).
+        prefix: the expanded ids' prefix (a task id); None: ``"{pattern name}-{8 hex digits}"``.
         ticket: the ticket id every item carries, or None.
 
     Returns:
@@ -492,11 +493,12 @@ def load_pattern(
 
 
 def parse_pattern(
-    data: bytes | str, source: str, params: Any = None, *, prefix: str, ticket: str | None = None,
+    data: bytes | str, source: str, params: Any = None, *, prefix: str | None = None, ticket: str | None = None,
 ) -> tuple[PatternHead, Expansion]:
     """``load_pattern`` on a file's contents (``source`` names it in messages)."""
     try:
-        check_name(prefix, "prefix")
+        if prefix is not None:
+            check_name(prefix, "prefix")
         if ticket is not None:
             check_name(ticket, "ticket")
     except ValueError as exc:
@@ -506,6 +508,8 @@ def parse_pattern(
         head = PatternHead.model_validate(raw)
     except ValidationError as exc:
         raise PatternError(_errors(exc, source)) from None
+    if prefix is None:
+        prefix = f"{head.name}-{uuid.uuid4().hex[:8]}"
     values = resolve_parameters(head, params, source)
     steps = _substitute_steps(head.steps, values, source)
     plain: dict[str, dict[str, Any]] = {}
