@@ -133,3 +133,21 @@ def test_custom_runs_the_given_function_on_the_sources():
     assert m.merge(spec, [("a", 1), ("b", 2)], custom=lambda s: sum(r for _, r in s)) == 3
     with pytest.raises(MergeError, match="was not resolved"):
         m.merge(spec, [("a", 1)])
+
+
+def test_handlers_can_test_their_merge_without_ray():
+    from omoi_ray.testing import make_context, run_handler
+
+    def decide(task, ctx):
+        return {"decision": ctx.merged()["winner"]}
+
+    upstream = {"e1": {"answer": "yes"}, "e2": {"answer": "no"}, "e3": {"answer": "yes"}}
+    ctx = make_context("d", upstream=upstream, merge={"strategy": "majority", "key": "answer"})
+    assert run_handler(decide, ctx=ctx) == {"decision": "yes"}
+    assert ctx.merges == [{"strategy": "majority", "sources": ["e1", "e2", "e3"], "result_keys": [
+        "abstained", "counts", "quorum", "tie", "votes", "winner"]}]
+    custom = {"strategy": "custom", "function": "tests.join_handlers:count_sources"}
+    assert run_handler("tests.join_handlers:join", upstream={"a": 1}, merge=custom) == {"merged": {"ids": ["a"], "n": 1}}
+    with pytest.raises(MergeError, match="merge function 'tests.join_handlers:nope'"):
+        run_handler("tests.join_handlers:join", upstream={"a": 1},
+                    merge={"strategy": "custom", "function": "tests.join_handlers:nope"})
