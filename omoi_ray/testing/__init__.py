@@ -53,8 +53,8 @@ from omoi_ray.core.merge import check_merge, summary
 from omoi_ray.core.storable import check_json
 from omoi_ray.errors import InvalidMergeError, LockUnavailableError
 from omoi_ray.handler.context import BoundHandler, TaskContext, TaskView
-from omoi_ray.handler.merge import compute
 from omoi_ray.handler.inbox import Inbox
+from omoi_ray.handler.merge import compute
 from omoi_ray.specs.locks import parse_request
 from omoi_ray.specs.messages import MessageInfo
 from omoi_ray.store.memory import MemoryStore
@@ -67,7 +67,7 @@ _MESSAGE_SEQ = itertools.count(1)
 
 def fake_message(
     body: Any = None, *, sender: str = "peer", thread_id: str = "thread", to: str | None = None,
-    kind: str = "message", id: str | None = None, seq: int | None = None,  # noqa: A002 - the message's id
+    kind: str = "message", id: str | None = None, seq: int | None = None,
 ) -> MessageInfo:
     """A ``MessageInfo`` as the scheduler would deliver it (``id`` and ``seq`` made up when not given)."""
     seq = next(_MESSAGE_SEQ) if seq is None else seq
