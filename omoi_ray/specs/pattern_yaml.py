@@ -78,7 +78,8 @@ class _Loader(yaml.SafeLoader):
 
 
 for _tag, _pattern, _first in _RESOLVERS:
-    _Loader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_pattern})$"), list(_first))
+    # PyYAML calls regexp.match: anchored at the start; \Z (not $) anchors the very end
+    _Loader.add_implicit_resolver(_tag, re.compile(rf"(?:{_pattern})\Z"), list(_first))
 
 
 class _Refused(Exception):
