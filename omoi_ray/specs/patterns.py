@@ -61,7 +61,7 @@ MAX_ROUNDS = 1000
 _TYPES: dict[str, Any] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v)),
     "boolean": lambda v: isinstance(v, bool),
     "list": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),
