@@ -22,7 +22,8 @@ Rules:
   list, stats), ``MessagingCalls`` (``scheduler_messaging``: threads, messages, receipts, live
   delivery, retention), ``HandoffCalls`` (``scheduler_handoffs``: negotiated hand-offs). They
   share this actor's graph, change log and group commit, so a handoff's task move and its thread
-  outcome commit in one transaction.
+  outcome commit in one transaction. ``JoinCalls`` (``scheduler_joins``: a join's merge inputs
+  and the record of its merge).
 - A change set that still cannot be stored never stops the actor: ``GroupCommit`` hands it to
   ``repair_unstorable``, which fails the tasks concerned with their reason recorded.
 """
@@ -40,6 +41,7 @@ from typing import Any
 import ray
 from omoi_ray.actors.durable import DurableWriter, exit_replaced, fire_and_forget, holds_start_error
 from omoi_ray.actors.scheduler_handoffs import HandoffCalls
+from omoi_ray.actors.scheduler_joins import JoinCalls
 from omoi_ray.actors.scheduler_messaging import PRUNE_EVERY, MessagingCalls
 from omoi_ray.actors.scheduler_registry import RegistryCalls
 
@@ -97,7 +99,7 @@ class _Countdown:
 
 
 @holds_start_error
-class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[TaskChanges]):
+class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, JoinCalls, DurableWriter[TaskChanges]):
     """The scheduler singleton: a Ray actor (``ray.remote(SchedulerActor)``, started by
     ``omoi_ray.client.runtime``) around a ``TaskGraph``, rebuilt from the database at start-up.
 

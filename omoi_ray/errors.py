@@ -275,3 +275,46 @@ class HandoffPendingError(HandoffError):
 class AcceptorUnavailableError(HandoffError):
     """The accepting agent cannot take the task now: it is not alive, its lease is stale, or it
     has no free slot. Nothing moved; the offer stays open."""
+
+
+# --- coordination: merges and pattern files ------------------------------------------------
+
+
+class InvalidMergeError(InvalidTaskSpecError):
+    """A task's ``merge`` names an unknown strategy or gives a parameter it cannot take (the
+    message names the task and the field)."""
+
+
+class MergeError(PermanentError):
+    """A join's merge could not be computed from its sources (a source is not a mapping, a
+    custom function failed or cannot be imported); raised in the handler, so the task fails
+    for good: the same sources would fail the same way."""
+
+
+class MergeQuorumError(MergeError):
+    """``majority``: the most common value has fewer votes than the quorum (``counts`` holds the votes)."""
+
+
+class MergeTieError(MergeError):
+    """``majority`` with ``tie: fail``: two or more values share the most votes (``counts`` holds them)."""
+
+
+class PatternError(OmoiError, ValueError):
+    """A pattern file or its parameters are not acceptable; nothing was submitted. The message
+    names the file and, where there is one, the step and the field."""
+
+
+class PatternNotFoundError(PatternError, LookupError):
+    """No shipped pattern has this name and no file is at this path."""
+
+
+class UnknownVariableError(PatternError):
+    """A ``${name}`` has no parameter of that name (``missing`` lists every such name)."""
+
+
+class UnknownStepError(PatternError):
+    """A step refers to a step name the pattern does not declare (``step`` names it)."""
+
+
+class PatternCycleError(PatternError):
+    """The pattern's steps depend on each other in a cycle (``cycle`` lists it)."""

@@ -7,6 +7,7 @@ emitted type, collecting what each ``take_changes()`` hands to the store.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -36,9 +37,14 @@ def _task_graph_events() -> list:
         spec("slow", timeout=5.0, max_retries=0),
         spec("lost"),
         spec("never", requires=("z",)),
+        dataclasses.replace(spec("join", "ok"), merge={"strategy": "combine"}),  # coordination.join.created
     )
     h.claim(worker)
     h.run(worker, "ok")
+    h.claim(worker)
+    h.start(worker, "join")
+    h.graph.record_merge("join", 1, {"strategy": "combine", "sources": ["ok"], "result_keys": []}, h.now)
+    h.finish(worker, "join")
     h.run(worker, "flaky", error="boom", outcome=AttemptOutcome.FAILED)  # retried after its backoff
     h.run(worker, "doomed", error="boom", outcome=AttemptOutcome.FAILED)  # fails for good; its dependant with it
     h.start(worker, "slow")

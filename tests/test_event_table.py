@@ -45,8 +45,9 @@ def _catalogue(types) -> dict[str, tuple[str, str]]:
 
 def test_the_readme_lists_exactly_the_emitted_and_declared_types_with_the_same_meaning():
     tables = _readme_tables()
-    assert len(tables) == 2, "the Events section has one table of written types and one of declared types"
-    written, declared = tables
+    # a table of written types, and one of declared types while any type is declared but not written
+    assert len(tables) == (2 if DECLARED else 1), "the Events section's tables do not match the catalogue"
+    written, declared = tables if DECLARED else (tables[0], {})
     for readme, catalogue, what in ((written, _catalogue(EMITTED), "written"), (declared, _catalogue(DECLARED), "declared")):
         assert sorted(set(catalogue) - set(readme)) == [], f"{what} types missing from the README"
         assert sorted(set(readme) - set(catalogue)) == [], f"{what} types in the README but not in the catalogue"

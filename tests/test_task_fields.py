@@ -78,6 +78,7 @@ SPEC = {
     "ticket_id": "T-1",
     "phase": "scan",
     "locks": ["repo:main", ["file", "a.txt", "shared"]],
+    "merge": {"strategy": "majority", "key": "answer", "quorum": 2, "tie": "first"},  # normalised as given
 }
 
 #: A value other than its default for every column a change rewrites.

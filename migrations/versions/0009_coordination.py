@@ -1,6 +1,6 @@
 """Coordination nodes (``omoi_ray.core.coordination``): ``tasks.kind``, ``quorum``, ``coordination``.
 
-Revision ID: 0009_coordination
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-30
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0009_coordination"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None

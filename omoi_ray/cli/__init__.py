@@ -1,4 +1,4 @@
-"""The ``omoi-ray`` command: demo, database migrations, events, runtime status and teardown.
+"""The ``omoi-ray`` command: demo, pattern runs, database migrations, events, runtime status and teardown.
 
 Package: this module (argument parsing, the ``cmd_<name>`` functions, ``main``), ``__main__``
 (``python -m omoi_ray.cli``) and ``demo`` (the demo's handlers, DAG and run). The CLI is the
@@ -230,6 +230,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     return 0 if result["statuses"].get("completed") == result["tasks"] else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Apply a pattern and run it (``omoi_ray.cli.run``); exit status 0 when its final steps
+    completed, else 1."""
+    from omoi_ray.cli.run import run_pattern
+
+    return run_pattern(args, _settings(args))
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -503,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     command that ran (0, 1 or 3, see the module rules). Errors print one line on stderr and raise
     ``SystemExit`` with their status (2 for anything the command was given and cannot use)."""
     from omoi_ray.cli.demo import DEMO_NAMESPACE, MAX_DEMO_FILES
+    from omoi_ray.cli.run import DEMO_HANDLERS, parse_set
+    from omoi_ray.cli.run import DEMO_NAMESPACE as RUN_NAMESPACE
     from omoi_ray.core.storable import MAX_EVENTS_LIMIT
 
     parser = _Parser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
@@ -523,6 +533,20 @@ def main(argv: list[str] | None = None) -> int:
                       help="CPUs for the local Ray, 1 to 1024 (default: all)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress bar")
     demo.set_defaults(func=cmd_demo, namespace=None)
+
+    run = sub.add_parser("run", help="apply a pattern file and run it to its end, printing its outcome")
+    common(run)
+    run.add_argument("pattern", help="a shipped pattern's name (majority_vote) or a YAML file's path")
+    run.add_argument("--set", action="append", type=parse_set, metavar="NAME=VALUE",
+                     help="a parameter (repeatable); the value is JSON if it parses, else text")
+    run.add_argument("--handlers", help="module whose HANDLERS (task type -> function) one agent runs")
+    run.add_argument("--demo", action="store_true",
+                     help=f"run with {DEMO_HANDLERS} on the embedded default (namespace {RUN_NAMESPACE})")
+    run.add_argument("--ticket", help="ticket id every task carries")
+    run.add_argument("--id-prefix", help="task id prefix (default: the pattern's name and 8 hex digits)")
+    run.add_argument("--timeout", type=_whole_number(1, 10**6), default=None, help="seconds to wait (default: no limit)")
+    run.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    run.set_defaults(func=cmd_run)
 
     db = sub.add_parser("db", help="database schema: upgrade to head, or show the current revision")
     db.add_argument("action", choices=["upgrade", "current", "takeover"],
@@ -559,5 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo" and not args.namespace:
         args.namespace = DEMO_NAMESPACE
+    if args.command == "run" and args.demo and not args.namespace:
+        args.namespace = RUN_NAMESPACE
     return _run(args)
 

@@ -41,6 +41,7 @@ from omoi_ray.client.events import Events
 from omoi_ray.client.handoffs import HandoffClient
 from omoi_ray.client.locks import Lease, LockClient
 from omoi_ray.client.messages import Messages
+from omoi_ray.client.patterns import Patterns
 from omoi_ray.client.tasks import Tasks
 from omoi_ray.errors import ConfigurationError, OmoiError, RuntimeUnavailableError, TaskNotFoundError
 from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
@@ -81,6 +82,8 @@ class Runtime:
             release_all).
         events: ``rt.events`` (call it to list; follow, relay_status, flush).
         handoffs: ``rt.handoffs`` (offer, accept, decline, get, wait; see ``omoi_ray.client.handoffs``).
+        patterns: ``rt.patterns`` (apply, result: YAML pattern files; short forms
+            ``rt.apply_pattern``, ``rt.pattern_result``).
         messages: ``rt.messages`` (create_thread, close_thread, thread, threads, send,
             send_many, mark_read, messages, unread, receipts, receive, follow).
         scheduler, lock_manager, relay: the singletons' actor handles.
@@ -98,6 +101,7 @@ class Runtime:
         self.agents = Agents(self)
         self.events = Events(self)
         self.messages = Messages(self)
+        self.patterns = Patterns(self)
         self._locks: LockClient | None = None
         #: ``rt.handoffs``: offer held tasks to other agents, accept or decline for an agent
         self.handoffs = HandoffClient(lambda: self.scheduler)
@@ -125,6 +129,8 @@ class Runtime:
     follow = _ShortForm("events", "follow")
     relay_status, relay_status_async = _ShortForm("events", "relay_status"), _ShortForm("events", "relay_status_async")
     flush_events, flush_events_async = _ShortForm("events", "flush"), _ShortForm("events", "flush_async")
+    apply_pattern, apply_pattern_async = _ShortForm("patterns", "apply"), _ShortForm("patterns", "apply_async")
+    pattern_result, pattern_result_async = _ShortForm("patterns", "result"), _ShortForm("patterns", "result_async")
 
     @property
     def locks(self) -> LockClient:

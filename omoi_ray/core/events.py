@@ -82,12 +82,18 @@ _EMITTED = (
         "coordination.split.created", "coordination",
         "a task was split into children (a static split, a handler's split, a loop's next round)",
     ),
+    EventType(
+        "coordination.join.created", "coordination",
+        "a task with a merge strategy was submitted (entity: the join task; strategy, sources)",
+    ),
+    EventType(
+        "coordination.merge.completed", "coordination",
+        "a join's handler merged its sources with `ctx.merged()` (strategy, sources, result keys, attempt)",
+    ),
 )
 
-_DECLARED = (
-    EventType("coordination.join.created", "coordination", "a join over several tasks was declared"),
-    EventType("coordination.merge.completed", "coordination", "the results of a join were merged"),
-)
+#: types named for features not built yet (none at present)
+_DECLARED: tuple[EventType, ...] = ()
 
 EMITTED: dict[str, EventType] = {t.name: t for t in _EMITTED}
 DECLARED: dict[str, EventType] = {t.name: t for t in _DECLARED}

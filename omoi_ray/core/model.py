@@ -106,6 +106,7 @@ class NewTask:
     quorum: int | None = None  # a sync's k: members that must complete
     #: a node's state as JSON (``core.coordination``): a sync's members' results, a loop's rounds
     coordination: Any = None
+    merge: dict[str, Any] | None = None  # a join's merge strategy (``core.merge``), normalised
 
 
 @dataclass(slots=True)
@@ -130,6 +131,7 @@ class Task:
     kind: str = TASK_KIND
     quorum: int | None = None
     coordination: Any = None
+    merge: dict[str, Any] | None = None  # a join's merge strategy (``core.merge``), normalised
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = 0
     waiting_on: int = 0

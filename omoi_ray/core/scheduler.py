@@ -44,6 +44,7 @@ from omoi_ray.core.claims import Claims
 from omoi_ray.core.coordination import Coordination, ReadSpecs
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
+from omoi_ray.core.merge import merge_completed
 from omoi_ray.core.model import TASK_KIND, Agent, Attempt, AttemptOutcome, NewTask, Task, Thread
 from omoi_ray.core.ranking import Match, Query, search
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_TIMESTAMP_S, check_json, clean_text, unstorable_char
@@ -226,6 +227,26 @@ class TaskGraph:
         (see ``Claims.heartbeat``)."""
         self.registry.renew(agent, now)
         return self.claims.heartbeat(agent, held, now)
+
+    # ---------------------------------------------------------------- joins
+
+    def record_merge(self, task_id: str, attempt: int, summary: dict[str, Any], now: float) -> bool:
+        """Record ``coordination.merge.completed`` for a join whose handler merged its sources.
+
+        Args:
+            task_id, attempt: the join task and the attempt that merged.
+            summary: ``core.merge.summary``'s payload (strategy, source ids, result keys).
+            now: the caller's clock.
+
+        Returns:
+            True if recorded; False when that attempt is no longer the task's active one (a
+            stale attempt's merge is not worth an event).
+        """
+        task = self.live.tasks.get(task_id)
+        if task is None or task.attempt != attempt or task.status not in ACTIVE:
+            return False
+        self.log.events.add(merge_completed(task, attempt, summary, now))
+        return True
 
     # ---------------------------------------------------------------- cancellation
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
+from omoi_ray.core.merge import join_created
 from omoi_ray.core.model import TASK_KIND, NewTask, Task
 from omoi_ray.core.task_fields import task_from_new
 from omoi_ray.core.tasks import CREATED_EVENT, FAILED_FOR_GOOD, TaskStatus
@@ -183,6 +184,8 @@ def create_tasks(
         )
         if task.kind != TASK_KIND and nodes is not None:
             nodes.created(task, now)
+        if task.merge is not None:
+            live.log.events.add(join_created(task, now, request_id))
         created.append(task)
 
     for task in created:

@@ -129,6 +129,7 @@ FIELDS: tuple[TaskField, ...] = (
     F("kind", PLAIN, N | R | I),  # "task", or a coordination node's kind ("sync", "loop")
     F("quorum", PLAIN, N | R),  # a sync's k
     F("coordination", JSON, N | R | U),  # a node's state (core.coordination)
+    F("merge", JSON, S | N | R | I),  # a join's merge strategy (``core.merge.check_merge``) or None
     F("status", STATUS, R | U | I),
     F("attempt", PLAIN, R | U | I | W | V),
     F("waiting_on", PLAIN, NONE),  # rebuilt from the dependencies on restore

@@ -19,6 +19,8 @@ Rules:
   completion: the scheduler creates them in the transaction that completes the task, and the
   task's dependents wait for them too (``omoi_ray.core.coordination``). A failed attempt's
   children are dropped.
+- A join (a task with ``merge``) reads its sources' merged results with ``ctx.merged()``
+  (``ctx.merged_async()``); the merge runs here, in the agent (``omoi_ray.handler.merge``).
 - Messages: ``ctx.inbox`` is the agent's live inbox (``omoi_ray.handler.inbox``); ``ctx.send``,
   ``ctx.send_many`` and ``ctx.mark_read`` go through the scheduler with the agent as sender or
   reader (``..._async`` forms for async handlers).
@@ -200,6 +202,44 @@ class TaskContext:
         infos = yield Step(lambda: self._scheduler.get.remote(ids), policy=HANDLER, what="the scheduler",
                            check=self.raise_if_cancelled)
         return {info.id: info.result for info in infos}
+
+    def merged(self) -> Any:
+        """The merge of this join's upstream results, by the task's ``merge`` strategy (sync
+        handlers; async ones ``await ctx.merged_async()``).
+
+        Sources are the ``depends_on`` tasks in declared order; a sync upstream contributes each
+        of its members as one source, in member order. Each call records
+        ``coordination.merge.completed``.
+
+        Returns:
+            The strategy's result (``omoi_ray.core.merge``; ``majority``: ``{"winner", "votes",
+            "counts", "quorum", "tie", "abstained"}``).
+
+        Raises:
+            MergeError: the task declares no merge, or the strategy refuses the sources
+                (``MergeQuorumError``, ``MergeTieError``); a ``PermanentError``, so the task
+                fails for good if the handler lets it through.
+            TaskCancelledError: the attempt was cancelled while the scheduler was unavailable.
+        """
+        from omoi_ray.client.calls import drive
+
+        return drive(self._merged())
+
+    async def merged_async(self) -> Any:
+        """``merged`` for async handlers (the same calls, awaited)."""
+        from omoi_ray.client.calls import drive_async
+
+        return await drive_async(self._merged())
+
+    def _merged(self) -> Any:
+        """The one definition of ``merged`` (a generator of call steps)."""
+        from omoi_ray.core.merge import summary
+        from omoi_ray.handler.merge import compute
+
+        inputs = yield from self._call("merge_inputs", self.task_id)
+        result = compute(self.task_id, inputs["merge"], inputs["sources"])
+        yield from self._call("record_merge", self.task_id, self.attempt, summary(inputs["merge"], inputs["sources"], result))
+        return result
 
     def send(self, to: str | None = None, body: Any = None, *, thread: str, kind: str = "message") -> Any:
         """Post a message in ``thread`` as this agent (sync handlers; blocks until committed).

@@ -30,11 +30,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from omoi_ray.core import storable, task_fields
+from omoi_ray.core.merge import check_merge
 from omoi_ray.core.model import NewTask, Priority, RetryPolicy, Task
 from omoi_ray.core.task_fields import Shape
 from omoi_ray.errors import (
     InvalidAgentSpecError,
     InvalidArgumentError,
+    InvalidMergeError,
     InvalidSubmissionError,
     InvalidTaskSpecError,
     PayloadTooLargeError,
@@ -193,13 +195,16 @@ class TaskSpec(BaseModel):
     phase: str | None = None
     #: resources to hold while the handler runs: "type:id" (exclusive) or (type, id, mode)
     locks: list[Any] = Field(default_factory=list)
+    #: a join's merge strategy: a name (``"combine"``) or ``{"strategy": ..., **params}``
+    #: (``omoi_ray.core.merge``); the handler reads the merge with ``ctx.merged()``
+    merge: Any = None
 
     def __init__(self, /, **data: Any) -> None:
         """Raises ``InvalidTaskSpecError`` naming the task and every bad field."""
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise InvalidTaskSpecError(_describe(exc, data.get("id"), None)) from None
+            raise _spec_error(exc, data.get("id"), None) from None
 
     # It only translates the error: pydantic may keep validating mappings without calling it
     # (as it does for its own ``RootModel``), which keeps ``model_validate`` at full speed.
@@ -276,6 +281,11 @@ class TaskSpec(BaseModel):
             raise ValueError(str(exc)) from None
         return [[key[0], key[1], mode.value] for key, mode in spec.items]
 
+    @field_validator("merge", mode="before")
+    @classmethod
+    def _merge(cls, value: Any) -> dict[str, Any] | None:
+        return check_merge(value)
+
     @field_validator("payload")
     @classmethod
     def _payload(cls, value: Any) -> Any:
@@ -296,6 +306,7 @@ class TaskSpec(BaseModel):
             self.type, self.payload, self.requires, int(self.priority), self.depends_on, self.timeout,
             self.max_retries, self.backoff_base, self.backoff_cap, self.ticket_id, self.phase,
             *([self.locks] if self.locks else []),  # absent when empty: older fingerprints stay valid
+            *([["merge", self.merge]] if self.merge is not None else []),  # likewise
         ]
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -366,7 +377,7 @@ def iter_task_specs(items: Sequence[TaskSpec | Mapping[str, Any]], payload_max_b
             try:
                 spec = TaskSpec.model_validate(dict(item))
             except ValidationError as exc:
-                raise InvalidTaskSpecError(_describe(exc, item.get("id"), index)) from None
+                raise _spec_error(exc, item.get("id"), index) from None
         else:
             raise InvalidTaskSpecError(
                 f"submission item {index} must be a TaskSpec or a mapping, not {type(item).__name__}"
@@ -404,6 +415,13 @@ def _who(task_id: Any, index: int | None) -> str:
     return "task spec" if index is None else f"submission item {index}"
 
 
+def _spec_error(exc: ValidationError, task_id: Any, index: int | None) -> InvalidTaskSpecError:
+    """The typed error for a task's bad fields: ``InvalidMergeError`` when ``merge`` is among
+    them, ``InvalidTaskSpecError`` otherwise (the message names the task and every field)."""
+    merge = any(err["loc"][:1] == ("merge",) for err in exc.errors())
+    return (InvalidMergeError if merge else InvalidTaskSpecError)(_describe(exc, task_id, index))
+
+
 def _describe(exc: ValidationError, task_id: Any, index: int | None) -> str:
     who = _who(task_id, index)
     parts = []
@@ -432,6 +450,7 @@ class TaskInfo(BaseModel):
     agent_id: str | None = None
     ticket_id: str | None = None
     phase: str | None = None
+    merge: Any = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -118,6 +118,7 @@ class TaskRow(Base):
     kind: Mapped[str] = mapped_column(sa.String(16), server_default="task")
     quorum: Mapped[int | None] = mapped_column(sa.Integer)  # a sync's k
     coordination: Mapped[Any] = mapped_column(JSONType, nullable=True)  # a node's state
+    merge: Mapped[Any] = mapped_column(JSONType, nullable=True)  # a join's merge strategy (core.merge)
 
 
 class TaskDependencyRow(Base):

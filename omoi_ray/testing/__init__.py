@@ -28,6 +28,9 @@ Rules:
   for ``fake_message``), and a test can put more in at any point (``ctx.inbox.put_many``);
   ``ctx.send``/``ctx.send_many`` record their posts in ``ctx.sent`` (with the agent as sender)
   and answer ``MessageInfo``s; ``ctx.mark_read`` records the ids in ``ctx.read``.
+- Joins are data: ``merge=`` (a strategy, as ``TaskSpec.merge``) with ``upstream=`` makes
+  ``ctx.merged()`` merge the upstream results in their order, as an agent would (a custom
+  function is imported); each merge's summary is recorded in ``ctx.merges``.
 - ``FakeClock`` is the only time source of the doubles: nothing here sleeps or reads the wall
   clock. ``MemoryStore`` is the in-memory store with ``Store``'s ``apply``/``load``/``lookup``.
 """
@@ -46,10 +49,12 @@ from omoi_ray.client.calls import Answered
 from omoi_ray.client.locks import Lease
 from omoi_ray.core.handoff import HandoffContext
 from omoi_ray.core.locks import LockTable, RequestState
+from omoi_ray.core.merge import check_merge, summary
 from omoi_ray.core.storable import check_json
-from omoi_ray.errors import LockUnavailableError
+from omoi_ray.errors import InvalidMergeError, LockUnavailableError
 from omoi_ray.handler.context import BoundHandler, TaskContext, TaskView
 from omoi_ray.handler.inbox import Inbox
+from omoi_ray.handler.merge import compute
 from omoi_ray.specs.locks import parse_request
 from omoi_ray.specs.messages import MessageInfo
 from omoi_ray.store.memory import MemoryStore
@@ -62,7 +67,7 @@ _MESSAGE_SEQ = itertools.count(1)
 
 def fake_message(
     body: Any = None, *, sender: str = "peer", thread_id: str = "thread", to: str | None = None,
-    kind: str = "message", id: str | None = None, seq: int | None = None,  # noqa: A002 - the message's id
+    kind: str = "message", id: str | None = None, seq: int | None = None,
 ) -> MessageInfo:
     """A ``MessageInfo`` as the scheduler would deliver it (``id`` and ``seq`` made up when not given)."""
     seq = next(_MESSAGE_SEQ) if seq is None else seq
@@ -171,6 +176,8 @@ class FakeTaskContext(TaskContext):
     lock_manager: FakeLockManager | None = None
     sent: list[dict[str, Any]]
     read: list[str]
+    merge: dict[str, Any] | None = None
+    merges: list[dict[str, Any]]
 
     def send_many(self, posts: list[dict[str, Any]]) -> list[Any]:
         """Record ``posts`` in ``sent`` (as this agent) and answer their ``MessageInfo``s."""
@@ -202,6 +209,17 @@ class FakeTaskContext(TaskContext):
         """``upstream_results`` for async handlers."""
         return self.upstream_results()
 
+    def merged(self) -> Any:
+        """The merge of ``upstream`` (in order) by ``merge``; its summary goes to ``merges``."""
+        sources = [(tid, self.upstream[tid]) for tid in self.depends_on]
+        result = compute(self.task_id, self.merge, sources)
+        self.merges.append(summary(self.merge, sources, result))
+        return result
+
+    async def merged_async(self) -> Any:
+        """``merged`` for async handlers."""
+        return self.merged()
+
     def lock(self, resources: Any, mode: str = "exclusive", *, wait: float | None = None,
              ttl: float = 30.0) -> Any:
         """Take a lock from the in-memory lock manager; see ``FakeLockManager.acquire``."""
@@ -231,6 +249,7 @@ def make_context(
     workspace: Path | None = None,
     inbox: Inbox | Any = None,
     handoff: Mapping[str, Any] | None = None,
+    merge: Any = None,
 ) -> FakeTaskContext:
     """A context for one attempt of ``task_id``, answered in memory.
 
@@ -247,6 +266,7 @@ def make_context(
         handoff: make the attempt one that came from an accepted hand-off: ``ctx.handoff`` is a
             ``HandoffContext`` of these fields (``offer_id``, ``from_agent``, ``reason``,
             ``context``, ``thread_id``; the first three required).
+        merge: the task's merge strategy (as ``TaskSpec.merge``), for ``ctx.merged()``.
 
     Returns:
         A ``FakeTaskContext``.
@@ -258,7 +278,11 @@ def make_context(
     )
     ctx.upstream = dict(upstream or {})
     ctx.handoff = HandoffContext(**handoff) if handoff is not None else None
-    ctx.sent, ctx.read = [], []
+    ctx.sent, ctx.read, ctx.merges = [], [], []
+    try:
+        ctx.merge = check_merge(merge)
+    except ValueError as exc:
+        raise InvalidMergeError(f"task '{task_id}': merge: {exc}") from None
     if isinstance(inbox, Inbox):
         ctx.inbox = inbox
     elif inbox is not None:
@@ -304,7 +328,7 @@ def run_handler(
         task_id, task_type, priority: what the handler sees in ``task``.
         ctx: a context from ``make_context``; otherwise ``context`` keywords build one
             (``attempt``, ``upstream``, ``locks``, ``lock_manager``, ``cancelled``, ``timeout``,
-            ``workspace``, ``agent_id``, ``inbox``).
+            ``workspace``, ``agent_id``, ``inbox``, ``merge``).
 
     Returns:
         The handler's result.

@@ -1,0 +1,100 @@
+"""``omoi-ray run``: apply a pattern file, run it with a handler set, print progress and outcome.
+
+    omoi-ray run patterns/majority_vote.yaml --set question="Ship it?" --handlers examples.patterns
+    omoi-ray run majority_vote --demo
+
+Rules:
+- ``--set name=value`` (repeatable): the value is read as JSON when it parses as JSON (``3``,
+  ``true``, ``["a", "b"]``), else taken as the string itself (``--set question=Ship it?``); the
+  pattern checks it against the parameter's declared type.
+- ``--handlers MODULE``: a module (importable from the working directory) with ``HANDLERS``, a
+  mapping of task type -> function; one agent (``pattern-runner``, 4 slots) runs them, loaded by
+  import path. ``--demo`` is ``--handlers examples.patterns`` on the embedded default (a local
+  Ray, SQLite under ``OMOI_HOME``) in the namespace ``omoi-patterns``.
+- The run waits for the pattern's final steps, prints the outcome as JSON and exits 0 when they
+  completed, 1 otherwise; bad arguments, an unknown pattern or parameter exit 2 (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+from typing import Any
+
+from omoi_ray.errors import ConfigurationError
+
+#: the namespace of ``--demo`` runs
+DEMO_NAMESPACE = "omoi-patterns"
+DEMO_HANDLERS = "examples.patterns"
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SET = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,63})=(.*)", re.DOTALL)
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    """One ``--set name=value``: the name and the value (JSON if it parses, else the text)."""
+    found = _SET.fullmatch(text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"--set takes name=value with a parameter name, not {text!r}")
+    name, raw = found.groups()
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
+
+
+def handler_paths(module_name: str) -> dict[str, str]:
+    """``{task type: "module:function"}`` from a module's ``HANDLERS``.
+
+    Raises:
+        ConfigurationError: not a module name, not importable, or without a ``HANDLERS`` mapping
+            of task type to module-level function.
+    """
+    if not _MODULE.fullmatch(module_name):
+        raise ConfigurationError(f"--handlers {module_name!r} is not a module name (e.g. examples.patterns)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"--handlers {module_name}: cannot import it ({exc})") from None
+    handlers = getattr(module, "HANDLERS", None)
+    if not isinstance(handlers, dict) or not handlers:
+        raise ConfigurationError(f"--handlers {module_name}: the module has no HANDLERS mapping of task type to function")
+    out = {}
+    for task_type, fn in handlers.items():
+        name = getattr(fn, "__name__", None)
+        if not isinstance(task_type, str) or getattr(module, str(name), None) is not fn:
+            raise ConfigurationError(f"--handlers {module_name}: HANDLERS[{task_type!r}] is not a function of the module")
+        out[task_type] = f"{module_name}:{name}"
+    return out
+
+
+def run_pattern(args: argparse.Namespace, settings: Any) -> int:
+    """Apply ``args.pattern`` and run it to its end; 0 when its final steps completed, else 1."""
+    from rich.console import Console
+    from rich.text import Text
+
+    import omoi_ray as omoi
+    from omoi_ray.specs.patterns import load_pattern
+
+    console = Console(soft_wrap=True)
+    params = dict(args.set or [])
+    load_pattern(args.pattern, params, prefix=args.id_prefix, ticket=args.ticket)  # every error before Ray starts
+    handlers = handler_paths(DEMO_HANDLERS if args.demo and not args.handlers else args.handlers) if (
+        args.demo or args.handlers) else None
+    rt = omoi.connect(settings, migrate=True, ray_init={"log_to_driver": False})
+    try:
+        if handlers:
+            rt.spawn_agent("pattern-runner", capacity=4, handlers=handlers, exist_ok=True)
+        handle = rt.apply_pattern(args.pattern, ticket=args.ticket, params=params, prefix=args.id_prefix)
+        console.print(Text(f"applied {handle.name} as {handle.prefix}: " + ", ".join(
+            f"{step} ({len(ids)})" if len(ids) > 1 else step for step, ids in handle.ids.items())))
+        finals = [i for step in handle.finals for i in handle.ids[step]]
+        rt.wait(finals, timeout=args.timeout, progress=not args.no_progress)
+        result = rt.pattern_result(handle)
+        console.print(Text(f"{handle.name}: {result.status}"))
+        console.print(Text(json.dumps(result.outcome, indent=2, sort_keys=True, default=str)))
+        return 0 if result.status == "completed" else 1
+    finally:
+        if handlers:  # the runner's own agent and runtime end with the run, as the demo's do
+            rt.shutdown(agents_timeout=5.0)

@@ -1,0 +1,133 @@
+"""``rt.patterns``: apply a pattern file as one atomic submission, and read its outcome.
+
+    handle = rt.apply_pattern("majority_vote", params={"question": "Ship it?"})
+    rt.wait(handle.all_ids)
+    print(rt.pattern_result(handle).outcome)
+
+Rules:
+- The pattern is read, checked and expanded on the driver (``omoi_ray.specs.patterns``); all
+  its items (tasks, syncs, loops) go to the scheduler in ONE ``submit``: all of them are stored,
+  or none (a bad field, a cycle, an unknown kind all refuse the whole pattern).
+- A handle names the items by step (``handle.ids[step]``); the pattern's *outcome* is its final
+  steps' (the steps no other step refers to): ``completed`` once they all completed, ``failed``
+  once one ended otherwise, ``running`` before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omoi_ray.client.calls import Steps, flavours
+from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.errors import InvalidArgumentError
+from omoi_ray.specs.patterns import load_pattern
+from omoi_ray.specs.tasks import TaskInfo
+
+if TYPE_CHECKING:
+    from omoi_ray.client.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class PatternHandle:
+    """An applied pattern: its ``name``, id ``prefix``, ``ticket``, the ids by step name
+    (``ids[step]``: one id, or a split's children in order) and its final steps (``finals``)."""
+
+    name: str
+    prefix: str
+    ticket: str | None
+    ids: Mapping[str, list[str]]
+    finals: tuple[str, ...]
+
+    @property
+    def all_ids(self) -> list[str]:
+        """Every submitted id, step by step (a loop's later rounds are created as it runs)."""
+        return [i for ids in self.ids.values() for i in ids]
+
+
+@dataclass(frozen=True)
+class PatternResult:
+    """An applied pattern's state: ``status`` (``running``, ``completed``, ``failed``), each
+    step's ``TaskInfo``s (``steps[step]``), and ``outcome``: the final step's result (with
+    several final steps, ``{step: result}``; None until completed)."""
+
+    status: str
+    steps: Mapping[str, list[TaskInfo]]
+    outcome: Any
+
+
+class Patterns:
+    """Pattern files applied to one runtime (``rt.patterns``); each call has an ``_async`` flavour."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def __repr__(self) -> str:
+        return f"<patterns of {self._rt!r}>"
+
+    def _apply(
+        self, name_or_path: str | Path, ticket: str | None = None, params: Mapping[str, Any] | None = None,
+        prefix: str | None = None,
+    ) -> Steps[PatternHandle]:
+        """Apply a pattern: expand it and submit every item in one atomic submission.
+
+        Args:
+            name_or_path: a shipped pattern's name (``"majority_vote"``) or a YAML file's path.
+            ticket: a ticket id every item carries, or None.
+            params: parameter name -> value (types as the file declares; defaults fill the rest).
+            prefix: the ids' prefix (``"{prefix}.{step}"``); None: the pattern's name and 8 random
+                hex digits. Applying again with the same prefix and parameters is a no-op.
+
+        Returns:
+            A ``PatternHandle``.
+
+        Raises:
+            PatternNotFoundError, PatternError, UnknownVariableError, UnknownStepError,
+                PatternCycleError: the file, its parameters or its steps (named); nothing submitted.
+            InvalidSubmissionError: the scheduler refused the submission as a whole.
+        """
+        head, expansion = load_pattern(name_or_path, params, prefix=prefix, ticket=ticket)
+        yield from self._rt.tasks._submit(expansion.items)
+        return PatternHandle(head.name, expansion.prefix, ticket, dict(expansion.ids), expansion.finals)
+
+    apply, apply_async = flavours(_apply)
+
+    def _result(self, handle: PatternHandle) -> Steps[PatternResult]:
+        """The state of an applied pattern and, once it completed, its outcome.
+
+        Args:
+            handle: what ``apply`` returned.
+
+        Returns:
+            A ``PatternResult``.
+
+        Raises:
+            InvalidArgumentError: ``handle`` is not a ``PatternHandle``.
+            TaskNotFoundError: its items are not stored (another database?).
+        """
+        if not isinstance(handle, PatternHandle):
+            raise InvalidArgumentError(f"pattern_result takes the PatternHandle apply returned, not {type(handle).__name__}")
+        infos = yield from self._rt.tasks._get_many(handle.all_ids)
+        by_id = {info.id: info for info in infos}
+        steps = {step: [by_id[i] for i in ids] for step, ids in handle.ids.items()}
+        finals = [info for step in handle.finals for info in steps[step]]
+        done = TaskStatus.COMPLETED.value
+        if all(info.status == done for info in finals):
+            status = "completed"
+            results = {step: _one([i.result for i in steps[step]]) for step in handle.finals}
+            outcome = results[handle.finals[0]] if len(results) == 1 else results
+        else:
+            failed = any(info.done and info.status != done for info in finals)
+            status, outcome = ("failed" if failed else "running"), None
+        return PatternResult(status, steps, outcome)
+
+    result, result_async = flavours(_result)
+
+
+def _one(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+__all__ = ["PatternHandle", "PatternResult", "Patterns"]
