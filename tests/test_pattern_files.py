@@ -214,7 +214,8 @@ def test_review_feedback_loop_expands_to_a_real_loop():
 
 
 def test_majority_vote_expands_to_evaluators_a_quorum_sync_and_a_majority_join():
-    _, e = load_pattern("majority_vote", {"question": "Merge #12?", "evaluators": 3, "quorum": 2, "tie": "first"},
+    _, e = load_pattern("majority_vote", {"question": "Merge #12?", "evaluators": 3, "wait_for": 2, "quorum": 2,
+                                         "tie": "first"},
                         prefix="v")
     evaluators = [
         {"type": "evaluate", "payload": {"question": "Merge #12?", "evaluator": i}, "id": f"v.evaluate.{i}",

@@ -1,0 +1,79 @@
+"""The three shipped patterns end to end on agents (SQLite and PostgreSQL), with the example
+handler set (``examples/patterns.py``): the parallel implementation's integration receives every
+module; the review loop approving in its second round and running out of rounds; the vote with a
+dissenter, with a tie failing the decision, and with a tie decided by ``tie: first``; and
+``omoi-ray run <pattern> --demo`` for each of them (exit 0, the outcome printed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from examples.patterns import HANDLERS
+from omoi_ray.cli import main
+
+pytestmark = [pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def rt(runtime):
+    """One agent running every task type of the shipped patterns (module-wide)."""
+    runtime.spawn_agent(f"patterns-{runtime.settings.namespace}", capacity=4,
+                        handlers={t: f"examples.patterns:{t}" for t in HANDLERS})
+    return runtime
+
+
+def run(rt, name, uid, **params):
+    handle = rt.apply_pattern(name, params=params, prefix=uid)
+    rt.wait(handle.all_ids, timeout=120)
+    return rt.pattern_result(handle)
+
+
+def test_parallel_implementation_integrates_every_module(rt, uid):
+    result = run(rt, "parallel_implementation", uid, feature="search", modules=["index", "query", "rank"])
+    assert result.status == "completed"
+    assert result.outcome == {"feature": "search", "modules": ["index", "query", "rank"], "build": "passed"}
+
+
+def test_the_review_loop_approves_in_its_second_round(rt, uid):
+    result = run(rt, "review_feedback_loop", uid, change="retry budget")
+    assert result.status == "completed"
+    assert result.outcome["outcome"] == "approved"
+    assert result.outcome["rounds"] == 2
+    assert result.outcome["last"]["verdict"] == "approved"
+    assert rt.get(f"{uid}.rounds.r2.revise").status == "completed"  # the round really ran
+
+
+def test_the_review_loop_ends_when_its_rounds_are_exhausted(rt, uid):
+    result = run(rt, "review_feedback_loop", uid, max_rounds=1)
+    assert result.status == "completed"
+    assert result.outcome["outcome"] == "rounds_exhausted"
+    assert result.outcome["rounds"] == 1
+    assert result.outcome["last"]["verdict"] == "changes_requested"
+
+
+def test_the_vote_with_a_dissenter_takes_the_majority(rt, uid):
+    result = run(rt, "majority_vote", uid, question="Merge #12?")
+    assert result.status == "completed"
+    assert result.outcome == {"question": "Merge #12?", "decision": "yes",
+                              "counts": [{"value": "yes", "votes": 2}, {"value": "no", "votes": 1}]}
+
+
+def test_a_tied_vote_fails_the_decision_unless_the_tie_policy_decides(rt, uid):
+    tied = run(rt, "majority_vote", f"{uid}-fail", evaluators=2, wait_for=2, quorum=1)
+    assert tied.status == "failed"
+    assert "tie" in rt.get(f"{uid}-fail.decide").error
+    first = run(rt, "majority_vote", f"{uid}-first", evaluators=2, wait_for=2, quorum=1, tie="first")
+    assert first.status == "completed"
+    assert first.outcome["decision"] == "yes"  # evaluator 0's answer: the tied value voted first
+
+
+@pytest.mark.parametrize("name", ["parallel_implementation", "review_feedback_loop", "majority_vote"])
+def test_each_shipped_pattern_runs_with_demo(ray_session, name, tmp_path, capsys):
+    code = main(["run", name, "--demo", "--home", str(tmp_path), "--namespace", f"demo-{tmp_path.name[-8:]}",
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{name}: completed" in out
+    assert json.loads(out[out.index("{"):])  # the outcome, printed as JSON
