@@ -20,7 +20,8 @@ Rules:
   sent it: error text is cleaned, a result no store can hold fails its attempt for good.
 - One class per concept, composed here: ``RegistryCalls`` (``scheduler_registry``: search,
   list, stats), ``MessagingCalls`` (``scheduler_messaging``: threads, messages, receipts, live
-  delivery, retention), ``HandoffCalls`` (``scheduler_handoffs``: negotiated hand-offs). They
+  delivery, retention), ``HandoffCalls`` (``scheduler_handoffs``: negotiated hand-offs), ``TicketCalls``
+  (``scheduler_tickets``: tickets, phases, gates, context). They
   share this actor's graph, change log and group commit, so a handoff's task move and its thread
   outcome commit in one transaction.
 - A change set that still cannot be stored never stops the actor: ``GroupCommit`` hands it to
@@ -41,6 +42,7 @@ from omoi_ray.actors.durable import DurableWriter, exit_replaced, fire_and_forge
 from omoi_ray.actors.scheduler_handoffs import HandoffCalls
 from omoi_ray.actors.scheduler_messaging import PRUNE_EVERY, MessagingCalls
 from omoi_ray.actors.scheduler_registry import RegistryCalls
+from omoi_ray.actors.scheduler_tickets import TicketCalls
 
 from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.handoff import HandoffStatus
@@ -95,7 +97,7 @@ class _Countdown:
 
 
 @holds_start_error
-class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[TaskChanges]):
+class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, DurableWriter[TaskChanges]):
     """The scheduler singleton: a Ray actor (``ray.remote(SchedulerActor)``, started by
     ``omoi_ray.client.runtime``) around a ``TaskGraph``, rebuilt from the database at start-up.
 
@@ -131,6 +133,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
             threads=snapshot.threads,
             next_message_seq=snapshot.next_message_seq,
             handoffs=snapshot.handoffs,
+            tickets=snapshot.tickets.tickets,
+            artifacts=snapshot.tickets.artifacts,
+            history_seq=snapshot.tickets.history_seq,
         )
         self.prune_at = now + PRUNE_EVERY
         #: agent name -> drivers parked in ``receive`` for it
@@ -408,7 +413,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, DurableWriter[
             return ExchangeReply(reregister=True)
         self.graph.renew(agent, now)
         rejected: list[Rejection] = []
-        for report in _intake(reports, self.settings.result_max_bytes):
+        for report in self._ticket_intake(_intake(reports, self.settings.result_max_bytes)):
             rejection = self.graph.apply_report(agent, report, now)
             if rejection is not None:
                 rejected.append(rejection)

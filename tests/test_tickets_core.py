@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from omoi_ray.core.gates import DEFAULT_GATES, check_artifact, check_gates, evaluate
 from omoi_ray.core.phases import DEFAULT, PhaseSet
-from omoi_ray.core.tickets import MAX_CONTEXT_ITEMS, MAX_SUMMARY_CHARS, Ticket, aggregate, context_for, summarize
+from omoi_ray.core.tickets import (
+    MAX_CONTEXT_ITEMS,
+    MAX_SUMMARY_CHARS,
+    Ticket,
+    aggregate,
+    context_for,
+    summarize,
+)
 from omoi_ray.errors import (
     GateBlockedError,
     IllegalPhaseMoveError,
