@@ -53,6 +53,13 @@ class TicketCalls:
                 ticket or already used as a label by tasks.
         """
         spec = _spec(spec)
+        if spec.id not in self.graph.tickets.tickets:
+            await self.commit.sync()
+            if await self._db(ticket_rows.label_exists, self.store.engine, spec.id) and (
+                spec.id not in self.graph.tickets.tickets  # a concurrent create of the same id won
+            ):
+                raise TicketExistsError(f"ticket id '{spec.id}' is already used as a label by tasks", ticket_id=spec.id)
+        # No await since the checks: the id is free, or the ticket in memory answers.
         known = self.graph.tickets.tickets.get(spec.id)
         if known is not None:
             if (known.title, known.description, known.phases.as_data(), known.gates) != (
@@ -61,9 +68,6 @@ class TicketCalls:
                 raise TicketExistsError(f"ticket id '{spec.id}' is already used by another ticket", ticket_id=spec.id)
             await self.commit.sync()
             return TicketInfo.of(known)
-        await self.commit.sync()
-        if await self._db(ticket_rows.label_exists, self.store.engine, spec.id):
-            raise TicketExistsError(f"ticket id '{spec.id}' is already used as a label by tasks", ticket_id=spec.id)
         ticket = self.graph.tickets.create(spec.ticket(time.time()), time.time())
         return await self._ticket_reply(ticket)
 

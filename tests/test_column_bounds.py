@@ -21,14 +21,19 @@ from omoi_ray.actors.event_relay import CURSOR_NAME
 import omoi_ray as omoi
 from omoi_ray.core import events as event_types
 from omoi_ray.core import model, storable
+from omoi_ray.core.gates import ARTIFACT_TYPES
 from omoi_ray.core.handoff import REQUEST_PREFIX, HandoffStatus
 from omoi_ray.core.health import AgentHealth
 from omoi_ray.core.locks import LockMode
 from omoi_ray.core.ownership import WRITERS
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.core.tickets import TicketStatus
-from omoi_ray.core.gates import ARTIFACT_TYPES
-from omoi_ray.errors import InvalidHandoffError, InvalidLockRequestError, InvalidTaskSpecError, InvalidTicketError
+from omoi_ray.errors import (
+    InvalidHandoffError,
+    InvalidLockRequestError,
+    InvalidTaskSpecError,
+    InvalidTicketError,
+)
 from omoi_ray.settings import Settings
 from omoi_ray.specs import handoffs as handoff_specs
 from omoi_ray.specs import locks as lock_specs

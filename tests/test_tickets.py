@@ -14,6 +14,7 @@ from omoi_ray.errors import (
     IllegalPhaseMoveError,
     InvalidArtifactError,
     InvalidTicketError,
+    TicketExistsError,
     TicketNotFoundError,
 )
 from tests.conftest import until
@@ -118,6 +119,15 @@ def test_bad_input_names_the_ticket_phase_or_field_and_changes_nothing(runtime, 
     for call, error, match in cases:
         with pytest.raises(error, match=match):
             call()
+    # a repeated create is answered with the ticket; the same id for another ticket, or an id
+    # tasks already use as a label, is refused
+    assert rt.tickets.create("bad input", id=f"{uid}-k").created_at == t.created_at
+    with pytest.raises(TicketExistsError, match="already used by another ticket"):
+        rt.tickets.create("other", id=f"{uid}-k")
+    rt.submit([task(uid, "labelled", f"{uid}-label", None, cap="nobody")])
+    with pytest.raises(TicketExistsError, match="already used as a label by tasks"):
+        rt.tickets.create("late", id=f"{uid}-label")
+    rt.cancel(f"{uid}-labelled")
     assert rt.tickets.artifacts(t.id) == [] and len(rt.tickets.history(t.id)) == 1
     # a task whose result carries a malformed artifact fails for good, naming it
     rt.spawn_agent(f"{uid}-a", capabilities=[f"tk-{uid}"], capacity=1, handler=H)

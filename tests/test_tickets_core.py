@@ -270,3 +270,26 @@ def test_context_is_bounded_and_the_summary_rule_cuts_long_text():
     text = summarize({f"P{i}": ctx for i in range(10)})
     assert len(text) <= MAX_SUMMARY_CHARS and text.endswith(" ...")
     assert aggregate(None, "t", "not a mapping")["tasks"] == 1
+
+
+def test_a_ticket_with_a_custom_phase_set_holds_and_advances_by_its_own_table():
+    review = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
+                             "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})
+    h = Harness()
+    gates = check_gates({"REVIEW": {"artifacts": {"note": {}}, "approval": True}}, review.phases)
+    h.graph.tickets.create(Ticket("k", "doc", review, review.first, h.now, h.now, gates=gates), h.now)
+    h.submit(_task("write", "k", "DRAFT"), _task("check", "k", "REVIEW"))
+    assert h.status("write") == "ready" and h.status("check") == "pending"
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "write", result={"summary": "first draft"})
+    assert h.graph.tickets.get("k").phase == "REVIEW" and h.status("check") == "ready"
+    with pytest.raises(IllegalPhaseMoveError, match=r"allowed: PUBLISHED, DRAFT"):
+        h.graph.tickets.move("k", "BLOCKED", h.now)
+    h.claim(a)
+    h.run(a, "check", result={"artifacts": [{"type": "note", "content": {"text": "fine"}}]})
+    assert h.graph.tickets.gate("k", h.now).reasons == ("waiting for approval of phase REVIEW",)
+    h.graph.tickets.approve("k", "REVIEW", "ed", "", h.now)
+    ticket = h.graph.tickets.get("k")
+    assert ticket.phase == "PUBLISHED" and ticket.status.value == "done"
+    assert context_for(ticket, "PUBLISHED")["summary"].startswith("DRAFT: write: first draft")
