@@ -180,15 +180,15 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("ticket_phase_history", "ticket_id"): NAME,
     ("ticket_phase_history", "from_phase"): PHASE,
     ("ticket_phase_history", "to_phase"): PHASE,
-    ("ticket_phase_history", "by"): NAME,
+    ("ticket_phase_history", "moved_by"): NAME,
     ("ticket_artifacts", "ticket_id"): NAME,
     ("ticket_artifacts", "phase"): PHASE,
     ("ticket_artifacts", "type"): max(map(len, ARTIFACT_TYPES)),
     ("ticket_artifacts", "task_id"): NAME,
-    ("ticket_artifacts", "by"): NAME,  # an agent name, a driver's ``by``, or "task"
+    ("ticket_artifacts", "added_by"): NAME,  # an agent name, a driver's ``by``, or "task"
     ("ticket_gate_results", "ticket_id"): NAME,
     ("ticket_gate_results", "phase"): PHASE,
-    ("ticket_gate_results", "by"): max(NAME, len("auto-advance")),
+    ("ticket_gate_results", "judged_by"): max(NAME, len("auto-advance")),
 }
 
 

@@ -87,8 +87,9 @@ class TicketRow(Base):
 
 
 class TicketPhaseChangeRow(Base):
-    """One phase move of a ticket: ``seq`` (1 = created), from, to, why, by whom, and the gate
-    result ``{"passed", "reasons"}`` when the move went through a gate."""
+    """One phase move of a ticket: ``seq`` (1 = created), from, to, why, by whom (``moved_by``:
+    no column is named ``by``, a reserved word in a ``COPY`` column list), and the gate result
+    ``{"passed", "reasons"}`` when the move went through a gate."""
 
     __tablename__ = "ticket_phase_history"
 
@@ -97,7 +98,7 @@ class TicketPhaseChangeRow(Base):
     from_phase: Mapped[str | None] = mapped_column(sa.String(64))
     to_phase: Mapped[str] = mapped_column(sa.String(64))
     reason: Mapped[str] = mapped_column(sa.Text)
-    by: Mapped[str] = mapped_column(sa.String(128))
+    moved_by: Mapped[str] = mapped_column(sa.String(128))
     gate: Mapped[Any] = mapped_column(JSONType, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -115,7 +116,7 @@ class TicketArtifactRow(Base):
     path: Mapped[str | None] = mapped_column(sa.Text)
     content: Mapped[Any] = mapped_column(JSONType)
     task_id: Mapped[str | None] = mapped_column(sa.String(128))
-    by: Mapped[str] = mapped_column(sa.String(128))
+    added_by: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -129,7 +130,7 @@ class TicketGateResultRow(Base):
     phase: Mapped[str] = mapped_column(sa.String(64))
     passed: Mapped[bool] = mapped_column(sa.Boolean)
     reasons: Mapped[Any] = mapped_column(JSONType)
-    by: Mapped[str] = mapped_column(sa.String(128))
+    judged_by: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

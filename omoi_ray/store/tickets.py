@@ -58,7 +58,7 @@ def load_tickets(conn: Any) -> TicketSnapshot:
 
 def _artifact(r: Mapping[str, Any]) -> Artifact:
     return Artifact(r["ticket_id"], r["phase"], r["type"], dict(r["content"] or {}), _epoch(r["created_at"]),
-                    r["by"], r["path"], r["task_id"])
+                    r["added_by"], r["path"], r["task_id"])
 
 
 def label_exists(engine: sa.Engine, ticket_id: str) -> bool:
@@ -68,11 +68,12 @@ def label_exists(engine: sa.Engine, ticket_id: str) -> bool:
 
 
 def history(engine: sa.Engine, ticket_id: str) -> list[dict[str, Any]]:
-    """The ticket's phase history rows, first to last (``at`` as an aware datetime)."""
+    """The ticket's phase history rows, first to last (``at`` as an aware datetime; ``by`` is
+    the ``moved_by`` column)."""
     h = t.ticket_phase_history
     with engine.connect() as conn:
         rows = conn.execute(sa.select(h).where(h.c.ticket_id == ticket_id).order_by(h.c.seq)).mappings()
-        return [dict(r) for r in rows]
+        return [{**r, "by": r["moved_by"]} for r in rows]
 
 
 def gate_results(engine: sa.Engine, ticket_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -80,7 +81,7 @@ def gate_results(engine: sa.Engine, ticket_id: str, limit: int = 100) -> list[di
     g = t.ticket_gate_results
     with engine.connect() as conn:
         rows = conn.execute(sa.select(g).where(g.c.ticket_id == ticket_id).order_by(g.c.id.desc()).limit(limit))
-        return [dict(r) for r in reversed(rows.mappings().all())]
+        return [{**r, "by": r["judged_by"]} for r in reversed(rows.mappings().all())]
 
 
 def artifacts(engine: sa.Engine, ticket_id: str) -> list[Artifact]:

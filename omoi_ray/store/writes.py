@@ -554,15 +554,15 @@ class BatchWriter:
 
     def _phase_change_row(self, c: PhaseChange) -> dict[str, Any]:
         return {"ticket_id": c.ticket_id, "seq": c.seq, "from_phase": c.from_phase, "to_phase": c.to_phase,
-                "reason": c.reason, "by": c.by, "gate": _json(c.gate), "at": self._time(c.at)}
+                "reason": c.reason, "moved_by": c.by, "gate": _json(c.gate), "at": self._time(c.at)}
 
     def _artifact_row(self, a: Artifact) -> dict[str, Any]:
         return {"ticket_id": a.ticket_id, "phase": a.phase, "type": a.type, "path": a.path,
-                "content": _json(a.content), "task_id": a.task_id, "by": a.by, "created_at": self._time(a.at)}
+                "content": _json(a.content), "task_id": a.task_id, "added_by": a.by, "created_at": self._time(a.at)}
 
     def _gate_result_row(self, g: GateResult) -> dict[str, Any]:
         return {"ticket_id": g.ticket_id, "phase": g.phase, "passed": g.passed, "reasons": _json(list(g.reasons)),
-                "by": g.by, "created_at": self._time(g.at)}
+                "judged_by": g.by, "created_at": self._time(g.at)}
 
     def _handoff_row(self, h: Handoff) -> dict[str, Any]:
         return {
