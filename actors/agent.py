@@ -447,6 +447,7 @@ class AgentActor:
             _lock_manager=self.lock_manager,
             holder=f"{assignment.task_id}#{assignment.attempt}",
             handoff=assignment.handoff,
+            ticket=assignment.ticket_context,
             inbox=self.inbox,
         )
         run = _Running(assignment, ctx)

@@ -20,7 +20,8 @@ Rules:
   sent it: error text is cleaned, a result no store can hold fails its attempt for good.
 - One class per concept, composed here: ``RegistryCalls`` (``scheduler_registry``: search,
   list, stats), ``MessagingCalls`` (``scheduler_messaging``: threads, messages, receipts, live
-  delivery, retention), ``HandoffCalls`` (``scheduler_handoffs``: negotiated hand-offs). They
+  delivery, retention), ``HandoffCalls`` (``scheduler_handoffs``: negotiated hand-offs), ``TicketCalls``
+  (``scheduler_tickets``: tickets, phases, gates, context). They
   share this actor's graph, change log and group commit, so a handoff's task move and its thread
   outcome commit in one transaction. ``JoinCalls`` (``scheduler_joins``: a join's merge inputs
   and the record of its merge).
@@ -44,6 +45,7 @@ from omoi_ray.actors.scheduler_handoffs import HandoffCalls
 from omoi_ray.actors.scheduler_joins import JoinCalls
 from omoi_ray.actors.scheduler_messaging import PRUNE_EVERY, MessagingCalls
 from omoi_ray.actors.scheduler_registry import RegistryCalls
+from omoi_ray.actors.scheduler_tickets import TicketCalls
 
 from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.handoff import HandoffStatus
@@ -99,7 +101,7 @@ class _Countdown:
 
 
 @holds_start_error
-class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, JoinCalls, DurableWriter[TaskChanges]):
+class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, JoinCalls, DurableWriter[TaskChanges]):
     """The scheduler singleton: a Ray actor (``ray.remote(SchedulerActor)``, started by
     ``omoi_ray.client.runtime``) around a ``TaskGraph``, rebuilt from the database at start-up.
 
@@ -138,6 +140,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, JoinCalls, Dur
             threads=snapshot.threads,
             next_message_seq=snapshot.next_message_seq,
             handoffs=snapshot.handoffs,
+            tickets=snapshot.tickets.tickets,
+            artifacts=snapshot.tickets.artifacts,
+            history_seq=snapshot.tickets.history_seq,
         )
         self.prune_at = now + PRUNE_EVERY
         #: agent name -> drivers parked in ``receive`` for it
@@ -412,7 +417,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, HandoffCalls, JoinCalls, Dur
     ) -> ExchangeReply:
         """Apply an agent's reports, renew its lease, and (unless ``wait`` is None) hand it up to
         its free slots of ready tasks, parking up to ``wait`` seconds when there are none."""
-        reports = _intake(reports, self.settings.result_max_bytes)
+        reports = self._ticket_intake(_intake(reports, self.settings.result_max_bytes))
         if any(r.children for r in reports):
             # Children are judged against storage, then applied with no await in between, under
             # the submission lock: no submission creates one of their ids meanwhile.

@@ -318,3 +318,39 @@ class UnknownStepError(PatternError):
 
 class PatternCycleError(PatternError):
     """The pattern's steps depend on each other in a cycle (``cycle`` lists it)."""
+# --- tickets and phases (``omoi_ray.core.tickets``) ---------------------------------------
+
+
+class TicketError(OmoiError):
+    """Base class of ticket, phase, gate and artifact errors."""
+
+
+class InvalidTicketError(TicketError, ValueError):
+    """A ticket field, phase set or gate declaration is not acceptable (the message names the
+    field); nothing was stored."""
+
+
+class TicketNotFoundError(TicketError, LookupError):
+    """No ticket with that id exists (``ticket_id``)."""
+
+
+class TicketExistsError(InvalidTicketError):
+    """A ticket with this id already exists with a different definition."""
+
+
+class TicketClosedError(TicketError):
+    """The ticket is done or cancelled: it takes no more moves, artifacts or approvals."""
+
+
+class IllegalPhaseMoveError(TicketError, ValueError):
+    """The phase table does not allow this move (``allowed`` lists the legal targets)."""
+
+
+class GateBlockedError(TicketError):
+    """A forward move was refused because the gate of the current phase did not pass
+    (``reasons`` lists why; the result is stored in the ticket's gate results)."""
+
+
+class InvalidArtifactError(TicketError, ValueError):
+    """An artifact of unknown type or with malformed content (the message names the ticket,
+    the type and the field); nothing was stored."""

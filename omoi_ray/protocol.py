@@ -23,7 +23,7 @@ from omoi_ray.specs.agents import AgentInfo
 
 #: ``Assignment`` fields that are not the task's (so not in ``task_fields.FIELDS``): the hand-off
 #: context the scheduler adds to an attempt that came from an accepted offer
-ASSIGNMENT_EXTRAS: tuple[str, ...] = ("handoff",)
+ASSIGNMENT_EXTRAS: tuple[str, ...] = ("handoff", "ticket_context")
 
 
 class Assignment(NamedTuple):
@@ -41,6 +41,9 @@ class Assignment(NamedTuple):
     locks: tuple[tuple[str, str, str], ...] = ()
     #: set when this attempt came from an accepted hand-off offer (the handler's ``ctx.handoff``)
     handoff: HandoffContext | None = None
+    #: the context of its ticket's earlier phases (``core.tickets.context_for``), for a task of a
+    #: ticket made by ``rt.tickets.create`` (the handler's ``ctx.ticket_context()``)
+    ticket_context: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, task: Task) -> Assignment:

@@ -22,16 +22,24 @@ import omoi_ray as omoi
 from omoi_ray.core import events as event_types
 from omoi_ray.core import model, storable
 from omoi_ray.core.coordination import NODE_KINDS
+from omoi_ray.core.gates import ARTIFACT_TYPES
 from omoi_ray.core.handoff import REQUEST_PREFIX, HandoffStatus
 from omoi_ray.core.health import AgentHealth
 from omoi_ray.core.locks import LockMode
 from omoi_ray.core.ownership import WRITERS
 from omoi_ray.core.tasks import TaskStatus
-from omoi_ray.errors import InvalidHandoffError, InvalidLockRequestError, InvalidTaskSpecError
+from omoi_ray.core.tickets import TicketStatus
+from omoi_ray.errors import (
+    InvalidHandoffError,
+    InvalidLockRequestError,
+    InvalidTaskSpecError,
+    InvalidTicketError,
+)
 from omoi_ray.settings import Settings
 from omoi_ray.specs import handoffs as handoff_specs
 from omoi_ray.specs import locks as lock_specs
 from omoi_ray.specs import tasks as specs
+from omoi_ray.specs import tickets as ticket_specs
 from omoi_ray.store.schema import Base
 
 
@@ -58,6 +66,7 @@ def _accepts(check, *errors: type[Exception]):
 
 # ---------------------------------------------------------------- what the edge lets in (characters)
 
+PHASE = _longest(_accepts(ticket_specs.check_phase, InvalidTicketError), char="A")  # a ticket's phase
 NAME = _longest(_accepts(lambda v: specs.check_name(v, "id"), ValueError))  # task id/type, agent name, ticket, phase
 IDEMPOTENCY_KEY = _longest(_accepts(lambda v: omoi.TaskSpec(type="t", idempotency_key=v), InvalidTaskSpecError))
 LOCK_TYPE = _longest(_accepts(lock_specs.check_type, InvalidLockRequestError))
@@ -88,9 +97,9 @@ def _longest_word(values) -> int:
 #: (table, column) -> the most characters the runtime can write there
 MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("tickets", "id"): NAME,
-    ("tickets", "title"): 0,  # never written
+    ("tickets", "title"): _longest(_accepts(ticket_specs.TicketSpec.make, InvalidTicketError), limit=8192),
     ("tickets", "phase"): NAME,
-    ("tickets", "status"): len("open"),
+    ("tickets", "status"): max(len("open"), _longest_word(TicketStatus)),
     ("tasks", "id"): NAME,
     ("tasks", "ticket_id"): NAME,
     ("tasks", "phase"): NAME,
@@ -169,6 +178,19 @@ MAX_WRITTEN: dict[tuple[str, str], int] = {
     ("message_receipts", "message_id"): MESSAGE_ID,
     ("message_receipts", "recipient"): NAME,
     ("message_receipts", "thread_id"): NAME,
+    ("tickets", "previous_phase"): PHASE,
+    ("ticket_phase_history", "ticket_id"): NAME,
+    ("ticket_phase_history", "from_phase"): PHASE,
+    ("ticket_phase_history", "to_phase"): PHASE,
+    ("ticket_phase_history", "moved_by"): NAME,
+    ("ticket_artifacts", "ticket_id"): NAME,
+    ("ticket_artifacts", "phase"): PHASE,
+    ("ticket_artifacts", "type"): max(map(len, ARTIFACT_TYPES)),
+    ("ticket_artifacts", "task_id"): NAME,
+    ("ticket_artifacts", "added_by"): NAME,  # an agent name, a driver's ``by``, or "task"
+    ("ticket_gate_results", "ticket_id"): NAME,
+    ("ticket_gate_results", "phase"): PHASE,
+    ("ticket_gate_results", "judged_by"): max(NAME, len("auto-advance")),
 }
 
 
@@ -212,6 +234,8 @@ def _row(table: sa.Table, now: datetime) -> dict[str, Any]:
             row[column.name] = now
         elif isinstance(kind, sa.JSON):
             row[column.name] = ["j"]
+        elif isinstance(kind, sa.Boolean):
+            row[column.name] = True
         elif isinstance(kind, sa.Float):
             row[column.name] = 1.5
         elif isinstance(kind, sa.Integer):

@@ -1,7 +1,7 @@
 """Every event the core emits is in the catalogue (``omoi_ray/core/events.py``) with the entity
 type the catalogue declares, and every type the catalogue says is emitted is emitted.
 
-The scenario drives the two event sources, the task graph (threads included) and the lock table, through every
+The scenario drives the two event sources, the task graph (threads and tickets included) and the lock table, through every
 emitted type, collecting what each ``take_changes()`` hands to the store.
 """
 
@@ -16,6 +16,8 @@ from omoi_ray.core.events import CATALOGUE, EMITTED
 from omoi_ray.core.locks import LockMode, LockTable
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.core.phases import DEFAULT
+from omoi_ray.core.tickets import Ticket
 from omoi_ray.errors import DeadlockError
 from omoi_ray.specs.coordination import SplitSpec, SyncSpec, parse_submission, read_specs
 from tests.graph_harness import Harness, spec
@@ -57,6 +59,9 @@ def _task_graph_events() -> list:
     h.graph.threads.post("t1", "w2", {"note": "hi"}, h.now)
     h.graph.threads.close("t1", "resolved", h.now)
     h.graph.agent_stopped("w2", "i2", h.now)
+    h.graph.tickets.create(Ticket("k", "t", DEFAULT, DEFAULT.first, h.now, h.now), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)  # through BACKLOG's gate
+    h.graph.cancel_ticket("k", h.now)
     h.drain()
     return h.events
 

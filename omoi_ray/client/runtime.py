@@ -43,6 +43,7 @@ from omoi_ray.client.locks import Lease, LockClient
 from omoi_ray.client.messages import Messages
 from omoi_ray.client.patterns import Patterns
 from omoi_ray.client.tasks import Tasks
+from omoi_ray.client.tickets import TicketClient
 from omoi_ray.errors import ConfigurationError, OmoiError, RuntimeUnavailableError, TaskNotFoundError
 from omoi_ray.naming import EVENTS_NAME, LOCKS_NAME, SCHEDULER_NAME
 from omoi_ray.protocol import RuntimeStatus
@@ -84,6 +85,8 @@ class Runtime:
         handoffs: ``rt.handoffs`` (offer, accept, decline, get, wait; see ``omoi_ray.client.handoffs``).
         patterns: ``rt.patterns`` (apply, result: YAML pattern files; short forms
             ``rt.apply_pattern``, ``rt.pattern_result``).
+        tickets: ``rt.tickets`` (create, get, list, move, approve, add_artifact, gate, history,
+            artifacts, cancel; see ``omoi_ray.client.tickets``).
         messages: ``rt.messages`` (create_thread, close_thread, thread, threads, send,
             send_many, mark_read, messages, unread, receipts, receive, follow).
         scheduler, lock_manager, relay: the singletons' actor handles.
@@ -105,6 +108,8 @@ class Runtime:
         self._locks: LockClient | None = None
         #: ``rt.handoffs``: offer held tasks to other agents, accept or decline for an agent
         self.handoffs = HandoffClient(lambda: self.scheduler)
+        #: ``rt.tickets``: tickets moving through phases, with gates, history and context
+        self.tickets = TicketClient(lambda: self.scheduler)
         set_driver_budget(settings.call_retry_for)  # this process's calls ride out restarts this long
         for handle, role, name in ((scheduler, "scheduler", SCHEDULER_NAME), (lock_manager, "lock manager", LOCKS_NAME),
                                    (relay, "event relay", EVENTS_NAME)):

@@ -111,12 +111,19 @@ class LiveTasks:
         #: the rules of handler-less nodes (``core.coordination.Coordination`` sets itself here):
         #: a dependent whose ``kind`` is not ``"task"`` is settled by them, never made ready
         self.nodes: Any = None
+        #: why a task may not become ready yet (``core.tickets``: its ticket's phase), or None
+        self.hold: Callable[[Task], str | None] | None = None
+        #: told of each task joining memory, and of each leaving it (final)
+        self.on_add: Callable[[Task], None] | None = None
+        self.on_leave: Callable[[Task, float], None] | None = None
 
     def add(self, task: Task) -> None:
         """Hold ``task`` in memory (new or restored); its idempotency key now names it."""
         self.tasks[task.id] = task
         if task.idempotency_key:
             self.by_key[task.idempotency_key] = task.id
+        if self.on_add is not None and task.ticket_id is not None:
+            self.on_add(task)
 
     def link(self, task: Task, dep_id: str) -> bool:
         """Make ``task`` wait on ``dep_id`` if that task is live; return whether it is (a
@@ -144,7 +151,16 @@ class LiveTasks:
             self._settle(task, now)
 
     def make_ready(self, task: Task, now: float) -> None:
-        """Move ``task`` to ``ready`` and offer it in the ready index."""
+        """Move ``task`` to ``ready`` and offer it in the ready index; a task ``hold`` holds back
+        stays ``pending`` with the hold's reason (its ticket releases it later)."""
+        if self.hold is not None and task.ticket_id is not None:
+            why = self.hold(task)
+            if why is not None:
+                if task.reason != why:
+                    task.reason = why
+                    if task.id not in self.log.created:
+                        self.log.updated.add(task)
+                return
         self.move(task, S.READY, now)
         self.ready.push(task.id, task.requires, task.priority, task.seq)
 
@@ -205,6 +221,8 @@ class LiveTasks:
         if task.idempotency_key:
             self.by_key.pop(task.idempotency_key, None)
         self.log.finished.add(task.id)
+        if self.on_leave is not None and task.ticket_id is not None:
+            self.on_leave(task, now)
         dependents = self.dependents.pop(task.id, ())
         if task.status is S.COMPLETED:
             for dep_id in dependents:

@@ -63,6 +63,13 @@ _EMITTED = (
     EventType("agent.message.sent", "thread", "an agent posted a message in a thread"),
     EventType("agent.collab.started", "thread", "agents opened a collaboration thread"),
     EventType("agent.collab.ended", "thread", "a collaboration thread was closed"),
+    EventType("ticket.created", "ticket", "a ticket was created in its first phase (title, phase)"),
+    EventType(
+        "ticket.phase.changed", "ticket",
+        "a ticket moved phase (from, to, reason, by, and the gate result when the move went through one)",
+    ),
+    EventType("ticket.gate.evaluated", "ticket", "a phase's gate was judged (phase, passed, every blocking reason)"),
+    EventType("ticket.cancelled", "ticket", "a ticket was cancelled; its unfinished tasks were cancelled with it"),
     EventType("lock.granted", "lock", "a lease was granted (mode, holder, fencing token)"),
     EventType("lock.released", "lock", "a lease was released by its holder or in bulk"),
     EventType("lock.expired", "lock", "a lease ran out without renewal and was freed"),

@@ -12,6 +12,8 @@ each rule lives in its part:
 - ``core.handoff.Handoffs``: negotiated hand-offs of a held task to another agent;
 - ``core.threads.Threads``: collaboration threads, messages and read receipts;
 - ``core.coordination.Coordination``: handler-less nodes (sync, loop) and splits;
+- ``core.tickets.Tickets``: tickets, their phases, gates, artifacts and context; tasks held for
+  their ticket's phase;
 - ``core.timers.Timers``: deadlines (``advance`` dispatches each due timer to its part);
 - ``core.task_changes.TaskChanges``: the change set every part records into.
 
@@ -52,6 +54,7 @@ from omoi_ray.core.submission import StoredTask, submit
 from omoi_ray.core.task_changes import AttemptKey, TaskChanges
 from omoi_ray.core.tasks import ACTIVE, FAILED_EVENT, FAILED_FOR_GOOD, TERMINAL, TaskStatus
 from omoi_ray.core.threads import Threads
+from omoi_ray.core.tickets import Artifact, Ticket, Tickets
 from omoi_ray.core.timers import Timers
 
 S = TaskStatus
@@ -100,6 +103,7 @@ class TaskGraph:
         self.claims.on_attempt_end = self.handoffs.attempt_ended
         self.coordination = Coordination(self.live, self.timers, read_specs)
         self.claims.on_split = self.coordination.split
+        self.tickets = Tickets(self.log, self.live)
         # what each part owns, under the names the scheduler actor and the tests read
         self.tasks = self.live.tasks
         self.dependents = self.live.dependents
@@ -150,6 +154,9 @@ class TaskGraph:
         threads: Iterable[Thread] = (),
         next_message_seq: int = 1,
         handoffs: Iterable[Handoff] = (),
+        tickets: Iterable[Ticket] = (),
+        artifacts: Iterable[Artifact] = (),
+        history_seq: Mapping[str, int] | None = None,
     ) -> None:
         """Rebuild memory from stored rows.
 
@@ -164,11 +171,14 @@ class TaskGraph:
             threads: the stored active threads.
             next_message_seq: the ``seq`` the next message gets (at least).
             handoffs: open offers, and accepted ones whose new attempt is still claimed.
+            tickets, artifacts, history_seq: the stored tickets, their artifacts, and each
+                ticket's last phase-history ``seq`` (held tasks are held again on restore).
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.
         """
         live = self.live
+        self.tickets.restore(tickets, artifacts, history_seq or {})
         for task in tasks:
             task.waiting_on = 0
             live.add(task)
@@ -218,7 +228,22 @@ class TaskGraph:
         """Create the tasks of one submission atomically and return their ids in order (see
         ``core.submission.submit``, which raises ``InvalidSubmissionError`` and changes nothing
         for conflicts and graph-rule breaches)."""
+        for task in new:
+            self.tickets.check_task(task.id, task.ticket_id, task.phase)
         return submit(self.live, new, now, stored, stored_keys, request_id)
+
+    def cancel_ticket(self, ticket_id: str, now: float, reason: str = "ticket cancelled") -> tuple[Ticket, list[str]]:
+        """Cancel a ticket and every unfinished task of it, as one decision (``cancel_many``).
+
+        Returns:
+            The ticket and the ids of the tasks cancelled.
+
+        Raises:
+            TicketNotFoundError, TicketClosedError (the ticket is done).
+        """
+        ticket, ids = self.tickets.cancel(ticket_id, reason, now)
+        self.cancel_many(ids, now, reason)
+        return ticket, ids
 
     # ---------------------------------------------------------------- agents' calls
 

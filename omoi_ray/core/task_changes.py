@@ -5,9 +5,9 @@ claims, threads) records into one shared ``ChangeRecorder[TaskChanges]``; the ow
 (``TaskGraph.take_changes``), stores it in one transaction, and only then acts on it.
 
 Rules:
-- Tasks, attempts, agents, threads and hand-off offers keep their latest state per key (task
+- Tasks, attempts, agents, threads, hand-off offers and tickets keep their latest state per key (task
   id, ``(task id, attempt)``, agent id, thread id, offer id); messages, receipts, reads,
-  dependencies, events, signals, finished ids and abandoned attempts are appended in
+  dependencies, phase changes, artifacts, gate results, events, signals, finished ids and abandoned attempts are appended in
   the order they happened; ``new_attempts`` (which attempts are inserts) is a set.
 - ``bool(changes)`` means there are rows to write; ``signals``, ``finished`` and ``abandoned``
   only name someone to tell once the rows are written (``NOTIFY``).
@@ -26,6 +26,7 @@ from omoi_ray.core.model import Agent, Attempt, CancelSignal, Event, Message, Re
 
 if TYPE_CHECKING:
     from omoi_ray.core.handoff import Handoff
+    from omoi_ray.core.tickets import Artifact, GateResult, PhaseChange, Ticket
 
 #: an attempt's key: ``(task id, attempt number)``
 AttemptKey = tuple[str, int]
@@ -68,3 +69,11 @@ class TaskChanges(ChangeSet):
     receipts: list[Receipt] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: receipts marked read (the store keeps the first read time)
     reads: list[Read] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: tickets created or changed (``core.tickets``), latest state per id
+    tickets: list[Ticket] = field(default_factory=list, metadata=merge_rule(latest(attrgetter("id"))))
+    #: phase history rows, in order
+    phase_changes: list[PhaseChange] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: artifacts added to tickets' phases, in order
+    artifacts: list[Artifact] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: gate evaluations, in order
+    gate_results: list[GateResult] = field(default_factory=list, metadata=merge_rule(APPEND))

@@ -129,6 +129,20 @@ class TaskContext:
         specs = [s.model_dump(mode="json") for s in iter_task_specs(list(items), 2**62)]
         self.split_children.extend(specs)
         return [s["id"] for s in specs]
+    #: the ticket context the scheduler handed this attempt (``ticket_context()``), else None
+    ticket: Any = field(default=None, repr=False)
+
+    def ticket_context(self) -> dict[str, Any]:
+        """What the earlier phases of this task's ticket produced (``core.tickets.context_for``).
+
+        Returns:
+            ``{"ticket_id", "phase", "phases": {phase: {"tasks", "summaries", "decisions",
+            "risks", "artifacts", "dropped"}}, "summary": str}`` for a task of a ticket made by
+            ``rt.tickets.create`` (phases strictly before the task's, bounded: at most 10 entries
+            per list, 300 characters each; the summary at most 2,000 characters); ``{}`` for a
+            task without one. Read when the attempt was handed out.
+        """
+        return dict(self.ticket) if self.ticket else {}
 
     @property
     def handoffs(self) -> Any:

@@ -60,7 +60,13 @@ class Base(DeclarativeBase):
 
 
 class TicketRow(Base):
-    """A ticket grouping tasks (``tasks.ticket_id``): title, phase, status, free-form ``meta`` JSON."""
+    """A ticket grouping tasks (``tasks.ticket_id``): title, phase, status, free-form ``meta`` JSON.
+
+    A ticket made by ``rt.tickets.create`` (``omoi_ray.core.tickets``) has ``phase_set`` (its
+    ``PhaseSet`` as data), ``gates``, ``auto_advance``, ``priority``, ``description``, the
+    aggregated ``context`` of its phases and its ``previous_phase``; a row made because a task
+    named the ticket as a label has them NULL (``status`` "open").
+    """
 
     __tablename__ = "tickets"
 
@@ -71,6 +77,61 @@ class TicketRow(Base):
     meta: Mapped[Any] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    priority: Mapped[int | None] = mapped_column(sa.Integer)
+    phase_set: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    gates: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    auto_advance: Mapped[bool | None] = mapped_column(sa.Boolean)
+    context: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    previous_phase: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class TicketPhaseChangeRow(Base):
+    """One phase move of a ticket: ``seq`` (1 = created), from, to, why, by whom (``moved_by``:
+    no column is named ``by``, a reserved word in a ``COPY`` column list), and the gate result
+    ``{"passed", "reasons"}`` when the move went through a gate."""
+
+    __tablename__ = "ticket_phase_history"
+
+    ticket_id: Mapped[str] = mapped_column(sa.ForeignKey("tickets.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    from_phase: Mapped[str | None] = mapped_column(sa.String(64))
+    to_phase: Mapped[str] = mapped_column(sa.String(64))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    moved_by: Mapped[str] = mapped_column(sa.String(128))
+    gate: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TicketArtifactRow(Base):
+    """An artifact of a ticket's phase (``omoi_ray.core.gates.ARTIFACT_TYPES``): its type,
+    ``content`` JSON, optional ``path``, and who added it (a task's agent, a driver, an approver)."""
+
+    __tablename__ = "ticket_artifacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(sa.ForeignKey("tickets.id"), index=True)
+    phase: Mapped[str] = mapped_column(sa.String(64))
+    type: Mapped[str] = mapped_column(sa.String(64))
+    path: Mapped[str | None] = mapped_column(sa.Text)
+    content: Mapped[Any] = mapped_column(JSONType)
+    task_id: Mapped[str | None] = mapped_column(sa.String(128))
+    added_by: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TicketGateResultRow(Base):
+    """One evaluation of a phase's gate: passed, and every blocking reason (JSON list)."""
+
+    __tablename__ = "ticket_gate_results"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(sa.ForeignKey("tickets.id"), index=True)
+    phase: Mapped[str] = mapped_column(sa.String(64))
+    passed: Mapped[bool] = mapped_column(sa.Boolean)
+    reasons: Mapped[Any] = mapped_column(JSONType)
+    judged_by: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TaskRow(Base):
@@ -403,6 +464,9 @@ class MessageReceiptRow(Base):
 
 
 tickets = TicketRow.__table__
+ticket_phase_history = TicketPhaseChangeRow.__table__
+ticket_artifacts = TicketArtifactRow.__table__
+ticket_gate_results = TicketGateResultRow.__table__
 tasks = TaskRow.__table__
 task_dependencies = TaskDependencyRow.__table__
 task_attempts = TaskAttemptRow.__table__

@@ -49,6 +49,7 @@ from omoi_ray.store import ownership
 from omoi_ray.store import schema as t
 from omoi_ray.store.events import event_record
 from omoi_ray.store.ownership import Fence
+from omoi_ray.store.tickets import TicketSnapshot, load_tickets
 from omoi_ray.store.writes import BatchWriter, Mark, Rows
 
 LIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL]
@@ -84,6 +85,8 @@ class Snapshot:
     next_message_seq: int = 1
     #: open hand-off offers, and accepted ones whose new attempt is still claimed (to deliver)
     handoffs: list[Handoff] = field(default_factory=list)
+    #: managed tickets, their open ones' artifacts, and each ticket's last history seq
+    tickets: TicketSnapshot = field(default_factory=TicketSnapshot)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -243,6 +246,7 @@ class Store:
                 if task.status is TaskStatus.CLAIMED and (task.claim_request_id or "").startswith(REQUEST_PREFIX)
             ]
             handoffs = self.handoff_rows(conn, handed)
+            tickets = load_tickets(conn)
         return Snapshot(
             tasks=tasks,
             dependencies=[(a, b, TaskStatus(s)) for a, b, s in edges],
@@ -252,6 +256,7 @@ class Store:
             threads=threads,
             next_message_seq=next_message_seq,
             handoffs=handoffs,
+            tickets=tickets,
         )
 
     @staticmethod

@@ -42,6 +42,7 @@ from omoi_ray.core.model import Agent, Attempt, Event, EventBatch, Message, Rece
 from omoi_ray.core.storable import check_json, unstorable_char
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.task_fields import Shape
+from omoi_ray.core.tickets import Artifact, GateResult, PhaseChange, Ticket
 from omoi_ray.store import schema as t
 from omoi_ray.store.ownership import Fence, check_fence, fence_statement, send_fence_check
 
@@ -164,12 +165,19 @@ class BatchWriter:
             "lock_request": [c.name for c in t.lock_requests.columns],
             "message": [c.name for c in t.messages.columns],
             "receipt": [c.name for c in t.message_receipts.columns],
+            "phase_change": [c.name for c in t.ticket_phase_history.columns],
+            "artifact": [c.name for c in t.ticket_artifacts.columns if c.name != "id"],
+            "gate_result": [c.name for c in t.ticket_gate_results.columns if c.name != "id"],
         }
         tables = {"task": t.tasks, "dep": t.task_dependencies, "attempt": t.task_attempts, "event": t.events,
                   "lock_grant": t.lock_grants, "lock_request": t.lock_requests,
-                  "message": t.messages, "receipt": t.message_receipts}
+                  "message": t.messages, "receipt": t.message_receipts,
+                  "phase_change": t.ticket_phase_history, "artifact": t.ticket_artifacts,
+                  "gate_result": t.ticket_gate_results}
         handoff_cols = [c.name for c in t.handoffs.columns]
         handoff_insert = ins(t.handoffs).values({c: b(c) for c in handoff_cols})
+        ticket_cols = [c.name for c in t.tickets.columns]
+        ticket_insert = ins(t.tickets).values({c: b(c) for c in ticket_cols})
         agent_cols = [c.name for c in t.agents.columns]
         agent_insert = ins(t.agents).values({c: b(c) for c in agent_cols})
         token_insert = ins(t.lock_resources).values(
@@ -184,6 +192,10 @@ class BatchWriter:
                 ins(t.tickets).values({c: b(c) for c in ("id", "status", "created_at", "updated_at")})
                 .on_conflict_do_nothing()
             )),
+            # a managed ticket is written whole each time it changes (``core.tickets``)
+            "ticket_full": _Statement(self._compile(ticket_insert.on_conflict_do_update(
+                index_elements=["id"], set_={c: ticket_insert.excluded[c] for c in ticket_cols if c != "id"},
+            ))),
             "agent": _Statement(self._compile(agent_insert.on_conflict_do_update(
                 index_elements=["id"], set_={c: agent_insert.excluded[c] for c in agent_cols if c != "id"},
             ))),
@@ -383,6 +395,7 @@ class BatchWriter:
     def _task_rows(self, changes: TaskChanges) -> RowBuilders:
         """The scheduler's change set, statement by statement in dependency order."""
         now, out, add = self._begin_rows()
+        add("ticket_full", self._ticket_row, changes.tickets)
         tickets = sorted({task.ticket_id for task in changes.created if task.ticket_id})
         add("ticket", lambda i: {"id": i, "status": "open", "created_at": now, "updated_at": now}, tickets)
         add("task", self._task_row, changes.created)
@@ -400,6 +413,9 @@ class BatchWriter:
         add("receipt_read", lambda r: {"b_message_id": r[0], "b_recipient": r[1], "read_at": self._time(r[2])},
             changes.reads)
         add("handoff", self._handoff_row, changes.handoffs)
+        add("phase_change", self._phase_change_row, changes.phase_changes)
+        add("artifact", self._artifact_row, changes.artifacts)
+        add("gate_result", self._gate_result_row, changes.gate_results)
         add("event", self._event_row, changes.events)
         return out
 
@@ -526,6 +542,27 @@ class BatchWriter:
             "last_heartbeat_at": self._time(a.last_heartbeat_at) if a.last_heartbeat_at else None,
             "tasks_done": a.tasks_done,
         }
+
+    def _ticket_row(self, k: Ticket) -> dict[str, Any]:
+        return {
+            "id": k.id, "title": k.title, "phase": k.phase, "status": k.status.value, "meta": None,
+            "created_at": self._time(k.created_at), "updated_at": self._time(k.updated_at),
+            "description": k.description, "priority": int(k.priority), "phase_set": _json(k.phases.as_data()),
+            "gates": _json(k.gates), "auto_advance": k.auto_advance, "context": _json(k.context),
+            "previous_phase": k.previous_phase,
+        }
+
+    def _phase_change_row(self, c: PhaseChange) -> dict[str, Any]:
+        return {"ticket_id": c.ticket_id, "seq": c.seq, "from_phase": c.from_phase, "to_phase": c.to_phase,
+                "reason": c.reason, "moved_by": c.by, "gate": _json(c.gate), "at": self._time(c.at)}
+
+    def _artifact_row(self, a: Artifact) -> dict[str, Any]:
+        return {"ticket_id": a.ticket_id, "phase": a.phase, "type": a.type, "path": a.path,
+                "content": _json(a.content), "task_id": a.task_id, "added_by": a.by, "created_at": self._time(a.at)}
+
+    def _gate_result_row(self, g: GateResult) -> dict[str, Any]:
+        return {"ticket_id": g.ticket_id, "phase": g.phase, "passed": g.passed, "reasons": _json(list(g.reasons)),
+                "judged_by": g.by, "created_at": self._time(g.at)}
 
     def _handoff_row(self, h: Handoff) -> dict[str, Any]:
         return {

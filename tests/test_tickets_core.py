@@ -1,0 +1,295 @@
+"""The phase table, gates, held tasks, auto-advance and context aggregation, in the pure core
+(``core.phases``, ``core.gates``, ``core.tickets``), with the graph harness's fake clock."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omoi_ray.core.gates import DEFAULT_GATES, check_artifact, check_gates, evaluate
+from omoi_ray.core.phases import DEFAULT, PhaseSet
+from omoi_ray.core.tickets import (
+    MAX_CONTEXT_ITEMS,
+    MAX_SUMMARY_CHARS,
+    Ticket,
+    aggregate,
+    context_for,
+    summarize,
+)
+from omoi_ray.errors import (
+    GateBlockedError,
+    IllegalPhaseMoveError,
+    InvalidArtifactError,
+    InvalidTicketError,
+    TicketClosedError,
+)
+from tests.graph_harness import Harness, spec
+
+ORIGINAL = {  # the original's PHASE_TRANSITIONS, written out independently of the module
+    "BACKLOG": {"REQUIREMENTS", "BLOCKED"},
+    "REQUIREMENTS": {"DESIGN", "BLOCKED"},
+    "DESIGN": {"IMPLEMENTATION", "BLOCKED"},
+    "IMPLEMENTATION": {"TESTING", "BLOCKED"},
+    "TESTING": {"DEPLOYMENT", "IMPLEMENTATION", "BLOCKED"},
+    "DEPLOYMENT": {"DONE", "BLOCKED"},
+    "DONE": set(),
+    "BLOCKED": {"BACKLOG", "REQUIREMENTS", "DESIGN", "IMPLEMENTATION", "TESTING"},
+}
+
+
+# ------------------------------------------------------------------ the phase table
+
+
+@pytest.mark.parametrize("src", sorted(ORIGINAL))
+@pytest.mark.parametrize("dst", sorted(ORIGINAL))
+def test_the_default_table_is_the_originals_and_is_enforced(src, dst):
+    if dst in ORIGINAL[src]:
+        DEFAULT.check_move("t1", src, dst)
+    else:
+        with pytest.raises(IllegalPhaseMoveError) as err:
+            DEFAULT.check_move("t1", src, dst)
+        assert "ticket 't1'" in str(err.value) and sorted(err.value.allowed) == sorted(ORIGINAL[src])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(sorted(ORIGINAL)), max_size=30))
+def test_a_ticket_follows_the_table_model(path):
+    """Random move requests against a model of the table: legal moves happen, illegal ones
+    raise and change nothing; forward moves need no gate beyond the defaults' (none set here)."""
+    h = Harness()
+    t = h.graph.tickets.create(_ticket("t1", gates={}), h.now)
+    model = "BACKLOG"
+    for to in path:
+        if model == "DONE":
+            with pytest.raises(TicketClosedError):
+                h.graph.tickets.move("t1", to, h.now)
+        elif to == model:
+            h.graph.tickets.move("t1", to, h.now)  # a repeat: nothing happens
+        elif to in ORIGINAL[model]:
+            h.graph.tickets.move("t1", to, h.now)
+            model = to
+        else:
+            with pytest.raises(IllegalPhaseMoveError):
+                h.graph.tickets.move("t1", to, h.now)
+        assert t.phase == model
+
+
+def test_custom_phase_sets_are_validated():
+    ps = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
+                         "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})
+    assert ps.next_phase("DRAFT") == "REVIEW" and ps.needs_gate("DRAFT", "REVIEW") and not ps.needs_gate("REVIEW", "DRAFT")
+    bad = [
+        ({"name": "x", "sequence": ["A"], "transitions": {}}, "2-32 phases"),
+        ({"name": "x", "sequence": ["A", "a"], "transitions": {}}, "upper case"),
+        ({"name": "x", "sequence": ["A", "B"], "transitions": {"A": ["C"]}}, "unknown phase 'C'"),
+        ({"name": "x", "sequence": ["A", "B"], "transitions": {"A": ["B"], "B": ["A"]}}, "final phase"),
+        ({"name": "x", "sequence": ["A", "B", "C"], "transitions": {"A": ["C"]}}, "B cannot be reached"),
+        ({"name": "x", "sequence": "AB", "transitions": {}}, "must be a list"),
+        ({"name": "x", "sequence": ["A", "A"], "transitions": {}}, "appears twice"),
+    ]
+    for data, match in bad:
+        with pytest.raises(InvalidTicketError, match=match):
+            PhaseSet.parse(data)
+
+
+# ------------------------------------------------------------------ gates
+
+
+REQ = {"text": "x" * 500, "sections": ["Scope", "acceptance_criteria"]}
+
+
+def test_default_gates_pass_and_fail_with_every_reason():
+    gate = DEFAULT_GATES["REQUIREMENTS"]
+    assert evaluate("REQUIREMENTS", gate, [("requirements_document", REQ)]).passed
+    out = evaluate("REQUIREMENTS", gate, [("requirements_document", {"text": "short", "sections": ["scope"]})], 2)
+    assert not out.passed and out.reasons == (
+        "2 task(s) of phase REQUIREMENTS not finished",
+        "requirements_document: text is 5 characters, at least 500 required",
+        "requirements_document: missing section(s) acceptance_criteria",
+    )
+    impl = DEFAULT_GATES["IMPLEMENTATION"]
+    out = evaluate("IMPLEMENTATION", impl, [("code_changes", {"files": ["a.py"], "has_tests": False}),
+                                            ("test_coverage", {"percentage": 65})])
+    assert out.reasons == ("code_changes: has no tests", "test_coverage: 65% is below 80%")
+    # the latest artifact of a type counts
+    out = evaluate("TESTING", DEFAULT_GATES["TESTING"], [("test_results", {"passed": 3, "failed": 1}),
+                                                         ("test_results", {"passed": 4, "failed": 0})])
+    assert out.reasons == ("missing artifact test_evidence",)
+    assert evaluate("DESIGN", None, []).passed
+    assert evaluate("DESIGN", {"artifacts": {}, "approval": True}, []).reasons == ("waiting for approval of phase DESIGN",)
+
+
+def test_artifacts_and_gate_declarations_are_checked():
+    check_artifact("t1", "test_coverage", {"percentage": 80.5})
+    cases = [
+        ("nope", {}, "unknown artifact type 'nope'"),
+        ("approval", {"by": "me"}, "unknown artifact type 'approval'"),
+        ("test_coverage", {"percentage": float("nan")}, "content.percentage must be a number"),
+        ("test_coverage", {"percentage": True}, "content.percentage"),
+        ("test_results", {"passed": 1}, "content.failed is required"),
+        ("code_changes", {"files": "a.py", "has_tests": True}, "content.files must be a list"),
+        ("note", {"text": "a", "extra": 1}, "unknown field"),
+        ("note", ["text"], "content must be a mapping"),
+    ]
+    for kind, content, match in cases:
+        with pytest.raises(InvalidArtifactError, match=match) as err:
+            check_artifact("t1", kind, content)
+        assert "ticket 't1'" in str(err.value)
+    with pytest.raises(InvalidTicketError, match="unknown criterion 'max_len'"):
+        check_gates({"DESIGN": {"artifacts": {"design_document": {"max_len": 3}}}}, DEFAULT.phases)
+    with pytest.raises(InvalidTicketError, match="unknown phase 'QA'"):
+        check_gates({"QA": {}}, DEFAULT.phases)
+
+
+# ------------------------------------------------------------------ tickets in the graph
+
+
+def _ticket(tid: str, **kw) -> Ticket:
+    fields = {"gates": dict(DEFAULT_GATES), "auto_advance": True} | kw
+    return Ticket(id=tid, title="t", phases=DEFAULT, phase=DEFAULT.first, created_at=0.0, updated_at=0.0, **fields)
+
+
+def _task(tid: str, ticket: str | None, phase: str | None, *deps: str):
+    return dataclasses.replace(spec(tid, *deps), ticket_id=ticket, phase=phase)
+
+
+def test_a_task_of_a_later_phase_is_held_until_its_ticket_gets_there():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.submit(_task("design", "k", "DESIGN"), _task("free", "other", "TESTING"), _task("now", "k", None))
+    assert h.status("design") == "pending" and "reach phase DESIGN" in h.graph.tasks["design"].reason
+    assert h.status("free") == "ready" and h.status("now") == "ready"  # a ticket nobody created is a label
+    assert "design" not in h.graph.ready
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    assert h.status("design") == "pending"
+    h.graph.tickets.move("k", "BLOCKED", h.now)
+    assert "leave BLOCKED" in h.graph.tasks["design"].reason
+    h.graph.tickets.move("k", "DESIGN", h.now)
+    assert h.status("design") == "ready" and h.graph.tasks["design"].reason is None
+    assert "design" in h.graph.ready
+
+
+def test_held_tasks_are_held_again_after_a_restart():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.submit(_task("impl", "k", "IMPLEMENTATION"))
+    changes = h.drain()
+    fresh = Harness()
+    task = changes.created[0]
+    fresh.graph.restore([task], [], [], [], 2, fresh.now, tickets=[changes.tickets[0]])
+    assert fresh.status("impl") == "pending" and "impl" not in fresh.graph.ready
+    for phase in ("REQUIREMENTS", "DESIGN", "IMPLEMENTATION"):
+        fresh.graph.tickets.move("k", phase, fresh.now)
+    assert fresh.status("impl") == "ready"
+
+
+def test_a_phase_move_through_a_failing_gate_is_refused_with_its_reasons_and_recorded():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k"), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    with pytest.raises(GateBlockedError, match="missing artifact requirements_document") as err:
+        h.graph.tickets.move("k", "DESIGN", h.now)
+    assert err.value.reasons == ["missing artifact requirements_document"]
+    h.graph.tickets.add_artifact("k", "requirements_document", REQ, h.now)
+    h.graph.tickets.move("k", "DESIGN", h.now, reason="reviewed", by="ann")
+    changes = h.drain()
+    assert [(c.from_phase, c.to_phase, c.by) for c in changes.phase_changes] == [
+        (None, "BACKLOG", "runtime"), ("BACKLOG", "REQUIREMENTS", "driver"), ("REQUIREMENTS", "DESIGN", "ann")]
+    assert changes.phase_changes[-1].gate == {"passed": True, "reasons": []}
+    assert [g.passed for g in changes.gate_results] == [True, False, True]  # BACKLOG, then REQUIREMENTS twice
+    types = [e.type for e in changes.events]
+    assert types.count("ticket.phase.changed") == 2 and types.count("ticket.gate.evaluated") == 3
+    assert types[0] == "ticket.created"
+
+
+def test_auto_advance_when_the_last_task_of_the_phase_completes_and_its_gate_passes():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={"REQUIREMENTS": DEFAULT_GATES["REQUIREMENTS"]}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"), _task("r2", "k", "REQUIREMENTS"), _task("d1", "k", "DESIGN"))
+    a = h.agent(caps=())
+    assert sorted(h.claim(a)) == ["r1", "r2"]
+    h.run(a, "r1", result={"summary": "scoped", "decisions": ["use ray"], "risks": "time"})
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS"
+    h.run(a, "r2", result={"summary": "written", "artifacts": [{"type": "requirements_document", "content": REQ,
+                                                                "path": "req.md"}]})
+    ticket = h.graph.tickets.get("k")
+    assert ticket.phase == "DESIGN" and h.status("d1") == "ready"
+    ctx = ticket.context["phases"]["REQUIREMENTS"]
+    assert ctx["tasks"] == 2 and ctx["summaries"] == ["r1: scoped", "r2: written"]
+    assert ctx["decisions"] == ["use ray"] and ctx["risks"] == ["time"]
+    assert ctx["artifacts"] == [{"type": "requirements_document", "path": "req.md", "task_id": "r2"}]
+    seen = context_for(ticket, "DESIGN")
+    assert list(seen["phases"]) == ["REQUIREMENTS"] and "REQUIREMENTS: r1: scoped; r2: written" in seen["summary"]
+    assert context_for(ticket, "REQUIREMENTS")["phases"] == {}
+
+
+def test_a_failing_gate_keeps_the_ticket_and_approval_releases_it():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={"BACKLOG": {"artifacts": {}, "approval": True}}), h.now)
+    h.submit(_task("b1", "k", "BACKLOG"), _task("r1", "k", "REQUIREMENTS"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "b1", result={"summary": "triaged"})
+    assert h.graph.tickets.get("k").phase == "BACKLOG" and h.status("r1") == "pending"
+    assert h.graph.tickets.gate("k", h.now).reasons == ("waiting for approval of phase BACKLOG",)
+    h.graph.tickets.approve("k", None, "lead", "ok", h.now)
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS" and h.status("r1") == "ready"
+
+
+def test_cancelling_a_ticket_cancels_its_unfinished_tasks_at_once():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.submit(_task("a", "k", "BACKLOG"), _task("b", "k", "DESIGN"), _task("c", "k", None, "a"), _task("x", None, None))
+    ticket, ids = h.graph.cancel_ticket("k", h.now)
+    assert ids == ["a", "b", "c"] and ticket.status.value == "cancelled"
+    assert [h.status(t) for t in ("a", "b", "c", "x")] == [None, None, None, "ready"]
+    with pytest.raises(TicketClosedError):
+        h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    with pytest.raises(TicketClosedError):
+        h.submit(_task("late", "k", None))
+
+
+def test_a_task_phase_its_ticket_does_not_have_is_refused():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k"), h.now)
+    with pytest.raises(InvalidTicketError, match="phase 'QA' is not a phase of ticket 'k'"):
+        h.submit(_task("q", "k", "QA"))
+    assert "q" not in h.graph.tasks
+
+
+def test_context_is_bounded_and_the_summary_rule_cuts_long_text():
+    ctx = None
+    for i in range(50):
+        ctx = aggregate(ctx, f"t{i}", {"summary": "s" * 1000, "decisions": [f"d{i}", 3], "risks": [f"r{i}"]})
+    assert ctx["tasks"] == 50 and len(ctx["summaries"]) == MAX_CONTEXT_ITEMS == len(ctx["decisions"])
+    assert all(len(s) <= 300 for s in ctx["summaries"]) and ctx["dropped"] == 3 * (50 - MAX_CONTEXT_ITEMS)
+    text = summarize({f"P{i}": ctx for i in range(10)})
+    assert len(text) <= MAX_SUMMARY_CHARS and text.endswith(" ...")
+    assert aggregate(None, "t", "not a mapping")["tasks"] == 1
+
+
+def test_a_ticket_with_a_custom_phase_set_holds_and_advances_by_its_own_table():
+    review = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
+                             "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})
+    h = Harness()
+    gates = check_gates({"REVIEW": {"artifacts": {"note": {}}, "approval": True}}, review.phases)
+    h.graph.tickets.create(Ticket("k", "doc", review, review.first, h.now, h.now, gates=gates), h.now)
+    h.submit(_task("write", "k", "DRAFT"), _task("check", "k", "REVIEW"))
+    assert h.status("write") == "ready" and h.status("check") == "pending"
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "write", result={"summary": "first draft"})
+    assert h.graph.tickets.get("k").phase == "REVIEW" and h.status("check") == "ready"
+    with pytest.raises(IllegalPhaseMoveError, match=r"allowed: PUBLISHED, DRAFT"):
+        h.graph.tickets.move("k", "BLOCKED", h.now)
+    h.claim(a)
+    h.run(a, "check", result={"artifacts": [{"type": "note", "content": {"text": "fine"}}]})
+    assert h.graph.tickets.gate("k", h.now).reasons == ("waiting for approval of phase REVIEW",)
+    h.graph.tickets.approve("k", "REVIEW", "ed", "", h.now)
+    ticket = h.graph.tickets.get("k")
+    assert ticket.phase == "PUBLISHED" and ticket.status.value == "done"
+    assert context_for(ticket, "PUBLISHED")["summary"].startswith("DRAFT: write: first draft")
