@@ -7,21 +7,31 @@ dissenter, with a tie failing the decision, and with a tie decided by ``tie: fir
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
+import omoi_ray as omoi
 from examples.patterns import HANDLERS
 from omoi_ray.cli import main
+from tests.conftest import make_settings
 
 pytestmark = [pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
-def rt(runtime):
-    """One agent running every task type of the shipped patterns (module-wide)."""
-    runtime.spawn_agent(f"patterns-{runtime.settings.namespace}", capacity=4,
-                        handlers={t: f"examples.patterns:{t}" for t in HANDLERS})
-    return runtime
+def rt(request, ray_session, backend, tmp_path_factory):
+    """A runtime of this module's own with one agent running every task type of the shipped
+    patterns: their tasks require no capability, so any other module's agent on a shared runtime
+    could claim them."""
+    name, _ = backend
+    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    settings = make_settings(tmp_path_factory.mktemp(f"patterns-{name}"), url, f"patterns-{uuid.uuid4().hex[:8]}",
+                             lease_ttl=6.0, long_poll=5.0)
+    runtime = omoi.connect(settings, migrate=True)
+    runtime.spawn_agent("pattern-worker", capacity=4, handlers={t: f"examples.patterns:{t}" for t in HANDLERS})
+    yield runtime
+    runtime.shutdown(agents_timeout=2.0)
 
 
 def run(rt, name, uid, **params):
@@ -32,7 +42,7 @@ def run(rt, name, uid, **params):
 
 def test_parallel_implementation_integrates_every_module(rt, uid):
     result = run(rt, "parallel_implementation", uid, feature="search", modules=["index", "query", "rank"])
-    assert result.status == "completed"
+    assert result.status == "completed", [(i.id, i.status, i.error, i.reason) for infos in result.steps.values() for i in infos]
     assert result.outcome == {"feature": "search", "modules": ["index", "query", "rank"], "build": "passed"}
 
 
