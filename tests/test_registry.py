@@ -375,7 +375,7 @@ def stale_runtime(request, ray_session, backend, tmp_path):
     """A runtime of its own whose agents go stale fast: heartbeat every 4 s, stale after 5 s of
     silence, lost after 12 s."""
     name, _ = backend
-    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    url = request.getfixturevalue("pg_schemas").migrated() if name == "postgres" else None
     settings = make_settings(tmp_path, url, f"stale-{uuid.uuid4().hex[:8]}", lease_ttl=12.0,
                              agent_stale_after=5.0, long_poll=5.0)
     rt = omoi.connect(settings, migrate=True)
