@@ -3,6 +3,9 @@
 - PostgreSQL tests use ``OMOI_TEST_DATABASE_URL``; each test (or runtime) gets its own schema,
   dropped afterwards. Without the variable they skip with a reason, unless
   ``OMOI_REQUIRE_SERVICES=1`` (CI), where a missing service fails the run.
+- A database that only needs to be at head is a copy of one migrated once per session (a SQLite
+  file copied, a PostgreSQL database created from a template): upgrading each one anew cost
+  seconds per test on PostgreSQL. Migrations themselves are tested in test_migrate_safety.py.
 - Ray starts once per session (``ray.init`` costs ~5 s here); workers can import ``tests.*``.
 """
 
@@ -49,7 +52,9 @@ class PgSchemas:
             if REQUIRE_SERVICES:
                 pytest.fail(message)
             pytest.skip(message)
-        self.created: list[str] = []
+        self.created: list[str] = []  # schemas
+        self.databases: list[str] = []  # databases, the template first
+        self.template: str | None = None
 
     def new(self) -> str:
         name = f"omoi_test_{uuid.uuid4().hex[:12]}"
@@ -59,16 +64,49 @@ class PgSchemas:
         sep = "&" if "?" in self.base_url else "?"
         return f"{self.base_url}{sep}options=-csearch_path%3D{name}"
 
-    def drop(self, url: str) -> None:
-        name = url.rsplit("%3D", 1)[1]
+    def migrated(self) -> str:
+        """The URL of a new database at the migrations' head: a copy of a template database
+        migrated once (``CREATE DATABASE ... TEMPLATE`` copies it in a fraction of a second)."""
+        from omoi_ray.store import migrate
+
+        if self.template is None:
+            template = f"omoi_template_{uuid.uuid4().hex[:12]}"
+            with self.engine.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{template}"'))
+            self.databases.append(template)
+            migrate.upgrade(self._database_url(template))  # leaves no connection open
+            self.template = template
+        name = f"omoi_test_{uuid.uuid4().hex[:12]}"
         with self.engine.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        self.created.remove(name)
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        self.databases.append(name)
+        return self._database_url(name)
+
+    def _database_url(self, name: str) -> str:
+        return sa.engine.make_url(self.base_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, url: str) -> None:
+        """Drop what ``new`` or ``migrated`` made for ``url``."""
+        if "%3D" in url:
+            name = url.rsplit("%3D", 1)[1]
+            with self.engine.connect() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+            self.created.remove(name)
+            return
+        name = sa.engine.make_url(url).database
+        self._drop_database(name)
+        self.databases.remove(name)
+
+    def _drop_database(self, name: str) -> None:
+        with self.engine.connect() as conn:  # FORCE: a test's leftover pooled connections end too
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def close(self) -> None:
         for name in list(self.created):
             with self.engine.connect() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        for name in reversed(self.databases):  # the template last
+            self._drop_database(name)
         self.engine.dispose()
 
 
@@ -79,19 +117,38 @@ def pg_schemas() -> Iterator[PgSchemas]:
     schemas.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session, for ``migrated_sqlite`` to copy."""
+    from omoi_ray.store import migrate
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "omoi.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+def migrated_sqlite(template: Path, path: Path) -> str:
+    """The URL of ``path``, a copy of the migrated ``template`` (SQLite's backup API: a
+    consistent copy whatever its journal holds)."""
+    import sqlite3
+
+    source, target = sqlite3.connect(template), sqlite3.connect(path)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each backend, migrated to head."""
-    from omoi_ray.store import migrate
-
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'omoi.db'}"
-        migrate.upgrade(url)
-        yield url
+        yield migrated_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "omoi.db")
         return
     schemas: PgSchemas = request.getfixturevalue("pg_schemas")
-    url = schemas.new()
-    migrate.upgrade(url)
+    url = schemas.migrated()
     yield url
     schemas.drop(url)
 
@@ -158,7 +215,7 @@ def own_runtime(request: pytest.FixtureRequest, ray_session: None, backend: tupl
     import omoi_ray as omoi
 
     name, _ = backend
-    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    url = request.getfixturevalue("pg_schemas").migrated() if name == "postgres" else None
     settings = make_settings(tmp_path, url, f"own-{uuid.uuid4().hex[:8]}", lease_ttl=6.0, long_poll=5.0)
     rt = omoi.connect(settings, migrate=True)
     yield rt

@@ -14,6 +14,7 @@ import ray
 import omoi_ray as omoi
 from omoi_ray.core.claims import Report
 from omoi_ray.core.model import AttemptOutcome
+from tests.conftest import until
 from tests.handlers import gate
 
 pytestmark = [pytest.mark.ray, pytest.mark.faults]
@@ -39,6 +40,10 @@ def test_killing_an_agent_mid_task_moves_the_task_to_another_agent(own_runtime, 
     assert ray.get(gate().wait.remote(f"{uid}-t:1", 30))  # attempt 1 is running on the victim
     old_incarnation = victim.info()["incarnation"]
     victim.kill()
+    # Dead at once (Ray reports the death), never stale first (no lease had to run out).
+    until(lambda: rt.agents.get("victim").health == "dead", "'victim' marked dead")
+    moves = [(e.payload["from"], e.payload["to"]) for e in rt.events("victim") if e.type == "agent.health.changed"]
+    assert moves == [("healthy", "dead")]
     rt.spawn_agent("survivor", capabilities=[cap], capacity=1, handler=H)
     assert rt.wait([t.id], timeout=60) == {t.id: "completed"}
     info = rt.get(t.id)

@@ -32,7 +32,7 @@ TTL = 2.0
 @pytest.fixture
 def locked_runtime(request, ray_session, backend, tmp_path):
     name, _ = backend
-    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    url = request.getfixturevalue("pg_schemas").migrated() if name == "postgres" else None
     settings = make_settings(tmp_path, url, f"t1-{uuid.uuid4().hex[:8]}")
     rt = omoi.connect(settings, migrate=True)
     meta, table = ledger_table()

@@ -225,7 +225,7 @@ def _fresh_settings(request, backend, tmp_path, **overrides):
     from omoi_ray.store import migrate
 
     name, _ = backend
-    url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
+    url = request.getfixturevalue("pg_schemas").migrated() if name == "postgres" else None
     settings = make_settings(tmp_path, url, f"own-{uuid.uuid4().hex[:8]}", **overrides)
     migrate.upgrade(settings.resolved_database_url())
     return settings
