@@ -147,6 +147,10 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         self.prune_at = now + PRUNE_EVERY
         #: agent name -> drivers parked in ``receive`` for it
         self.receivers: dict[str, set[asyncio.Future[None]]] = {}
+        #: messages up to this ``seq`` were stored before this process: addressed to anyone
+        self.stored_before = snapshot.next_message_seq - 1
+        #: agent name -> the highest ``seq`` addressed to it committed by this process
+        self.addressed_up_to: dict[str, int] = {}
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.locks: Any = None  # the lock manager, found on first need

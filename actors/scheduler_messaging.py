@@ -5,8 +5,10 @@ Part of ``SchedulerActor`` (``omoi_ray.actors.scheduler``), which composes one c
 Messaging shares the scheduler's one change log, so a handoff's task move and its thread outcome
 commit together. Once a batch commits, each recipient agent gets its messages in one ``deliver``
 call (fire and forget), and drivers parked in ``receive`` wake; nothing polls the database for
-messages. Closed threads are pruned with their messages every ``PRUNE_EVERY`` seconds, once
-older than ``OMOI_THREAD_RETENTION`` (from the deadline timer, on the database thread).
+messages. ``receive`` reads the database only when a message addressed to its agent may have
+committed after its cursor (memory knows each agent's latest since start-up). Closed threads
+are pruned with their messages every ``PRUNE_EVERY`` seconds, once older than
+``OMOI_THREAD_RETENTION`` (from the deadline timer, on the database thread).
 """
 
 from __future__ import annotations
@@ -251,7 +253,8 @@ class MessagingCalls:
 
         Returns:
             A ``Page`` of ``MessageInfo`` (empty if none came in time) whose ``cursor`` is where
-            the next call continues. Woken by commits, never by polling.
+            the next call continues. Woken by commits, never by polling; the database is read
+            only when a message for ``agent`` may lie after ``cursor`` (``_nothing_after``).
         """
         agent = self._known_agent(agent)
         timeout = msg.receive_timeout(timeout)
@@ -266,7 +269,9 @@ class MessagingCalls:
             self.receivers.setdefault(agent, set()).add(woken)
             try:
                 await self.commit.sync()
-                rows = await self._db(functools.partial(self.store.unread_rows, agent, after, limit, unread_only=False))
+                rows = []
+                if not self._nothing_after(agent, after):
+                    rows = await self._db(functools.partial(self.store.unread_rows, agent, after, limit, unread_only=False))
                 left = deadline - loop.time()
                 if rows or left <= 0:
                     return _message_page(rows, limit, str(after))
@@ -285,6 +290,12 @@ class MessagingCalls:
             return 0
         await self.commit.sync()
         return await self._db(self.store.prune_threads, time.time() - retention)
+
+    def _nothing_after(self, agent: str, after: int) -> bool:
+        """Whether memory proves that no committed message addressed to ``agent`` has a ``seq``
+        above ``after`` (then ``receive`` parks without reading the database). Call right after
+        ``commit.sync``: every commit so far has passed ``_deliver``, which notes its recipients."""
+        return after >= self.stored_before and after >= self.addressed_up_to.get(agent, 0)
 
     def _known_agent(self, agent: Any) -> str:
         agent = msg.name(agent, "agent")
@@ -312,8 +323,11 @@ class MessagingCalls:
         """One ``deliver`` call per recipient agent with its committed messages, in ``seq``
         order (fire and forget: an agent that is gone reads them later from ``unread``)."""
         to: dict[str, list[str]] = {}
+        up_to = self.addressed_up_to
         for receipt in batch.receipts:
             to.setdefault(receipt.message_id, []).append(receipt.recipient)
+            if receipt.seq > up_to.get(receipt.recipient, 0):
+                up_to[receipt.recipient] = receipt.seq
         by_agent: dict[str, list[MessageInfo]] = {}
         for message in batch.messages:
             info = None

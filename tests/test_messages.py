@@ -212,10 +212,13 @@ def test_a_restarted_scheduler_keeps_active_threads_and_message_order(own_runtim
     for name in ("r1", "r2"):
         rt.spawn_agent(name, capabilities=[f"cap-{name}"], capacity=1, handlers=HANDLERS)
     th = rt.messages.create_thread("consultation", ["r1", "r2"], thread_id="th-restart")
+    start = rt.messages.receive("r2", timeout=0)
     first = rt.messages.send(th.id, "r1", "before")
     pid = rt.describe()["pid"]
     ray.kill(rt.scheduler, no_restart=False)
     until(lambda: rt.describe()["pid"] != pid, "the scheduler restarted")
+    # a cursor from before the restart still finds what was stored before it
+    assert [m.id for m in rt.messages.receive("r2", cursor=start.cursor, timeout=0).items] == [first.id]
     second = rt.messages.send(th.id, "r2", "after")  # the thread is still active in memory
     assert second.seq > first.seq
     assert [m.body for m in rt.messages.messages(th.id).items] == ["before", "after"]
