@@ -314,6 +314,33 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             result.update({tid: by_id[tid].status.value for tid in rest})
         return {tid: result[tid] for tid in ids}
 
+    async def cancel_group(self, prefix: str, reason: str = "cancelled by request") -> dict[str, str]:
+        """Cancel every live task whose id starts with ``prefix + "."`` (an applied pattern's
+        tasks, syncs, loops and the rounds its loops created), as one decision.
+
+        Args:
+            prefix: the group's id prefix (a task name without ``"."``).
+            reason: why, stored as each task's reason (at most ``MAX_REASON_CHARS`` characters).
+
+        Returns:
+            ``{id: "cancelled"}`` for each task cancelled, in id order (empty: nothing was live).
+
+        Raises:
+            InvalidCancelError: a prefix that is not a name or holds ``"."``, or a reason that
+                cannot be stored; nothing is cancelled.
+        """
+        if not isinstance(prefix, str) or "." in prefix:
+            raise InvalidCancelError(f"cancel_group: prefix must be a name without '.', not {prefix!r}")
+        _, reason = _cancel_request([prefix], reason)
+        head = prefix + "."
+        ids = sorted(tid for tid in self.graph.tasks if tid.startswith(head))
+        if not ids:
+            return {}
+        result = {tid: status.value for tid, status in self.graph.cancel_many(ids, time.time(), reason).items()}
+        self._after_change()
+        await self.commit.sync()
+        return result
+
     async def status(self) -> RuntimeStatus:
         """The runtime at a glance, once committed; called by the driver (``Runtime.status``).
 

@@ -87,3 +87,65 @@ def test_each_shipped_pattern_runs_with_demo(ray_session, name, tmp_path, capsys
     assert code == 0, out
     assert f"{name}: completed" in out
     assert json.loads(out[out.index("{"):])  # the outcome, printed as JSON
+
+
+STUCK = """
+name: stuck
+steps:
+  work:
+    split: {count: 3, task: {type: implement, requires: [nobody]}}
+  done:
+    sync: {members: [work]}
+  review:
+    task: {type: review, requires: [nobody]}
+  rounds:
+    loop:
+      check: review
+      until: {key: verdict, equals: approved}
+      max_rounds: 3
+      body:
+        revise: {type: revise}
+        review: {type: review, after: [revise]}
+"""
+
+
+def test_cancelling_an_applied_pattern_cancels_all_of_it_and_nothing_else(rt, uid, tmp_path):
+    path = tmp_path / "stuck.yaml"
+    path.write_text(STUCK)
+    handle = rt.apply_pattern(str(path), prefix=uid)
+    other = rt.apply_pattern(str(path), prefix=f"{uid}-other")
+    cancelled = rt.patterns.cancel(handle, reason="not needed")
+    assert sorted(cancelled) == sorted(handle.all_ids)
+    assert {rt.get(i).status for i in handle.all_ids} == {"cancelled"}
+    assert rt.get(f"{uid}.work.0").reason == "not needed"
+    assert rt.pattern_result(handle).status == "failed"
+    assert {rt.get(i).status for i in other.all_ids} <= {"pending", "ready"}  # a look-alike prefix is untouched
+    assert rt.patterns.cancel(handle) == {}  # nothing left: a second cancel is a no-op
+    rt.patterns.cancel(other)
+
+
+LOOP = """
+name: stuck_loop
+steps:
+  review:
+    task: {type: review}
+  rounds:
+    loop:
+      check: review
+      until: {key: verdict, equals: approved}
+      max_rounds: 3
+      body:
+        revise: {type: revise, requires: [nobody]}
+        review: {type: review, after: [revise]}
+"""
+
+
+def test_a_loop_round_created_at_run_time_is_cancelled_with_its_pattern(rt, uid, tmp_path):
+    path = tmp_path / "stuck_loop.yaml"
+    path.write_text(LOOP)
+    handle = rt.apply_pattern(str(path), prefix=uid)
+    rt.wait([f"{uid}.review"], timeout=60)  # round 1 asked for changes: round 2 exists, and cannot run
+    assert f"{uid}.rounds.r2.review" in rt.get(f"{uid}.rounds").depends_on
+    cancelled = rt.patterns.cancel(handle)
+    assert sorted(cancelled) == sorted([f"{uid}.rounds", f"{uid}.rounds.r2.revise", f"{uid}.rounds.r2.review"])
+    assert {rt.get(i).status for i in cancelled} == {"cancelled"}

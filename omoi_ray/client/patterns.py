@@ -125,6 +125,27 @@ class Patterns:
 
     result, result_async = flavours(_result)
 
+    def _cancel(self, handle: PatternHandle, reason: str = "cancelled by request") -> Steps[dict[str, str]]:
+        """Cancel an applied pattern: every unfinished task, sync and loop of it, including the
+        rounds its loops created so far, in one decision (nothing of it runs afterwards).
+
+        Args:
+            handle: what ``apply`` returned.
+            reason: stored as each cancelled task's reason.
+
+        Returns:
+            ``{id: "cancelled"}`` for each item cancelled (empty when all had finished).
+
+        Raises:
+            InvalidArgumentError: ``handle`` is not a ``PatternHandle``.
+            InvalidCancelError: a reason that cannot be stored.
+        """
+        if not isinstance(handle, PatternHandle):
+            raise InvalidArgumentError(f"patterns.cancel takes the PatternHandle apply returned, not {type(handle).__name__}")
+        return (yield self._rt.tasks._on_scheduler("cancel_group", handle.prefix, reason))
+
+    cancel, cancel_async = flavours(_cancel)
+
 
 def _one(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else values

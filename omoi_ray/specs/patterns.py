@@ -499,6 +499,8 @@ def parse_pattern(
     try:
         if prefix is not None:
             check_name(prefix, "prefix")
+            if "." in prefix:  # "{prefix}." must name this pattern's ids only (rt.patterns.cancel)
+                raise ValueError(f"prefix may not contain '.', got {prefix!r}")
         if ticket is not None:
             check_name(ticket, "ticket")
     except ValueError as exc:
