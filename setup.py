@@ -4,7 +4,8 @@ Rules:
 - The repository keeps ``omoi_ray/``, ``actors/``, ``migrations/`` and ``patterns/`` at its top
   level, but only ``omoi_ray`` is installed at the top level: ``actors/`` installs as
   ``omoi_ray.actors``, ``migrations/`` as ``omoi_ray.migrations`` and ``patterns/`` (YAML data, no
-  code) as ``omoi_ray.patterns``, so a user's own ``actors/`` or ``migrations/`` folder never
+  code) as ``omoi_ray.patterns`` and ``examples/`` (the shipped patterns' demo handlers, run by
+  ``omoi-ray run <pattern> --demo`` from any directory) as ``omoi_ray.examples``, so a user's own ``actors/`` or ``migrations/`` folder never
   shadows ours, nor ours theirs.
 - Packages are found, not listed: a new subpackage under any of these folders installs with no
   edit here.
@@ -15,7 +16,7 @@ Rules:
 from setuptools import find_packages, setup
 
 HOMES = {"actors": "omoi_ray.actors", "migrations": "omoi_ray.migrations"}
-DATA = {"patterns": "omoi_ray.patterns"}
+DATA = {"patterns": "omoi_ray.patterns", "examples": "omoi_ray.examples"}
 
 packages = find_packages(include=["omoi_ray", "omoi_ray.*"])
 package_dir = {}

@@ -3,7 +3,7 @@
 One agent with ``HANDLERS`` runs any of them::
 
     rt.spawn_agent("pattern-worker", capacity=4,
-                   handlers={t: f"examples.patterns:{t}" for t in HANDLERS})
+                   handlers={t: f"omoi_ray.examples.patterns:{t}" for t in HANDLERS})
     handle = rt.apply_pattern("majority_vote", params={"question": "Ship it?"})
 
 - ``parallel_implementation``: ``implement`` returns the module's files; ``integrate`` merges

@@ -1,8 +1,8 @@
-"""Where ``omoi_ray.actors``, ``omoi_ray.migrations`` and ``omoi_ray.patterns`` come from when
-omoi-ray runs from a source tree.
+"""Where ``omoi_ray.actors``, ``omoi_ray.migrations``, ``omoi_ray.patterns`` and ``omoi_ray.examples``
+come from when omoi-ray runs from a source tree.
 
 Rules:
-- In a checkout the folders ``actors/``, ``migrations/`` and ``patterns/`` sit next to
+- In a checkout the folders ``actors/``, ``migrations/``, ``patterns/`` and ``examples/`` sit next to
   ``omoi_ray/``; an installed wheel has them inside ``omoi_ray/`` (setup.py). Their names are the
   same either way: ``omoi_ray.actors`` etc.; there is no top-level ``actors`` or ``migrations``.
 - ``install_source_tree_finder`` adds one meta-path finder, and only when this ``omoi_ray/`` has
@@ -23,7 +23,10 @@ import importlib.machinery
 import sys
 from pathlib import Path
 
-FOLDERS = {"omoi_ray.actors": "actors", "omoi_ray.migrations": "migrations", "omoi_ray.patterns": "patterns"}
+FOLDERS = {
+    "omoi_ray.actors": "actors", "omoi_ray.migrations": "migrations", "omoi_ray.patterns": "patterns",
+    "omoi_ray.examples": "examples",
+}
 # each folder is named as its package's last part (asserted at import: the finder relies on it)
 assert all(name.rpartition(".")[2] == folder for name, folder in FOLDERS.items())
 

@@ -45,7 +45,7 @@ steps:
 def test_a_pattern_runs_to_its_outcome_with_a_handler_set(ray_session, tmp_path, capsys):
     path = tmp_path / "quick_vote.yaml"
     path.write_text(VOTE)
-    code = main(["run", str(path), "--handlers", "examples.patterns", "--set", "question=Merge #12?",
+    code = main(["run", str(path), "--handlers", "omoi_ray.examples.patterns", "--set", "question=Merge #12?",
                  "--home", str(tmp_path), "--namespace", f"run-{tmp_path.name[-8:]}", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -240,7 +240,7 @@ def test_a_bad_tie_policy_parameter_is_a_schema_error():
 
 
 def test_the_example_handlers_cover_every_task_type_of_the_shipped_patterns():
-    from examples.patterns import HANDLERS
+    from omoi_ray.examples.patterns import HANDLERS
 
     items = [item for name in shipped_patterns() for item in load_pattern(name, prefix="p")[1].items]
     types = {item["type"] for item in items if "type" in item} | {t["type"] for i in items for t in i.get("body", [])}
@@ -250,13 +250,13 @@ def test_the_example_handlers_cover_every_task_type_of_the_shipped_patterns():
 def test_the_example_handlers_decide_review_and_integrate():
     from omoi_ray.testing import run_handler
 
-    votes = {f"v.evaluate.{i}": run_handler("examples.patterns:evaluate", {"evaluator": i}) for i in range(3)}
-    decision = run_handler("examples.patterns:decide", {"question": "q"}, upstream=votes,
+    votes = {f"v.evaluate.{i}": run_handler("omoi_ray.examples.patterns:evaluate", {"evaluator": i}) for i in range(3)}
+    decision = run_handler("omoi_ray.examples.patterns:decide", {"question": "q"}, upstream=votes,
                            merge={"strategy": "majority", "key": "answer", "quorum": 2})
     assert decision == {"question": "q", "decision": "yes",
                         "counts": [{"value": "yes", "votes": 2}, {"value": "no", "votes": 1}]}
-    assert run_handler("examples.patterns:review", task_id="r.review")["verdict"] == "changes_requested"
-    assert run_handler("examples.patterns:review", task_id="r.rounds.r2.review")["verdict"] == "approved"
-    parts = {f"p.implement.{i}": run_handler("examples.patterns:implement", {"module": m}) for i, m in enumerate("ab")}
-    assert run_handler("examples.patterns:integrate", {"feature": "f"}, upstream=parts, merge="combine") == {
+    assert run_handler("omoi_ray.examples.patterns:review", task_id="r.review")["verdict"] == "changes_requested"
+    assert run_handler("omoi_ray.examples.patterns:review", task_id="r.rounds.r2.review")["verdict"] == "approved"
+    parts = {f"p.implement.{i}": run_handler("omoi_ray.examples.patterns:implement", {"module": m}) for i, m in enumerate("ab")}
+    assert run_handler("omoi_ray.examples.patterns:integrate", {"feature": "f"}, upstream=parts, merge="combine") == {
         "feature": "f", "modules": ["a", "b"], "build": "passed"}

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import omoi_ray as omoi
-from examples.patterns import HANDLERS
+from omoi_ray.examples.patterns import HANDLERS
 from omoi_ray.cli import main
 from tests.conftest import make_settings
 
@@ -29,7 +29,7 @@ def rt(request, ray_session, backend, tmp_path_factory):
     settings = make_settings(tmp_path_factory.mktemp(f"patterns-{name}"), url, f"patterns-{uuid.uuid4().hex[:8]}",
                              lease_ttl=6.0, long_poll=5.0)
     runtime = omoi.connect(settings, migrate=True)
-    runtime.spawn_agent("pattern-worker", capacity=4, handlers={t: f"examples.patterns:{t}" for t in HANDLERS})
+    runtime.spawn_agent("pattern-worker", capacity=4, handlers={t: f"omoi_ray.examples.patterns:{t}" for t in HANDLERS})
     yield runtime
     runtime.shutdown(agents_timeout=2.0)
 

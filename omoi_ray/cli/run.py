@@ -1,6 +1,6 @@
 """``omoi-ray run``: apply a pattern file, run it with a handler set, print progress and outcome.
 
-    omoi-ray run patterns/majority_vote.yaml --set question="Ship it?" --handlers examples.patterns
+    omoi-ray run patterns/majority_vote.yaml --set question="Ship it?" --handlers omoi_ray.examples.patterns
     omoi-ray run majority_vote --demo
 
 Rules:
@@ -9,7 +9,7 @@ Rules:
   pattern checks it against the parameter's declared type.
 - ``--handlers MODULE``: a module (importable from the working directory) with ``HANDLERS``, a
   mapping of task type -> function; one agent (``pattern-runner``, 4 slots) runs them, loaded by
-  import path. ``--demo`` is ``--handlers examples.patterns`` on the embedded default (a local
+  import path. ``--demo`` is ``--handlers omoi_ray.examples.patterns`` on the embedded default (a local
   Ray, SQLite under ``OMOI_HOME``) in the namespace ``omoi-patterns``.
 - The run waits for the pattern's final steps, prints the outcome as JSON and exits 0 when they
   completed, 1 otherwise; bad arguments, an unknown pattern or parameter exit 2 (one line).
@@ -20,14 +20,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
+import sys
 from typing import Any
 
 from omoi_ray.errors import ConfigurationError
 
 #: the namespace of ``--demo`` runs
 DEMO_NAMESPACE = "omoi-patterns"
-DEMO_HANDLERS = "examples.patterns"
+DEMO_HANDLERS = "omoi_ray.examples.patterns"
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _SET = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,63})=(.*)", re.DOTALL)
 
@@ -52,7 +54,8 @@ def handler_paths(module_name: str) -> dict[str, str]:
             of task type to module-level function.
     """
     if not _MODULE.fullmatch(module_name):
-        raise ConfigurationError(f"--handlers {module_name!r} is not a module name (e.g. examples.patterns)")
+        raise ConfigurationError(f"--handlers {module_name!r} is not a module name (e.g. omoi_ray.examples.patterns)")
+    _import_from_working_directory()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -67,6 +70,18 @@ def handler_paths(module_name: str) -> dict[str, str]:
             raise ConfigurationError(f"--handlers {module_name}: HANDLERS[{task_type!r}] is not a function of the module")
         out[task_type] = f"{module_name}:{name}"
     return out
+
+
+def _import_from_working_directory() -> None:
+    """Let the handlers' module come from the working directory, as ``python -m`` would: on this
+    process's import path, and on ``PYTHONPATH`` for the workers of the local Ray this run starts
+    (they inherit its environment; on a cluster, ship the module with a runtime_env)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if cwd not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *paths])
 
 
 def run_pattern(args: argparse.Namespace, settings: Any) -> int:
