@@ -53,3 +53,8 @@ def test_a_pattern_runs_to_its_outcome_with_a_handler_set(ray_session, tmp_path,
     outcome = json.loads(out[out.index("{"):])
     assert outcome == {"question": "Merge #12?", "decision": "yes",
                        "counts": [{"value": "yes", "votes": 2}, {"value": "no", "votes": 1}]}
+
+
+def test_a_run_with_no_handlers_on_its_own_ray_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert_one_line_error(run_cli("run", "majority_vote", home=tmp_path), "pass --handlers MODULE or --demo")

@@ -151,3 +151,12 @@ def test_handlers_can_test_their_merge_without_ray():
     with pytest.raises(MergeError, match="merge function 'tests.join_handlers:nope'"):
         run_handler("tests.join_handlers:join", upstream={"a": 1},
                     merge={"strategy": "custom", "function": "tests.join_handlers:nope"})
+
+
+def test_a_join_without_sources_is_refused():
+    from omoi_ray.errors import InvalidMergeError
+    from omoi_ray.specs.tasks import parse_new_tasks
+
+    with pytest.raises(InvalidMergeError, match="task 'j': merge: .*give it depends_on"):
+        parse_new_tasks([{"id": "j", "type": "join", "merge": "combine"}], 10_000)
+    assert parse_new_tasks([{"id": "j", "type": "join", "merge": "combine", "depends_on": ["a"]}], 10_000)

@@ -97,6 +97,10 @@ def run_pattern(args: argparse.Namespace, settings: Any) -> int:
     load_pattern(args.pattern, params, prefix=args.id_prefix, ticket=args.ticket)  # every error before Ray starts
     handlers = handler_paths(DEMO_HANDLERS if args.demo and not args.handlers else args.handlers) if (
         args.demo or args.handlers) else None
+    if handlers is None and not os.environ.get("RAY_ADDRESS", "").strip():
+        raise ConfigurationError(
+            "no agent could run the pattern: the Ray this run starts is its own; pass --handlers MODULE or "
+            "--demo, or set RAY_ADDRESS to a cluster whose agents run its task types")
     rt = omoi.connect(settings, migrate=True, ray_init={"log_to_driver": False})
     try:
         if handlers:

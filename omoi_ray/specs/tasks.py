@@ -283,8 +283,11 @@ class TaskSpec(BaseModel):
 
     @field_validator("merge", mode="before")
     @classmethod
-    def _merge(cls, value: Any) -> dict[str, Any] | None:
-        return check_merge(value)
+    def _merge(cls, value: Any, info: Any) -> dict[str, Any] | None:
+        merge = check_merge(value)
+        if merge is not None and "depends_on" in info.data and not info.data["depends_on"]:
+            raise ValueError("a join merges the results of the tasks it depends on: give it depends_on")
+        return merge
 
     @field_validator("payload")
     @classmethod
