@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omoi_ray.core.claims import Report
 from omoi_ray.core.gates import DEFAULT_GATES, check_artifact, check_gates, evaluate
+from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.phases import DEFAULT, PhaseSet
+from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.tickets import (
     MAX_CONTEXT_ITEMS,
     MAX_SUMMARY_CHARS,
@@ -26,6 +31,8 @@ from omoi_ray.errors import (
     InvalidTicketError,
     TicketClosedError,
 )
+from omoi_ray.specs.coordination import LoopSpec, read_specs
+from omoi_ray.specs.tasks import parse_new_tasks
 from tests.graph_harness import Harness, spec
 
 ORIGINAL = {  # the original's PHASE_TRANSITIONS, written out independently of the module
@@ -61,16 +68,17 @@ def test_a_ticket_follows_the_table_model(path):
     raise and change nothing; forward moves need no gate beyond the defaults' (none set here)."""
     h = Harness()
     t = h.graph.tickets.create(_ticket("t1", gates={}), h.now)
-    model = "BACKLOG"
+    model, before = "BACKLOG", None
+    order = DEFAULT.sequence
     for to in path:
         if model == "DONE":
             with pytest.raises(TicketClosedError):
                 h.graph.tickets.move("t1", to, h.now)
         elif to == model:
             h.graph.tickets.move("t1", to, h.now)  # a repeat: nothing happens
-        elif to in ORIGINAL[model]:
+        elif to in ORIGINAL[model] and (model != "BLOCKED" or order.index(to) <= order.index(before)):
             h.graph.tickets.move("t1", to, h.now)
-            model = to
+            model, before = to, model
         else:
             with pytest.raises(IllegalPhaseMoveError):
                 h.graph.tickets.move("t1", to, h.now)
@@ -89,6 +97,11 @@ def test_custom_phase_sets_are_validated():
         ({"name": "x", "sequence": ["A", "B", "C"], "transitions": {"A": ["C"]}}, "B cannot be reached"),
         ({"name": "x", "sequence": "AB", "transitions": {}}, "must be a list"),
         ({"name": "x", "sequence": ["A", "A"], "transitions": {}}, "appears twice"),
+        ({"name": "x", "sequence": ["A", "B", "C"], "transitions": {"A": ["B", "C"]}}, r"transitions\.B: only the final"),
+        ({"name": "x", "sequence": ["A", "B"], "transitions": {"A": ["B", "X"]}, "blocked": "X"},
+         r"transitions\.X: only the final"),
+        ({"name": "x", "sequence": ["A", "B"], "transitions": {"A": [["B"]]}}, r"transitions\.A names unknown phase \['B'\]"),
+        ({"name": "x", "sequence": ["A", "B"], "transitions": {"A": [3]}}, r"transitions\.A names unknown phase 3"),
     ]
     for data, match in bad:
         with pytest.raises(InvalidTicketError, match=match):
@@ -144,6 +157,22 @@ def test_artifacts_and_gate_declarations_are_checked():
         check_gates({"QA": {}}, DEFAULT.phases)
 
 
+@pytest.mark.parametrize(("kind", "criterion", "value", "fits"), [
+    ("note", "min_percentage", 50, "test_coverage"),
+    ("test_coverage", "min_length", 5, "note"),
+    ("note", "all_passed", True, "test_results"),
+    ("code_changes", "required_sections", ["x"], "requirements_document"),
+    ("test_results", "must_have_tests", True, "code_changes"),
+])
+def test_a_gate_criterion_must_fit_its_artifact_type(kind, criterion, value, fits):
+    """A criterion on a type that lacks the field it reads could never pass: refused, naming
+    the field and the types it fits."""
+    with pytest.raises(InvalidTicketError, match=rf"gates\.DESIGN\.artifacts\.{kind}\.{criterion}: .*fits: .*{fits}"):
+        check_gates({"DESIGN": {"artifacts": {kind: {criterion: value}}}}, DEFAULT.phases)
+    # every default gate fits
+    assert check_gates(DEFAULT_GATES, DEFAULT.phases)
+
+
 # ------------------------------------------------------------------ tickets in the graph
 
 
@@ -167,6 +196,8 @@ def test_a_task_of_a_later_phase_is_held_until_its_ticket_gets_there():
     assert h.status("design") == "pending"
     h.graph.tickets.move("k", "BLOCKED", h.now)
     assert "leave BLOCKED" in h.graph.tasks["design"].reason
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    assert h.status("design") == "pending"
     h.graph.tickets.move("k", "DESIGN", h.now)
     assert h.status("design") == "ready" and h.graph.tasks["design"].reason is None
     assert "design" in h.graph.ready
@@ -293,3 +324,115 @@ def test_a_ticket_with_a_custom_phase_set_holds_and_advances_by_its_own_table():
     ticket = h.graph.tickets.get("k")
     assert ticket.phase == "PUBLISHED" and ticket.status.value == "done"
     assert context_for(ticket, "PUBLISHED")["summary"].startswith("DRAFT: write: first draft")
+
+
+# ------------------------------------------------------------------ regressions (break-it findings)
+
+
+def test_a_phase_less_task_of_a_ticket_never_advances_it():
+    """A task with no phase belongs to no phase: its completion adds to the current phase's
+    context but moves nothing; only the last task of the current phase advances the ticket."""
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.submit(*[_task(f"t{i}", "k", None) for i in range(3)], _task("b", "k", "BACKLOG"))
+    a = h.agent(capacity=8)
+    h.claim(a)
+    for i in range(3):
+        h.run(a, f"t{i}", result={"summary": f"s{i}"})
+        assert h.graph.tickets.get("k").phase == "BACKLOG"
+    assert h.graph.tickets.get("k").context["phases"]["BACKLOG"]["tasks"] == 3
+    h.run(a, "b")
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS"
+
+
+def _split_harness() -> Harness:
+    h = Harness()
+    h.graph = TaskGraph(lease_ttl=30.0, rng=random.Random(7), read_specs=read_specs(10_000))
+    return h
+
+
+@pytest.mark.parametrize(("cancel", "child", "match"), [
+    (False, {"phase": "NOPE"}, r"task 'kid': phase 'NOPE' is not a phase of ticket 'k'"),
+    (True, {}, r"task 'kid': ticket 'k' is cancelled"),
+])
+def test_split_children_pass_the_ticket_checks(cancel, child, match):
+    """A split child its ticket refuses fails the splitting attempt, naming the child; none is created."""
+    h = _split_harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    if cancel:
+        h.graph.cancel_ticket("k", h.now)
+    h.submit(spec("p"))
+    a = h.agent()
+    h.claim(a)
+    h.start(a, "p")
+    kids = parse_new_tasks([{"id": "kid", "type": "t", "ticket_id": "k", **child}], 10_000)
+    h.graph.apply_report(a, Report("finished", "p", 1, AttemptOutcome.COMPLETED, None, None, kids), h.now)
+    assert "kid" not in h.graph.tasks and h.status("p") is None
+    failed = [e for e in h.drain().events if e.entity_id == "p" and e.type == "task.failed"]
+    assert failed and re.search(match, failed[-1].payload["error"]) and "InvalidSplitError" in failed[-1].payload["error"]
+
+
+def test_a_loop_round_its_ticket_refuses_fails_the_loop():
+    h = _split_harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    loop = LoopSpec(id="L", check="c", until={"key": "v", "equals": 1}, max_rounds=3, ticket_id="k",
+                    body=[{"id": "b", "type": "t", "phase": "NOPE"}]).to_new_tasks()[0]
+    h.submit(spec("c"), loop, spec("after", "L"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "c", result={"v": 0})
+    assert "L.r2.b" not in h.graph.tasks and h.status("L") is None and h.status("after") is None
+    errors = [e.payload.get("error", "") for e in h.drain().events if e.entity_id == "L" and e.type == "task.failed"]
+    assert errors and "could not start round 2" in errors[-1] and "phase 'NOPE' is not a phase of ticket 'k'" in errors[-1]
+
+
+def test_leaving_blocked_goes_back_at_most_to_the_phase_it_was_blocked_from():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k"), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.graph.tickets.move("k", "BLOCKED", h.now)
+    with pytest.raises(IllegalPhaseMoveError, match=r"BLOCKED to TESTING \(allowed: BACKLOG, REQUIREMENTS\)"):
+        h.graph.tickets.move("k", "TESTING", h.now)
+    h.graph.tickets.move("k", "BACKLOG", h.now)
+    assert h.graph.tickets.get("k").phase == "BACKLOG"
+
+
+def test_only_the_current_phase_can_be_approved_and_only_if_its_gate_asks():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={"DESIGN": {"artifacts": {}, "approval": True}}, auto_advance=False), h.now)
+    for phase, match in [("DONE", "only its current phase BACKLOG"), ("BLOCKED", "only its current phase"),
+                         ("DESIGN", "only its current phase BACKLOG can be approved, not DESIGN"),
+                         (None, "gate of phase BACKLOG asks for no approval")]:
+        with pytest.raises(InvalidTicketError, match=match):
+            h.graph.tickets.approve("k", phase, "lead", "", h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.graph.tickets.move("k", "DESIGN", h.now)
+    h.graph.tickets.approve("k", "DESIGN", "lead", "", h.now)
+    assert h.graph.tickets.gate("k", h.now).passed
+
+
+def test_a_regression_voids_the_approvals_and_artifacts_of_the_phases_re_entered():
+    gates = {"IMPLEMENTATION": {"artifacts": {"note": {}}, "approval": True}}
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates=gates, auto_advance=False), h.now)
+    for phase in ("REQUIREMENTS", "DESIGN", "IMPLEMENTATION"):
+        h.graph.tickets.move("k", phase, h.now)
+    h.graph.tickets.add_artifact("k", "note", {"text": "done"}, h.now)
+    h.graph.tickets.approve("k", None, "lead", "", h.now)
+    h.graph.tickets.move("k", "TESTING", h.now)
+    h.graph.tickets.move("k", "IMPLEMENTATION", h.now, reason="tests found a bug")
+    assert h.graph.tickets.gate("k", h.now).reasons == (
+        "missing artifact note", "waiting for approval of phase IMPLEMENTATION")
+    changes = h.drain()  # the mark is stored with the ticket: a restarted scheduler keeps it
+    fresh = Harness()
+    fresh.graph.restore([], [], [], [], 1, fresh.now, tickets=[changes.tickets[-1]], artifacts=changes.artifacts)
+    assert fresh.graph.tickets.gate("k", fresh.now).reasons == h.graph.tickets.gate("k", h.now).reasons
+    with pytest.raises(GateBlockedError):
+        h.graph.tickets.move("k", "TESTING", h.now)
+    h.graph.tickets.add_artifact("k", "note", {"text": "fixed"}, h.now)
+    h.graph.tickets.approve("k", None, "lead", "", h.now)
+    h.graph.tickets.move("k", "TESTING", h.now)
+    # blocked and back to the same phase is no regression: what it had still counts
+    h.graph.tickets.move("k", "BLOCKED", h.now)
+    h.graph.tickets.move("k", "TESTING", h.now)
+    assert h.graph.tickets.get("k").phase == "TESTING"

@@ -5,7 +5,7 @@
     rt.tickets.move(t.id, "REQUIREMENTS", reason="triaged", by="ann")
     rt.tickets.add_artifact(t.id, "requirements_document", {"text": doc, "sections": ["scope", ...]})
     rt.tickets.gate(t.id)                 # GateResultInfo: passed, and every reason it blocks
-    rt.tickets.approve(t.id, "DESIGN", by="lead", note="ok")
+    rt.tickets.approve(t.id, by="lead", note="ok")   # its current phase, when the gate asks for one
     rt.tickets.history(t.id)              # every move: from, to, reason, by, gate result
     rt.tickets.cancel(t.id)               # the ticket and all its unfinished tasks
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
 from omoi_ray.core.model import TASK_KIND, Event, NewTask, Task
-from omoi_ray.core.submission import StoredTask, create_tasks
+from omoi_ray.core.submission import StoredTask, check_new, create_tasks
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.core.timers import Timers
 from omoi_ray.errors import InvalidSplitError, InvalidSubmissionError, TaskExistsError
@@ -266,6 +266,7 @@ class Coordination:
                 if child.kind != TASK:
                     raise InvalidSubmissionError(f"child '{child.id}' is a {child.kind}: only tasks split off")
             validate_submission(children, lambda tid: tid in self.live.tasks)
+            check_new(self.live, children)
         except InvalidSubmissionError as exc:
             raise InvalidSplitError(f"split of task '{parent.id}' refused: {exc}", task_id=parent.id) from None
         self.create(children, now)

@@ -113,6 +113,9 @@ class LiveTasks:
         self.nodes: Any = None
         #: why a task may not become ready yet (``core.tickets``: its ticket's phase), or None
         self.hold: Callable[[Task], str | None] | None = None
+        #: raises when a new task (``NewTask``: id, ticket_id, phase) may not be created
+        #: (``core.tickets``: a cancelled ticket, a phase it lacks); run by ``core.submission``
+        self.admit: Callable[[Any], None] | None = None
         #: told of each task joining memory, and of each leaving it (final)
         self.on_add: Callable[[Task], None] | None = None
         self.on_leave: Callable[[Task, float], None] | None = None

@@ -23,7 +23,8 @@ Rules:
   (if required) was given, and no task of the phase is unfinished; otherwise every reason it
   fails is listed (``GateOutcome.reasons``), not just the first.
 - A phase without a gate passes when its tasks are finished.
-- The criteria (``CRITERIA``) are a table: name -> (artifact field it reads, check).
+- The criteria (``CRITERIA``) are a table: name -> (the value it takes, check); a gate may put a
+  criterion only on an artifact type that declares every field it reads (``CRITERION_FIELDS``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ CRITERIA: dict[str, tuple[Callable[[Any], bool], str, Callable[[Mapping[str, Any
     "must_have_tests": (_KINDS["flag"][0], _KINDS["flag"][1], _must_have_tests),
     "min_percentage": (_KINDS["percent"][0], _KINDS["percent"][1], _min_percentage),
     "all_passed": (_KINDS["flag"][0], _KINDS["flag"][1], _all_passed),
+}
+#: criterion -> the content fields it reads: it fits an artifact type that declares them all
+CRITERION_FIELDS: dict[str, tuple[str, ...]] = {
+    "min_length": ("text",),
+    "required_sections": ("sections",),
+    "must_have_tests": ("has_tests",),
+    "min_percentage": ("percentage",),
+    "all_passed": ("passed", "failed"),
 }
 
 #: the original's gates (see the module docstring)
@@ -188,6 +197,12 @@ def check_gates(gates: Any, phases: Sequence[str]) -> dict[str, dict[str, Any]]:
                 if name not in CRITERIA:
                     raise InvalidTicketError(
                         f"gates.{phase}.artifacts.{kind}: unknown criterion {name!r:.60} (known: {', '.join(CRITERIA)})")
+                if not all(f in ARTIFACT_TYPES[kind] for f in CRITERION_FIELDS[name]):
+                    fits = sorted(k for k in ARTIFACT_TYPES if k not in RESERVED_TYPES
+                                  and all(f in ARTIFACT_TYPES[k] for f in CRITERION_FIELDS[name]))
+                    raise InvalidTicketError(
+                        f"gates.{phase}.artifacts.{kind}.{name}: criterion {name} does not fit artifact type "
+                        f"{kind} (it fits: {', '.join(fits)})")
                 check, what, _ = CRITERIA[name]
                 if not check(value):
                     raise InvalidTicketError(f"gates.{phase}.artifacts.{kind}.{name} must be {what}, not {value!r:.60}")

@@ -21,6 +21,7 @@ TESTING        DEPLOYMENT, IMPLEMENTATION (regression), BLOCKED
 DEPLOYMENT     DONE, BLOCKED
 DONE           nothing (final)
 BLOCKED        BACKLOG, REQUIREMENTS, DESIGN, IMPLEMENTATION, TESTING
+               (only the phase it was blocked from, or an earlier one)
 ============== =======================================================
 
 A custom set is declared as a mapping (``PhaseSet.parse``)::
@@ -32,8 +33,11 @@ A custom set is declared as a mapping (``PhaseSet.parse``)::
 Rules:
 - Phase names match ``PHASE_NAME`` (upper case letters, digits, ``_``; 1-64 characters); a set
   has 2-32 phases, no name twice, and ``blocked`` (if any) is not in ``sequence``.
-- Every name in ``transitions`` is a phase of the set; the final phase has no move out; a move
-  to itself is refused; every phase of the sequence is reachable from the first.
+- Every name in ``transitions`` is a phase of the set; the final phase has no move out and
+  every other phase (``blocked`` included) has one; a move to itself is refused; every phase of
+  the sequence is reachable from the first.
+- Leaving ``blocked`` goes back to the phase the ticket was blocked from (its stored
+  ``previous_phase``) or an earlier one: forward progress only goes through gates.
 - A move is legal only if the table lists it (``check_move``): anything else raises
   ``IllegalPhaseMoveError`` naming the allowed targets.
 - A move *forward* (to a later phase of the sequence) passes the gate of the phase it leaves
@@ -89,13 +93,18 @@ class PhaseSet:
         """The phases ``phase`` may move to (empty for the final phase or an unknown one)."""
         return self.transitions.get(phase, ())
 
-    def check_move(self, ticket_id: str, current: str, to: str) -> None:
-        """Raise ``IllegalPhaseMoveError`` unless the table allows ``current -> to``.
+    def check_move(self, ticket_id: str, current: str, to: str, previous: str | None = None) -> None:
+        """Raise ``IllegalPhaseMoveError`` unless the table allows ``current -> to``; a move out
+        of ``blocked`` may only go to ``previous`` (the phase the ticket was blocked from) or an
+        earlier phase of the sequence.
 
         Raises:
             IllegalPhaseMoveError: names the ticket, both phases and the allowed targets.
         """
         allowed = self.allowed(current)
+        limit = self.position(previous) if current == self.blocked and previous is not None else None
+        if limit is not None:
+            allowed = tuple(p for p in allowed if (self.position(p) or 0) <= limit)
         if to not in allowed:
             shown = ", ".join(allowed) if allowed else f"none: {current} is final"
             raise IllegalPhaseMoveError(
@@ -170,7 +179,7 @@ class PhaseSet:
             if not isinstance(targets, (list, tuple)):
                 raise InvalidTicketError(f"phases.transitions.{src} must be a list of phases, not {targets!r:.60}")
             for to in targets:
-                if to not in known:
+                if not isinstance(to, str) or to not in known:
                     raise InvalidTicketError(f"phases.transitions.{src} names unknown phase {to!r:.60}")
                 if to == src:
                     raise InvalidTicketError(f"phases.transitions.{src} may not move to itself")
@@ -187,6 +196,9 @@ class PhaseSet:
         unreachable = [p for p in sequence if p not in seen]
         if unreachable:
             raise InvalidTicketError(f"phases: {', '.join(unreachable)} cannot be reached from {sequence[0]}")
+        stuck = [p for p in (*sequence[:-1], *([blocked] if blocked is not None else [])) if not table.get(p)]
+        if stuck:
+            raise InvalidTicketError(f"phases.transitions.{stuck[0]}: only the final phase may have no move out")
         return cls(name, tuple(sequence), table, blocked)
 
 

@@ -11,6 +11,8 @@ Rules:
 - New tasks get increasing ``seq`` numbers in submission order and a ``task.created`` event; a
   task whose dependencies are all completed becomes ready at once, one with a dependency that
   failed for good becomes ``upstream_failed``.
+- Every task created (a submission's, a split's children, a loop's rounds) passes the ticket
+  checks first (``check_new``: the live tasks' ``admit`` hook): one refused task refuses them all.
 - Handler-less nodes (a ``kind`` other than ``TASK_KIND``) are never made ready: the live tasks'
   ``nodes`` (``core.coordination``) take them as they are created and once the submission is in.
 """
@@ -27,7 +29,7 @@ from omoi_ray.core.merge import join_created
 from omoi_ray.core.model import TASK_KIND, NewTask, Task
 from omoi_ray.core.task_fields import task_from_new
 from omoi_ray.core.tasks import CREATED_EVENT, FAILED_FOR_GOOD, TaskStatus
-from omoi_ray.errors import IdempotencyConflictError, TaskExistsError
+from omoi_ray.errors import IdempotencyConflictError, InvalidSubmissionError, TaskExistsError, TicketError
 
 S = TaskStatus
 
@@ -139,6 +141,22 @@ def _known(live: LiveTasks, task_id: str, stored: Mapping[str, StoredTask]) -> S
     return stored.get(task_id)
 
 
+def check_new(live: LiveTasks, new: Sequence[NewTask]) -> None:
+    """Run the live tasks' ``admit`` check (a ticket's rules) on every spec before any is created.
+
+    Raises:
+        InvalidSubmissionError: names the task and why its ticket refuses it (a cancelled
+            ticket, a phase the ticket does not have); nothing was created.
+    """
+    if live.admit is None:
+        return
+    for spec in new:
+        try:
+            live.admit(spec)
+        except TicketError as exc:
+            raise InvalidSubmissionError(str(exc), task_id=spec.id, ticket_id=spec.ticket_id) from None
+
+
 def create_tasks(
     live: LiveTasks,
     new: Sequence[NewTask],
@@ -160,7 +178,11 @@ def create_tasks(
 
     Returns:
         The created tasks, in order.
+
+    Raises:
+        InvalidSubmissionError: a ticket refuses one of them (``check_new``); nothing was created.
     """
+    check_new(live, new)
     created: list[Task] = []
     doomed: list[tuple[Task, str, str]] = []
     nodes = live.nodes

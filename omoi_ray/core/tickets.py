@@ -20,10 +20,18 @@ Rules:
   to ``PhaseSet.next_phase``. Adding an artifact or an approval to a phase with no live task
   left tries again. Nothing waits in an agent slot: an approval is an artifact the driver adds.
 - Context: each completed task of a ticket adds its ``summary``, ``decisions``, ``risks`` and
-  artifact references to the context of its phase (its ticket's current phase if it names none),
-  in the ticket row, at once (every phase is kept). Each list keeps its first
+  artifact references to ``context["phases"]`` under its phase (its ticket's current phase if it
+  names none), in the ticket row, at once (every phase is kept). Each list keeps its first
   ``MAX_CONTEXT_ITEMS`` entries, each entry cut to ``MAX_ITEM_CHARS`` characters; ``dropped``
   counts what was left out. ``context_for`` hands a task the phases strictly before its own.
+- A task with no ``phase`` belongs to no phase: never held, not counted by a gate, and its
+  completion never advances the ticket (its context goes to the current phase).
+- Only the current phase can be approved, and only when its gate asks for an approval.
+- A regression (a move to an earlier phase of the sequence than the one the ticket leaves, or
+  than the one it was blocked from) voids what the re-entered phases had: their gates count only
+  artifacts added after it. The mark is ``context["artifacts_from"]``: ``{phase: n}``, the gate
+  of ``phase`` counts the ticket's artifacts from the ``n``-th on (0-based, oldest first; stored
+  with the ticket, so it survives a restart).
 - Cancelling a ticket cancels all its unfinished tasks in one decision (``TaskGraph.cancel_ticket``).
 """
 
@@ -224,6 +232,7 @@ class Tickets:
         self.artifacts: dict[str, list[Artifact]] = {}
         self.history_seq: dict[str, int] = {}
         live.hold = self.hold
+        live.admit = lambda spec: self.check_task(spec.id, spec.ticket_id, spec.phase)
         live.on_add = self.task_added
         live.on_leave = self.task_left
 
@@ -277,7 +286,7 @@ class Tickets:
         phases[phase] = aggregate(phases.get(phase), task.id, task.result)
         ticket.context = {**ticket.context, "phases": phases}
         self._touch(ticket, now)
-        if phase == ticket.phase and not by_phase.get(phase):
+        if task.phase is not None and task.phase == ticket.phase and not by_phase.get(task.phase):
             self._auto_advance(ticket, now)
 
     # ------------------------------------------------------------------ decisions
@@ -325,7 +334,7 @@ class Tickets:
         ticket = self._open(ticket_id)
         if ticket.phase == to:
             return ticket
-        ticket.phases.check_move(ticket.id, ticket.phase, to)
+        ticket.phases.check_move(ticket.id, ticket.phase, to, ticket.previous_phase)
         outcome = None
         if ticket.phases.needs_gate(ticket.phase, to):
             outcome = self._gate(ticket, ticket.phase, now, by, True)
@@ -355,7 +364,22 @@ class Tickets:
         return artifact
 
     def approve(self, ticket_id: str, phase: str | None, by: str, note: str, now: float) -> Artifact:
-        """Sign a phase off (an ``approval`` artifact by ``by``); may advance as ``add_artifact``."""
+        """Sign the ticket's current phase off (an ``approval`` artifact by ``by``); may advance
+        as ``add_artifact``.
+
+        Raises:
+            TicketNotFoundError, TicketClosedError; InvalidTicketError: ``phase`` is not the
+            ticket's current phase, or its gate asks for no approval.
+        """
+        ticket = self._open(ticket_id)
+        phase = self._phase(ticket, phase)
+        if phase != ticket.phase:
+            raise InvalidTicketError(
+                f"ticket '{ticket.id}': only its current phase {ticket.phase} can be approved, not {phase}",
+                ticket_id=ticket.id)
+        if not (ticket.gates.get(phase) or {}).get("approval"):
+            raise InvalidTicketError(f"ticket '{ticket.id}': the gate of phase {phase} asks for no approval",
+                                     ticket_id=ticket.id)
         content = {"by": by, **({"note": note} if note else {})}
         return self.add_artifact(ticket_id, "approval", content, now, phase=phase, by=by)
 
@@ -374,7 +398,12 @@ class Tickets:
         return ticket, sorted(ids)
 
     def check_task(self, task_id: str, ticket_id: str | None, phase: str | None) -> None:
-        """Refuse a submitted task of a closed ticket or a phase its ticket does not have."""
+        """Refuse a new task (submitted, split off or a loop's round) of a cancelled ticket or
+        with a phase its ticket does not have.
+
+        Raises:
+            TicketClosedError, InvalidTicketError: naming the task and the ticket.
+        """
         ticket = self.tickets.get(ticket_id or "")
         if ticket is None:
             return
@@ -413,7 +442,8 @@ class Tickets:
         return artifact
 
     def _gate(self, ticket: Ticket, phase: str, now: float, by: str, record: bool) -> GateOutcome:
-        arts = [(a.type, a.content) for a in self.artifacts.get(ticket.id, ()) if a.phase == phase]
+        start = ticket.context.get("artifacts_from", {}).get(phase, 0)
+        arts = [(a.type, a.content) for a in self.artifacts.get(ticket.id, [])[start:] if a.phase == phase]
         outcome = evaluate(phase, ticket.gates.get(phase), arts, self.unfinished(ticket, phase))
         if record:
             self.log.gate_results.add(GateResult(ticket.id, phase, outcome.passed, outcome.reasons, now, by))
@@ -435,6 +465,13 @@ class Tickets:
     def _move(self, ticket: Ticket, to: str, reason: str, by: str, now: float, outcome: GateOutcome | None,
               request_id: str | None) -> None:
         old = ticket.phase
+        phases = ticket.phases
+        back_from = phases.position(old if old != phases.blocked else ticket.previous_phase or old)
+        there = phases.position(to)
+        if back_from is not None and there is not None and there < back_from:  # a regression
+            mark = len(self.artifacts.get(ticket.id, ()))
+            since = {**ticket.context.get("artifacts_from", {}), **{p: mark for p in phases.sequence[there:]}}
+            ticket.context = {**ticket.context, "artifacts_from": since}
         ticket.previous_phase, ticket.phase = old, to
         if to == ticket.phases.final:
             ticket.status = TicketStatus.DONE
