@@ -48,15 +48,17 @@ from omoi_ray.actors.scheduler_registry import RegistryCalls
 from omoi_ray.actors.scheduler_tickets import TicketCalls
 
 from omoi_ray.core.claims import Rejection, Report
+from omoi_ray.core.coordination import LOOP, SYNC, loop_round_ids
 from omoi_ray.core.handoff import HandoffStatus
 from omoi_ray.core.health import HealthCause
-from omoi_ray.core.model import AgentStatus, AttemptOutcome, Task
+from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, Task
 from omoi_ray.core.ranking import dispatch_key
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
     InvalidCancelError,
+    InvalidCoordinationError,
     InvalidSubmissionError,
     OwnershipLostError,
     TaskNotFoundError,
@@ -205,11 +207,12 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
                 await self.commit.sync()
                 # A keyed read: done inline, a hop to the database thread would cost more.
                 stored, stored_keys = self.store.lookup(ids, keys)
-                finished = {d for t in new if t.kind == "sync" for d in t.depends_on if d in stored}
-                if finished:  # a sync's members that already ended: the sync takes their results
+                finished = {d for t in new if t.kind in (SYNC, LOOP) for d in t.depends_on if d in stored}
+                if finished:  # a sync's members, a loop's check, that already ended: the node takes their results
                     rows = self.store.task_rows(sorted(finished))
                     for tid, row in rows.items():
                         stored[tid] = dataclasses.replace(stored[tid], result=row["result"])
+            await self._refuse_stored_round_ids(new)
             task_ids = self.graph.submit(new, time.time(), stored, stored_keys, request_id=request_id)
             self._after_change()
         await self.commit.sync()
@@ -501,6 +504,20 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             for task_id, attempt in self.graph.heartbeat(agent, held, now):
                 rejected.append(Rejection(task_id, attempt, "stop: this attempt no longer counts"))
         return agent, rejected, now
+
+    async def _refuse_stored_round_ids(self, new: Sequence[NewTask]) -> None:
+        """Refuse a loop whose later rounds would reuse a stored task's id (its rounds would fail
+        to store): every id rounds 2..max_rounds may create is looked up (InvalidCoordinationError)."""
+        for task in new:
+            if task.kind != LOOP or task.id in self.graph.tasks:
+                continue
+            body_ids = [b["id"] for b in task.coordination["body"]]
+            ids = [i for i in loop_round_ids(task.id, task.coordination["max_rounds"], body_ids) if i not in self.graph.tasks]
+            await self.commit.sync()
+            stored, _ = self.store.lookup(ids, ()) if ids else ({}, {})
+            if stored:
+                taken = min(stored)
+                raise InvalidCoordinationError(f"loop '{task.id}': round id '{taken}' already names a stored task")
 
     async def _split_intake(self, reports: Sequence[Report]) -> list[Report]:
         """Completed reports' children as the core takes them (validated ``NewTask``s), or the

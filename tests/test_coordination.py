@@ -113,6 +113,31 @@ def test_review_loop_that_never_approves_exhausts_its_rounds(rt, uid):
     assert rt.get(loop).result == {"outcome": "rounds_exhausted", "rounds": 3, "last": {"verdict": "changes", "round": 3}}
 
 
+def test_a_loop_whose_rounds_would_reuse_a_stored_id_is_refused_and_the_runtime_goes_on(rt, uid):
+    loop, check, taken = f"{uid}-L", f"{uid}-c", f"{uid}-L.r2.b"
+    rt.submit([answer(taken, "original")])
+    assert rt.wait([taken], timeout=60) == {taken: "completed"}
+    body = [{"id": "b", "type": "answer", "requires": [CAP], "payload": {"result": {"v": 1}}}]
+    with pytest.raises(InvalidCoordinationError, match=f"loop '{loop}': round id '{taken}' already names a stored task"):
+        rt.submit([answer(check, {"v": 0}),
+                   omoi.LoopSpec(id=loop, check=check, until={"key": "v", "equals": 1}, max_rounds=3, body=body)])
+    with pytest.raises(omoi.TaskNotFoundError):
+        rt.get(check)  # all or nothing
+    rt.submit([answer(check, {"v": 1})])
+    assert rt.wait([check], timeout=60) == {check: "completed"}
+
+
+def test_a_loop_over_a_check_that_already_completed_settles(rt, uid):
+    loop, check, after = f"{uid}-L", f"{uid}-c", f"{uid}-after"
+    rt.submit([answer(check, {"v": 1})])
+    assert rt.wait([check], timeout=60) == {check: "completed"}
+    body = [{"id": "b", "type": "answer", "requires": [CAP]}]
+    rt.submit([omoi.LoopSpec(id=loop, check=check, until={"key": "v", "equals": 1}, max_rounds=3, body=body),
+               answer(after, "ran", depends_on=[loop])])
+    assert rt.wait([loop, after], timeout=60) == {loop: "completed", after: "completed"}
+    assert rt.get(loop).result == {"outcome": "approved", "rounds": 1, "last": {"v": 1}}
+
+
 def test_a_handler_split_is_waited_for_by_the_parents_dependents(rt, uid):
     p, cont = f"{uid}-p", f"{uid}-cont"
     children = [answer(f"{uid}-c{i}", i).model_dump() for i in range(3)]

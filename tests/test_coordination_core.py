@@ -9,7 +9,7 @@ import pytest
 
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.scheduler import TaskGraph
-from omoi_ray.errors import UnknownDependencyError
+from omoi_ray.errors import InvalidCoordinationError, InvalidSubmissionError, UnknownDependencyError
 from omoi_ray.specs.coordination import LoopSpec, SyncSpec, parse_submission, read_specs
 from omoi_ray.store.memory import MemoryStore
 from tests.graph_harness import Harness, spec
@@ -267,3 +267,95 @@ def test_a_split_with_a_cycle_is_refused():
     h.graph.apply_report(w, Report("finished", "p", 1, AttemptOutcome.COMPLETED, None, None, children), h.now)
     changes = h.drain()
     assert changes.created == [] and "cycle: c1 -> c2 -> c1" in rows(changes)["p"].error
+
+
+def _split(h: Harness, w, parent: str, children: list[dict]):
+    from omoi_ray.core.claims import Report
+
+    h.start(w, parent)
+    kids = parse_submission(children, 1000)
+    h.graph.apply_report(w, Report("finished", parent, 1, AttemptOutcome.COMPLETED, None, None, kids), h.now)
+    return rows(h.drain())
+
+
+@pytest.mark.parametrize("depends_on", [["after"], ["later"]])
+def test_a_split_child_depending_on_a_task_downstream_of_its_parent_is_refused(depends_on):
+    h = harness()
+    w = h.agent("w", capacity=8)
+    h.submit(spec("p"), spec("after", "p"), spec("later", "after"))
+    h.claim(w)
+    changed = _split(h, w, "p", [{"id": "kid", "type": "t", "depends_on": depends_on}])
+    assert "kid" not in changed and "kid" not in h.graph.tasks
+    p = changed["p"]
+    assert p.status.value == "failed" and p.error.startswith("InvalidSplitError: split of task 'p' refused")
+    assert f"child 'kid' depends on '{depends_on[0]}'" in p.error and "a cycle" in p.error
+
+
+def test_a_split_child_may_depend_on_a_sync_of_its_parent():
+    h = harness()
+    w = h.agent("w", capacity=8)
+    h.submit(spec("p"), sync("s", ["p"]))
+    h.claim(w)
+    _split(h, w, "p", [{"id": "kid", "type": "t", "depends_on": ["s"]}])
+    assert h.status("kid") == "ready"  # the sync saw its member complete; no edge back to kid
+
+
+def test_a_new_task_with_a_live_loops_round_id_is_refused():
+    h = harness()
+    w = h.agent("w", capacity=8)
+    h.submit(spec("impl"), spec("review", "impl"), review_loop())
+    with pytest.raises(InvalidSubmissionError, match="task id 'L.r2.revise' is reserved for a round of loop 'L'"):
+        h.submit(spec("L.r2.revise"))
+    with pytest.raises(InvalidSubmissionError, match="reserved for a round of loop 'L'"):
+        h.submit(spec("L.r7.anything.else"))
+    h.claim(w)
+    changed = _split(h, w, "impl", [{"id": "L.r3.review", "type": "t"}])
+    assert "reserved for a round of loop 'L'" in changed["impl"].error
+    h2 = harness()
+    with pytest.raises(InvalidSubmissionError, match="'L.r2.revise' is reserved"):  # same submission
+        h2.submit(spec("review"), spec("L.r2.revise"), review_loop())
+    h2.submit(spec("Lx.r2.revise"), spec("L.r2"))  # not a round id of any loop: fine
+
+
+def test_a_loop_whose_check_already_completed_is_judged_at_submission():
+    from omoi_ray.core.submission import StoredTask
+    from omoi_ray.core.tasks import TaskStatus
+
+    h = harness()
+    stored = {"review": StoredTask("review", TaskStatus.COMPLETED, "", result={"verdict": "approve"})}
+    h.submit(review_loop(), spec("ship", "L"), stored=stored)
+    loop = rows(h.drain())["L"]
+    assert loop.result == {"outcome": "approved", "rounds": 1, "last": {"verdict": "approve"}}
+    assert h.status("ship") == "ready"
+    h = harness()
+    stored = {"review": StoredTask("review", TaskStatus.COMPLETED, "", result={"verdict": "changes"})}
+    h.submit(review_loop(), stored=stored)
+    assert h.status("L.r2.revise") == "ready" and h.graph.tasks["L"].depends_on == ("L.r2.review",)
+
+
+def test_a_loop_whose_check_already_failed_is_doomed():
+    from omoi_ray.core.submission import StoredTask
+    from omoi_ray.core.tasks import TaskStatus
+
+    h = harness()
+    h.submit(review_loop(), spec("ship", "L"), stored={"review": StoredTask("review", TaskStatus.FAILED, "")})
+    changed = rows(h.drain())
+    assert changed["L"].status.value == "upstream_failed" and changed["ship"].status.value == "upstream_failed"
+
+
+@pytest.mark.parametrize(
+    ("body", "cycle"),
+    [
+        ([{"id": "a", "type": "t", "depends_on": ["b"]}, {"id": "b", "type": "t", "depends_on": ["a"]}], "'a' -> 'b' -> 'a'"),
+        ([{"id": "a", "type": "t", "depends_on": ["a"]}], "'a' -> 'a'"),
+    ],
+)
+def test_a_loop_body_with_a_cycle_is_refused(body, cycle):
+    with pytest.raises(InvalidCoordinationError, match=f"loop 'L': body: body tasks form a cycle: {cycle}"):
+        LoopSpec(id="L", check="c", until={"key": "v", "equals": 1}, max_rounds=3, body=body)
+
+
+@pytest.mark.parametrize("kind", [["sync"], None, 3])
+def test_a_kind_that_is_not_a_string_is_a_typed_error(kind):
+    with pytest.raises(InvalidCoordinationError, match="submission item 0: kind must be a string"):
+        parse_submission([{"kind": kind, "id": "s", "members": ["a"]}], 1000)

@@ -260,3 +260,36 @@ def test_the_example_handlers_decide_review_and_integrate():
     parts = {f"p.implement.{i}": run_handler("omoi_ray.examples.patterns:implement", {"module": m}) for i, m in enumerate("ab")}
     assert run_handler("omoi_ray.examples.patterns:integrate", {"feature": "f"}, upstream=parts, merge="combine") == {
         "feature": "f", "modules": ["a", "b"], "build": "passed"}
+
+
+def _chain(n: int, reverse: bool = False) -> str:
+    names = range(n - 1, -1, -1) if reverse else range(n)
+    lines = [f" s{i}: {{task: {{type: t}}, after: [s{i - 1}]}}" if i else " s0: {task: {type: t}}" for i in names]
+    return "name: chain\nsteps:\n" + "\n".join(lines) + "\n"
+
+
+def test_a_long_chain_declared_in_reverse_orders_without_recursion():
+    steps = {f"s{i}": {"kind": "task", "after": [f"s{i - 1}"] if i else [], "task": {"type": "t"}} for i in range(5000)}
+    reverse = dict(reversed(list(steps.items())))
+    expansion = expand(reverse, "p")
+    assert [item["id"] for item in expansion.items][:3] == ["p.s0", "p.s1", "p.s2"]
+    assert expansion.items[-1]["depends_on"] == ["p.s4998"]
+    _, parsed = parse_pattern(_chain(1500, reverse=True), "chain.yaml", prefix="p")
+    assert len(parsed.items) == 1500
+
+
+def test_the_item_cap_is_checked_before_expanding():
+    lines = "".join(f" s{i}: {{split: {{count: 10000, task: {{type: t}}}}}}\n" for i in range(60))
+    with pytest.raises(PatternError, match="expands to 600000 items, over the limit of 10000"):
+        parse_pattern("name: big\nsteps:\n" + lines, "big.yaml", prefix="p")
+
+
+def test_a_sync_needing_more_than_its_member_tasks_names_the_step():
+    text = (
+        "name: q\nsteps:\n a: {task: {type: t}}\n b: {split: {count: 2, task: {type: t}}}\n"
+        " s: {sync: {members: [a, b], k: 4}}\n"
+    )
+    with pytest.raises(PatternError, match="step 's': sync.k is 4, more than its 3 member tasks"):
+        parse_pattern(text, "q.yaml", prefix="p")
+    _, ok = parse_pattern(text.replace("k: 4", "k: 3"), "q.yaml", prefix="p")
+    assert ok.items[-1]["k"] == 3

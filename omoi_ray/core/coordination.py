@@ -23,11 +23,15 @@ Rules:
   ``"{loop}.r{r+1}.{body id}"`` (deterministic), body tasks without a dependency inside the body
   depending on the previous check, the last body task being the new check; the loop now depends
   on it. At ``max_rounds`` it completes with outcome ``"rounds_exhausted"``. Round 1 is the
-  ``check`` task the loop was submitted with. A check failing for good dooms the loop as any
-  dependency would.
+  ``check`` task the loop was submitted with; a check already completed in storage when the
+  loop is submitted is judged at once as round 1. A check failing for good dooms the loop as any
+  dependency would. Round ids are reserved: while a loop is live, a new task (submitted or split
+  off) whose id has the form ``"{loop}.r{n}.{x}"`` is refused (``refuse_round_ids``); the owner
+  refuses a loop whose round ids already name stored tasks (a duplicate id could never be
+  stored, and ``repair_unstorable`` does not drop created rows, so it would give up).
 - **split**: a handler's children (``Claims`` hands them over with the completion report) are
   judged as a submission of their own (ids new, dependencies among themselves or on live tasks,
-  no cycle); then they are created, each existing *plain* dependent of the parent gets an edge to
+  no cycle, none on a task at or downstream of a dependent that will wait on them); then they are created, each existing *plain* dependent of the parent gets an edge to
   every child, and the parent completes, all in one change set. Refused children fail the
   parent's attempt for good with an ``InvalidSplitError`` text and create nothing. A node
   dependent (sync, loop) keeps the parent as its member: it sees the parent complete.
@@ -37,6 +41,8 @@ Rules:
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -69,6 +75,20 @@ ReadSpecs = Callable[[Sequence[Mapping[str, Any]]], list[NewTask]]
 def round_id(loop_id: str, round_: int, body_id: str) -> str:
     """The id of body task ``body_id`` in round ``round_`` of loop ``loop_id`` (deterministic)."""
     return f"{loop_id}.r{round_}.{body_id}"
+
+
+#: where a round id's loop prefix may end: ``.r<digits>.`` (loop ids may hold dots themselves)
+_ROUND_MARK = re.compile(r"\.(?=r[0-9]+\.)")
+
+
+def round_id_loops(task_id: str) -> list[str]:
+    """Every loop id ``task_id`` could be a round id of (``round_id``'s form), shortest first."""
+    return [task_id[: m.start()] for m in _ROUND_MARK.finditer(task_id) if m.start() > 0]
+
+
+def loop_round_ids(loop_id: str, max_rounds: int, body_ids: Sequence[str]) -> list[str]:
+    """Every id rounds 2..``max_rounds`` of loop ``loop_id`` may create (round 1 is its check)."""
+    return [round_id(loop_id, r, b) for r in range(2, max_rounds + 1) for b in body_ids]
 
 
 class Coordination:
@@ -114,6 +134,22 @@ class Coordination:
                 self.timers.add(task.deadline, "sync", task.id)
             self._judge_sync(task, now)
 
+    def refuse_round_ids(self, new: Sequence[NewTask]) -> None:
+        """Refuse new tasks (a submission, a split's children) whose id has the form of a round id
+        of a loop that is live or in ``new`` itself: that loop's later round would collide.
+
+        Raises:
+            InvalidSubmissionError: naming the task id and the loop.
+        """
+        loops = {t.id for t in new if t.kind == LOOP}
+        for task in new:
+            for loop_id in round_id_loops(task.id):
+                live = self.live.tasks.get(loop_id)
+                if loop_id in loops or (live is not None and live.kind == LOOP):
+                    raise InvalidSubmissionError(
+                        f"task id '{task.id}' is reserved for a round of loop '{loop_id}'"
+                    )
+
     # ---------------------------------------------------------------- dependencies settle
 
     def upstream_completed(self, node: Task, upstream: Task, now: float) -> None:
@@ -123,7 +159,7 @@ class Coordination:
             self._touch(node)
             self._judge_sync(node, now)
         elif node.kind == LOOP:
-            self._loop_check_done(node, upstream, now)
+            self._loop_check_done(node, upstream.id, upstream.result, now)
 
     def upstream_failed(self, node: Task, upstream: Task, now: float) -> bool:
         """``upstream`` failed for good. Return True if the node took it (a sync, while k is still
@@ -139,7 +175,11 @@ class Coordination:
 
     def stored_upstream(self, node: Task, dep_id: str, status: TaskStatus, result: Any, now: float) -> bool:
         """At submission, a node's dependency is already final in storage; return True if the node
-        took it (a sync records it), False to treat it as any dependent does."""
+        took it (a sync records it; a loop its completed check, judged by ``submitted``), False to
+        treat it as any dependent does (a check failed for good dooms its loop)."""
+        if node.kind == LOOP and status is S.COMPLETED:
+            node.coordination["stored_check"] = {"result": result}
+            return True
         if node.kind != SYNC:
             return False
         if status is S.COMPLETED:
@@ -155,6 +195,9 @@ class Coordination:
         for task in created:
             if task.kind == SYNC and task.status is S.PENDING:
                 self._judge_sync(task, now)
+            elif task.kind == LOOP and task.status is S.PENDING and "stored_check" in task.coordination:
+                stored = task.coordination.pop("stored_check")
+                self._loop_check_done(task, task.depends_on[0], stored["result"], now)
             elif task.kind == TASK and isinstance(task.coordination, dict) and "split_of" in task.coordination:
                 splits.setdefault(task.coordination["split_of"], []).append(task.id)
         for parent, children in splits.items():
@@ -199,10 +242,9 @@ class Coordination:
 
     # ---------------------------------------------------------------- loop
 
-    def _loop_check_done(self, loop: Task, check: Task, now: float) -> None:
+    def _loop_check_done(self, loop: Task, check_id: str, result: Any, now: float) -> None:
         state = loop.coordination
         round_ = state["round"]
-        result = check.result
         until = state["until"]
         if isinstance(result, Mapping) and until["key"] in result and result[until["key"]] == until["equals"]:
             self._loop_end(loop, APPROVED, round_, result, now)
@@ -210,8 +252,8 @@ class Coordination:
             self._loop_end(loop, EXHAUSTED, round_, result, now)
         else:
             try:
-                body = self._round(loop, round_ + 1, check.id)
-                self.create(body, now, done=(check.id,))
+                body = self._round(loop, round_ + 1, check_id)
+                self.create(body, now, done=(check_id,))
             except (InvalidSubmissionError, ValueError) as exc:
                 reason = f"loop '{loop.id}' could not start round {round_ + 1}: {exc}"
                 loop.error = loop.reason = reason
@@ -267,14 +309,14 @@ class Coordination:
                     raise InvalidSubmissionError(f"child '{child.id}' is a {child.kind}: only tasks split off")
             validate_submission(children, lambda tid: tid in self.live.tasks)
             check_new(self.live, children)
+            self.refuse_round_ids(children)
+            self._refuse_downstream(parent, children)
         except InvalidSubmissionError as exc:
             raise InvalidSplitError(f"split of task '{parent.id}' refused: {exc}", task_id=parent.id) from None
         self.create(children, now)
         child_ids = [c.id for c in children]
-        for dep_id in list(self.live.dependents.get(parent.id, ())):
-            dep = self.live.tasks.get(dep_id)
-            if dep is None or dep.kind != TASK or dep.status is not S.PENDING or dep_id in child_ids:
-                continue  # a child that depends on the parent waits for it, not for itself
+        for dep_id in self._rewired(parent, children):  # a child depending on the parent waits for it
+            dep = self.live.tasks[dep_id]
             dep.depends_on = (*dep.depends_on, *child_ids)
             for cid in child_ids:
                 self.live.log.dependencies.add((dep.id, cid))
@@ -282,6 +324,37 @@ class Coordination:
         self.split_created(parent.id, child_ids, now, parent.ticket_id)
         complete()
         self.make_ready(children, now)
+
+    def _refuse_downstream(self, parent: Task, children: Sequence[NewTask]) -> None:
+        """Refuse children depending on a live task at or downstream of one of ``parent``'s plain
+        dependents: those get an edge to every child, so they would wait on each other (a cycle).
+        Breadth-first over live dependents: O(tasks downstream)."""
+        wanted = {d for c in children for d in c.depends_on if d in self.live.tasks}
+        if not wanted:
+            return
+        queue = deque(self._rewired(parent, children))
+        seen = set(queue)
+        while queue:
+            tid = queue.popleft()
+            if tid in wanted:
+                child = next(c.id for c in children if tid in c.depends_on)
+                raise InvalidSubmissionError(
+                    f"child '{child}' depends on '{tid}', which will wait on the children of '{parent.id}': a cycle"
+                )
+            for dep_id in self.live.dependents.get(tid, ()):
+                if dep_id not in seen:
+                    seen.add(dep_id)
+                    queue.append(dep_id)
+
+    def _rewired(self, parent: Task, children: Sequence[NewTask]) -> list[str]:
+        """The dependents of ``parent`` that get an edge to each of its split's children."""
+        child_ids = {c.id for c in children}
+        out = []
+        for dep_id in self.live.dependents.get(parent.id, ()):
+            dep = self.live.tasks.get(dep_id)
+            if dep is not None and dep.kind == TASK and dep.status is S.PENDING and dep_id not in child_ids:
+                out.append(dep_id)
+        return out
 
     # ---------------------------------------------------------------- shared
 

@@ -132,22 +132,36 @@ def order(steps: Mapping[str, Mapping[str, Any]], source: str = "pattern") -> li
                 )
     done: list[str] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: placed
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = path[path.index(name):] + [name]
-            raise PatternCycleError(f"{source}: steps form a cycle: {' -> '.join(cycle)}", cycle=cycle)
-        state[name] = 1
-        for ref in references(steps[name]):
-            visit(ref, [*path, name])
-        state[name] = 2
-        done.append(name)
-
-    for name in steps:
-        visit(name, [])
+    for root in steps:  # depth first with an explicit stack: linear, no recursion limit
+        if state.get(root):
+            continue
+        state[root] = 1
+        path = [root]
+        stack = [iter(references(steps[root]))]
+        while stack:
+            ref = next(stack[-1], None)
+            if ref is None:
+                stack.pop()
+                name = path.pop()
+                state[name] = 2
+                done.append(name)
+            elif state.get(ref) == 1:
+                cycle = path[path.index(ref):] + [ref]
+                raise PatternCycleError(f"{source}: steps form a cycle: {' -> '.join(cycle)}", cycle=cycle)
+            elif not state.get(ref):
+                state[ref] = 1
+                path.append(ref)
+                stack.append(iter(references(steps[ref])))
     return done
+
+
+def item_count(steps: Mapping[str, Mapping[str, Any]]) -> int:
+    """How many submission items ``expand`` makes of ``steps`` (a split's ``count`` or ``len(over)``,
+    one for any other step), computed without expanding."""
+    return sum(
+        (len(step["over"]) if step.get("over") is not None else step["count"]) if step["kind"] == "split" else 1
+        for step in steps.values()
+    )
 
 
 def _task(template: Mapping[str, Any], task_id: str, depends_on: list[str], ticket: str | None) -> dict[str, Any]:
@@ -183,7 +197,8 @@ def expand(
 
     Raises:
         UnknownStepError, PatternCycleError: as ``order``.
-        PatternError: a loop's ``check`` is a split or sync (it must be one task).
+        PatternError: a loop's ``check`` is a split or sync (it must be one task); a sync's ``k``
+            is more than its member tasks (a split member counts its children).
     """
     ids: dict[str, list[str]] = {}
     items: list[dict[str, Any]] = []
@@ -211,6 +226,11 @@ def expand(
             ids[name] = children
         elif kind == "sync":
             members = [i for ref in step["members"] for i in ids[ref]]
+            if step.get("k") is not None and step["k"] > len(members):
+                raise PatternError(
+                    f"{source}: step '{name}': sync.k is {step['k']}, more than its {len(members)} member tasks",
+                    step=name,
+                )
             item = {"kind": "sync", "id": sid, "members": members, "k": step.get("k"), "timeout": step.get("timeout")}
             items.append(item | ({"ticket_id": ticket} if ticket is not None else {}))
             ids[name] = [sid]

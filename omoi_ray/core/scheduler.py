@@ -230,6 +230,7 @@ class TaskGraph:
         for conflicts and graph-rule breaches)."""
         for task in new:
             self.tickets.check_task(task.id, task.ticket_id, task.phase)
+        self.coordination.refuse_round_ids(new)
         return submit(self.live, new, now, stored, stored_keys, request_id)
 
     def cancel_ticket(self, ticket_id: str, now: float, reason: str = "ticket cancelled") -> tuple[Ticket, list[str]]:

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -174,7 +175,8 @@ class LoopSpec(_Node):
         ticket_id, phase: as a task's (body tasks without a ticket take the loop's).
 
     Raises ``InvalidCoordinationError`` for a bad field, an empty body, duplicate body ids, a
-    body dependency outside the body, or round ids that would be too long.
+    body dependency outside the body or a cycle among body tasks (naming it), or round ids that
+    would be too long.
     """
 
     kind: Literal["loop"] = "loop"
@@ -215,6 +217,11 @@ class LoopSpec(_Node):
             for dep in s.depends_on:
                 if dep not in ids:
                     raise ValueError(f"body task '{s.id}' depends on '{dep}', which is not in the body")
+        try:
+            graphlib.TopologicalSorter({s.id: s.depends_on for s in specs}).prepare()
+        except graphlib.CycleError as exc:
+            cycle = " -> ".join(f"'{i}'" for i in reversed(exc.args[1]))
+            raise ValueError(f"body tasks form a cycle: {cycle}") from None
         return specs
 
     def model_post_init(self, _context: Any) -> None:
@@ -286,6 +293,11 @@ def node_spec(item: Any, index: int) -> _Node | None:
     None for a task. Raises ``InvalidCoordinationError`` for a bad one."""
     if isinstance(item, _Node):
         item = dict(item)
+    if isinstance(item, Mapping) and "kind" in item and not isinstance(item["kind"], str):
+        raise InvalidCoordinationError(
+            f"submission item {index}: kind must be a string (one of task, {', '.join(KINDS)}), "
+            f"not {type(item['kind']).__name__}"
+        )
     if isinstance(item, Mapping) and item.get("kind") in SPECS:
         fields = {k: v for k, v in item.items()}
         return SPECS[fields["kind"]](**fields)

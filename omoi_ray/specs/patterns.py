@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from omoi_ray.core import storable
 from omoi_ray.core.merge import check_merge
-from omoi_ray.core.patterns import SPLIT_VARIABLES, Expansion, expand, substitute, variables_in
+from omoi_ray.core.patterns import SPLIT_VARIABLES, Expansion, expand, item_count, substitute, variables_in
 from omoi_ray.errors import PatternError, PatternNotFoundError, UnknownVariableError
 from omoi_ray.specs.pattern_yaml import load_yaml
 from omoi_ray.specs.tasks import check_list, check_name
@@ -520,8 +520,8 @@ def parse_pattern(
             plain[name] = Step.model_validate(raw_step).plain()
         except ValidationError as exc:
             raise PatternError(_errors(exc, source, name)) from None
-    expansion = expand(plain, prefix, ticket=ticket, variables=values, source=f"pattern {source}")
-    total = len(expansion.items)
+    total = item_count(plain)  # before expanding: a refusal costs nothing
     if total > MAX_SPLIT:
         raise PatternError(f"pattern {source}: expands to {total} items, over the limit of {MAX_SPLIT}")
+    expansion = expand(plain, prefix, ticket=ticket, variables=values, source=f"pattern {source}")
     return head, expansion
