@@ -84,11 +84,11 @@ def test_type_patterns_are_validated_and_matched():
 def test_every_event_type_written_anywhere_is_in_the_catalogue():
     emitted = {name for row in TRANSITIONS.values() for name in row.values()}
     source = "\n".join(p.read_text() for d in ("omoi_ray", "actors") for p in (ROOT / d).rglob("*.py"))
-    emitted |= set(re.findall(r'type="((?:task|lock|agent|coordination)\.[a-z_.]+)"', source))
+    emitted |= set(re.findall(r'type="((?:task|lock|agent|coordination|ticket)\.[a-z_.]+)"', source))
     assert emitted, "the scan found nothing: the pattern is broken"
     assert emitted - set(CATALOGUE) == set()
     # and the catalogue does not claim to emit what nothing writes
-    literals = set(re.findall(r'"((?:task|lock|agent|coordination)\.[a-z_.]+)"', source)) | emitted
+    literals = set(re.findall(r'"((?:task|lock|agent|coordination|ticket)\.[a-z_.]+)"', source)) | emitted
     assert set(EMITTED) - literals == set()
     for name in ("agent.message.sent", "agent.handoff.declined", "coordination.merge.completed"):
         assert name in CATALOGUE
