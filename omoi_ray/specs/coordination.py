@@ -60,7 +60,25 @@ class _Node(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
-class SyncSpec(_Node):
+class _OwnNode(_Node):
+    """A node that is a task row of its own (sync, loop): its id and a task's grouping labels."""
+
+    id: str
+    ticket_id: str | None = None
+    phase: str | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str:
+        return check_name(value, "id")
+
+    @field_validator("ticket_id", "phase", mode="before")
+    @classmethod
+    def _optional_name(cls, value: Any, info: Any) -> str | None:
+        return None if value is None else check_name(value, info.field_name)
+
+
+class SyncSpec(_OwnNode):
     """A sync point: completes when ``k`` of its ``members`` (task ids) completed.
 
     Args (fields):
@@ -76,23 +94,10 @@ class SyncSpec(_Node):
     """
 
     kind: Literal["sync"] = "sync"
-    id: str
     members: list[str]
     k: int | None = None
     timeout: float | None = None
-    ticket_id: str | None = None
-    phase: str | None = None
     priority: Priority = Priority.MEDIUM
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id(cls, value: Any) -> str:
-        return check_name(value, "id")
-
-    @field_validator("ticket_id", "phase", mode="before")
-    @classmethod
-    def _optional_name(cls, value: Any, info: Any) -> str | None:
-        return None if value is None else check_name(value, info.field_name)
 
     @field_validator("members", mode="before")
     @classmethod
@@ -159,7 +164,7 @@ class LoopUntil(BaseModel):
         return value
 
 
-class LoopSpec(_Node):
+class LoopSpec(_OwnNode):
     """A review loop run by the scheduler: re-run ``body`` until the check says done.
 
     Args (fields):
@@ -180,23 +185,15 @@ class LoopSpec(_Node):
     """
 
     kind: Literal["loop"] = "loop"
-    id: str
     check: str
     until: LoopUntil
     max_rounds: int
     body: list[TaskSpec]
-    ticket_id: str | None = None
-    phase: str | None = None
 
-    @field_validator("id", "check", mode="before")
+    @field_validator("check", mode="before")
     @classmethod
-    def _name(cls, value: Any, info: Any) -> str:
-        return check_name(value, info.field_name)
-
-    @field_validator("ticket_id", "phase", mode="before")
-    @classmethod
-    def _optional_name(cls, value: Any, info: Any) -> str | None:
-        return None if value is None else check_name(value, info.field_name)
+    def _check(cls, value: Any) -> str:
+        return check_name(value, "check")
 
     @field_validator("max_rounds", mode="before")
     @classmethod
