@@ -43,19 +43,9 @@ class JoinCalls:
         task = self.graph.tasks.get(task_id)
         if task is None:
             raise TaskNotFoundError(f"task '{task_id}' is not running: no merge inputs", task_ids=[task_id])
-        deps = list(task.depends_on)
-        missing = [d for d in deps if d not in self.graph.tasks]
-        rows = await self._db(self.store.task_rows, missing) if missing else {}
-        upstream = []
-        for dep in deps:
-            live = self.graph.tasks.get(dep)
-            if live is not None:
-                upstream.append((dep, getattr(live, "kind", "task"), live.result))
-            elif dep in rows:
-                upstream.append((dep, rows[dep].get("kind") or "task", rows[dep]["result"]))
-            else:  # a dependency row is never deleted while its dependant lives
-                raise TaskNotFoundError(f"task '{task_id}': its dependency '{dep}' is not stored", task_ids=[dep])
-        return {"merge": task.merge, "sources": sources_of(upstream)}
+        merge = task.merge
+        infos = await self.get(list(task.depends_on))  # live or stored, in order
+        return {"merge": merge, "sources": sources_of([(i.id, i.kind, i.result) for i in infos])}
 
     async def record_merge(self, task_id: str, attempt: int, summary: dict[str, Any]) -> bool:
         """Record ``coordination.merge.completed`` for a join's attempt, once committed.
