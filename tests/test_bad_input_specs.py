@@ -18,16 +18,19 @@ from omoi_ray.core.storable import MAX_BACKOFF_S, MAX_JSON_DEPTH, MAX_POSITION, 
 from omoi_ray.errors import (
     InvalidAgentSpecError,
     InvalidArgumentError,
+    InvalidCoordinationError,
     InvalidEventQueryError,
     InvalidLockRequestError,
     InvalidSubmissionError,
     InvalidTaskSpecError,
 )
+from omoi_ray.specs.coordination import SyncSpec, parse_submission
 from omoi_ray.specs.events import Position
 from omoi_ray.specs.locks import parse_request
 from omoi_ray.specs.tasks import TaskSpec, parse_agent_spec, parse_new_tasks, submission_list, task_id_list
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 NAN, INF = float("nan"), float("inf")
 
 
@@ -182,6 +185,7 @@ def test_a_submission_may_be_any_other_iterable():
 # (case id, fields of an agent, text the message must hold)
 AGENT_CASES = [
     ("name-newline", {"name": "a\n"}, "agent name"),
+    ("name-escape", {"name": "a\x1b[31m"}, "agent name"),
     ("capabilities-string", {"capabilities": "gpu"}, "capabilities"),
     ("capabilities-newline", {"capabilities": ["gpu\n"]}, "capabilities"),
     ("capabilities-int", {"capabilities": [1]}, "capabilities"),
@@ -217,6 +221,7 @@ def test_a_bad_agent_field_is_refused_naming_it(fields, field):
     with pytest.raises(InvalidAgentSpecError) as err:
         parse_agent_spec(**args)
     assert field in str(err.value)
+    assert not CONTROL.search(str(err.value)), str(err.value)  # one line: a bad name is shown escaped
 
 
 def test_agent_values_within_bounds_are_accepted():
@@ -306,9 +311,32 @@ def test_no_validator_pattern_can_match_before_a_trailing_newline():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"""\$["']\)?""", line) and ("re." in line or "compile" in line or "PATTERN" in line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-            if re.search(r"\bre\.match\(|_[A-Z]+\.match\(", line):
+            # any .match( (a compiled pattern's, whatever its name, or re's) and an anchored search
+            if re.search(r"\.match\(|\bre\.search\(r?[\"']\^", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"kind": "sync", "id": "s\n", "members": ["a"]},
+        {"kind": "sync", "id": "s\x1b[31m", "members": ["a"]},
+        {"kind": "loop", "id": "L\n"},
+        {"kind": "split", "parent": "p\n", "children": []},
+    ],
+    ids=["sync-newline", "sync-escape", "loop-newline", "split-newline"],
+)
+def test_a_coordination_spec_with_a_bad_id_is_named_on_one_line(item):
+    with pytest.raises(InvalidCoordinationError) as err:
+        parse_submission([item], 1_000_000)
+    message = str(err.value)
+    assert not CONTROL.search(message), message
+    assert repr(item.get("id", item.get("parent"))) in message
+    with pytest.raises(InvalidCoordinationError) as err:
+        SyncSpec(id="s\n", members=["a"])
+    assert str(err.value).startswith("sync 's\\n': id: ")
+
 
 
 def test_checks_of_deep_payloads_are_iterative_and_cheap_to_fail():

@@ -352,7 +352,8 @@ def _maybe_node(item: Any) -> bool:
 
 def _describe(name: str, exc: ValidationError, data: Mapping[str, Any]) -> str:
     ident = data.get("id") if name != "SplitSpec" else data.get("parent")
-    who = f"{name.removesuffix('Spec').lower()} '{ident}'" if isinstance(ident, str) else name
+    # repr: an id that is not a name (one ending in a newline, say) is shown escaped: one line
+    who = f"{name.removesuffix('Spec').lower()} {ident!r}" if isinstance(ident, str) else name
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(spec)"

@@ -686,4 +686,6 @@ def parse_agent_spec(**fields: Any) -> AgentSpec:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "(agent)"
             parts.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-        raise InvalidAgentSpecError(f"agent '{fields.get('name')}': " + "; ".join(parts)) from None
+        name = fields.get("name")
+        who = f"agent {name!r}" if isinstance(name, str) else "agent spec"  # repr: one line whatever the name holds
+        raise InvalidAgentSpecError(f"{who}: " + "; ".join(parts)) from None
