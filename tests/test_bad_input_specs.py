@@ -14,7 +14,7 @@ import pytest
 
 from omoi_ray.client.follow import check_types, follow
 from omoi_ray.core.model import Priority
-from omoi_ray.core.storable import MAX_BACKOFF_S, MAX_JSON_DEPTH, MAX_POSITION, MAX_TIMEOUT_S
+from omoi_ray.core.storable import MAX_BACKOFF_S, MAX_JSON_DEPTH, MAX_POSITION, MAX_TIMEOUT_S, check_flag
 from omoi_ray.errors import (
     InvalidAgentSpecError,
     InvalidArgumentError,
@@ -337,6 +337,12 @@ def test_a_coordination_spec_with_a_bad_id_is_named_on_one_line(item):
         SyncSpec(id="s\n", members=["a"])
     assert str(err.value).startswith("sync 's\\n': id: ")
 
+
+@pytest.mark.parametrize("value", ["no", "yes", 0, 1, None, "False"])
+def test_a_switch_is_true_or_false_only(value):
+    with pytest.raises(ValueError, match="exist_ok must be True or False"):
+        check_flag(value, "exist_ok")
+    assert (check_flag(True, "x"), check_flag(False, "x")) == (True, False)
 
 
 def test_checks_of_deep_payloads_are_iterative_and_cheap_to_fail():

@@ -37,6 +37,18 @@ def argument(check: Callable[..., Any], value: Any, field: str, **bounds: Any) -
         raise InvalidArgumentError(str(exc)) from None
 
 
+def flag(value: Any, field: str, error: type[Exception] = InvalidArgumentError) -> bool:
+    """A switch argument: ``True`` or ``False`` only.
+
+    Raises:
+        ``error`` (``InvalidArgumentError`` unless the call has its own typed error), naming ``field``.
+    """
+    try:
+        return storable.check_flag(value, field)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+
+
 def seconds(value: Any, field: str = "timeout", *, allow_zero: bool = True) -> float:
     """A number of seconds from 0 (or above 0 when ``allow_zero`` is False) to ``MAX_WAIT_S``.
 

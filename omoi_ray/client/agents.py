@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from omoi_ray.actors.agent import AgentActor
-from omoi_ray.client._args import argument, seconds
+from omoi_ray.client._args import argument, flag, seconds
 from omoi_ray.client.calls import Pause, Step, Steps, drive, flavours, unwrap
 from omoi_ray.core import storable
 from omoi_ray.errors import AgentNotFoundError, InvalidAgentSpecError, RuntimeUnavailableError
@@ -153,6 +153,7 @@ class AgentRef:
         Args:
             restart: let Ray start it again (if its ``max_restarts`` allows).
         """
+        flag(restart, "restart")
         ray.kill(self.handle, no_restart=not restart)
 
 
@@ -224,6 +225,7 @@ class Agents:
             resources=resources,
             max_restarts=max_restarts,
         )
+        flag(exist_ok, f"agent '{spec.name}': exist_ok", InvalidAgentSpecError)
         actor_name = agent_actor_name(spec.name)
         options = {
             "name": actor_name,

@@ -37,8 +37,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
+from omoi_ray.client._args import flag
 from omoi_ray.client.calls import Policy, Step, Steps, ask_until, flavours
-from omoi_ray.errors import LeaseExpiredError, LockError, LockNotHeldError, OmoiError
+from omoi_ray.errors import InvalidLockRequestError, LeaseExpiredError, LockError, LockNotHeldError, OmoiError
 from omoi_ray.specs.locks import check_request_id, parse_request, request_id_for
 
 
@@ -237,6 +238,7 @@ class LockClient:
         holder = self.holder if holder is None else holder
         parse_request(holder, resources, mode, ttl=ttl, wait=wait)
         check_request_id(request_id)
+        flag(keep_alive, "keep_alive", InvalidLockRequestError)
         request_id = uuid.uuid4().hex if request_id is None else request_id
         reply = yield from ask_until(
             self._step("acquire", holder, resources, mode, ttl=ttl, wait=wait, request_id=request_id,

@@ -34,7 +34,7 @@ import ray
 from omoi_ray.actors.event_relay import EventRelayActor
 from omoi_ray.actors.lock_manager import LockManagerActor
 from omoi_ray.actors.scheduler import SchedulerActor
-from omoi_ray.client._args import seconds
+from omoi_ray.client._args import flag, seconds
 from omoi_ray.client.agents import STOP_MARGIN_S, AgentRef, Agents, kill_and_wait  # noqa: F401 - re-exported
 from omoi_ray.client.calls import Step, Steps, call, flavours, label, set_driver_budget
 from omoi_ray.client.events import Events
@@ -240,6 +240,7 @@ def connect(
     """
     from omoi_ray.store import migrate as migrations  # alembic: only drivers that connect need it
 
+    flag(migrate, "migrate")  # before anything starts: "no" is not False
     settings = settings or Settings()
     url = settings.resolved_database_url()
     if not ray.is_initialized():

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from omoi_ray.client._args import wait_seconds
+from omoi_ray.client._args import flag, wait_seconds
 from omoi_ray.client.calls import Step, Steps, flavours
 from omoi_ray.errors import InvalidSubmissionError, OmoiError, WaitTimeoutError
 from omoi_ray.protocol import WaitReply
@@ -114,6 +114,7 @@ class Tasks:
                 ``wait``.
         """
         wait_seconds(timeout)
+        flag(progress, "progress")
         ids = yield from self._submit(tasks)
         yield from self._wait(ids, timeout=timeout, progress=progress)
         return {info.id: info for info in (yield from self._get_many(ids))}
@@ -147,6 +148,7 @@ class Tasks:
         """
         task_ids = task_id_list(task_ids)
         timeout = wait_seconds(timeout)
+        flag(progress, "progress")
         pending = list(dict.fromkeys(task_ids))
         finished: dict[str, str] = {}
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -192,6 +192,14 @@ def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = 
     return seconds
 
 
+def check_flag(value: Any, field: str) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``; ``ValueError`` naming ``field`` otherwise
+    (``"no"``, ``0`` or ``None`` are not flags: a truthy string would silently mean True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{field} must be True or False, not {_short_repr(value)}")  # noqa: TRY004 - callers type it
+    return value
+
+
 def _short_repr(value: Any, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters (an int of 400 digits is not a message)."""
     try:
