@@ -230,9 +230,10 @@ class MessagingCalls:
     async def unread(self, agent: str, limit: int = 100, cursor: str | None = None) -> Page:
         """Messages addressed to ``agent`` it has not marked read, across threads, oldest first
         (``Page`` of ``MessageInfo``). Raises ``AgentNotFoundError`` for an unknown agent."""
-        agent = self._known_agent(agent)
+        agent = msg.name(agent, "agent")
         after = msg.cursor(cursor) or 0
         limit = msg.limit(limit)
+        self._known_agent(agent)  # after the arguments: a bad argument is named whoever is asked for
         await self.commit.sync()
         rows = await self._db(functools.partial(self.store.unread_rows, agent, after, limit))
         return _message_page(rows, limit)
@@ -256,10 +257,11 @@ class MessagingCalls:
             the next call continues. Woken by commits, never by polling; the database is read
             only when a message for ``agent`` may lie after ``cursor`` (``_nothing_after``).
         """
-        agent = self._known_agent(agent)
+        agent = msg.name(agent, "agent")
         timeout = msg.receive_timeout(timeout)
         limit = msg.limit(limit)
         after = msg.cursor(cursor)
+        self._known_agent(agent)  # after the arguments: a bad argument is named whoever is asked for
         if after is None:
             after = self.graph.threads.next_seq - 1
         loop = asyncio.get_running_loop()
