@@ -18,19 +18,30 @@ from omoi_ray.client.calls import call
 from omoi_ray.core.storable import MAX_WAIT_S
 from omoi_ray.errors import (
     AgentNotFoundError,
+    HandoffNotFoundError,
+    IllegalPhaseMoveError,
     InvalidAgentSpecError,
     InvalidArgumentError,
+    InvalidCoordinationError,
     InvalidEventQueryError,
+    InvalidHandoffError,
     InvalidLockRequestError,
+    InvalidMessageError,
     InvalidSubmissionError,
     InvalidTaskSpecError,
+    InvalidTicketError,
+    NotHolderError,
+    PatternError,
     TaskNotFoundError,
+    ThreadNotFoundError,
+    TicketNotFoundError,
 )
 from tests.test_bad_input_specs import AGENT_CASES, TASK_CASES, nested, task_fields
 
 pytestmark = pytest.mark.ray
 H = "tests.handlers:behave"
 NAN, INF = float("nan"), float("inf")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def plain(exc: BaseException) -> str:
@@ -222,3 +233,147 @@ def test_any_field_too_deep_to_send_is_a_typed_error(runtime, uid):
     with pytest.raises(InvalidSubmissionError, match="cannot be sent"):
         runtime.submit([{"id": f"{uid}-deeplocks", "type": "t", "locks": nested(100_000)}])
     assert_not_stored(runtime, before, f"{uid}-deeplocks")
+
+
+# ------------------------------------------- the newer APIs: lists are lists, names are whole
+
+def _spawn(rt, u, **kwargs):
+    return rt.spawn_agent(f"nb-{u}", capabilities=["x"], handler=H, **kwargs)
+
+
+# (case id, a call on (runtime, uid), error, text the message must hold). Every id or name ends
+# in "\n" or a list is given as a bare string: each is refused before anything is stored.
+NEWER_API_CASES = [
+    ("search-capabilities-string", lambda rt, u: rt.agents.search(capabilities="gpu"), InvalidArgumentError,
+     "capabilities must be a list"),
+    ("search-tags-string", lambda rt, u: rt.agents.search(capabilities=["x"], tags="eu"), InvalidArgumentError,
+     "tags must be a list"),
+    ("search-phase-newline", lambda rt, u: rt.agents.search(capabilities=["x"], phase="P\n"), InvalidArgumentError,
+     "phase"),
+    ("search-type-newline", lambda rt, u: rt.agents.search(capabilities=["x"], type="agent\n"), InvalidArgumentError,
+     "type"),
+    ("search-include-unhealthy-string", lambda rt, u: rt.agents.search(capabilities=["x"], include_unhealthy="no"),
+     InvalidArgumentError, "include_unhealthy"),
+    ("best-fit-capabilities-string", lambda rt, u: rt.agents.best_fit(capabilities="gpu"), InvalidArgumentError,
+     "capabilities must be a list"),
+    ("agent-get-newline", lambda rt, u: rt.agents.get(f"a-{u}\n"), InvalidArgumentError, "agent name"),
+    ("spawn-tags-string", lambda rt, u: _spawn(rt, u, tags="eu"), InvalidAgentSpecError, "tags must be a list"),
+    ("spawn-type-newline", lambda rt, u: _spawn(rt, u, type="agent\n"), InvalidAgentSpecError, "type"),
+    ("spawn-phase-newline", lambda rt, u: _spawn(rt, u, phase="P\n"), InvalidAgentSpecError, "phase"),
+    ("spawn-exist-ok-string", lambda rt, u: _spawn(rt, u, exist_ok="yes"), InvalidAgentSpecError, "exist_ok"),
+    ("ticket-id-newline", lambda rt, u: rt.tickets.create("t", id=f"tk-{u}\n"), InvalidTicketError, "ticket id"),
+    ("ticket-priority-dotless-i", lambda rt, u: rt.tickets.create("t", id=f"tk-{u}", priority="h\u0131gh"),
+     InvalidTicketError, "priority"),
+    ("ticket-priority-bool", lambda rt, u: rt.tickets.create("t", id=f"tk-{u}", priority=True), InvalidTicketError,
+     "priority"),
+    ("ticket-phases-string", lambda rt, u: rt.tickets.create("t", id=f"tk-{u}", phases="abc"), InvalidTicketError,
+     "phases"),
+    ("ticket-auto-advance-string", lambda rt, u: rt.tickets.create("t", id=f"tk-{u}", auto_advance="no"),
+     InvalidTicketError, "auto_advance"),
+    ("ticket-get-newline", lambda rt, u: rt.tickets.get(f"tk-{u}\n"), InvalidTicketError, "ticket id"),
+    ("ticket-move-newline", lambda rt, u: rt.tickets.move(f"tk-{u}", "DESIGN\n"), InvalidTicketError, "to"),
+    ("ticket-approve-by-newline", lambda rt, u: rt.tickets.approve(f"tk-{u}", by="me\n"), InvalidTicketError, "by"),
+    ("ticket-list-status-newline", lambda rt, u: rt.tickets.list(status="open\n"), InvalidTicketError, "status"),
+    ("pattern-params-string", lambda rt, u: rt.patterns.apply("majority_vote", params="abc"), PatternError, "params"),
+    ("pattern-param-bool-for-int", lambda rt, u: rt.patterns.apply("majority_vote", params={"evaluators": True}),
+     PatternError, "evaluators"),
+    ("pattern-name-newline", lambda rt, u: rt.patterns.apply("majority_vote\n"), PatternError, "majority_vote\\n"),
+    ("pattern-prefix-newline", lambda rt, u: rt.patterns.apply("majority_vote", prefix=f"p{u}\n"), PatternError,
+     "prefix"),
+    ("pattern-ticket-newline", lambda rt, u: rt.patterns.apply("majority_vote", ticket=f"tk-{u}\n"), PatternError,
+     "ticket"),
+    ("sync-members-string", lambda rt, u: rt.submit([omoi.SyncSpec(id=f"{u}-s", members="abc")]),
+     InvalidCoordinationError, "members must be a list"),
+    ("sync-members-dict-string", lambda rt, u: rt.submit([{"kind": "sync", "id": f"{u}-s", "members": "abc"}]),
+     InvalidCoordinationError, "members must be a list"),
+    ("sync-member-newline", lambda rt, u: rt.submit([{"kind": "sync", "id": f"{u}-s", "members": [f"{u}-a\n"]}]),
+     InvalidCoordinationError, "members entries"),
+    ("thread-participants-string", lambda rt, u: rt.messages.create_thread("review", f"a-{u}"), InvalidMessageError,
+     "participants must be a list"),
+    ("thread-participant-newline", lambda rt, u: rt.messages.create_thread("review", [f"a-{u}\n", f"b-{u}"]),
+     InvalidMessageError, "participants[0]"),
+    ("thread-id-newline", lambda rt, u: rt.messages.create_thread("review", [f"a-{u}"], thread_id=f"th-{u}\n"),
+     InvalidMessageError, "thread_id"),
+    ("send-to-newline", lambda rt, u: rt.messages.send(f"th-{u}", f"a-{u}", "hi", to=f"b-{u}\n"), InvalidMessageError,
+     ".to"),
+    ("send-to-list", lambda rt, u: rt.messages.send(f"th-{u}", f"a-{u}", "hi", to=[f"b-{u}"]), InvalidMessageError,
+     ".to"),
+    ("send-many-mapping", lambda rt, u: rt.messages.send_many({"thread": f"th-{u}", "sender": f"a-{u}", "body": 1}),
+     InvalidMessageError, "posts must be a list"),
+    ("mark-read-string", lambda rt, u: rt.messages.mark_read(f"a-{u}", "abc"), InvalidMessageError,
+     "message_ids must be a list"),
+    ("receive-timeout-nan", lambda rt, u: rt.messages.receive(f"a-{u}", timeout=NAN), InvalidMessageError, "timeout"),
+    ("receive-limit-bool", lambda rt, u: rt.messages.receive(f"a-{u}", limit=True), InvalidMessageError, "limit"),
+    ("unread-limit-zero", lambda rt, u: rt.messages.unread(f"a-{u}", limit=0), InvalidMessageError, "limit"),
+    ("unread-cursor-newline", lambda rt, u: rt.messages.unread(f"a-{u}", cursor="5\n"), InvalidMessageError, "cursor"),
+    ("offer-to-string", lambda rt, u: rt.handoffs.offer(f"{u}-t", to=f"b-{u}"), InvalidHandoffError,
+     "to must be a list"),
+    ("offer-capabilities-string", lambda rt, u: rt.handoffs.offer(f"{u}-t", capabilities="gpu"), InvalidHandoffError,
+     "capabilities must be a list"),
+    ("offer-to-newline", lambda rt, u: rt.handoffs.offer(f"{u}-t", to=[f"b-{u}\n"]), InvalidHandoffError, "to"),
+    ("offer-task-newline", lambda rt, u: rt.handoffs.offer(f"{u}-t\n", to=[f"b-{u}"]), InvalidHandoffError,
+     "task_id"),
+    ("offer-deadline-bool", lambda rt, u: rt.handoffs.offer(f"{u}-t", to=[f"b-{u}"], deadline=True),
+     InvalidHandoffError, "deadline"),
+    ("accept-offer-id-newline", lambda rt, u: rt.handoffs.accept(f"ho-{u}\n", agent=f"b-{u}"), InvalidHandoffError,
+     "offer id"),
+    ("lock-keep-alive-string", lambda rt, u: rt.lock(f"file:{u}", keep_alive="no"), InvalidLockRequestError,
+     "keep_alive"),
+    ("wait-progress-string", lambda rt, u: rt.wait([f"{u}-t"], progress="no"), InvalidArgumentError, "progress"),
+    ("run-progress-string", lambda rt, u: rt.run([{"id": f"{u}-run", "type": "t"}], progress="no"),
+     InvalidArgumentError, "progress"),
+]
+
+
+def _everything_stored(rt) -> tuple:
+    grants = ray.get(rt.lock_manager.describe.remote())["active_grants"]
+    threads = len(rt.messages.threads(limit=10_000).items)
+    return stored_total(rt), len(rt.tickets.list()), threads, len(rt.agents.list()), grants
+
+
+@pytest.mark.parametrize("act,error,field", [c[1:] for c in NEWER_API_CASES], ids=[c[0] for c in NEWER_API_CASES])
+def test_a_bad_argument_to_a_newer_api_is_refused_and_changes_nothing(runtime, uid, act, error, field):
+    before = _everything_stored(runtime)
+    with pytest.raises(error) as err:
+        act(runtime, uid)
+    message = str(err.value)
+    assert field in message and not CONTROL.search(message), message
+    assert _everything_stored(runtime) == before
+
+
+# ------------------------------------- errors raised in the scheduler's mixins arrive plain
+
+MIXIN_ERRORS = [
+    ("tickets", lambda rt, u: rt.tickets.get(f"tk-{u}-none"), TicketNotFoundError),
+    ("tickets-move", lambda rt, u: rt.tickets.move(rt.tickets.create("t", id=f"tk-{u}").id, "DONE"),
+     IllegalPhaseMoveError),
+    ("joins", lambda rt, u: call(lambda: rt.scheduler.merge_inputs.remote(f"{u}-none")), TaskNotFoundError),
+    ("registry", lambda rt, u: rt.agents.get(f"none-{u}"), AgentNotFoundError),
+    ("messaging", lambda rt, u: rt.messages.thread(f"th-{u}"), ThreadNotFoundError),
+    ("messaging-unknown-participant", lambda rt, u: rt.messages.create_thread("review", [f"none-{u}"]),
+     InvalidMessageError),
+    ("handoffs", lambda rt, u: rt.handoffs.get(f"ho-{u}"), HandoffNotFoundError),
+    ("handoffs-not-held", lambda rt, u: rt.handoffs.offer(f"{u}-none", to=[f"none-{u}"]), NotHolderError),
+]
+
+
+@pytest.mark.parametrize("act,error", [c[1:] for c in MIXIN_ERRORS], ids=[c[0] for c in MIXIN_ERRORS])
+def test_an_error_raised_in_a_scheduler_mixin_reaches_the_caller_as_the_plain_typed_error(runtime, uid, act, error):
+    with pytest.raises(error) as err:
+        act(runtime, uid)
+    assert type(err.value) is error, type(err.value)  # not Ray's RayTaskError(...) dual class
+    assert not isinstance(err.value, ray.exceptions.RayTaskError)
+    message = str(err.value)
+    assert "Traceback" not in message and not CONTROL.search(message), message
+
+
+def test_switches_are_true_or_false_only(runtime, uid):
+    agent = _spawn(runtime, uid)
+    try:
+        with pytest.raises(InvalidArgumentError, match="restart must be True or False"):
+            agent.kill(restart="no")
+        assert runtime.agents.get(f"nb-{uid}").health == "healthy"  # not killed
+    finally:
+        agent.stop()
+    with pytest.raises(InvalidArgumentError, match="migrate must be True or False"):
+        omoi.connect(runtime.settings, migrate="yes")

@@ -415,3 +415,26 @@ def test_handler_results_and_errors_that_cannot_be_stored_fail_their_attempt_rea
         assert runtime.describe()["pid"] == pid
     finally:
         agent.stop()
+
+
+# ------------------------------------------------------------ the largest event positions
+
+
+@pytest.mark.parametrize("major,minor", [(2**63 - 1, 2**63 - 1), (2**63 - 1, 0), (0, 2**63 - 1)])
+def test_the_largest_event_positions_read_as_nothing_after_them_on_each_store(db_url, major, minor):
+    # follow(since=...) accepts positions up to MAX_POSITION: each store must answer for them
+    # (PostgreSQL's bigint and SQLite's integer), not raise (which follow reads as an outage)
+    from omoi_ray.core.storable import MAX_POSITION
+    from omoi_ray.specs.events import START, Position
+    from omoi_ray.store.events import EventLog
+    from omoi_ray.store.store import make_engine
+
+    assert MAX_POSITION == 2**63 - 1
+    engine = make_engine(db_url)
+    try:
+        log = EventLog(engine)
+        pos = Position.parse(f"{major}-{minor}")
+        assert log.read_after(pos, 10) == []
+        assert log.read_after(START, 10, before=pos) == log.read_after(START, 10)
+    finally:
+        engine.dispose()
