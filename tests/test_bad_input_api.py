@@ -377,3 +377,21 @@ def test_switches_are_true_or_false_only(runtime, uid):
         agent.stop()
     with pytest.raises(InvalidArgumentError, match="migrate must be True or False"):
         omoi.connect(runtime.settings, migrate="yes")
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [({"capabilities": "gpu"}, "capabilities must be a list"), ({"tags": "eu"}, "tags must be a list"),
+     ({"capabilities": ["gpu\n"]}, "capabilities"), ({"capacity": True}, "capacity")],
+    ids=["capabilities-string", "tags-string", "capability-newline", "capacity-bool"],
+)
+def test_a_bad_live_update_leaves_the_agent_as_it_was(runtime, uid, kwargs, field):
+    agent = _spawn(runtime, uid, tags=["eu"])
+    try:
+        before = runtime.agents.get(f"nb-{uid}")
+        with pytest.raises(InvalidAgentSpecError, match=re.escape(field)):
+            agent.update(**kwargs)
+        after = runtime.agents.get(f"nb-{uid}")
+        assert (after.capabilities, after.tags, after.capacity) == (before.capabilities, before.tags, before.capacity)
+    finally:
+        agent.stop()
