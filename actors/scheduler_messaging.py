@@ -20,13 +20,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from omoi_ray.actors.durable import fire_and_forget
+from omoi_ray.actors.durable import exit_replaced, fire_and_forget
 
 from omoi_ray.core.model import AgentStatus
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
     AgentNotFoundError,
     MessageNotFoundError,
+    OwnershipLostError,
     ThreadClosedError,
     ThreadExistsError,
     ThreadNotFoundError,
@@ -349,6 +350,8 @@ class MessagingCalls:
             pruned = await self.prune_threads()
             if pruned:
                 log.info("pruned %d closed thread(s) past retention", pruned)
+        except OwnershipLostError as exc:  # replaced: this process may write nothing more
+            exit_replaced(exc)
         except Exception as exc:  # noqa: BLE001 - tried again at the next round
             log.warning("could not prune closed threads (%s: %s)", type(exc).__name__, exc)
 

@@ -515,13 +515,16 @@ class Store:
         with their participants, messages and receipts; return how many threads went.
 
         Written by the scheduler's database thread (the tables' one writer), ``batch`` threads
-        per transaction.
+        per transaction; each transaction checks this writer's owner epoch first (after
+        ``claim``), so a replaced (zombie) scheduler deletes nothing (``OwnershipLostError``).
         """
         th = t.threads
         total = 0
         cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
         while True:
             with self.engine.begin() as conn:
+                if self.writer.fence is not None:
+                    ownership.check_fence_conn(conn, self.writer.fence)
                 ids = list(conn.execute(
                     sa.select(th.c.id)
                     .where(th.c.status != ThreadStatus.ACTIVE.value, th.c.closed_at < cutoff)
