@@ -473,6 +473,16 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+    def message_rows_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored messages of the given ids that exist, ``{id: row dict}``."""
+        m = t.messages
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for r in conn.execute(sa.select(m).where(m.c.id.in_(chunk))).mappings():
+                    out[r["id"]] = dict(r)
+        return out
+
     def unread_rows(self, agent: str, after: int, limit: int, *, unread_only: bool = True) -> list[dict[str, Any]]:
         """Messages addressed to ``agent`` that it has not marked read (every one addressed to
         it unless ``unread_only``), across threads, with ``seq`` above ``after``, oldest first,
