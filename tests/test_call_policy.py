@@ -385,6 +385,36 @@ def test_a_scheduler_restart_while_an_agent_reports_costs_no_attempt(own_runtime
 
 @pytest.mark.ray
 @pytest.mark.faults
+def test_a_handlers_calls_to_the_scheduler_ride_out_its_restart(own_runtime, uid):
+    """Messages, hand-offs and joins from a handler's ``ctx`` while the scheduler restarts: the
+    attempt completes once, each call acted once."""
+    rt = own_runtime
+    rt.spawn_agent("caller", capabilities=["caller"], capacity=1, handler=H)
+    thread_id = f"th-{uid}"
+    source = omoi.TaskSpec(id=f"{uid}-s", type="behave", requires=["caller"], payload={"op": "work"})
+    join = omoi.TaskSpec(id=f"{uid}-j", type="behave", requires=["caller"], depends_on=[source.id], merge="combine",
+                         max_retries=0, payload={"op": "call_scheduler", "gate": f"{uid}-go", "started_gate": f"{uid}-j",
+                                                 "thread": thread_id, "peer": "peer"})
+    rt.submit([source, join])
+    assert ray.get(gate().wait.remote(f"{uid}-j:1", 60))  # the join's attempt 1 runs, parked on the gate
+    rt.spawn_agent("peer", capabilities=["caller"], capacity=1, handler=H)  # a hand-off target; nothing else to run
+    thread = rt.messages.create_thread("consultation", ["caller", "peer"], thread_id=thread_id)
+    pid = rt.describe()["pid"]
+
+    ray.kill(rt.scheduler, no_restart=False)
+    ray.get(gate().open.remote(f"{uid}-go"))  # its ctx calls meet a restarting scheduler
+
+    assert rt.wait([join.id], timeout=120) == {join.id: "completed"}
+    result = rt.get(join.id).result
+    assert result["merged"] == {"agent": "caller"} and result["upstream"] == {source.id: {"agent": "caller"}}
+    assert result["offer"] == "open"
+    assert [(x.attempt, x.outcome) for x in rt.attempts(join.id)] == [(1, "completed")]
+    assert [m.id for m in rt.messages.messages(thread.id).items] == [result["message"]]  # posted once
+    assert rt.describe()["pid"] != pid
+
+
+@pytest.mark.ray
+@pytest.mark.faults
 def test_a_singleton_killed_for_good_fails_driver_calls_at_once_and_agents_find_its_successor(own_runtime, uid):
     rt = own_runtime
     rt.spawn_agent("survivor", capabilities=["s"], capacity=1, handler=H)
