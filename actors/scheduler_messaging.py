@@ -20,13 +20,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from omoi_ray.actors.durable import fire_and_forget
+from omoi_ray.actors.durable import exit_replaced, fire_and_forget
 
 from omoi_ray.core.model import AgentStatus
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
     AgentNotFoundError,
+    InvalidMessageError,
     MessageNotFoundError,
+    OwnershipLostError,
     ThreadClosedError,
     ThreadExistsError,
     ThreadNotFoundError,
@@ -123,18 +125,26 @@ class MessagingCalls:
 
         Args:
             posts: mappings ``{"thread", "sender", "body", "to" (optional: None broadcasts),
-                "kind" (optional)}``.
+                "kind" (optional), "id" (optional message id)}``.
 
         Returns:
-            The ``MessageInfo`` of each, in order, once committed.
+            The ``MessageInfo`` of each, in order, once committed. A batch whose ids are already
+            stored (the same call made again after a restart) is answered with the stored
+            messages, and nothing is posted again.
 
         Raises:
-            InvalidMessageError / MessageTooLargeError: a bad field or body;
+            InvalidMessageError / MessageTooLargeError: a bad field or body, or ids another
+                stored batch used;
             NotParticipantError: a sender or recipient outside its thread;
             ThreadClosedError / ThreadNotFoundError: a thread that is closed or unknown.
             Nothing is stored then.
         """
         checked = msg.parse_posts(posts, self.settings.message_max_bytes)
+        if any(p.id is not None for p in checked):
+            await self.commit.sync()
+            stored = await self._db(self.store.message_rows_by_id, [p.id for p in checked if p.id is not None])
+            if stored:
+                return _posted_before(checked, stored)
         elsewhere = [p.thread_id for p in checked if p.thread_id not in self.graph.threads.active]
         if elsewhere:
             await self._closed_or_unknown(elsewhere)
@@ -351,8 +361,28 @@ class MessagingCalls:
             pruned = await self.prune_threads()
             if pruned:
                 log.info("pruned %d closed thread(s) past retention", pruned)
+        except OwnershipLostError as exc:  # replaced: this process may write nothing more
+            exit_replaced(exc)
         except Exception as exc:  # noqa: BLE001 - tried again at the next round
             log.warning("could not prune closed threads (%s: %s)", type(exc).__name__, exc)
+
+
+def _posted_before(posts: Sequence[Any], stored: dict[str, dict[str, Any]]) -> list[MessageInfo]:
+    """The answer to a batch of posts made again (its ids are stored: its first try committed,
+    then the scheduler restarted before answering): the stored messages, in order. A batch whose
+    ids are only partly stored, or stored for another thread or sender, is refused: its ids were
+    reused."""
+    infos = []
+    for i, post in enumerate(posts):
+        row = stored.get(post.id) if post.id is not None else None
+        if row is None or (row["thread_id"], row["sender"]) != (post.thread_id, post.sender):
+            used = next(p.id for p in posts if p.id in stored)
+            raise InvalidMessageError(
+                f"posts[{i}] does not repeat the stored batch: message id '{used}' is already used; "
+                "give every post a new id (or none)"
+            )
+        infos.append(msg.message_info_from_row(row))
+    return infos
 
 
 def _message_page(rows: Sequence[Any], limit: int, cursor: str | None = None) -> Page:

@@ -95,6 +95,12 @@ def behave(task, ctx):
         if op == "take_lock":  # a lock taken on the fly
             lease = ctx.lock(p["resource"], p.get("mode", "exclusive"), wait=p.get("wait", 30))
             return {"tokens": lease.tokens, "holder": ctx.holder}
+        if op == "call_scheduler":  # after the gate: the handler-context calls of the newer scheduler parts
+            ray.get(gate().wait.remote(p["gate"], p.get("max", 60)))
+            sent = ctx.send(None, {"from": ctx.agent_id}, thread=p["thread"])
+            offer = ctx.handoffs.offer(to=[p["peer"]], reason="asked across a restart", deadline=600)
+            return {"merged": ctx.merged(), "upstream": ctx.upstream_results(), "message": sent.id,
+                    "offer": ctx.handoffs.get(offer.id).status}
         if op == "die_on_agent" and ctx.agent_id == p["agent"]:
             ray.get(gate().wait.remote(p["gate"], p.get("max", 60)))
             return {"survived": True}

@@ -145,6 +145,110 @@ def test_an_already_done_answer_to_a_repeated_call_is_the_callers_to_interpret()
         asyncio.run(calls.call_async(fake, policy=calls.AGENT, if_repeated=released_before))
 
 
+class StandInScheduler:
+    """A scheduler of ``Flaky`` methods for a ``HandoffClient`` (``handle.method.remote(*args)``)."""
+
+    def __init__(self, **methods: Flaky) -> None:
+        for name, fake in methods.items():
+            setattr(self, name, type("M", (), {"remote": staticmethod(fake)})())
+
+
+def _closed(message: str, **details: object):
+    from omoi_ray.errors import HandoffClosedError
+
+    return wrapped(HandoffClosedError(message, offer_id="o-1", **details))
+
+
+def test_a_handoff_answer_made_again_after_a_restart_is_its_own_answer_not_a_refusal():
+    from types import SimpleNamespace
+
+    from omoi_ray.client.calls import drive_async
+    from omoi_ray.client.handoffs import HandoffClient
+    from omoi_ray.errors import HandoffClosedError
+
+    def client(scheduler):
+        return HandoffClient(lambda: scheduler, agent="me", task_id="t", attempt=1, policy=calls.HANDLER)
+
+    # accept: the first try was committed, then the scheduler restarted before answering
+    accepted = SimpleNamespace(status="accepted", accepted_by="me", declines={})
+    accept = Flaky(unavailable(), _closed("offer 'o-1' was already accepted by agent 'me'", winner="me"))
+    read = Flaky(answer=accepted)
+    assert asyncio.run(drive_async(client(StandInScheduler(accept_handoff=accept, handoff=read))._accept("o-1"))) is accepted
+    assert accept.tries == [("o-1", "me")] * 2 and read.tries == [("o-1",)]
+
+    # ... but another agent's win stays a refusal
+    won = SimpleNamespace(status="accepted", accepted_by="other", declines={})
+    accept = Flaky(unavailable(), _closed("offer 'o-1' was already accepted by agent 'other'", winner="other"))
+    with pytest.raises(HandoffClosedError, match="accepted by agent 'other'") as caught:
+        asyncio.run(drive_async(client(StandInScheduler(accept_handoff=accept, handoff=Flaky(answer=won)))._accept("o-1")))
+    assert_one_plain_line(caught.value, HandoffClosedError)
+
+    # ... and a refusal to a call made once is not looked into
+    accept, read = Flaky(_closed("offer 'o-1' was already accepted by agent 'me'", winner="me")), Flaky()
+    with pytest.raises(HandoffClosedError):
+        asyncio.run(drive_async(client(StandInScheduler(accept_handoff=accept, handoff=read))._accept("o-1")))
+    assert read.tries == []
+
+    # decline: "already declined" after a repeat is this call's own decline
+    declined = SimpleNamespace(status="open", accepted_by=None, declines={"me": "busy"})
+    decline = Flaky(unavailable(), _closed("agent 'me' already declined offer 'o-1'", status="open"))
+    got = asyncio.run(drive_async(client(StandInScheduler(decline_handoff=decline, handoff=Flaky(answer=declined)))
+                                  ._decline("o-1", reason="busy")))
+    assert got is declined and decline.tries == [("o-1", "me", "busy")] * 2
+    # other errors of a repeated answer are final as before
+    from omoi_ray.errors import NotOfferedError
+
+    decline = Flaky(unavailable(), wrapped(NotOfferedError("offer 'o-1' of task 't' was not made to agent 'me'")))
+    with pytest.raises(NotOfferedError):
+        asyncio.run(drive_async(client(StandInScheduler(decline_handoff=decline, handoff=Flaky()))._decline("o-1")))
+
+
+def test_thread_calls_made_again_after_a_restart_do_not_act_twice():
+    from types import SimpleNamespace
+
+    from omoi_ray.client.calls import drive_async
+    from omoi_ray.client.messages import Messages
+    from omoi_ray.errors import ThreadClosedError, ThreadExistsError
+
+    def client(**methods):
+        return Messages(SimpleNamespace(scheduler=StandInScheduler(**methods)))
+
+    # posts: each gets its id before the first try, and keeps it on every try
+    send = Flaky(unavailable(), answer=["info"])
+    assert asyncio.run(drive_async(client(send_many=send)._send("th-1", "a", {"x": 1}))) == "info"
+    (first,), (second,) = send.tries
+    assert first == second and re.fullmatch(r"[0-9a-f]{32}", first[0]["id"])
+    send = Flaky(unavailable(), answer=["i1", "i2"])
+    asyncio.run(drive_async(client(send_many=send)._send_many([{"thread": "th-1", "sender": "a", "body": n} for n in (1, 2)])))
+    ids = [p["id"] for p in send.tries[0][0]]
+    assert len(set(ids)) == 2 and send.tries[0] == send.tries[1]
+
+    # create: a thread id is chosen before the first try; "exists" on a repeat is this call's thread
+    made = SimpleNamespace(type="review", participants=["a", "b"], created_by=None, ticket_id=None, task_id=None,
+                           metadata={}, status="active", outcome=None)
+    create = Flaky(unavailable(), wrapped(ThreadExistsError("thread 'x' already exists")))
+    read = Flaky(answer=made)
+    got = asyncio.run(drive_async(client(create_thread=create, get_thread=read)._create_thread("review", ["a", "b", "a"])))
+    assert got is made
+    thread_id = create.tries[0][2]
+    assert thread_id.startswith("th-") and create.tries[0] == create.tries[1] and read.tries == [(thread_id,)]
+    # ... a thread of another shape under a given id stays a refusal
+    create = Flaky(unavailable(), wrapped(ThreadExistsError("thread 'x' already exists")))
+    with pytest.raises(ThreadExistsError):
+        asyncio.run(drive_async(client(create_thread=create, get_thread=Flaky(answer=made))
+                                ._create_thread("consultation", ["a", "b"], thread_id="x")))
+
+    # close: "already closed" on a repeat is this call's close when the thread shows it
+    closed = SimpleNamespace(status="resolved", outcome={"ok": True})
+    close = Flaky(unavailable(), wrapped(ThreadClosedError("thread 'x' is closed")))
+    got = asyncio.run(drive_async(client(close_thread=close, get_thread=Flaky(answer=closed))
+                                  ._close_thread("x", outcome={"ok": True})))
+    assert got is closed
+    close = Flaky(unavailable(), wrapped(ThreadClosedError("thread 'x' is closed")))
+    with pytest.raises(ThreadClosedError):
+        asyncio.run(drive_async(client(close_thread=close, get_thread=Flaky(answer=closed))._close_thread("x", "abandoned")))
+
+
 def test_a_driver_gives_up_after_its_budget_and_an_agent_does_not(caplog):
     fake = Flaky(*[unavailable() for _ in range(1000)])
     with pytest.raises(RuntimeUnavailableError, match=r"the lock manager did not come back within 0\.3s \(OMOI_CALL_RETRY_FOR") as caught:
@@ -277,6 +381,36 @@ def test_a_scheduler_restart_while_an_agent_reports_costs_no_attempt(own_runtime
     described = rt.describe()
     assert described["restarted"] and described["pid"] != pid
     assert [e.type for e in rt.events(t.id)].count("task.completed") == 1
+
+
+@pytest.mark.ray
+@pytest.mark.faults
+def test_a_handlers_calls_to_the_scheduler_ride_out_its_restart(own_runtime, uid):
+    """Messages, hand-offs and joins from a handler's ``ctx`` while the scheduler restarts: the
+    attempt completes once, each call acted once."""
+    rt = own_runtime
+    rt.spawn_agent("caller", capabilities=["caller"], capacity=1, handler=H)
+    thread_id = f"th-{uid}"
+    source = omoi.TaskSpec(id=f"{uid}-s", type="behave", requires=["caller"], payload={"op": "work"})
+    join = omoi.TaskSpec(id=f"{uid}-j", type="behave", requires=["caller"], depends_on=[source.id], merge="combine",
+                         max_retries=0, payload={"op": "call_scheduler", "gate": f"{uid}-go", "started_gate": f"{uid}-j",
+                                                 "thread": thread_id, "peer": "peer"})
+    rt.submit([source, join])
+    assert ray.get(gate().wait.remote(f"{uid}-j:1", 60))  # the join's attempt 1 runs, parked on the gate
+    rt.spawn_agent("peer", capabilities=["caller"], capacity=1, handler=H)  # a hand-off target; nothing else to run
+    thread = rt.messages.create_thread("consultation", ["caller", "peer"], thread_id=thread_id)
+    pid = rt.describe()["pid"]
+
+    ray.kill(rt.scheduler, no_restart=False)
+    ray.get(gate().open.remote(f"{uid}-go"))  # its ctx calls meet a restarting scheduler
+
+    assert rt.wait([join.id], timeout=120) == {join.id: "completed"}
+    result = rt.get(join.id).result
+    assert result["merged"] == {"agent": "caller"} and result["upstream"] == {source.id: {"agent": "caller"}}
+    assert result["offer"] == "open"
+    assert [(x.attempt, x.outcome) for x in rt.attempts(join.id)] == [(1, "completed")]
+    assert [m.id for m in rt.messages.messages(thread.id).items] == [result["message"]]  # posted once
+    assert rt.describe()["pid"] != pid
 
 
 @pytest.mark.ray

@@ -207,6 +207,33 @@ def test_the_message_events_are_committed_with_their_changes(team):
     assert "body" not in events[2].payload
 
 
+def test_a_batch_of_posts_made_again_is_answered_with_the_stored_messages_not_stored_twice(team):
+    rt = team
+    th = _thread(rt, ["m1", "m2"])
+    posts = [{"thread": th.id, "sender": "m1", "body": i, "id": uuid.uuid4().hex} for i in range(2)]
+    first = rt.messages.send_many(posts)
+    assert [m.id for m in first] == [p["id"] for p in posts]
+    # the same call again, as the call policy repeats it when the scheduler restarted before answering
+    again = rt.messages.send_many(posts)
+    assert [(m.id, m.seq, m.body) for m in again] == [(m.id, m.seq, m.body) for m in first]
+    assert [m.body for m in rt.messages.messages(th.id).items] == [0, 1]
+    assert [e.type for e in rt.events(th.id)].count("agent.message.sent") == 2
+    # ids used by a stored batch, in a batch that is not that one: refused, nothing stored
+    other = _thread(rt, ["m1", "m2"])
+    with pytest.raises(InvalidMessageError, match=f"message id '{posts[0]['id']}' is already used"):
+        rt.messages.send_many([{**posts[0], "thread": other.id}])
+    with pytest.raises(InvalidMessageError, match="already used"):
+        rt.messages.send_many([posts[0], {"thread": th.id, "sender": "m2", "body": "new", "id": uuid.uuid4().hex}])
+    twice = uuid.uuid4().hex
+    with pytest.raises(InvalidMessageError, match=r"posts\[1\]\.id .* repeats an earlier post's id"):
+        rt.messages.send_many([{"thread": th.id, "sender": "m1", "body": b, "id": twice} for b in "ab"])
+    for bad in ("x" * 32, uuid.uuid4().hex.upper(), uuid.uuid4().hex + "\n", 7):
+        with pytest.raises(InvalidMessageError, match=r"posts\[0\]\.id must be a message id"):
+            rt.messages.send_many([{"thread": th.id, "sender": "m1", "body": 1, "id": bad}])
+    assert [m.body for m in rt.messages.messages(th.id).items] == [0, 1]
+    assert rt.messages.messages(other.id).items == []
+
+
 def test_a_restarted_scheduler_keeps_active_threads_and_message_order(own_runtime):
     rt = own_runtime
     for name in ("r1", "r2"):

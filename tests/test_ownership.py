@@ -193,6 +193,26 @@ def test_a_replaced_relay_saves_no_cursor_and_prunes_nothing(db_url):
         engine.dispose()
 
 
+def test_a_replaced_scheduler_prunes_no_threads(db_url):
+    from omoi_ray.core.model import Thread, ThreadStatus
+    from omoi_ray.core.task_changes import TaskChanges
+
+    old, new = Store(db_url), Store(db_url)
+    try:
+        old.claim("scheduler", A, lease=30)
+        now = time.time()
+        closed = Thread("closed", "x", ("a", "b"), now - 100, now - 100, ThreadStatus.RESOLVED, closed_at=now - 50)
+        old.apply(TaskChanges(threads=[closed]))
+        new.claim("scheduler", A, lease=30)  # the restart: ``old`` is a zombie now
+        with pytest.raises(OwnershipLostError):
+            old.prune_threads(now - 10)
+        assert set(new.thread_rows(["closed"])) == {"closed"}  # nothing deleted
+        assert new.prune_threads(now - 10) == 1  # the live scheduler prunes as before
+    finally:
+        old.dispose()
+        new.dispose()
+
+
 def test_a_database_without_the_ownership_tables_is_unowned(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     engine = sa.create_engine(url)

@@ -17,6 +17,10 @@ Rules:
   again by the scheduler.
 - Offer ids are made here (uuid4 hex) before the first try, so an offer retried while the
   scheduler restarts names the same offer and is made once.
+- An accept or decline made again after a restart (the first try may have been committed
+  before the scheduler died) that finds the offer closed, or already declined by this agent,
+  reads the offer: if it shows this agent's own answer, that is the call's answer; otherwise
+  the refusal stands.
 - A driver offers on behalf of whichever agent holds the task (or ``agent=`` to insist on one);
   a handler offers its own attempt and answers for its own agent.
 - Errors are the scheduler's typed ones (``HandoffError`` and its subclasses, ``AgentNotFoundError``).
@@ -30,7 +34,7 @@ from typing import Any
 
 from omoi_ray.client._args import wait_seconds
 from omoi_ray.client.calls import Policy, Step, Steps, flavours
-from omoi_ray.errors import InvalidHandoffError
+from omoi_ray.errors import HandoffClosedError, InvalidHandoffError
 from omoi_ray.specs.handoffs import HandoffInfo, check_agent, check_offer_id, check_reason, parse_offer
 
 #: seconds one ``outcome`` call parks at the scheduler before asking again
@@ -89,9 +93,22 @@ class HandoffClient:
     def __repr__(self) -> str:
         return f"HandoffClient(agent={self.agent!r}, task={self.task_id!r})"
 
-    def _step(self, method: str, *args: Any) -> Step:
+    def _step(self, method: str, *args: Any, if_repeated: Callable[[BaseException], Any] | None = None) -> Step:
         return Step(lambda: getattr(self._scheduler(), method).remote(*args), policy=self.policy,
-                    what="the scheduler" if self.policy is not None else None, check=self.check)
+                    what="the scheduler" if self.policy is not None else None, check=self.check,
+                    if_repeated=if_repeated)
+
+    def _answer(self, method: str, offer_id: str, *args: Any, done: Callable[[HandoffInfo], bool]) -> Steps[HandoffInfo]:
+        """An answer (accept or decline) to ``offer_id``. Made again after a restart, a
+        ``HandoffClosedError`` may only mean that the first try went through: the offer is read,
+        and if ``done`` says it holds this answer, it is the call's answer."""
+        answer = yield self._step(method, offer_id, *args, if_repeated=_Repeated.of)
+        if not isinstance(answer, _Repeated):
+            return answer
+        info = yield self._step("handoff", offer_id)
+        if done(info):
+            return info
+        raise answer.error
 
     def _agent(self, agent: str | None) -> str:
         name = agent if agent is not None else self.agent
@@ -159,7 +176,7 @@ class HandoffClient:
             AcceptorUnavailableError: the agent is not alive, stale, or has no free slot.
         """
         offer_id, name = check_offer_id(offer_id), self._agent(agent)
-        return (yield self._step("accept_handoff", offer_id, name))
+        return (yield from self._answer("accept_handoff", offer_id, name, done=lambda info: info.accepted_by == name))
 
     accept, accept_async = flavours(_accept)
 
@@ -173,7 +190,8 @@ class HandoffClient:
             HandoffNotFoundError, HandoffClosedError, NotOfferedError: as ``accept``.
         """
         offer_id, name, reason = check_offer_id(offer_id), self._agent(agent), check_reason(reason)
-        return (yield self._step("decline_handoff", offer_id, name, reason))
+        return (yield from self._answer("decline_handoff", offer_id, name, reason,
+                                        done=lambda info: info.declines.get(name) == reason))
 
     decline, decline_async = flavours(_decline)
 
@@ -201,3 +219,19 @@ class HandoffClient:
             info = yield self._step("await_handoff", offer_id, left)
             if not info.open or (end is not None and time.monotonic() >= end):
                 return info
+
+
+class _Repeated:
+    """A repeated answer's refusal that the first try may have caused (see ``HandoffClient._answer``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: HandoffClosedError) -> None:
+        self.error = error
+
+    @classmethod
+    def of(cls, error: BaseException) -> _Repeated:
+        """Wrap a ``HandoffClosedError`` to be checked against the offer; raise any other error."""
+        if isinstance(error, HandoffClosedError):
+            return cls(error)
+        raise error

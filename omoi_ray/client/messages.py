@@ -13,6 +13,10 @@ Rules:
 - ``receive`` is a long poll on the scheduler, woken by commits; ``follow`` is an async iterator
   over it. Neither polls the database.
 - Each call is defined once and offered blocking and awaitable (``_async``).
+- Calls made again after a scheduler restart do not act twice: each post gets a message id
+  here, before the first try (a repeated batch is answered with the stored messages); a new
+  thread gets its id here too, and a repeated create or close that finds its own work done
+  (``ThreadExistsError``, ``ThreadClosedError``) reads the thread and answers with it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from omoi_ray.client.calls import Step, Steps, drive_async, flavours
-from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo
+from omoi_ray.errors import ThreadClosedError, ThreadExistsError
+from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo, new_thread_id, with_ids
 
 if TYPE_CHECKING:
     from omoi_ray.client.runtime import Runtime
@@ -40,8 +45,21 @@ class Messages:
     def __repr__(self) -> str:
         return f"<messages of {self._rt!r}>"
 
-    def _on_scheduler(self, method: str, *args: Any, **kwargs: Any) -> Step:
-        return Step(lambda: getattr(self._rt.scheduler, method).remote(*args, **kwargs))
+    def _on_scheduler(self, method: str, *args: Any, if_repeated: Any = None, **kwargs: Any) -> Step:
+        return Step(lambda: getattr(self._rt.scheduler, method).remote(*args, **kwargs), if_repeated=if_repeated)
+
+    def _thread_if_done(self, thread_id: str, method: str, *args: Any, error: type[Exception],
+                        done: Any) -> Steps[ThreadInfo]:
+        """A call on thread ``thread_id`` that, made again after a restart, may find its own work
+        done (``error``): then the thread is read, and if ``done(thread)`` it is the answer; else
+        ``error`` stands."""
+        answer = yield self._on_scheduler(method, *args, if_repeated=lambda exc: _Repeated.of(exc, error))
+        if not isinstance(answer, _Repeated):
+            return answer
+        thread = yield self._on_scheduler("get_thread", thread_id)
+        if done(thread):
+            return thread
+        raise answer.error
 
     def _create_thread(
         self,
@@ -70,8 +88,16 @@ class Messages:
             InvalidMessageError: a bad field, or a participant that is not a known agent.
             ThreadExistsError: the id is taken.
         """
-        return (yield self._on_scheduler(
-            "create_thread", type, participants, thread_id, created_by, ticket_id, task_id, metadata
+        thread_id = new_thread_id() if thread_id is None else thread_id
+
+        def done(th: ThreadInfo) -> bool:
+            asked = list(dict.fromkeys(participants)) if isinstance(participants, (list, tuple)) else None
+            return (th.type, th.participants, th.created_by, th.ticket_id, th.task_id, th.metadata) == (
+                type, asked, created_by, ticket_id, task_id, metadata or {})
+
+        return (yield from self._thread_if_done(
+            thread_id, "create_thread", type, participants, thread_id, created_by, ticket_id, task_id, metadata,
+            error=ThreadExistsError, done=done,
         ))
 
     create_thread, create_thread_async = flavours(_create_thread)
@@ -83,7 +109,10 @@ class Messages:
             InvalidMessageError: a bad status or outcome; ThreadClosedError: already closed;
                 ThreadNotFoundError: unknown id.
         """
-        return (yield self._on_scheduler("close_thread", thread_id, status, outcome))
+        return (yield from self._thread_if_done(
+            thread_id, "close_thread", thread_id, status, outcome, error=ThreadClosedError,
+            done=lambda th: (th.status, th.outcome) == (status, outcome),
+        ))
 
     close_thread, close_thread_async = flavours(_close_thread)
 
@@ -131,7 +160,8 @@ class Messages:
             NotParticipantError: ``sender`` or ``to`` is not a participant.
             ThreadClosedError, ThreadNotFoundError: the thread is closed, or unknown.
         """
-        return (yield self._on_scheduler("send", thread, sender, body, to, kind))
+        posts = [{"thread": thread, "sender": sender, "body": body, "to": to, "kind": kind}]
+        return (yield self._on_scheduler("send_many", with_ids(posts)))[0]
 
     send, send_async = flavours(_send)
 
@@ -148,7 +178,7 @@ class Messages:
         Raises:
             As ``send``, for the first post at fault; nothing is stored then.
         """
-        return (yield self._on_scheduler("send_many", posts))
+        return (yield self._on_scheduler("send_many", with_ids(posts)))
 
     send_many, send_many_async = flavours(_send_many)
 
@@ -241,3 +271,20 @@ class Messages:
             cursor = page.cursor
             for message in page.items:
                 yield message
+
+
+class _Repeated:
+    """A repeated thread call's refusal that its first try may have caused (see
+    ``Messages._thread_if_done``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @classmethod
+    def of(cls, error: BaseException, kind: type[Exception]) -> _Repeated:
+        """Wrap ``error`` if it is of ``kind``, to be checked against the thread; raise it otherwise."""
+        if isinstance(error, kind):
+            return cls(error)
+        raise error

@@ -16,6 +16,8 @@ Rules:
 - ``seq`` numbers messages in posting order across all threads (the cursor order); a restart
   continues after the largest stored one.
 - A batch of posts (``post_many``) is checked whole before any is recorded: all or nothing.
+- A post may carry its message id (the callers' clients choose one per post before the first
+  try, so a post made again after a scheduler restart is recognised and not stored twice).
 - A thread a protocol of the scheduler owns (a hand-off's: type ``handoff`` with an
   ``offer_id`` in its metadata) is written and closed by that protocol only, and message kinds
   under ``PROTOCOL_KIND_PREFIXES`` are the protocols' own: posts and closes by hand
@@ -60,6 +62,7 @@ class Post(NamedTuple):
     body: Any
     to: str | None = None
     kind: str = "message"
+    id: str | None = None  # chosen by the caller (so a repeated post is recognised), else made here
 
 
 class Threads:
@@ -252,7 +255,7 @@ class Threads:
         out = []
         for post, thread in zip(posts, threads, strict=True):
             message = Message(
-                id=new_message_id(),
+                id=post.id or new_message_id(),
                 seq=self.next_seq,
                 thread_id=thread.id,
                 sender=post.sender,

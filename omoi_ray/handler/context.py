@@ -302,10 +302,14 @@ class TaskContext:
         return await drive_async(self._call("mark_read", self.agent_id, list(message_ids)))
 
     def _as_sender(self, posts: Any) -> Any:
-        """``posts`` with this agent as their sender (a bad shape is left for the scheduler to refuse)."""
+        """``posts`` with this agent as their sender and a message id each, chosen once, so a
+        post made again after a scheduler restart is not stored twice (a bad shape is left for
+        the scheduler to refuse)."""
+        from omoi_ray.specs.messages import with_ids
+
         if not isinstance(posts, (list, tuple)):
             return posts
-        return [{**p, "sender": self.agent_id} if isinstance(p, Mapping) else p for p in posts]
+        return with_ids([{**p, "sender": self.agent_id} if isinstance(p, Mapping) else p for p in posts])
 
     def _call(self, method: str, *args: Any) -> Any:
         """One scheduler call under the handlers' call policy (a generator of call steps)."""

@@ -8,12 +8,16 @@ Rules:
   outcome are JSON objects of at most ``MAX_META_BYTES``.
 - A list is a list: a bare string where participants or posts belong is an error.
 - Limits are integers from 1 to ``MAX_PAGE``; cursors are the opaque strings a page returned.
+- A post's optional ``id`` is a message id: 32 lowercase hex digits (``MESSAGE_ID_PATTERN``,
+  ``new_message_id``), unique within its batch. Clients choose one per post before the first
+  try, so the scheduler answers a post made again after its restart with the stored message.
 - Every problem raises ``InvalidMessageError`` (or its subclass ``MessageTooLargeError``)
   naming the field; nothing was stored.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -37,6 +41,8 @@ MAX_BATCH = 10_000
 MAX_PAGE = 10_000
 #: longest a driver's ``receive`` waits, in seconds
 MAX_RECEIVE_S = 3600.0
+#: a message id: 32 lowercase hex digits (the scheduler's own ids have the same shape)
+MESSAGE_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 class ThreadInfo(BaseModel):
@@ -263,13 +269,33 @@ def new_thread_id() -> str:
     return f"th-{secrets.token_hex(8)}"
 
 
+def new_message_id() -> str:
+    """A fresh message id for a client to send with its post: 32 random hex digits."""
+    return secrets.token_hex(16)
+
+
+def with_ids(posts: Any) -> Any:
+    """``posts`` with a fresh ``id`` in each mapping that has none (a bad shape is returned as
+    is, for the scheduler to refuse); called once per call, before its first try."""
+    if not isinstance(posts, (list, tuple)):
+        return posts
+    return [{**p, "id": new_message_id()} if isinstance(p, Mapping) and "id" not in p else p for p in posts]
+
+
+def message_id(value: Any, what: str) -> str:
+    """``value`` if it is a message id (``MESSAGE_ID_PATTERN``); ``InvalidMessageError`` otherwise."""
+    if not isinstance(value, str) or MESSAGE_ID_PATTERN.fullmatch(value) is None:
+        raise InvalidMessageError(f"{what} must be a message id of 32 lowercase hex digits, not {value!r}")
+    return value
+
+
 def parse_post(item: Any, max_bytes: int, index: int | None = None) -> Post:
     """One post of ``send_many`` (a mapping with ``thread``, ``sender``, ``body`` and optional
     ``to`` and ``kind``), checked."""
     where = "post" if index is None else f"posts[{index}]"
     if not isinstance(item, Mapping):
         raise InvalidMessageError(f"{where} must be a mapping with thread, sender and body, not {type(item).__name__}")
-    extra = set(item) - {"thread", "sender", "body", "to", "kind"}
+    extra = set(item) - {"thread", "sender", "body", "to", "kind", "id"}
     if extra:
         raise InvalidMessageError(f"{where} has unknown field(s) {sorted(map(str, extra))}")
     for key in ("thread", "sender", "body"):
@@ -281,6 +307,7 @@ def parse_post(item: Any, max_bytes: int, index: int | None = None) -> Post:
         body=body(item["body"], max_bytes, f"{where}.body"),
         to=optional_name(item.get("to"), f"{where}.to"),
         kind=name(item.get("kind", "message"), f"{where}.kind"),
+        id=None if item.get("id") is None else message_id(item["id"], f"{where}.id"),
     )
 
 
@@ -290,7 +317,14 @@ def parse_posts(items: Any, max_bytes: int) -> list[Post]:
         raise InvalidMessageError(f"posts must be a list of mappings, not {type(items).__name__}")
     if len(items) > MAX_BATCH:
         raise InvalidMessageError(f"posts holds {len(items)} messages, over the limit of {MAX_BATCH}")
-    return [parse_post(item, max_bytes, i) for i, item in enumerate(items)]
+    posts = [parse_post(item, max_bytes, i) for i, item in enumerate(items)]
+    seen: set[str] = set()
+    for i, post in enumerate(posts):
+        if post.id is not None:
+            if post.id in seen:
+                raise InvalidMessageError(f"posts[{i}].id '{post.id}' repeats an earlier post's id")
+            seen.add(post.id)
+    return posts
 
 
 def receive_timeout(value: Any) -> float:

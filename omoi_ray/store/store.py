@@ -473,6 +473,16 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+    def message_rows_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored messages of the given ids that exist, ``{id: row dict}``."""
+        m = t.messages
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for r in conn.execute(sa.select(m).where(m.c.id.in_(chunk))).mappings():
+                    out[r["id"]] = dict(r)
+        return out
+
     def unread_rows(self, agent: str, after: int, limit: int, *, unread_only: bool = True) -> list[dict[str, Any]]:
         """Messages addressed to ``agent`` that it has not marked read (every one addressed to
         it unless ``unread_only``), across threads, with ``seq`` above ``after``, oldest first,
@@ -515,13 +525,16 @@ class Store:
         with their participants, messages and receipts; return how many threads went.
 
         Written by the scheduler's database thread (the tables' one writer), ``batch`` threads
-        per transaction.
+        per transaction; each transaction checks this writer's owner epoch first (after
+        ``claim``), so a replaced (zombie) scheduler deletes nothing (``OwnershipLostError``).
         """
         th = t.threads
         total = 0
         cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
         while True:
             with self.engine.begin() as conn:
+                if self.writer.fence is not None:
+                    ownership.check_fence_conn(conn, self.writer.fence)
                 ids = list(conn.execute(
                     sa.select(th.c.id)
                     .where(th.c.status != ThreadStatus.ACTIVE.value, th.c.closed_at < cutoff)
