@@ -128,7 +128,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         self.renew_at = time.time() + settings.owner_lease / 3
         self.graph = TaskGraph(
             lease_ttl=settings.lease_ttl, stale_after=settings.stale_after,
-            read_specs=read_specs(settings.payload_max_bytes),
+            read_specs=read_specs(settings.payload_max_bytes), result_max_bytes=settings.result_max_bytes,
         )
         snapshot = self.store.load()
         now = time.time()

@@ -128,6 +128,42 @@ def test_sync_of_members_already_finished_settles_at_submission():
     assert {t.id: t.result for t in changes.created}["s"] == {"a": "A"}
 
 
+def test_a_sync_whose_combined_result_is_over_the_result_cap_fails_naming_the_setting():
+    h = harness()
+    h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=100)
+    w = h.agent("w")
+    h.submit(spec("a"), spec("b"), sync("s", ["a", "b"]), spec("after", "s"))
+    h.claim(w)
+    h.run(w, "a", result="x" * 50)  # each member's result fits the cap
+    h.run(w, "b", result="y" * 50)
+    changes = h.drain()
+    s = rows(changes)["s"]
+    size = len('{"a":"' + "x" * 50 + '","b":"' + "y" * 50 + '"}')
+    assert (s.status.value, s.result) == ("failed", None)
+    assert s.reason == s.error == (
+        f"sync 's' result cannot be stored: {size} bytes of JSON, over the limit of 100 (OMOI_RESULT_MAX_BYTES)"
+    )
+    assert rows(changes)["after"].status.value == "upstream_failed"
+    assert [e.type for e in h.events if e.entity_id == "s" and e.type.startswith("coordination")] == [
+        "coordination.sync.created", "coordination.sync.failed",
+    ]
+
+
+def test_a_loop_whose_result_is_over_the_result_cap_fails_naming_the_setting():
+    h = harness()
+    h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=100)
+    w = h.agent("w")
+    h.submit(spec("impl"), spec("review", "impl"), review_loop(1))
+    h.claim(w)
+    h.run(w, "impl")
+    h.claim(w)
+    h.run(w, "review", result={"verdict": "approve", "note": "n" * 60})  # fits alone, not with the loop's fields
+    loop = rows(h.drain())["L"]
+    assert (loop.status.value, loop.result) == ("failed", None)
+    assert loop.reason.startswith("loop 'L' result cannot be stored: ")
+    assert loop.reason.endswith("over the limit of 100 (OMOI_RESULT_MAX_BYTES)")
+
+
 def test_unknown_member_is_refused_and_nothing_is_created():
     h = harness()
     with pytest.raises(UnknownDependencyError, match="'ghost'"):

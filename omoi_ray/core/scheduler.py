@@ -73,6 +73,8 @@ class TaskGraph:
         rng: the randomness of retry backoff jitter (seeded in tests).
         read_specs: turns spec dicts (a loop's stored body) into ``NewTask``s: the edge's
             parser, injected (``core.coordination``).
+        result_max_bytes: the cap on a sync's or loop's combined result (``OMOI_RESULT_MAX_BYTES``);
+            None: none.
 
     Attributes:
         tasks, dependents, by_key, ready: the live tasks' (``LiveTasks``).
@@ -90,6 +92,7 @@ class TaskGraph:
         rng: random.Random | None = None,
         stale_after: float | None = None,
         read_specs: ReadSpecs | None = None,
+        result_max_bytes: int | None = None,
     ) -> None:
         self.lease_ttl = lease_ttl
         self.rng = rng or random.Random()
@@ -101,7 +104,7 @@ class TaskGraph:
         self.threads = Threads(self.log, self.registry.agents)
         self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents, self.threads)
         self.claims.on_attempt_end = self.handoffs.attempt_ended
-        self.coordination = Coordination(self.live, self.timers, read_specs)
+        self.coordination = Coordination(self.live, self.timers, read_specs, result_max_bytes)
         self.claims.on_split = self.coordination.split
         self.tickets = Tickets(self.log, self.live)
         # what each part owns, under the names the scheduler actor and the tests read
