@@ -145,6 +145,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             tickets=snapshot.tickets.tickets,
             artifacts=snapshot.tickets.artifacts,
             history_seq=snapshot.tickets.history_seq,
+            stored_results=snapshot.node_results,
         )
         self.prune_at = now + PRUNE_EVERY
         #: agent name -> drivers parked in ``receive`` for it

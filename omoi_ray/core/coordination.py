@@ -29,7 +29,9 @@ Rules:
   on it. At ``max_rounds`` it completes with outcome ``"rounds_exhausted"``. Round 1 is the
   ``check`` task the loop was submitted with; a check already completed in storage when the
   loop is submitted is judged at once as round 1. A check failing for good dooms the loop as any
-  dependency would. Round ids are reserved: while a loop is live, a new task (submitted or split
+  dependency would. The decision is in the change set of the check's completion, so a restart
+  finds either both or neither; a restored pending loop whose current check is already final
+  (rows of older code) is judged at restore the same way (``restored``). Round ids are reserved: while a loop is live, a new task (submitted or split
   off) whose id has the form ``"{loop}.r{n}.{x}"`` is refused (``refuse_round_ids``); the owner
   refuses a loop whose round ids already name stored tasks (a duplicate id could never be
   stored, and ``repair_unstorable`` does not drop created rows, so it would give up).
@@ -55,7 +57,7 @@ from omoi_ray.core.dag import LiveTasks, validate_submission
 from omoi_ray.core.model import TASK_KIND, Event, NewTask, Task
 from omoi_ray.core.storable import storable_json
 from omoi_ray.core.submission import StoredTask, check_new, create_tasks
-from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.core.timers import Timers
 from omoi_ray.errors import InvalidSplitError, InvalidSubmissionError, TaskExistsError
 
@@ -137,12 +139,29 @@ class Coordination:
             payload={"children": list(children)}, task_id=parent, ticket_id=ticket_id,
         ))
 
-    def restored(self, task: Task, now: float) -> None:
-        """A node came back from storage: set its timer, and settle it if its members say so."""
+    def restored(
+        self, task: Task, now: float, ended: Mapping[str, TaskStatus] | None = None,
+        results: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A node came back from storage: set its timer, and settle it if its members say so.
+
+        ``ended`` holds its dependencies that are no longer live (id -> stored status) and
+        ``results`` the stored results of completed ones: a pending loop whose current check
+        already ended is judged now (rows written before loops were judged in the check's own
+        change set), as at submission: a completed check is round ``round``'s verdict, a check
+        failed for good dooms the loop.
+        """
         if task.kind == SYNC and task.status is S.PENDING:
             if task.deadline is not None:
                 self.timers.add(task.deadline, "sync", task.id)
             self._judge_sync(task, now)
+        elif task.kind == LOOP and task.status is S.PENDING and task.waiting_on == 0:
+            check = task.coordination.get("check") or (task.depends_on[0] if task.depends_on else None)
+            status = (ended or {}).get(check or "")
+            if status is S.COMPLETED:
+                self._loop_check_done(task, check, (results or {}).get(check), now)
+            elif status in FAILED_FOR_GOOD:
+                self.live.doom(task, check, f"upstream task '{check}' {status.value}", now)
 
     def refuse_round_ids(self, new: Sequence[NewTask]) -> None:
         """Refuse new tasks (a submission, a split's children) whose id has the form of a round id

@@ -160,6 +160,7 @@ class TaskGraph:
         tickets: Iterable[Ticket] = (),
         artifacts: Iterable[Artifact] = (),
         history_seq: Mapping[str, int] | None = None,
+        stored_results: Mapping[str, Any] | None = None,
     ) -> None:
         """Rebuild memory from stored rows.
 
@@ -176,6 +177,9 @@ class TaskGraph:
             handoffs: open offers, and accepted ones whose new attempt is still claimed.
             tickets, artifacts, history_seq: the stored tickets, their artifacts, and each
                 ticket's last phase-history ``seq`` (held tasks are held again on restore).
+            stored_results: the results of completed tasks a live node (a loop's check) depends
+                on but that are no longer live: a pending loop whose check already ended is
+                judged here (``Coordination.restored``).
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.
@@ -186,6 +190,8 @@ class TaskGraph:
             task.waiting_on = 0
             live.add(task)
         doomed: list[tuple[Task, str, TaskStatus]] = []
+        #: node id -> its dependencies that are no longer live, with their stored status
+        ended: dict[str, dict[str, TaskStatus]] = {}
         for task_id, dep_id, dep_status in dependencies:
             task = live.tasks.get(task_id)
             if task is None:
@@ -194,6 +200,8 @@ class TaskGraph:
             linked = live.link(task, dep_id)
             if not linked and dep_status in FAILED_FOR_GOOD and task.kind == TASK_KIND:
                 doomed.append((task, dep_id, dep_status))
+            elif not linked and task.kind != TASK_KIND:
+                ended.setdefault(task.id, {})[dep_id] = dep_status
         self.registry.restore(agents, now)
         self.threads.restore(threads, next_message_seq)
         for attempt in open_attempts:
@@ -211,7 +219,7 @@ class TaskGraph:
                 live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
         for task in list(live.tasks.values()):
             if task.kind != TASK_KIND:
-                self.coordination.restored(task, now)
+                self.coordination.restored(task, now, ended.get(task.id, {}), stored_results or {})
             elif task.status is S.PENDING and task.waiting_on == 0:
                 live.make_ready(task, now)
             elif task.status in ACTIVE and self.registry.live(task.agent_id or "", task.agent_incarnation or "") is None:
