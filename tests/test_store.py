@@ -184,7 +184,7 @@ def test_a_stored_pending_loop_whose_check_completed_is_judged_after_a_restart(d
     with store.engine.begin() as conn:  # the checks completed; the loops' decisions were never written
         for tid, verdict in (("review", "changes"), ("ok", "approve")):
             conn.execute(sa.text("UPDATE tasks SET status = 'completed', result = :r WHERE id = :i"),
-                         {"r": '{"verdict": "%s"}' % verdict, "i": tid})
+                         {"r": f'{{"verdict": "{verdict}"}}', "i": tid})
 
     def restart() -> TaskGraph:
         snap = store.load()

@@ -34,7 +34,8 @@ Rules:
   (rows of older code) is judged at restore the same way (``restored``). Round ids are reserved: while a loop is live, a new task (submitted or split
   off) whose id has the form ``"{loop}.r{n}.{x}"`` is refused (``refuse_round_ids``); the owner
   refuses a loop whose round ids already name stored tasks (a duplicate id could never be
-  stored, and ``repair_unstorable`` does not drop created rows, so it would give up).
+  stored; should one reach the commit anyway, ``repair_unstorable`` drops the round and fails
+  the loop, ``TaskGraph.drop_created``).
 - **split**: a handler's children (``Claims`` hands them over with the completion report) are
   judged as a submission of their own (ids new, dependencies among themselves or on live tasks,
   no cycle, none on a task at or downstream of a dependent that will wait on them); then they are created, each existing *plain* dependent of the parent gets an edge to

@@ -43,7 +43,7 @@ from typing import Any
 from omoi_ray.core.agents import AgentRegistry
 from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.claims import Claims
-from omoi_ray.core.coordination import Coordination, ReadSpecs
+from omoi_ray.core.coordination import SPLIT_CREATED, Coordination, ReadSpecs
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
 from omoi_ray.core.merge import merge_completed
@@ -374,6 +374,72 @@ class TaskGraph:
                 event.payload = {
                     k: v for k, v in event.payload.items() if unstorable_char(k) is None and _storable_json(v)
                 }
+
+    def drop_created(
+        self, changes: TaskChanges, taken: Mapping[str, str], now: float
+    ) -> tuple[list[str], dict[str, str]]:
+        """The owner could not store ``changes`` because rows it creates collide with stored ones
+        (``taken``: ``{created task id: why}``, a duplicate id or idempotency key). Every task
+        created by the same decision leaves memory as if never created (a submission, a split's
+        children and a loop's round are all-or-nothing), and the decision's origin answers for it:
+
+        - a split's parent (completed in ``changes``) is recorded ``failed`` instead (its attempt
+          too), reason ``could not be stored: split of task 'p' refused: <why>``; its plain
+          dependents, which waited on the children, become ``upstream_failed``;
+        - a loop whose round it was fails with that reason (its dependents as after any failure);
+        - a submission is refused: its ids are returned, ``{task id: why}``, for the owner to
+          raise to the caller.
+
+        Returns:
+            The ids dropped, and the refused submission's ``{task id: why}``.
+
+        The caller commits ``changes.without(dropped ids)`` with the moves recorded here
+        (``take_changes``). Limits: what the split parent's completion already caused in memory
+        beyond its dependents (a node that took it as a member, its ticket's context) stays.
+        """
+        live = self.live
+        created = {t.id for t in changes.created}
+        origin: dict[str, str | None] = dict.fromkeys(created)
+        for event in changes.events:
+            children = event.payload.get("children") if event.type == SPLIT_CREATED else None
+            if isinstance(children, list) and event.entity_id not in created:
+                for child in children:
+                    if child in origin:
+                        origin[child] = event.entity_id
+        why_of: dict[str | None, str] = {}
+        for task_id, why in taken.items():
+            if task_id in origin:
+                why_of.setdefault(origin[task_id], why)
+        dropped = [tid for tid, o in origin.items() if o in why_of]
+        waiting: dict[str, str | None] = {}
+        for task_id in dropped:
+            task = live.tasks.get(task_id)
+            if task is None:  # it already left memory (doomed at creation): nothing to forget
+                continue
+            if task.status in ACTIVE:  # handed to an agent before the commit: it stops, its slot frees
+                self.claims.signal(task, UNSTORABLE_REASON.format(why_of[origin[task_id]]))
+                agent = self.agents.get(task.agent_id or "")
+                if agent is not None:
+                    self.claims.release(agent, (task.id, task.attempt), now)
+            for dep_id in live.forget(task, now):
+                waiting.setdefault(dep_id, origin[task_id])
+        known = {t.id: t for t in changes.updated}
+        for parent_id, why in why_of.items():
+            if parent_id is None:
+                continue
+            reason = f"split of task '{parent_id}' refused: {why}"
+            self.fail_unstorable(changes, {parent_id: reason}, now)
+            parent = live.tasks.get(parent_id) or known.get(parent_id)
+            for attempt in changes.attempts:
+                if parent is not None and (attempt.task_id, attempt.attempt) == (parent_id, parent.attempt) \
+                        and attempt.outcome is AttemptOutcome.COMPLETED:
+                    attempt.outcome = AttemptOutcome.PERMANENT_FAILURE
+                    attempt.error = parent.error
+        for dep_id, root in waiting.items():
+            dep = live.tasks.get(dep_id)
+            if dep is not None and dep.status is S.PENDING and root is not None:
+                live.doom(dep, root, f"upstream task '{root}' failed", now)
+        return dropped, {tid: why_of[None] for tid in dropped if origin[tid] is None}
 
     # ---------------------------------------------------------------- time
 
