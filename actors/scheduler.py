@@ -26,7 +26,10 @@ Rules:
   outcome commit in one transaction. ``JoinCalls`` (``scheduler_joins``: a join's merge inputs
   and the record of its merge).
 - A change set that still cannot be stored never stops the actor: ``GroupCommit`` hands it to
-  ``repair_unstorable``, which fails the tasks concerned with their reason recorded.
+  ``repair_unstorable``, which fails the tasks concerned with their reason recorded, drops tasks
+  whose created rows collide with stored ones (their submission is refused to its caller: the
+  repair fills ``refused``, which ``submit`` raises), and drops a ticket's change it cannot store,
+  reloading the ticket as stored.
 """
 
 from __future__ import annotations
@@ -54,13 +57,21 @@ from omoi_ray.core.health import HealthCause
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, Task
 from omoi_ray.core.ranking import dispatch_key
 from omoi_ray.core.scheduler import TaskGraph
-from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
+from omoi_ray.core.storable import (
+    MAX_ERROR_CHARS,
+    MAX_REASON_CHARS,
+    check_text,
+    clean_text,
+    storable_json,
+    unstorable_char,
+)
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
     InvalidCancelError,
     InvalidCoordinationError,
     InvalidSubmissionError,
     OwnershipLostError,
+    TaskExistsError,
     TaskNotFoundError,
 )
 from omoi_ray.naming import LOCKS_NAME, agent_actor_name
@@ -79,6 +90,7 @@ from omoi_ray.specs.tasks import (
     submission_list,
 )
 from omoi_ray.store.store import Store
+from omoi_ray.store.tickets import load_ticket
 
 log = logging.getLogger("omoi_ray.scheduler")
 
@@ -128,7 +140,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         self.renew_at = time.time() + settings.owner_lease / 3
         self.graph = TaskGraph(
             lease_ttl=settings.lease_ttl, stale_after=settings.stale_after,
-            read_specs=read_specs(settings.payload_max_bytes),
+            read_specs=read_specs(settings.payload_max_bytes), result_max_bytes=settings.result_max_bytes,
         )
         snapshot = self.store.load()
         now = time.time()
@@ -145,6 +157,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             tickets=snapshot.tickets.tickets,
             artifacts=snapshot.tickets.artifacts,
             history_seq=snapshot.tickets.history_seq,
+            stored_results=snapshot.node_results,
         )
         self.prune_at = now + PRUNE_EVERY
         #: agent name -> drivers parked in ``receive`` for it
@@ -161,6 +174,8 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         #: offer id -> futures of ``await_handoff`` calls, resolved once the offer's close commits
         self.handoff_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.submit_lock = asyncio.Lock()
+        #: task id -> why its submission was refused after the fact (the backstop dropped it)
+        self.refused: dict[str, str] = {}
         self.stopping = False
         self.stats: dict[str, int] = {"exchanges": 0, "claimed": 0, "reports": 0}
         # Re-attach to the agents the database believes alive; those Ray no longer knows are lost.
@@ -216,6 +231,10 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             task_ids = self.graph.submit(new, time.time(), stored, stored_keys, request_id=request_id)
             self._after_change()
         await self.commit.sync()
+        refused = [(tid, self.refused.pop(tid)) for tid in task_ids if tid in self.refused]
+        if refused:
+            tid, why = refused[0]
+            raise TaskExistsError(f"submission refused, nothing of it was stored: {why}", task_id=tid)
         return task_ids
 
     async def get(self, task_ids: Sequence[str]) -> list[TaskInfo]:
@@ -645,7 +664,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
 
     def _unstorable(self, changes: TaskChanges, error: BaseException, round_: int) -> TaskChanges | None:
         """The backstop, called by ``GroupCommit`` when ``changes`` could not be stored."""
-        repair = repair_unstorable(self.graph, self.store, changes, error, round_)
+        repair = repair_unstorable(self.graph, self.store, changes, error, round_, self.refused)
         if repair is not None:
             self.timers.poke()
         return repair
@@ -786,31 +805,88 @@ def _cancel_request(task_ids: Any, reason: Any) -> tuple[list[str], str]:
 
 
 def repair_unstorable(
-    graph: TaskGraph, store: Store, changes: TaskChanges, error: BaseException, round_: int
+    graph: TaskGraph,
+    store: Store,
+    changes: TaskChanges,
+    error: BaseException,
+    round_: int,
+    refused: dict[str, str] | None = None,
 ) -> TaskChanges | None:
-    """``changes`` could not be stored (``error``): fail the tasks concerned, each with its
-    reason recorded, and return what to commit in its place (``changes`` cleared of what could
-    not be stored, plus those moves), or None to give up (the actor then exits).
+    """``changes`` could not be stored (``error``): repair it, each problem's reason recorded,
+    and return what to commit in its place, or None to give up (the actor then exits).
 
-    Round 0 fails the tasks whose rows the storable rules find at fault (``BatchWriter.
-    unstorable``), or every task ``changes`` touches if they find none; round 1 every task it
-    touches; round 2 gives up. The failed tasks leave memory, and the repair writes exactly
-    the objects memory held: what a caller sees of them afterwards is the database's row.
+    First, rows it creates that collide with stored ones (a task id or idempotency key already
+    stored: the database keeps the first, so memory must drop the second): the tasks created by
+    that decision leave memory (``TaskGraph.drop_created``: a split's parent or a loop fails, a
+    submission is refused through ``refused``, ``{task id: why}``, which ``submit`` raises).
+    Then the tasks and tickets whose rows the storable rules find at fault (``BatchWriter.
+    unstorable``, ``unstorable_tickets``) in round 0, or every task and ticket ``changes``
+    touches if they find none, and in round 1; round 2 gives up. Failed tasks leave memory
+    (``fail_unstorable``); a ticket's change is dropped, the ticket reloaded as stored (a
+    created one forgotten) and ``ticket.change.refused`` recorded. The repair writes exactly the
+    objects memory holds: what a caller reads afterwards is the database's row.
     """
     if round_ >= 2:
         return None
+    now = time.time()
+    taken = _taken(store, changes)
+    if taken:
+        log.error(
+            "could not store a change set (%s): created task(s) collide with stored ones: %s",
+            _one_line(error), "; ".join(sorted(taken.values())[:10]),
+        )
+        dropped, refusals = graph.drop_created(changes, taken, now)
+        if refused is not None:
+            refused.update(refusals)
+        return TaskChanges.merge([changes, graph.take_changes()]).without(dropped)
     touched = {t.id for t in changes.created} | {t.id for t in changes.updated}
     touched |= {a.task_id for a in changes.attempts} | {e.task_id for e in changes.events if e.task_id}
+    tickets = {k.id for k in changes.tickets} | {c.ticket_id for c in changes.phase_changes}
+    tickets |= {a.ticket_id for a in changes.artifacts} | {g.ticket_id for g in changes.gate_results}
+    tickets |= {e.entity_id for e in changes.events if e.entity_type == "ticket"}
     found = store.writer.unstorable(changes) if round_ == 0 else {}
-    problems = found or dict.fromkeys(touched, _one_line(error))
-    if not problems:
+    found_tickets = store.writer.unstorable_tickets(changes) if round_ == 0 else {}
+    if found or found_tickets:
+        problems, ticket_problems = found, found_tickets
+    else:
+        problems, ticket_problems = dict.fromkeys(touched, _one_line(error)), dict.fromkeys(tickets, _one_line(error))
+    if not problems and not ticket_problems:
         return None
-    log.error(
-        "could not store a change of %d task(s) (%s); failing %s",
-        len(touched), _one_line(error), ", ".join(sorted(problems)[:10]),
-    )
-    graph.fail_unstorable(changes, problems, time.time())
-    return TaskChanges.merge([changes, graph.take_changes()])
+    if problems:
+        log.error(
+            "could not store a change of %d task(s) (%s); failing %s",
+            len(touched), _one_line(error), ", ".join(sorted(problems)[:10]),
+        )
+        graph.fail_unstorable(changes, problems, now)
+    repaired = TaskChanges.merge([changes, graph.take_changes()])
+    if ticket_problems:
+        repaired = repaired.without(ticket_ids=ticket_problems)
+        for ticket_id, why in sorted(ticket_problems.items()):
+            reason = clean_text(f"could not be stored: {why}", max_chars=MAX_REASON_CHARS)
+            log.error("dropped a change of ticket '%s': %s", ticket_id, reason)
+            graph.tickets.reload(ticket_id, *load_ticket(store.engine, ticket_id))
+            graph.tickets.change_refused(ticket_id, reason, now)
+        repaired = TaskChanges.merge([repaired, graph.take_changes()])
+    return repaired
+
+
+def _taken(store: Store, changes: TaskChanges) -> dict[str, str]:
+    """Tasks ``changes`` creates whose id or idempotency key a stored task already holds, as
+    ``{task id: why}`` (a keyed read)."""
+    if not changes.created:
+        return {}
+    ids = {t.id for t in changes.created if unstorable_char(t.id) is None}
+    keys = {t.idempotency_key: t.id for t in changes.created
+            if t.idempotency_key and unstorable_char(t.idempotency_key) is None}
+    try:
+        by_id, by_key = store.lookup(ids, set(keys))
+    except Exception:  # the other repairs still apply; an outage shows on the next commit
+        log.exception("could not look the created tasks of an unstorable change set up")
+        return {}
+    out = {tid: f"task id '{tid}' already names a stored task" for tid in by_id}
+    for key, row in by_key.items():
+        out.setdefault(keys[key], f"idempotency key of task '{keys[key]}' already names stored task '{row.id}'")
+    return out
 
 
 def _one_line(error: BaseException) -> str:

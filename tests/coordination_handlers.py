@@ -1,6 +1,6 @@
 """Handlers of the coordination end-to-end tests: no-ops deciding by their payload.
 
-- ``answer``: returns ``payload["result"]``; raises ``PermanentError`` if ``payload["fail"]``;
+- ``answer``: returns ``payload["result"]`` (or ``{"fill": "x" * payload["fill"]}``); raises ``PermanentError`` if ``payload["fail"]``;
   waits on ``payload["gate"]`` first if given (``tests.handlers.gate``, event-driven).
 - ``review``: returns ``{"verdict": payload["verdicts"][round - 1]}``, the round read from the
   task id (``"<loop>.r<n>.<body id>"``; round 1 for the loop's first check).
@@ -29,6 +29,8 @@ def answer(task, ctx):
     _wait(payload)
     if payload.get("fail"):
         raise PermanentError(f"{task.id} says no")
+    if payload.get("fill"):
+        return {"fill": "x" * payload["fill"]}
     return payload.get("result")
 
 

@@ -21,6 +21,7 @@ from omoi_ray.core.model import AttemptOutcome, Event
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS
 from omoi_ray.core.task_changes import TaskChanges
+from omoi_ray.specs.coordination import LoopSpec, read_specs
 from omoi_ray.store.store import Store
 from omoi_ray.store.writes import is_data_error
 from tests.graph_harness import spec
@@ -97,14 +98,15 @@ class _World:
 
     def __init__(self, url: str) -> None:
         self.store = Store(url)
-        self.graph = TaskGraph(lease_ttl=60)
+        self.graph = TaskGraph(lease_ttl=60, read_specs=read_specs(10_000))
         self.committed: list[TaskChanges] = []
         self.repairs: list[int] = []
+        self.refused: dict[str, str] = {}
         self.commit: GroupCommit | None = None
 
     def _unstorable(self, changes, error, round_):
         self.repairs.append(round_)
-        return repair_unstorable(self.graph, self.store, changes, error, round_)
+        return repair_unstorable(self.graph, self.store, changes, error, round_, self.refused)
 
     async def start(self) -> None:
         self.commit = GroupCommit(self.store, self.committed.append, writer="test", on_unstorable=self._unstorable)
@@ -188,6 +190,172 @@ def test_a_change_set_that_cannot_be_stored_fails_its_task_and_the_rest_of_the_b
         assert [(s.task_id, s.reason) for s in signals] == [("p", rows["p"]["reason"])]
     failed_events = [e for batch in world.committed for e in batch.events if e.task_id == "p" and e.type == "task.failed"]
     assert len(failed_events) == 1 and failed_events[0].payload["reason"] == rows["p"]["reason"]
+    world.store.dispose()
+
+
+def _stored_elsewhere(store: Store, *tids: str) -> None:
+    """Tasks stored by another writer's decision: the graph under test does not know them."""
+    other = TaskGraph()
+    other.next_seq = 10_000  # seqs apart from the graph under test's
+    other.submit([spec(t) for t in tids], time.time())
+    store.apply(other.take_changes())
+
+
+def _collide(world: _World, inject) -> None:
+    """Runs ``inject(now)`` as the middle of three change sets queued together (the other two
+    land), then waits for the commit."""
+
+    async def main() -> None:
+        await world.start()
+        now = time.time()
+        world.graph.submit([spec("before")], now)
+        world.add()
+        inject(now)
+        world.add()
+        world.graph.submit([spec("after")], now)
+        world.add()
+        await asyncio.wait_for(world.commit.sync(), 30)
+        world.commit.close()
+
+    asyncio.run(main())
+
+
+def test_a_submission_whose_task_id_is_already_stored_is_dropped_whole_and_refused(db_url):
+    world = _World(db_url)
+    _stored_elsewhere(world.store, "dup")
+    # past the scheduler's own checks (they look ids up before creating): the backstop alone
+    _collide(world, lambda now: world.graph.submit([spec("new"), spec("dup"), spec("child", "dup")], now))
+    rows = world.rows()
+    why = "task id 'dup' already names a stored task"
+    assert world.repairs == [0]
+    assert world.refused == {"new": why, "dup": why, "child": why}  # submit raises it to its caller
+    assert rows["dup"]["status"] == "ready" and "new" not in rows and "child" not in rows  # the stored one kept
+    assert (rows["before"]["status"], rows["after"]["status"]) == ("ready", "ready")
+    assert set(world.graph.tasks) == {"before", "after"} == {t.id for t in world.store.load().tasks} - {"dup"}
+    assert not any(e.task_id in ("new", "child") for batch in world.committed for e in batch.events)
+    world.store.dispose()
+
+
+def test_an_idempotency_key_already_stored_refuses_the_submission(db_url):
+    world = _World(db_url)
+    other = TaskGraph()
+    other.next_seq = 10_000
+    other.submit([spec("first", key="k-1")], time.time())
+    world.store.apply(other.take_changes())
+    _collide(world, lambda now: world.graph.submit([spec("second", key="k-1")], now))
+    assert world.refused == {"second": "idempotency key of task 'second' already names stored task 'first'"}
+    assert "second" not in world.rows() and "second" not in world.graph.tasks and "k-1" not in world.graph.by_key
+    world.store.dispose()
+
+
+def test_split_children_whose_id_is_already_stored_fail_their_parent_and_exist_nowhere(db_url):
+    from omoi_ray.specs.tasks import parse_new_tasks
+
+    world = _World(db_url)
+    _stored_elsewhere(world.store, "c1")
+    graph = world.graph
+
+    async def main() -> None:
+        await world.start()
+        now = time.time()
+        graph.submit([spec("p"), spec("cont", "p")], now)
+        agent = graph.register_agent("ag", "i1", frozenset(), 4, now)
+        assert [t.id for t in graph.claim(agent, 4, now)] == ["p"]
+        graph.apply_report(agent, Report("started", "p", 1), now)
+        world.add()
+        await world.commit.sync()
+        children = parse_new_tasks([{"id": "c1", "type": "t"}, {"id": "c2", "type": "t"}], 10_000)
+        graph.apply_report(agent, Report("finished", "p", 1, AttemptOutcome.COMPLETED, {"n": 2}, None, children), now)
+        assert {"c1", "c2"} <= set(graph.tasks)
+        world.add()
+        await asyncio.wait_for(world.commit.sync(), 30)
+        world.commit.close()
+
+    asyncio.run(main())
+    rows = world.rows()
+    reason = "could not be stored: split of task 'p' refused: task id 'c1' already names a stored task"
+    assert world.repairs == [0]
+    assert (rows["p"]["status"], rows["p"]["reason"], rows["p"]["result"]) == ("failed", reason, None)
+    assert rows["cont"]["status"] == "upstream_failed"
+    assert "c2" not in rows and rows["c1"]["payload"] is None and rows["c1"]["status"] == "ready"  # the stored c1
+    [attempt] = world.store.attempt_rows("p")
+    assert (attempt["outcome"], attempt["error"]) == ("permanent_failure", reason)
+    assert world.refused == {}
+    assert graph.tasks == {} and [t.id for t in world.store.load().tasks] == ["c1"]  # the stored c1 only
+    world.store.dispose()
+
+
+def test_a_loop_round_whose_id_is_already_stored_fails_the_loop(db_url):
+    world = _World(db_url)
+    _stored_elsewhere(world.store, "L.r2.review")
+    graph = world.graph
+    [loop] = LoopSpec(id="L", check="review", until={"key": "verdict", "equals": "approve"}, max_rounds=3,
+                      body=[{"id": "review", "type": "t"}]).to_new_tasks()
+
+    async def main() -> None:
+        await world.start()
+        now = time.time()
+        graph.submit([spec("review"), loop, spec("ship", "L")], now)
+        agent = graph.register_agent("ag", "i1", frozenset(), 4, now)
+        graph.claim(agent, 4, now)
+        graph.apply_report(agent, Report("started", "review", 1), now)
+        world.add()
+        await world.commit.sync()
+        graph.apply_report(agent, Report("finished", "review", 1, AttemptOutcome.COMPLETED, {"verdict": "no"}), now)
+        world.add()
+        await asyncio.wait_for(world.commit.sync(), 30)
+        world.commit.close()
+
+    asyncio.run(main())
+    rows = world.rows()
+    assert rows["review"]["status"] == "completed"
+    assert rows["L"]["status"] == "failed"
+    assert rows["L"]["reason"] == (
+        "could not be stored: split of task 'L' refused: task id 'L.r2.review' already names a stored task"
+    )
+    assert rows["ship"]["status"] == "upstream_failed"
+    assert set(graph.tasks) == set()
+    world.store.dispose()
+
+
+def test_a_ticket_change_that_cannot_be_stored_is_dropped_and_the_ticket_reloaded(db_url):
+    from omoi_ray.core.phases import DEFAULT
+    from omoi_ray.core.tickets import Ticket
+    from omoi_ray.store.tickets import history
+
+    world = _World(db_url)
+    graph = world.graph
+    bad = _bad_text(db_url)
+    to = DEFAULT.next_phase(DEFAULT.first)
+
+    async def main() -> None:
+        await world.start()
+        now = time.time()
+        graph.tickets.create(Ticket("k", "a ticket", DEFAULT, DEFAULT.first, now, now), now)
+        world.add()
+        await world.commit.sync()
+        world.graph.submit([spec("before")], now)
+        world.add()
+        graph.tickets.move("k", to, now, reason=f"moved {bad}")  # past the edge's text checks
+        assert graph.tickets.get("k").phase == to
+        world.add()
+        world.graph.submit([spec("after")], now)
+        world.add()
+        await asyncio.wait_for(world.commit.sync(), 30)
+        world.commit.close()
+
+    asyncio.run(main())
+    assert world.repairs == [0]
+    stored = world.store.load().tickets
+    [ticket] = stored.tickets
+    assert ticket.phase == DEFAULT.first == graph.tickets.get("k").phase  # memory is what the database holds
+    assert [h["to_phase"] for h in history(world.store.engine, "k")] == [DEFAULT.first]
+    assert graph.tickets.history_seq["k"] == 1
+    refused = [e for e in world.store.events_of("k") if e.type == "ticket.change.refused"]
+    assert len(refused) == 1
+    assert refused[0].payload["reason"].startswith("could not be stored: phase history reason holds the unstorable")
+    rows = world.rows()
+    assert (rows["before"]["status"], rows["after"]["status"]) == ("ready", "ready")
     world.store.dispose()
 
 
@@ -380,6 +548,57 @@ def test_the_scheduler_survives_a_poisoned_batch_and_keeps_serving(runtime, uid,
         assert runtime.run([nxt], timeout=30)[nxt.id].status == "completed"
         after = runtime.describe()
         assert (after["pid"], after["restarted"]) == (before["pid"], before["restarted"])
+    finally:
+        agent.stop()
+
+
+def _submit_blind(scheduler, items: list) -> dict:
+    """Runs inside the scheduler actor (``__ray_call__``): a submission whose first id lookup
+    (``submit``'s own) sees nothing stored, so only the backstop can find the collision."""
+    real = scheduler.store.lookup
+    calls = []
+
+    def blind(ids, keys=()):
+        calls.append(1)
+        return ({}, {}) if len(calls) == 1 else real(ids, keys)
+
+    async def go() -> dict:
+        scheduler.store.lookup = blind
+        try:
+            await scheduler.submit(items)
+            return {"raised": None}
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            return {"raised": type(exc).__name__, "message": str(exc), "pid": os.getpid(),
+                    "in_memory": sorted(i["id"] for i in items if i["id"] in scheduler.graph.tasks)}
+        finally:
+            scheduler.store.lookup = real
+
+    loop = scheduler.timers._task.get_loop()
+    return asyncio.run_coroutine_threadsafe(go(), loop).result(60)
+
+
+@pytest.mark.ray
+def test_a_submission_colliding_with_a_stored_task_is_refused_by_the_backstop_and_the_scheduler_serves_on(runtime, uid):
+    import ray
+
+    name = f"bs-dup-{uid}"
+    agent = runtime.spawn_agent(name, capabilities=[name], capacity=2, handler="tests.handlers:behave")
+    try:
+        pid = runtime.describe()["pid"]
+        dup = omoi.TaskSpec(id=f"{uid}-dup", type="behave", requires=[name], payload={"op": "echo"})
+        assert runtime.run([dup], timeout=30)[dup.id].status == "completed"
+        items = [{"id": f"{uid}-new", "type": "behave", "requires": [f"nobody-{uid}"]},
+                 {"id": dup.id, "type": "behave", "requires": [f"nobody-{uid}"]}]
+        seen = ray.get(runtime.scheduler.__ray_call__.remote(_submit_blind, items))
+        assert seen == {"raised": "TaskExistsError", "pid": pid, "in_memory": [],
+                        "message": f"submission refused, nothing of it was stored: task id '{dup.id}' "
+                                   "already names a stored task"}
+        assert runtime.get(dup.id).status == "completed"  # the stored task is untouched
+        with pytest.raises(omoi.TaskNotFoundError):
+            runtime.get(f"{uid}-new")
+        nxt = omoi.TaskSpec(id=f"{uid}-next", type="behave", requires=[name], payload={"op": "echo"})
+        assert runtime.run([nxt], timeout=30)[nxt.id].status == "completed"
+        assert runtime.describe()["pid"] == pid
     finally:
         agent.stop()
 

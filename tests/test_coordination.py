@@ -71,6 +71,21 @@ def test_sync_fails_at_once_when_k_is_unreachable_naming_the_failed_members(rt, 
     assert _types(rt, s) == ["coordination.sync.created", "coordination.sync.failed"]
 
 
+def test_a_sync_whose_combined_result_is_over_the_result_cap_fails_and_stores_no_oversized_result(rt, uid):
+    a, b, s, after = (f"{uid}-{x}" for x in "absz")
+    cap = rt.settings.result_max_bytes
+    fill = cap * 6 // 10  # each member's result fits the cap; both together do not
+    big = [omoi.TaskSpec(id=tid, type="answer", requires=[CAP], max_retries=0, payload={"fill": fill})
+           for tid in (a, b)]
+    ids = rt.submit([*big, omoi.SyncSpec(id=s, members=[a, b]), answer(after, depends_on=[s])])
+    assert rt.wait(ids, timeout=60) == {a: "completed", b: "completed", s: "failed", after: "upstream_failed"}
+    info = rt.get(s)
+    assert info.result is None
+    assert info.reason.startswith(f"sync '{s}' result cannot be stored: ")
+    assert info.reason.endswith(f"bytes of JSON, over the limit of {cap} (OMOI_RESULT_MAX_BYTES)")
+    assert _types(rt, s) == ["coordination.sync.created", "coordination.sync.failed"]
+
+
 def test_sync_timeout_fails_it(rt, uid):
     a, s = f"{uid}-a", f"{uid}-s"
     go = f"{uid}-go"

@@ -128,6 +128,42 @@ def test_sync_of_members_already_finished_settles_at_submission():
     assert {t.id: t.result for t in changes.created}["s"] == {"a": "A"}
 
 
+def test_a_sync_whose_combined_result_is_over_the_result_cap_fails_naming_the_setting():
+    h = harness()
+    h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=100)
+    w = h.agent("w")
+    h.submit(spec("a"), spec("b"), sync("s", ["a", "b"]), spec("after", "s"))
+    h.claim(w)
+    h.run(w, "a", result="x" * 50)  # each member's result fits the cap
+    h.run(w, "b", result="y" * 50)
+    changes = h.drain()
+    s = rows(changes)["s"]
+    size = len('{"a":"' + "x" * 50 + '","b":"' + "y" * 50 + '"}')
+    assert (s.status.value, s.result) == ("failed", None)
+    assert s.reason == s.error == (
+        f"sync 's' result cannot be stored: {size} bytes of JSON, over the limit of 100 (OMOI_RESULT_MAX_BYTES)"
+    )
+    assert rows(changes)["after"].status.value == "upstream_failed"
+    assert [e.type for e in h.events if e.entity_id == "s" and e.type.startswith("coordination")] == [
+        "coordination.sync.created", "coordination.sync.failed",
+    ]
+
+
+def test_a_loop_whose_result_is_over_the_result_cap_fails_naming_the_setting():
+    h = harness()
+    h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=100)
+    w = h.agent("w")
+    h.submit(spec("impl"), spec("review", "impl"), review_loop(1))
+    h.claim(w)
+    h.run(w, "impl")
+    h.claim(w)
+    h.run(w, "review", result={"verdict": "approve", "note": "n" * 60})  # fits alone, not with the loop's fields
+    loop = rows(h.drain())["L"]
+    assert (loop.status.value, loop.result) == ("failed", None)
+    assert loop.reason.startswith("loop 'L' result cannot be stored: ")
+    assert loop.reason.endswith("over the limit of 100 (OMOI_RESULT_MAX_BYTES)")
+
+
 def test_unknown_member_is_refused_and_nothing_is_created():
     h = harness()
     with pytest.raises(UnknownDependencyError, match="'ghost'"):
@@ -184,6 +220,72 @@ def test_loop_round_survives_a_restart():
     g.restore(snap.tasks, snap.dependencies, snap.agents, snap.open_attempts, snap.next_seq, h.now)
     assert g.tasks["L"].coordination["round"] == 2 and g.tasks["L"].waiting_on == 1
     assert g.tasks["L.r2.revise"].status.value == "ready"
+
+
+def _loop_whose_check_ended_in_storage_only(verdict_or_failure) -> tuple[Harness, MemoryStore]:
+    """A pending loop whose round-1 check is final in storage, the loop not judged: what rows
+    written before loops were judged with their check's completion (or at submission) hold."""
+    from omoi_ray.core.tasks import TaskStatus
+
+    h = harness()
+    w = h.agent("w", capacity=8)
+    h.submit(spec("impl"), spec("review", "impl"), review_loop(3), spec("ship", "L"))
+    h.claim(w)
+    h.run(w, "impl")
+    store = MemoryStore()
+    store.apply(h.graph.take_changes())
+    check = store.tasks["review"]
+    if verdict_or_failure == "failed":
+        check.status, check.error = TaskStatus.FAILED, "no"
+    else:
+        check.status, check.result = TaskStatus.COMPLETED, {"verdict": verdict_or_failure}
+    assert store.tasks["L"].status is TaskStatus.PENDING
+    return h, store
+
+
+def _restart(h: Harness, store: MemoryStore) -> TaskGraph:
+    snap = store.load()
+    g = TaskGraph(lease_ttl=30.0, rng=random.Random(1), read_specs=read_specs(10_000))
+    g.restore(snap.tasks, snap.dependencies, snap.agents, snap.open_attempts, snap.next_seq, h.now,
+              stored_results=snap.node_results)
+    return g
+
+
+def test_a_restored_loop_whose_check_already_completed_starts_its_next_round():
+    h, store = _loop_whose_check_ended_in_storage_only("changes")
+    g = _restart(h, store)
+    assert g.tasks["L"].coordination["round"] == 2 and g.tasks["L"].waiting_on == 1
+    assert g.tasks["L.r2.revise"].status.value == "ready" and g.tasks["L.r2.review"].status.value == "pending"
+    changes = g.take_changes()
+    assert {t.id for t in changes.created} == {"L.r2.revise", "L.r2.review"}
+    assert ("L", "L.r2.review") in changes.dependencies
+
+
+def test_a_restored_loop_whose_check_already_approved_completes_and_its_dependent_runs():
+    h, store = _loop_whose_check_ended_in_storage_only("approve")
+    g = _restart(h, store)
+    loop = rows(g.take_changes())["L"]
+    assert (loop.status.value, loop.result) == ("completed", {"outcome": "approved", "rounds": 1,
+                                                              "last": {"verdict": "approve"}})
+    assert g.tasks["ship"].status.value == "ready"
+
+
+def test_a_restored_loop_whose_check_already_failed_is_doomed():
+    h, store = _loop_whose_check_ended_in_storage_only("failed")
+    g = _restart(h, store)
+    changes = rows(g.take_changes())
+    assert (changes["L"].status.value, changes["L"].reason) == ("upstream_failed", "upstream task 'review' failed")
+    assert changes["ship"].status.value == "upstream_failed"
+    assert "L" not in g.tasks and "ship" not in g.tasks
+
+
+def test_a_restored_loop_is_judged_by_its_current_check_not_an_earlier_round():
+    h = _run_loop(["changes"])  # round 2 under way: round 1's check completed, the loop waits on L.r2.review
+    store = MemoryStore()
+    store.apply(h.graph.take_changes())
+    g = _restart(h, store)
+    assert g.tasks["L"].status.value == "pending" and g.tasks["L"].coordination["round"] == 2
+    assert not g.take_changes().created  # nothing judged twice
 
 
 def test_dynamic_split_creates_children_and_wires_dependents_in_one_change_set():

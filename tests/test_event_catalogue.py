@@ -61,6 +61,7 @@ def _task_graph_events() -> list:
     h.graph.agent_stopped("w2", "i2", h.now)
     h.graph.tickets.create(Ticket("k", "t", DEFAULT, DEFAULT.first, h.now, h.now), h.now)
     h.graph.tickets.move("k", "REQUIREMENTS", h.now)  # through BACKLOG's gate
+    h.graph.tickets.change_refused("k", "could not be stored: ...", h.now)  # the storage backstop's record
     h.graph.cancel_ticket("k", h.now)
     h.drain()
     return h.events

@@ -164,3 +164,41 @@ def test_prepared_rows_are_a_snapshot_that_later_changes_do_not_move(db_url):
     store.write(prepared)
     assert store.task_rows(["a"])["a"]["status"] == "ready"
     store.dispose()
+
+
+def test_a_stored_pending_loop_whose_check_completed_is_judged_after_a_restart(db_url):
+    """Rows as older code could leave them: the loop's check completed (and left memory), the
+    loop still pending, unjudged. The restarted scheduler starts the next round, and what it
+    commits is what the next restart reads."""
+    from omoi_ray.specs.coordination import LoopSpec, read_specs
+
+    store = Store(db_url)
+    h = Harness()
+    h.graph = TaskGraph(lease_ttl=30.0, rng=random.Random(1), read_specs=read_specs(10_000))
+    loop = LoopSpec(id="L", check="review", until={"key": "verdict", "equals": "approve"}, max_rounds=3,
+                    body=[{"id": "review", "type": "t"}]).to_new_tasks()[0]
+    approved = LoopSpec(id="A", check="ok", until={"key": "verdict", "equals": "approve"}, max_rounds=3,
+                        body=[{"id": "ok", "type": "t"}]).to_new_tasks()[0]
+    h.submit(spec("review"), loop, spec("ok"), approved, spec("ship", "A"))
+    store.apply(h.graph.take_changes())
+    with store.engine.begin() as conn:  # the checks completed; the loops' decisions were never written
+        for tid, verdict in (("review", "changes"), ("ok", "approve")):
+            conn.execute(sa.text("UPDATE tasks SET status = 'completed', result = :r WHERE id = :i"),
+                         {"r": f'{{"verdict": "{verdict}"}}', "i": tid})
+
+    def restart() -> TaskGraph:
+        snap = store.load()
+        g = TaskGraph(lease_ttl=30.0, rng=random.Random(1), read_specs=read_specs(10_000))
+        g.restore(snap.tasks, snap.dependencies, snap.agents, snap.open_attempts, snap.next_seq, h.now,
+                  stored_results=snap.node_results)
+        return g
+
+    g = restart()
+    assert g.tasks["L"].coordination["round"] == 2 and g.tasks["L.r2.review"].status is TaskStatus.READY
+    assert "A" not in g.tasks and g.tasks["ship"].status is TaskStatus.READY  # approved: completed
+    store.apply(g.take_changes())
+    assert store.task_rows(["A"])["A"]["result"] == {"outcome": "approved", "rounds": 1, "last": {"verdict": "approve"}}
+    again = restart()
+    assert again.tasks["L"].coordination == g.tasks["L"].coordination and again.tasks["L"].waiting_on == 1
+    assert set(again.tasks) == {"L", "L.r2.review", "ship"} and not again.take_changes().created
+    store.dispose()

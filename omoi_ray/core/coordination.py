@@ -13,7 +13,11 @@ Rules:
   failing for good (failed, timed out, cancelled, upstream failed) is recorded in ``failed``; the
   sync fails only when k can no longer be reached (``n - failed < k``), at once, its reason naming
   the failed members (``coordination.sync.failed``). Members that finish after the sync completed
-  still run and complete; the sync's result stays what it was at readiness.
+  still run and complete; the sync's result stays what it was at readiness. The combined result
+  is capped like a handler's (``result_max_bytes``, the owner's ``OMOI_RESULT_MAX_BYTES``): a
+  sync whose ``{member: result}`` would be larger fails at once, its reason naming the size and
+  the setting (each member's result fits, k of them together may not). A loop's result (the
+  last check's result and two small fields) is capped the same way.
 - A sync with a ``timeout`` fails when it passes (seconds from submission; ``deadline`` is stored,
   and the timer is set again on restore).
 - **loop**: depends on its current check task only. When the check completes and its result (a
@@ -25,10 +29,13 @@ Rules:
   on it. At ``max_rounds`` it completes with outcome ``"rounds_exhausted"``. Round 1 is the
   ``check`` task the loop was submitted with; a check already completed in storage when the
   loop is submitted is judged at once as round 1. A check failing for good dooms the loop as any
-  dependency would. Round ids are reserved: while a loop is live, a new task (submitted or split
+  dependency would. The decision is in the change set of the check's completion, so a restart
+  finds either both or neither; a restored pending loop whose current check is already final
+  (rows of older code) is judged at restore the same way (``restored``). Round ids are reserved: while a loop is live, a new task (submitted or split
   off) whose id has the form ``"{loop}.r{n}.{x}"`` is refused (``refuse_round_ids``); the owner
   refuses a loop whose round ids already name stored tasks (a duplicate id could never be
-  stored, and ``repair_unstorable`` does not drop created rows, so it would give up).
+  stored; should one reach the commit anyway, ``repair_unstorable`` drops the round and fails
+  the loop, ``TaskGraph.drop_created``).
 - **split**: a handler's children (``Claims`` hands them over with the completion report) are
   judged as a submission of their own (ids new, dependencies among themselves or on live tasks,
   no cycle, none on a task at or downstream of a dependent that will wait on them); then they are created, each existing *plain* dependent of the parent gets an edge to
@@ -49,8 +56,9 @@ from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
 from omoi_ray.core.model import TASK_KIND, Event, NewTask, Task
+from omoi_ray.core.storable import storable_json
 from omoi_ray.core.submission import StoredTask, check_new, create_tasks
-from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.core.timers import Timers
 from omoi_ray.errors import InvalidSplitError, InvalidSubmissionError, TaskExistsError
 
@@ -99,12 +107,17 @@ class Coordination:
         timers: the shared deadlines (kind ``"sync"``, key: the sync's id).
         read_specs: turns a loop's stored body (spec dicts) into ``NewTask``s; without one, a
             loop that needs a new round fails saying so.
+        result_max_bytes: the largest result (as JSON) a node may complete with (the owner's
+            ``OMOI_RESULT_MAX_BYTES``); None: no cap.
     """
 
-    def __init__(self, live: LiveTasks, timers: Timers, read_specs: ReadSpecs | None = None) -> None:
+    def __init__(
+        self, live: LiveTasks, timers: Timers, read_specs: ReadSpecs | None = None, result_max_bytes: int | None = None
+    ) -> None:
         self.live = live
         self.timers = timers
         self.read_specs = read_specs
+        self.result_max_bytes = result_max_bytes
         live.nodes = self
 
     # ---------------------------------------------------------------- created / restored
@@ -127,12 +140,29 @@ class Coordination:
             payload={"children": list(children)}, task_id=parent, ticket_id=ticket_id,
         ))
 
-    def restored(self, task: Task, now: float) -> None:
-        """A node came back from storage: set its timer, and settle it if its members say so."""
+    def restored(
+        self, task: Task, now: float, ended: Mapping[str, TaskStatus] | None = None,
+        results: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A node came back from storage: set its timer, and settle it if its members say so.
+
+        ``ended`` holds its dependencies that are no longer live (id -> stored status) and
+        ``results`` the stored results of completed ones: a pending loop whose current check
+        already ended is judged now (rows written before loops were judged in the check's own
+        change set), as at submission: a completed check is round ``round``'s verdict, a check
+        failed for good dooms the loop.
+        """
         if task.kind == SYNC and task.status is S.PENDING:
             if task.deadline is not None:
                 self.timers.add(task.deadline, "sync", task.id)
             self._judge_sync(task, now)
+        elif task.kind == LOOP and task.status is S.PENDING and task.waiting_on == 0:
+            check = task.coordination.get("check") or (task.depends_on[0] if task.depends_on else None)
+            status = (ended or {}).get(check or "")
+            if status is S.COMPLETED:
+                self._loop_check_done(task, check, (results or {}).get(check), now)
+            elif status in FAILED_FOR_GOOD:
+                self.live.doom(task, check, f"upstream task '{check}' {status.value}", now)
 
     def refuse_round_ids(self, new: Sequence[NewTask]) -> None:
         """Refuse new tasks (a submission, a split's children) whose id has the form of a round id
@@ -211,7 +241,12 @@ class Coordination:
         k = sync.quorum or len(members)
         done = [m for m in members if m in state["results"]]
         if len(done) >= k:
-            sync.result = {m: state["results"][m] for m in done}
+            result = {m: state["results"][m] for m in done}
+            too_big = self._too_big(result)
+            if too_big is not None:
+                self._fail(sync, f"sync '{sync.id}' result cannot be stored: {too_big}", now, completed=done)
+                return
+            sync.result = result
             sync.deadline = None
             self._emit(SYNC_READY, sync, now, completed=done, k=k, n=len(members))
             self.live.move(sync, S.COMPLETED, now)
@@ -288,7 +323,14 @@ class Coordination:
         ]
 
     def _loop_end(self, loop: Task, outcome: str, rounds: int, last: Any, now: float) -> None:
-        loop.result = {"outcome": outcome, "rounds": rounds, "last": last}
+        result = {"outcome": outcome, "rounds": rounds, "last": last}
+        too_big = self._too_big(result)
+        if too_big is not None:
+            reason = f"loop '{loop.id}' result cannot be stored: {too_big}"
+            loop.error = loop.reason = reason
+            self.live.move(loop, S.FAILED, now, error=reason, reason=reason)
+            return
+        loop.result = result
         self.live.move(loop, S.COMPLETED, now, outcome=outcome, rounds=rounds)
 
     # ---------------------------------------------------------------- split
@@ -357,6 +399,17 @@ class Coordination:
         return out
 
     # ---------------------------------------------------------------- shared
+
+    def _too_big(self, result: Any) -> str | None:
+        """Why a node's ``result`` cannot be stored (over ``result_max_bytes``, naming the size and
+        ``OMOI_RESULT_MAX_BYTES``), or None. Its parts came from stored results: only size is judged."""
+        if self.result_max_bytes is None:
+            return None
+        try:
+            storable_json(result, "result", max_bytes=self.result_max_bytes, setting="OMOI_RESULT_MAX_BYTES")
+        except (ValueError, RecursionError) as exc:
+            return str(exc)
+        return None
 
     def create(self, new: Sequence[NewTask], now: float, done: Sequence[str] = ()) -> list[Task]:
         """Create already-judged tasks (a round, a split's children) as a submission does, without

@@ -173,6 +173,30 @@ class LiveTasks:
         task.reason = reason
         self.move(task, S.UPSTREAM_FAILED, now, reason=reason, upstream=root)
 
+    def forget(self, task: Task, now: float) -> list[str]:
+        """Take ``task`` out of memory as if it had never been created (the storage backstop:
+        its row could not be stored); no move, no event. Its dependents wait on it no longer.
+
+        Returns:
+            The ids of its dependents (the caller decides their fate).
+        """
+        del self.tasks[task.id]
+        self.ready.discard(task.id)
+        if task.idempotency_key and self.by_key.get(task.idempotency_key) == task.id:
+            del self.by_key[task.idempotency_key]
+        for dep_id in task.depends_on:
+            waiting = self.dependents.get(dep_id)
+            if waiting and task.id in waiting:
+                waiting.remove(task.id)
+        if self.on_leave is not None and task.ticket_id is not None:
+            self.on_leave(task, now)  # not completed: only uncounted from its ticket's phase
+        dependents = self.dependents.pop(task.id, [])
+        for dep_id in dependents:
+            dep = self.tasks.get(dep_id)
+            if dep is not None:
+                dep.waiting_on -= 1
+        return dependents
+
     def emit(
         self, event_type: str, task: Task, now: float, payload: dict[str, Any], request_id: str | None = None
     ) -> None:

@@ -70,6 +70,10 @@ _EMITTED = (
     ),
     EventType("ticket.gate.evaluated", "ticket", "a phase's gate was judged (phase, passed, every blocking reason)"),
     EventType("ticket.cancelled", "ticket", "a ticket was cancelled; its unfinished tasks were cancelled with it"),
+    EventType(
+        "ticket.change.refused", "ticket",
+        "a change of the ticket could not be stored and was dropped (phase, reason); the ticket is as stored",
+    ),
     EventType("lock.granted", "lock", "a lease was granted (mode, holder, fencing token)"),
     EventType("lock.released", "lock", "a lease was released by its holder or in bulk"),
     EventType("lock.expired", "lock", "a lease ran out without renewal and was freed"),
@@ -83,7 +87,8 @@ _EMITTED = (
     ),
     EventType(
         "coordination.sync.failed", "coordination",
-        "a sync can no longer reach k (the reason names the failed members), or its timeout passed",
+        "a sync can no longer reach k (the reason names the failed members), its timeout passed, "
+        "or its combined result is over OMOI_RESULT_MAX_BYTES",
     ),
     EventType(
         "coordination.split.created", "coordination",

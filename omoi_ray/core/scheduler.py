@@ -43,7 +43,7 @@ from typing import Any
 from omoi_ray.core.agents import AgentRegistry
 from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.claims import Claims
-from omoi_ray.core.coordination import Coordination, ReadSpecs
+from omoi_ray.core.coordination import SPLIT_CREATED, Coordination, ReadSpecs
 from omoi_ray.core.dag import LiveTasks
 from omoi_ray.core.handoff import Handoff, Handoffs
 from omoi_ray.core.merge import merge_completed
@@ -73,6 +73,8 @@ class TaskGraph:
         rng: the randomness of retry backoff jitter (seeded in tests).
         read_specs: turns spec dicts (a loop's stored body) into ``NewTask``s: the edge's
             parser, injected (``core.coordination``).
+        result_max_bytes: the cap on a sync's or loop's combined result (``OMOI_RESULT_MAX_BYTES``);
+            None: none.
 
     Attributes:
         tasks, dependents, by_key, ready: the live tasks' (``LiveTasks``).
@@ -90,6 +92,7 @@ class TaskGraph:
         rng: random.Random | None = None,
         stale_after: float | None = None,
         read_specs: ReadSpecs | None = None,
+        result_max_bytes: int | None = None,
     ) -> None:
         self.lease_ttl = lease_ttl
         self.rng = rng or random.Random()
@@ -101,7 +104,7 @@ class TaskGraph:
         self.threads = Threads(self.log, self.registry.agents)
         self.handoffs = Handoffs(self.log, self.timers, self.live, self.claims, self.registry.agents, self.threads)
         self.claims.on_attempt_end = self.handoffs.attempt_ended
-        self.coordination = Coordination(self.live, self.timers, read_specs)
+        self.coordination = Coordination(self.live, self.timers, read_specs, result_max_bytes)
         self.claims.on_split = self.coordination.split
         self.tickets = Tickets(self.log, self.live)
         # what each part owns, under the names the scheduler actor and the tests read
@@ -157,6 +160,7 @@ class TaskGraph:
         tickets: Iterable[Ticket] = (),
         artifacts: Iterable[Artifact] = (),
         history_seq: Mapping[str, int] | None = None,
+        stored_results: Mapping[str, Any] | None = None,
     ) -> None:
         """Rebuild memory from stored rows.
 
@@ -173,6 +177,9 @@ class TaskGraph:
             handoffs: open offers, and accepted ones whose new attempt is still claimed.
             tickets, artifacts, history_seq: the stored tickets, their artifacts, and each
                 ticket's last phase-history ``seq`` (held tasks are held again on restore).
+            stored_results: the results of completed tasks a live node (a loop's check) depends
+                on but that are no longer live: a pending loop whose check already ended is
+                judged here (``Coordination.restored``).
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.
@@ -183,6 +190,8 @@ class TaskGraph:
             task.waiting_on = 0
             live.add(task)
         doomed: list[tuple[Task, str, TaskStatus]] = []
+        #: node id -> its dependencies that are no longer live, with their stored status
+        ended: dict[str, dict[str, TaskStatus]] = {}
         for task_id, dep_id, dep_status in dependencies:
             task = live.tasks.get(task_id)
             if task is None:
@@ -191,6 +200,8 @@ class TaskGraph:
             linked = live.link(task, dep_id)
             if not linked and dep_status in FAILED_FOR_GOOD and task.kind == TASK_KIND:
                 doomed.append((task, dep_id, dep_status))
+            elif not linked and task.kind != TASK_KIND:
+                ended.setdefault(task.id, {})[dep_id] = dep_status
         self.registry.restore(agents, now)
         self.threads.restore(threads, next_message_seq)
         for attempt in open_attempts:
@@ -208,7 +219,7 @@ class TaskGraph:
                 live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
         for task in list(live.tasks.values()):
             if task.kind != TASK_KIND:
-                self.coordination.restored(task, now)
+                self.coordination.restored(task, now, ended.get(task.id, {}), stored_results or {})
             elif task.status is S.PENDING and task.waiting_on == 0:
                 live.make_ready(task, now)
             elif task.status in ACTIVE and self.registry.live(task.agent_id or "", task.agent_incarnation or "") is None:
@@ -363,6 +374,72 @@ class TaskGraph:
                 event.payload = {
                     k: v for k, v in event.payload.items() if unstorable_char(k) is None and _storable_json(v)
                 }
+
+    def drop_created(
+        self, changes: TaskChanges, taken: Mapping[str, str], now: float
+    ) -> tuple[list[str], dict[str, str]]:
+        """The owner could not store ``changes`` because rows it creates collide with stored ones
+        (``taken``: ``{created task id: why}``, a duplicate id or idempotency key). Every task
+        created by the same decision leaves memory as if never created (a submission, a split's
+        children and a loop's round are all-or-nothing), and the decision's origin answers for it:
+
+        - a split's parent (completed in ``changes``) is recorded ``failed`` instead (its attempt
+          too), reason ``could not be stored: split of task 'p' refused: <why>``; its plain
+          dependents, which waited on the children, become ``upstream_failed``;
+        - a loop whose round it was fails with that reason (its dependents as after any failure);
+        - a submission is refused: its ids are returned, ``{task id: why}``, for the owner to
+          raise to the caller.
+
+        Returns:
+            The ids dropped, and the refused submission's ``{task id: why}``.
+
+        The caller commits ``changes.without(dropped ids)`` with the moves recorded here
+        (``take_changes``). Limits: what the split parent's completion already caused in memory
+        beyond its dependents (a node that took it as a member, its ticket's context) stays.
+        """
+        live = self.live
+        created = {t.id for t in changes.created}
+        origin: dict[str, str | None] = dict.fromkeys(created)
+        for event in changes.events:
+            children = event.payload.get("children") if event.type == SPLIT_CREATED else None
+            if isinstance(children, list) and event.entity_id not in created:
+                for child in children:
+                    if child in origin:
+                        origin[child] = event.entity_id
+        why_of: dict[str | None, str] = {}
+        for task_id, why in taken.items():
+            if task_id in origin:
+                why_of.setdefault(origin[task_id], why)
+        dropped = [tid for tid, o in origin.items() if o in why_of]
+        waiting: dict[str, str | None] = {}
+        for task_id in dropped:
+            task = live.tasks.get(task_id)
+            if task is None:  # it already left memory (doomed at creation): nothing to forget
+                continue
+            if task.status in ACTIVE:  # handed to an agent before the commit: it stops, its slot frees
+                self.claims.signal(task, UNSTORABLE_REASON.format(why_of[origin[task_id]]))
+                agent = self.agents.get(task.agent_id or "")
+                if agent is not None:
+                    self.claims.release(agent, (task.id, task.attempt), now)
+            for dep_id in live.forget(task, now):
+                waiting.setdefault(dep_id, origin[task_id])
+        known = {t.id: t for t in changes.updated}
+        for parent_id, why in why_of.items():
+            if parent_id is None:
+                continue
+            reason = f"split of task '{parent_id}' refused: {why}"
+            self.fail_unstorable(changes, {parent_id: reason}, now)
+            parent = live.tasks.get(parent_id) or known.get(parent_id)
+            for attempt in changes.attempts:
+                if parent is not None and (attempt.task_id, attempt.attempt) == (parent_id, parent.attempt) \
+                        and attempt.outcome is AttemptOutcome.COMPLETED:
+                    attempt.outcome = AttemptOutcome.PERMANENT_FAILURE
+                    attempt.error = parent.error
+        for dep_id, root in waiting.items():
+            dep = live.tasks.get(dep_id)
+            if dep is not None and dep.status is S.PENDING and root is not None:
+                live.doom(dep, root, f"upstream task '{root}' failed", now)
+        return dropped, {tid: why_of[None] for tid in dropped if origin[tid] is None}
 
     # ---------------------------------------------------------------- time
 

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, ClassVar
@@ -77,3 +78,38 @@ class TaskChanges(ChangeSet):
     artifacts: list[Artifact] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: gate evaluations, in order
     gate_results: list[GateResult] = field(default_factory=list, metadata=merge_rule(APPEND))
+
+    def without(self, task_ids: Collection[str] = (), ticket_ids: Collection[str] = ()) -> TaskChanges:
+        """A copy without what concerns ``task_ids`` (their task rows, dependency edges from or to
+        them, attempts, events, and split events naming them as children) and ``ticket_ids``
+        (ticket rows, phase history, artifacts, gate results and ticket events): the storage
+        backstop's cut of what cannot be stored. Signals stay: an agent must still stop."""
+        tasks, tickets = set(task_ids), set(ticket_ids)
+
+        def kept_event(e: Event) -> bool:
+            if e.task_id in tasks or (e.entity_type == "ticket" and e.entity_id in tickets):
+                return False
+            children = e.payload.get("children") if isinstance(e.payload, dict) else None
+            return not (isinstance(children, list) and tasks.intersection(children))
+
+        return TaskChanges(
+            created=[t for t in self.created if t.id not in tasks],
+            dependencies=[d for d in self.dependencies if d[0] not in tasks and d[1] not in tasks],
+            updated=[t for t in self.updated if t.id not in tasks],
+            attempts=[a for a in self.attempts if a.task_id not in tasks],
+            new_attempts={k for k in self.new_attempts if k[0] not in tasks},
+            agents=self.agents,
+            events=[e for e in self.events if kept_event(e)],
+            handoffs=self.handoffs,
+            signals=self.signals,
+            finished=[f for f in self.finished if f not in tasks],
+            abandoned=[k for k in self.abandoned if k[0] not in tasks],
+            threads=self.threads,
+            messages=self.messages,
+            receipts=self.receipts,
+            reads=self.reads,
+            tickets=[k for k in self.tickets if k.id not in tickets],
+            phase_changes=[c for c in self.phase_changes if c.ticket_id not in tickets],
+            artifacts=[a for a in self.artifacts if a.ticket_id not in tickets],
+            gate_results=[g for g in self.gate_results if g.ticket_id not in tickets],
+        )

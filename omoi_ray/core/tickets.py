@@ -247,6 +247,28 @@ class Tickets:
             self.artifacts.setdefault(artifact.ticket_id, []).append(artifact)
         self.history_seq.update(history_seq)
 
+    def reload(self, ticket_id: str, ticket: Ticket | None, artifacts: Iterable[Artifact], history_seq: int) -> None:
+        """Hold ``ticket`` as storage has it (None: storage has none), with its stored artifacts
+        and last history ``seq``: the storage backstop, after a change of it could not be stored.
+        Its live tasks stay counted; tasks that change released stay released."""
+        if ticket is None:
+            self.tickets.pop(ticket_id, None)
+            self.artifacts.pop(ticket_id, None)
+            self.history_seq.pop(ticket_id, None)
+            self.live_tasks.pop(ticket_id, None)
+            self.held.pop(ticket_id, None)
+            return
+        self.tickets[ticket_id] = ticket
+        self.artifacts[ticket_id] = list(artifacts)
+        self.history_seq[ticket_id] = history_seq
+
+    def change_refused(self, ticket_id: str, reason: str, now: float) -> None:
+        """Record ``ticket.change.refused``: a change of the (stored) ticket could not be
+        stored and was dropped (``reason`` says why); the ticket is as storage has it."""
+        ticket = self.tickets.get(ticket_id)
+        if ticket is not None:
+            self._event("ticket.change.refused", ticket, now, {"phase": ticket.phase, "reason": reason})
+
     # ------------------------------------------------------------------ the live tasks' hooks
 
     def hold(self, task: Task) -> str | None:

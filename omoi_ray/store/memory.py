@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 
-from omoi_ray.core.model import Agent, AgentStatus, Attempt, Event, Task
+from omoi_ray.core.model import TASK_KIND, Agent, AgentStatus, Attempt, Event, Task
 from omoi_ray.core.submission import StoredTask
 from omoi_ray.core.task_changes import TaskChanges
-from omoi_ray.core.tasks import TERMINAL
+from omoi_ray.core.tasks import TERMINAL, TaskStatus
 from omoi_ray.store.store import Snapshot
 
 
@@ -52,7 +52,8 @@ class MemoryStore:
         Returns:
             A ``Snapshot`` of copies: tasks not in a terminal status, their dependency edges
             ``(task id, dependency id, dependency status)``, alive agents, attempts not yet
-            released, and ``next_seq`` (one past the highest task ``seq``, 1 when empty).
+            released, ``next_seq`` (one past the highest task ``seq``, 1 when empty), and the
+            results of completed tasks live nodes depend on (``node_results``).
         """
         live = {tid: copy.copy(t) for tid, t in self.tasks.items() if t.status not in TERMINAL}
         return Snapshot(
@@ -63,6 +64,10 @@ class MemoryStore:
             agents=[copy.copy(a) for a in self.agents.values() if a.status is AgentStatus.ALIVE],
             open_attempts=[copy.copy(a) for a in self.attempts.values() if a.released_at is None],
             next_seq=max((t.seq for t in self.tasks.values()), default=0) + 1,
+            node_results={
+                b: self.tasks[b].result for a, b in self.dependencies
+                if a in live and live[a].kind != TASK_KIND and self.tasks[b].status is TaskStatus.COMPLETED
+            },
         )
 
     def lookup(

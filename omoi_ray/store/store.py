@@ -27,6 +27,7 @@ from omoi_ray.core.claims import OUTCOME_RULES
 from omoi_ray.core.handoff import REQUEST_PREFIX, Handoff, HandoffStatus
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
+    TASK_KIND,
     Agent,
     AgentHealth,
     AgentStatus,
@@ -87,6 +88,9 @@ class Snapshot:
     handoffs: list[Handoff] = field(default_factory=list)
     #: managed tickets, their open ones' artifacts, and each ticket's last history seq
     tickets: TicketSnapshot = field(default_factory=TicketSnapshot)
+    #: results of completed tasks a live node (sync, loop) depends on: a loop whose check
+    #: already ended is judged on restore (``TaskGraph.restore``'s ``stored_results``)
+    node_results: dict[str, Any] = field(default_factory=dict)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -247,6 +251,14 @@ class Store:
             ]
             handoffs = self.handoff_rows(conn, handed)
             tickets = load_tickets(conn)
+            node_results = dict(conn.execute(
+                sa.select(upstream.c.id, upstream.c.result)
+                .select_from(dep)
+                .join(t.tasks, t.tasks.c.id == dep.c.task_id)
+                .join(upstream, upstream.c.id == dep.c.depends_on_id)
+                .where(t.tasks.c.status.in_(LIVE_STATUSES), t.tasks.c.kind != TASK_KIND,
+                       upstream.c.status == TaskStatus.COMPLETED.value)
+            ).all())
         return Snapshot(
             tasks=tasks,
             dependencies=[(a, b, TaskStatus(s)) for a, b, s in edges],
@@ -257,6 +269,7 @@ class Store:
             next_message_seq=next_message_seq,
             handoffs=handoffs,
             tickets=tickets,
+            node_results=node_results,
         )
 
     @staticmethod

@@ -56,6 +56,20 @@ def load_tickets(conn: Any) -> TicketSnapshot:
     return TicketSnapshot(tickets, artifacts, seqs)
 
 
+def load_ticket(engine: sa.Engine, ticket_id: str) -> tuple[Ticket | None, list[Artifact], int]:
+    """One managed ticket as stored (None if there is none), its artifacts (oldest first) and
+    its last history ``seq`` (0 if none): what the scheduler's backstop reloads."""
+    tk, h = t.tickets, t.ticket_phase_history
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(tk).where(tk.c.id == ticket_id, tk.c.phase_set.is_not(None))
+        ).mappings().first()
+        seq = conn.execute(sa.select(sa.func.max(h.c.seq)).where(h.c.ticket_id == ticket_id)).scalar() or 0
+    if row is None:
+        return None, [], 0
+    return ticket_from_row(row), artifacts(engine, ticket_id), int(seq)
+
+
 def _artifact(r: Mapping[str, Any]) -> Artifact:
     return Artifact(r["ticket_id"], r["phase"], r["type"], dict(r["content"] or {}), _epoch(r["created_at"]),
                     r["added_by"], r["path"], r["task_id"])

@@ -349,22 +349,9 @@ class BatchWriter:
         def look(task_id: str | None, row: str, build: Callable[[], dict[str, Any]], json_values: dict[str, Any]) -> None:
             if task_id is None or task_id in found:
                 return
-            try:
-                for name, value in json_values.items():
-                    check_json(value, name)
-            except (ValueError, RecursionError) as exc:
-                found[task_id] = str(exc)
-                return
-            try:
-                values = build()
-            except (ValueError, OverflowError, TypeError, RecursionError) as exc:
-                found[task_id] = f"its {row} row cannot be built ({type(exc).__name__}: {exc})"
-                return
-            for column, value in values.items():
-                problem = _unstorable_value(column, value)
-                if problem is not None:
-                    found[task_id] = f"{row} {problem}"
-                    return
+            problem = _row_problem(row, build, json_values)
+            if problem is not None:
+                found[task_id] = problem
 
         for task in changes.created:
             look(task.id, "task", functools.partial(self._task_row, task), {"payload": task.payload, "result": task.result})
@@ -374,6 +361,35 @@ class BatchWriter:
             look(a.task_id, "attempt", functools.partial(self._attempt_row, a), {})
         for e in changes.events:
             look(e.task_id, "event", functools.partial(self._event_row, e), {f"{e.type} event payload": e.payload})
+        return found
+
+    def unstorable_tickets(self, changes: TaskChanges) -> dict[str, str]:
+        """The tickets of ``changes`` whose rows (ticket, phase history, artifacts, gate results,
+        ticket events) a store would refuse, as ``{ticket id: why}`` (the first problem found),
+        judged as ``unstorable`` judges tasks'."""
+        found: dict[str, str] = {}
+        rows: list[tuple[str, str, Callable[[], dict[str, Any]], dict[str, Any]]] = []
+        for k in changes.tickets:
+            rows.append((k.id, "ticket", functools.partial(self._ticket_row, k),
+                         {"ticket gates": k.gates, "ticket context": k.context}))
+        for c in changes.phase_changes:
+            rows.append((c.ticket_id, "phase history", functools.partial(self._phase_change_row, c),
+                         {"phase change gate": c.gate}))
+        for a in changes.artifacts:
+            rows.append((a.ticket_id, "artifact", functools.partial(self._artifact_row, a),
+                         {"artifact content": a.content}))
+        for g in changes.gate_results:
+            rows.append((g.ticket_id, "gate result", functools.partial(self._gate_result_row, g),
+                         {"gate reasons": list(g.reasons)}))
+        for e in changes.events:
+            if e.entity_type == "ticket":
+                rows.append((e.entity_id, "event", functools.partial(self._event_row, e),
+                             {f"{e.type} event payload": e.payload}))
+        for ticket_id, row, build, json_values in rows:
+            if ticket_id not in found:
+                problem = _row_problem(row, build, json_values)
+                if problem is not None:
+                    found[ticket_id] = problem
         return found
 
     # ------------------------------------------------------------------ rows
@@ -600,6 +616,25 @@ class BatchWriter:
             "ticket_id": e.ticket_id,
             "request_id": e.request_id,
         }
+
+
+def _row_problem(row: str, build: Callable[[], dict[str, Any]], json_values: dict[str, Any]) -> str | None:
+    """Why a row (named ``row``) a store would refuse, or None: its JSON values first, then the
+    row as built, value by value (the rules of ``unstorable``)."""
+    try:
+        for name, value in json_values.items():
+            check_json(value, name)
+    except (ValueError, RecursionError) as exc:
+        return str(exc)
+    try:
+        values = build()
+    except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+        return f"its {row} row cannot be built ({type(exc).__name__}: {exc})"
+    for column, value in values.items():
+        problem = _unstorable_value(column, value)
+        if problem is not None:
+            return f"{row} {problem}"
+    return None
 
 
 def is_data_error(exc: BaseException) -> bool:
