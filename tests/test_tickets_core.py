@@ -648,3 +648,46 @@ def test_recalled_tasks_are_held_again_after_a_restart_a_stored_ready_row_too():
         assert "leave BLOCKED" in task.reason
         fresh.graph.tickets.move("k", "REQUIREMENTS", fresh.now)
         assert fresh.status("r1") == "ready" and "r1" in fresh.graph.ready
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["submit", "complete", "fail", "cancel", "back"]), st.integers(0, 5)),
+                max_size=40))
+def test_task_ends_against_a_model_of_blocking_and_acknowledgement(steps):
+    """Random task ends and moves back against a model of the rules: a failure of a current-phase
+    task blocks the ticket, a cancel holds auto-advance until the next move, a move back from
+    BLOCKED acknowledges, ends of tasks of a phase the ticket left change nothing, and the last
+    completion of a phase with nothing unacknowledged advances it (no gates here)."""
+    h = Harness()
+    t = h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    a = h.agent(capacity=1000)
+    order = DEFAULT.sequence
+    phase, prev, unack, live, n = "BACKLOG", None, False, {}, 0
+    for action, pick in steps:
+        if phase == "DONE":
+            break
+        tid = sorted(live)[pick % len(live)] if live else None
+        if action == "submit" and phase != "BLOCKED":
+            n += 1
+            h.submit(_task(f"t{n}", "k", phase))
+            assert h.claim(a) == [f"t{n}"]
+            live[f"t{n}"] = phase
+        elif action == "back" and phase == "BLOCKED":
+            h.graph.tickets.move("k", prev, h.now)
+            phase, unack = prev, False
+        elif action in ("complete", "fail", "cancel") and tid is not None:
+            p = live.pop(tid)
+            if action == "cancel":
+                h.graph.cancel(tid, h.now)
+                unack = unack or p == phase
+            else:
+                outcome = AttemptOutcome.COMPLETED if action == "complete" else AttemptOutcome.PERMANENT_FAILURE
+                h.run(a, tid, outcome=outcome, error=None if action == "complete" else "boom")
+                if action == "fail" and p == phase:
+                    phase, prev, unack = "BLOCKED", p, False
+                elif action == "complete" and p == phase and p not in live.values() and not unack:
+                    phase = order[order.index(p) + 1]
+        assert (t.phase, bool(t.context.get("unacknowledged"))) == (phase, unack)
+    blocks = [c for c in h.drain().phase_changes if c.to_phase == "BLOCKED"]
+    assert all(c.by == "omoi-ray" and c.reason.startswith("task 't") and c.reason.endswith(" failed: boom")
+               for c in blocks)
