@@ -510,6 +510,18 @@ def test_after_the_move_back_no_replacement_is_needed_an_artifact_lets_the_phase
     assert h.graph.tickets.get("k").phase == "DESIGN"
 
 
+def test_a_timed_out_task_of_the_current_phase_blocks_the_ticket_too():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.submit(dataclasses.replace(spec("slow", timeout=5.0, max_retries=0), ticket_id="k", phase="BACKLOG"))
+    a = h.agent()
+    h.claim(a)
+    h.start(a, "slow")
+    h.tick(6.0)
+    assert h.graph.tickets.get("k").phase == "BLOCKED"
+    assert h.drain().phase_changes[-1].reason == "task 'slow' timed_out: timed out after 5s"
+
+
 def test_an_upstream_failure_blocks_a_phase_less_or_other_phase_task_failure_does_not():
     h = Harness()
     h.graph.tickets.create(_ticket("k", gates={}), h.now)
