@@ -62,6 +62,8 @@ def _task_graph_events() -> list:
     h.graph.tickets.create(Ticket("k", "t", DEFAULT, DEFAULT.first, h.now, h.now), h.now)
     h.graph.tickets.move("k", "REQUIREMENTS", h.now)  # through BACKLOG's gate
     h.graph.tickets.change_refused("k", "could not be stored: ...", h.now)  # the storage backstop's record
+    h.submit(dataclasses.replace(spec("req"), ticket_id="k", phase="REQUIREMENTS"))
+    h.graph.tickets.move("k", "BLOCKED", h.now)  # "req" (ready) is held again
     h.graph.cancel_ticket("k", h.now)
     h.drain()
     return h.events

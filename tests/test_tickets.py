@@ -1,7 +1,8 @@
 """Tickets end to end on Ray, SQLite and PostgreSQL: a task held for its phase and released by a
 move, auto-advance through a passing gate with the context handed forward, a failing gate
-blocking with its reasons, approval, history, bad input, cancelling a ticket, and held tasks
-surviving a scheduler restart."""
+blocking with its reasons, approval, history, bad input, cancelling a ticket, a failed task
+blocking its ticket until the move back, a move to BLOCKED recalling a released task, and held
+(and recalled) tasks surviving a scheduler restart."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ H = "tests.ticket_handlers:phase_work"
 REQ = {"text": "r" * 500, "sections": ["scope", "acceptance_criteria"]}
 
 
-def task(uid: str, name: str, ticket: str, phase: str | None, result=None, cap: str | None = None):
+def task(uid: str, name: str, ticket: str, phase: str | None, result=None, cap: str | None = None,
+         fail: str | None = None):
+    payload = {"result": result or {}, **({"fail": fail} if fail else {})}
     return omoi.TaskSpec(id=f"{uid}-{name}", type="phase_work", ticket_id=ticket, phase=phase,
-                         requires=[cap or f"tk-{uid}"], max_retries=0, payload={"result": result or {}})
+                         requires=[cap or f"tk-{uid}"], max_retries=0, payload=payload)
 
 
 def test_a_held_task_waits_for_its_phase_and_the_ticket_flows_through_gates(runtime, uid):
@@ -150,13 +153,67 @@ def test_cancelling_a_ticket_cancels_its_unfinished_tasks_at_once(runtime, uid):
 def test_held_tasks_stay_held_across_a_scheduler_restart(own_runtime, uid):
     rt = own_runtime
     t = rt.tickets.create("restart", id=f"{uid}-k", gates={})
-    (tid,) = rt.submit([task(uid, "impl", t.id, "DESIGN")])
+    tid, now = rt.submit([task(uid, "impl", t.id, "DESIGN"), task(uid, "now", t.id, "BACKLOG", cap=f"nobody-{uid}")])
+    assert rt.get(now).status == "ready"
+    rt.tickets.move(t.id, "BLOCKED")  # recalls "now"
     first = rt.describe()["pid"]
     ray.kill(rt.scheduler, no_restart=False)  # asynchronous: wait for the restarted process
     until(lambda: rt.describe()["pid"] != first, "the scheduler's restart")
-    assert rt.tickets.get(t.id).phase == "BACKLOG"
+    assert rt.tickets.get(t.id).phase == "BLOCKED"
     assert rt.get(tid).status == "pending"
+    assert (rt.get(now).status, rt.get(now).reason) == ("pending", f"waiting for ticket '{t.id}' to leave BLOCKED")
+    rt.tickets.move(t.id, "BACKLOG")
+    assert rt.get(now).status == "ready"
+    rt.cancel(now)  # not needed after all: its gate no longer waits for it
     rt.tickets.move(t.id, "REQUIREMENTS")
     rt.tickets.move(t.id, "DESIGN")
     assert rt.get(tid).status == "ready"
-    assert [h.to_phase for h in rt.tickets.history(t.id)] == ["BACKLOG", "REQUIREMENTS", "DESIGN"]
+    assert [h.to_phase for h in rt.tickets.history(t.id)] == ["BACKLOG", "BLOCKED", "BACKLOG", "REQUIREMENTS", "DESIGN"]
+
+
+def test_a_failing_task_blocks_its_ticket_and_a_replacement_after_the_move_back_advances_it(runtime, uid):
+    rt = runtime
+    t = rt.tickets.create("failing", id=f"{uid}-k", gates={})
+    rt.tickets.move(t.id, "REQUIREMENTS")
+    rt.spawn_agent(f"{uid}-a", capabilities=[f"tk-{uid}"], capacity=2, handler=H)
+    bad, design = rt.submit([task(uid, "bad", t.id, "REQUIREMENTS", fail="no scope given"),
+                             task(uid, "design", t.id, "DESIGN", {"summary": "drawn"})])
+    assert rt.wait([bad], timeout=60) == {bad: "failed"}
+    ticket = rt.tickets.get(t.id)  # blocked in the same decision that failed the task
+    assert (ticket.phase, ticket.previous_phase) == ("BLOCKED", "REQUIREMENTS")
+    last = rt.tickets.history(t.id)[-1]
+    assert (last.from_phase, last.to_phase, last.by) == ("REQUIREMENTS", "BLOCKED", "omoi-ray")
+    assert last.reason.startswith(f"task '{bad}' failed: ") and "no scope given" in last.reason
+    moved = [e.payload for e in rt.events(t.id) if e.type == "ticket.phase.changed"]
+    assert moved[-1]["by"] == "omoi-ray" and moved[-1]["to"] == "BLOCKED"
+    assert rt.get(design).status == "pending"
+    # back to the phase: the failure is acknowledged; a replacement takes the phase through its gate
+    rt.tickets.move(t.id, "REQUIREMENTS", reason="bad dropped, retrying", by="ann")
+    (again,) = rt.submit([task(uid, "again", t.id, "REQUIREMENTS", {"summary": "scoped"})])
+    assert rt.wait([again, design], timeout=60) == {again: "completed", design: "completed"}
+    assert rt.tickets.get(t.id).phase == "IMPLEMENTATION"  # DESIGN (no gate) advanced with its task
+    assert [(h.from_phase, h.to_phase, h.by) for h in rt.tickets.history(t.id)][-4:] == [
+        ("REQUIREMENTS", "BLOCKED", "omoi-ray"), ("BLOCKED", "REQUIREMENTS", "ann"),
+        ("REQUIREMENTS", "DESIGN", "auto-advance"), ("DESIGN", "IMPLEMENTATION", "auto-advance")]
+
+
+def test_moving_to_blocked_recalls_an_unclaimed_ready_task_and_leaving_releases_it(runtime, uid):
+    rt = runtime
+    t = rt.tickets.create("recall", id=f"{uid}-k", gates={})
+    rt.tickets.move(t.id, "REQUIREMENTS")
+    nobody = f"nobody-{uid}"  # no agent has it: the task stays ready, unclaimed
+    (tid,) = rt.submit([task(uid, "r", t.id, "REQUIREMENTS", cap=nobody)])
+    assert rt.get(tid).status == "ready" and ([nobody], 1) in _unclaimable(rt)
+    rt.tickets.move(t.id, "BLOCKED", reason="waiting on legal")
+    info = rt.get(tid)
+    assert (info.status, info.reason) == ("pending", f"waiting for ticket '{t.id}' to leave BLOCKED")
+    assert all(caps != [nobody] for caps, _ in _unclaimable(rt))  # out of the ready index too
+    assert [e.type for e in rt.events(tid)][-1] == "task.held"
+    rt.tickets.move(t.id, "REQUIREMENTS")
+    info = rt.get(tid)
+    assert (info.status, info.reason) == ("ready", None) and ([nobody], 1) in _unclaimable(rt)
+    rt.tickets.cancel(t.id)
+
+
+def _unclaimable(rt):
+    return [(list(caps), n) for caps, n in rt.status().unclaimable]

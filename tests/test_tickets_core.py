@@ -65,24 +65,44 @@ def test_the_default_table_is_the_originals_and_is_enforced(src, dst):
 @given(st.lists(st.sampled_from(sorted(ORIGINAL)), max_size=30))
 def test_a_ticket_follows_the_table_model(path):
     """Random move requests against a model of the table: legal moves happen, illegal ones
-    raise and change nothing; forward moves need no gate beyond the defaults' (none set here)."""
+    raise and change nothing; forward moves need no gate beyond the defaults' (none set here).
+    One unclaimable task per working phase: it is ready (in the ready index) exactly while the
+    ticket has reached its phase, held (pending, out of the index, the reason saying why)
+    otherwise, whatever moves released and recalled it before."""
     h = Harness()
     t = h.graph.tickets.create(_ticket("t1", gates={}), h.now)
     model, before = "BACKLOG", None
     order = DEFAULT.sequence
+    work, live, n = order[:-1], {}, 0
     for to in path:
+        for p in work:  # a live task in every working phase (new ones after a cancel)
+            if model != "DONE" and p not in live:
+                n += 1
+                live[p] = f"w{n}-{p}"
+                h.submit(dataclasses.replace(_task(live[p], "t1", p), requires=frozenset({"nobody"})))
         if model == "DONE":
             with pytest.raises(TicketClosedError):
                 h.graph.tickets.move("t1", to, h.now)
         elif to == model:
             h.graph.tickets.move("t1", to, h.now)  # a repeat: nothing happens
         elif to in ORIGINAL[model] and (model != "BLOCKED" or order.index(to) <= order.index(before)):
+            if DEFAULT.needs_gate(model, to):  # its unfinished task would hold the gate: cancel it
+                h.graph.cancel(live.pop(model), h.now)
+                assert t.context["unacknowledged"]["count"] == 1
             h.graph.tickets.move("t1", to, h.now)
+            assert "unacknowledged" not in t.context  # the move acknowledged the cancel
             model, before = to, model
         else:
             with pytest.raises(IllegalPhaseMoveError):
                 h.graph.tickets.move("t1", to, h.now)
         assert t.phase == model
+        if model == "DONE":
+            continue
+        for p, tid in live.items():
+            task, reached = h.graph.tasks[tid], model != "BLOCKED" and order.index(p) <= order.index(model)
+            assert (task.status.value, task.id in h.graph.ready) == (("ready", True) if reached else ("pending", False))
+            why = "leave BLOCKED" if model == "BLOCKED" else f"reach phase {p}"
+            assert (task.reason is None) if reached else why in task.reason
 
 
 def test_custom_phase_sets_are_validated():
@@ -436,3 +456,250 @@ def test_a_regression_voids_the_approvals_and_artifacts_of_the_phases_re_entered
     h.graph.tickets.move("k", "BLOCKED", h.now)
     h.graph.tickets.move("k", "TESTING", h.now)
     assert h.graph.tickets.get("k").phase == "TESTING"
+
+
+# ------------------------------------------------------------------ a failed task vs its phase, recall
+
+
+def _history(changes) -> list[tuple]:
+    return [(c.from_phase, c.to_phase, c.by) for c in changes.phase_changes]
+
+
+def test_a_failed_task_of_the_current_phase_blocks_the_ticket_and_the_move_back_acknowledges_it():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={"REQUIREMENTS": DEFAULT_GATES["REQUIREMENTS"]}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"), _task("r2", "k", "REQUIREMENTS"), _task("d1", "k", "DESIGN"))
+    a = h.agent()
+    assert sorted(h.claim(a)) == ["r1", "r2"]
+    h.drain()
+    h.run(a, "r1", outcome=AttemptOutcome.PERMANENT_FAILURE, error="ValueError: no\nscope\x00")
+    ticket = h.graph.tickets.get("k")
+    assert (ticket.phase, ticket.previous_phase) == ("BLOCKED", "REQUIREMENTS")
+    changes = h.drain()
+    assert _history(changes) == [("REQUIREMENTS", "BLOCKED", "omoi-ray")]
+    assert changes.phase_changes[0].reason == "task 'r1' failed: ValueError: no scope"
+    moved = [e.payload for e in changes.events if e.type == "ticket.phase.changed"]
+    assert moved == [{"from": "REQUIREMENTS", "to": "BLOCKED", "reason": "task 'r1' failed: ValueError: no scope",
+                      "by": "omoi-ray"}]
+    # r2 was claimed: it goes on, and its result counts for its phase; the ticket stays blocked
+    h.run(a, "r2", result={"summary": "half", "artifacts": [{"type": "requirements_document", "content": REQ}]})
+    assert ticket.phase == "BLOCKED" and ticket.context["phases"]["REQUIREMENTS"]["tasks"] == 1
+    # back to the phase: the failure is acknowledged; a replacement task takes it through its gate
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now, reason="r1 dropped, r3 instead", by="ann")
+    h.submit(_task("r3", "k", "REQUIREMENTS"))
+    h.claim(a)
+    h.run(a, "r3", result={"summary": "done"})
+    assert ticket.phase == "DESIGN" and h.status("d1") == "ready"
+    assert _history(h.drain())[-2:] == [("BLOCKED", "REQUIREMENTS", "ann"), ("REQUIREMENTS", "DESIGN", "auto-advance")]
+
+
+def test_after_the_move_back_no_replacement_is_needed_an_artifact_lets_the_phase_advance():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={"REQUIREMENTS": DEFAULT_GATES["REQUIREMENTS"]}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"), _task("r2", "k", "REQUIREMENTS"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "r1", result={"summary": "most of it"})
+    h.run(a, "r2", attempt=1, outcome=AttemptOutcome.PERMANENT_FAILURE, error="boom")
+    assert h.graph.tickets.get("k").phase == "BLOCKED"
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS"  # entering a phase advances nothing by itself
+    h.graph.tickets.add_artifact("k", "requirements_document", REQ, h.now)
+    assert h.graph.tickets.get("k").phase == "DESIGN"
+
+
+def test_a_timed_out_task_of_the_current_phase_blocks_the_ticket_too():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.submit(dataclasses.replace(spec("slow", timeout=5.0, max_retries=0), ticket_id="k", phase="BACKLOG"))
+    a = h.agent()
+    h.claim(a)
+    h.start(a, "slow")
+    h.tick(6.0)
+    assert h.graph.tickets.get("k").phase == "BLOCKED"
+    assert h.drain().phase_changes[-1].reason == "task 'slow' timed_out: timed out after 5s"
+
+
+def test_an_upstream_failure_blocks_a_phase_less_or_other_phase_task_failure_does_not():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("free", "k", None), _task("up", None, None), _task("r1", "k", "REQUIREMENTS", "up"),
+             _task("d1", "k", "DESIGN", "up"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "free", outcome=AttemptOutcome.PERMANENT_FAILURE, error="boom")  # a phase-less task: not governed
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS" and "unacknowledged" not in h.graph.tickets.get("k").context
+    h.run(a, "up", outcome=AttemptOutcome.PERMANENT_FAILURE, error="boom")
+    assert h.status("r1") is None and h.status("d1") is None  # both upstream_failed
+    changes = h.drain()
+    assert _history(changes)[-2:] == [("BACKLOG", "REQUIREMENTS", "driver"), ("REQUIREMENTS", "BLOCKED", "omoi-ray")]
+    assert changes.phase_changes[-1].reason == "task 'r1' upstream_failed: upstream task 'up' failed"
+    # d1 (DESIGN, held) moved nothing
+
+
+def test_a_cancelled_task_never_blocks_but_holds_auto_advance_until_a_move_acknowledges_it():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"), _task("r2", "k", "REQUIREMENTS"), _task("r3", "k", "REQUIREMENTS"))
+    a = h.agent()
+    h.claim(a)
+    h.graph.cancel("r1", h.now)
+    ticket = h.graph.tickets.get("k")
+    assert ticket.phase == "REQUIREMENTS" and ticket.context["unacknowledged"] == {"count": 1, "tasks": ["r1"]}
+    h.run(a, "r2")
+    h.run(a, "r3")  # every live task completed, the gate passes, but r1 never completed: no advance
+    assert ticket.phase == "REQUIREMENTS"
+    h.graph.tickets.add_artifact("k", "note", {"text": "r1 not needed"}, h.now)
+    assert ticket.phase == "REQUIREMENTS"
+    h.graph.tickets.move("k", "BLOCKED", h.now)  # blocked and back: the operator's acknowledgement
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    assert "unacknowledged" not in ticket.context
+    h.graph.tickets.add_artifact("k", "note", {"text": "go"}, h.now)
+    assert ticket.phase == "DESIGN"
+    # a driver's move forward through the gate acknowledges a cancel too
+    h.submit(_task("d1", "k", "DESIGN"), _task("d2", "k", "DESIGN"))
+    h.graph.cancel("d1", h.now)
+    h.graph.cancel("d2", h.now)
+    assert ticket.context["unacknowledged"] == {"count": 2, "tasks": ["d1", "d2"]}
+    h.graph.tickets.move("k", "IMPLEMENTATION", h.now)
+    assert ticket.phase == "IMPLEMENTATION" and "unacknowledged" not in ticket.context
+
+
+def test_a_failure_where_the_table_has_no_blocked_move_is_left_unacknowledged():
+    phases = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
+                             "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})
+    h = Harness()
+    h.graph.tickets.create(Ticket("k", "t", phases, "DRAFT", 0.0, 0.0), h.now)
+    h.submit(_task("a", "k", "DRAFT"), _task("b", "k", "DRAFT"))
+    w = h.agent()
+    h.claim(w)
+    h.run(w, "a", outcome=AttemptOutcome.PERMANENT_FAILURE, error="boom")
+    h.run(w, "b")
+    ticket = h.graph.tickets.get("k")
+    assert ticket.phase == "DRAFT" and ticket.context["unacknowledged"] == {"count": 1, "tasks": ["a"]}
+    h.graph.tickets.move("k", "REVIEW", h.now)  # the driver decides
+    assert "unacknowledged" not in ticket.context
+
+
+def test_moving_to_blocked_recalls_ready_tasks_and_leaving_releases_them_claimed_ones_go_on():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("run", "k", "REQUIREMENTS"), _task("free", "k", None))
+    a = h.agent(capacity=2)
+    assert sorted(h.claim(a)) == ["free", "run"]
+    h.submit(_task("r1", "k", "REQUIREMENTS"), _task("free2", "k", None))
+    assert h.status("r1") == "ready" and "r1" in h.graph.ready
+    h.drain()
+    h.graph.tickets.move("k", "BLOCKED", h.now)
+    task = h.graph.tasks["r1"]
+    assert (task.status.value, "r1" in h.graph.ready) == ("pending", False)
+    assert task.reason == "waiting for ticket 'k' to leave BLOCKED"
+    assert h.status("run") == "claimed" and h.status("free2") == "ready"  # claimed go on; phase-less not governed
+    held = [e for e in h.drain().events if e.type == "task.held"]
+    assert [(e.entity_id, e.payload["reason"]) for e in held] == [("r1", "waiting for ticket 'k' to leave BLOCKED")]
+    h.run(a, "run")  # a claimed task's completion counts as usual, the ticket stays blocked
+    assert h.graph.tickets.get("k").phase == "BLOCKED"
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    assert (task.status.value, "r1" in h.graph.ready, task.reason) == ("ready", True, None)
+
+
+def test_a_regression_recalls_ready_tasks_of_the_phases_now_ahead():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    for phase in ("REQUIREMENTS", "DESIGN", "IMPLEMENTATION", "TESTING"):
+        h.graph.tickets.move("k", phase, h.now)
+    h.submit(*[dataclasses.replace(_task(t, "k", p), requires=frozenset({"nobody"}))
+               for t, p in (("i1", "IMPLEMENTATION"), ("t1", "TESTING"))])
+    assert h.status("i1") == h.status("t1") == "ready"
+    h.graph.tickets.move("k", "IMPLEMENTATION", h.now, reason="a bug")
+    assert h.status("i1") == "ready" and h.status("t1") == "pending" and "t1" not in h.graph.ready
+    assert "reach phase TESTING" in h.graph.tasks["t1"].reason
+
+
+def test_a_retry_or_a_requeue_while_blocked_is_held_and_released_on_leaving():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("flaky", "k", "REQUIREMENTS"), _task("lost", "k", "REQUIREMENTS"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "flaky", outcome=AttemptOutcome.FAILED, error="try again")
+    h.start(a, "lost")
+    assert h.status("flaky") == "retry_wait"
+    h.graph.tickets.move("k", "BLOCKED", h.now)
+    h.tick(120.0)  # past the backoff: held, not ready
+    h.graph.agent_lost("a1", "i1", h.now, "died")  # "lost" is requeued, then held
+    for tid in ("flaky", "lost"):
+        assert (h.status(tid), tid in h.graph.ready) == ("pending", False)
+        assert "leave BLOCKED" in h.graph.tasks[tid].reason
+    assert h.event_types("lost")[-2:] == ["task.requeued", "task.held"]
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    assert h.status("flaky") == h.status("lost") == "ready"
+
+
+def test_recalled_tasks_are_held_again_after_a_restart_a_stored_ready_row_too():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"))
+    ready_row = dataclasses.replace(h.drain().created[0])
+    assert ready_row.status.value == "ready"
+    h.graph.tickets.move("k", "BLOCKED", h.now)
+    changes = h.drain()
+    for rows in ([changes.updated[0]], [ready_row]):  # as stored now, and as older code left it
+        fresh = Harness()
+        fresh.graph.restore([dataclasses.replace(r) for r in rows], [], [], [], 2, fresh.now,
+                            tickets=[dataclasses.replace(changes.tickets[-1])])
+        task = fresh.graph.tasks["r1"]
+        assert (task.status.value, "r1" in fresh.graph.ready) == ("pending", False)
+        assert "leave BLOCKED" in task.reason
+        fresh.graph.tickets.move("k", "REQUIREMENTS", fresh.now)
+        assert fresh.status("r1") == "ready" and "r1" in fresh.graph.ready
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["submit", "complete", "fail", "cancel", "back"]), st.integers(0, 5)),
+                max_size=40))
+def test_task_ends_against_a_model_of_blocking_and_acknowledgement(steps):
+    """Random task ends and moves back against a model of the rules: a failure of a current-phase
+    task blocks the ticket, a cancel holds auto-advance until the next move, a move back from
+    BLOCKED acknowledges, ends of tasks of a phase the ticket left change nothing, and the last
+    completion of a phase with nothing unacknowledged advances it (no gates here)."""
+    h = Harness()
+    t = h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    a = h.agent(capacity=1000)
+    order = DEFAULT.sequence
+    phase, prev, unack, live, n = "BACKLOG", None, False, {}, 0
+    for action, pick in steps:
+        if phase == "DONE":
+            break
+        tid = sorted(live)[pick % len(live)] if live else None
+        if action == "submit" and phase != "BLOCKED":
+            n += 1
+            h.submit(_task(f"t{n}", "k", phase))
+            assert h.claim(a) == [f"t{n}"]
+            live[f"t{n}"] = phase
+        elif action == "back" and phase == "BLOCKED":
+            h.graph.tickets.move("k", prev, h.now)
+            phase, unack = prev, False
+        elif action in ("complete", "fail", "cancel") and tid is not None:
+            p = live.pop(tid)
+            if action == "cancel":
+                h.graph.cancel(tid, h.now)
+                unack = unack or p == phase
+            else:
+                outcome = AttemptOutcome.COMPLETED if action == "complete" else AttemptOutcome.PERMANENT_FAILURE
+                h.run(a, tid, outcome=outcome, error=None if action == "complete" else "boom")
+                if action == "fail" and p == phase:
+                    phase, prev, unack = "BLOCKED", p, False
+                elif action == "complete" and p == phase and p not in live.values() and not unack:
+                    phase = order[order.index(p) + 1]
+        assert (t.phase, bool(t.context.get("unacknowledged"))) == (phase, unack)
+    blocks = [c for c in h.drain().phase_changes if c.to_phase == "BLOCKED"]
+    assert all(c.by == "omoi-ray" and c.reason.startswith("task 't") and c.reason.endswith(" failed: boom")
+               for c in blocks)

@@ -102,7 +102,10 @@ class TicketClient:
         gate of the phase it leaves (recorded either way).
 
         Returns:
-            Its ``TicketInfo`` after the move (tasks of the new phase are released).
+            Its ``TicketInfo`` after the move: tasks of the new phase are released; ready,
+            unclaimed tasks of phases it no longer has reached (a move into BLOCKED, or back)
+            are held again (claimed ones go on); unacknowledged task ends of the phase left
+            are cleared (``context["unacknowledged"]``).
 
         Raises:
             IllegalPhaseMoveError: names the allowed phases. GateBlockedError: names every reason.

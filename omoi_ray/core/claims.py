@@ -405,7 +405,7 @@ class Claims:
         if retries_left and not rule.backoff:
             task.reason = error
             self.live.move(task, S.READY, now, attempt=task.attempt, reason=error)
-            self.live.ready.push(task.id, task.requires, task.priority, task.seq)
+            self.live.push_ready(task, now)  # held again if its ticket holds it meanwhile
         elif retries_left:
             if outcome is AttemptOutcome.TIMED_OUT:
                 # The event says what happened to this attempt; the move below says what comes next.

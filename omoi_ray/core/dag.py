@@ -155,17 +155,41 @@ class LiveTasks:
 
     def make_ready(self, task: Task, now: float) -> None:
         """Move ``task`` to ``ready`` and offer it in the ready index; a task ``hold`` holds back
-        stays ``pending`` with the hold's reason (its ticket releases it later)."""
-        if self.hold is not None and task.ticket_id is not None:
-            why = self.hold(task)
-            if why is not None:
-                if task.reason != why:
-                    task.reason = why
-                    if task.id not in self.log.created:
-                        self.log.updated.add(task)
-                return
+        stays (or goes back to, from ``retry_wait``) ``pending`` with the hold's reason (its
+        ticket releases it later)."""
+        why = self.held_back(task)
+        if why is not None:
+            if task.status is not S.PENDING:
+                self.hold_back(task, why, now)
+            elif task.reason != why:
+                task.reason = why
+                if task.id not in self.log.created:
+                    self.log.updated.add(task)
+            return
         self.move(task, S.READY, now)
         self.ready.push(task.id, task.requires, task.priority, task.seq)
+
+    def held_back(self, task: Task) -> str | None:
+        """Why ``hold`` keeps ``task`` from being claimable now, or None."""
+        if self.hold is None or task.ticket_id is None:
+            return None
+        return self.hold(task)
+
+    def hold_back(self, task: Task, why: str, now: float) -> None:
+        """Take a ``ready`` (or ``retry_wait``) task back to ``pending``, out of the ready index,
+        with ``why`` as its reason (event ``task.held``): its ticket recalled it."""
+        self.ready.discard(task.id)
+        task.reason = why
+        self.move(task, S.PENDING, now, reason=why)
+
+    def push_ready(self, task: Task, now: float) -> None:
+        """Offer a task that is ``ready`` (requeued, or restored) in the ready index, unless
+        ``hold`` holds it back (then it goes back to ``pending``)."""
+        why = self.held_back(task)
+        if why is not None:
+            self.hold_back(task, why, now)
+        else:
+            self.ready.push(task.id, task.requires, task.priority, task.seq)
 
     def doom(self, task: Task, root: str, reason: str, now: float) -> None:
         """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good."""

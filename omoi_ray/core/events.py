@@ -40,6 +40,10 @@ _EMITTED = (
     ),
     EventType("task.cancelled", "task", "the task was cancelled"),
     EventType("task.requeued", "task", "an attempt was lost with its agent; the task is ready again"),
+    EventType(
+        "task.held", "task",
+        "its ticket holds it back (blocked, or moved back before its phase): pending, not claimable",
+    ),
     EventType("task.upstream_failed", "task", "a dependency failed for good; the reason names it"),
     EventType("agent.registered", "agent", "an agent (or a new incarnation of it) joined"),
     EventType(

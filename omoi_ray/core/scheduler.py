@@ -210,7 +210,7 @@ class TaskGraph:
         live.next_seq = max(live.next_seq, next_seq)
         for task in list(live.tasks.values()):
             if task.status is S.READY:
-                live.ready.push(task.id, task.requires, task.priority, task.seq)
+                live.push_ready(task, now)  # a ready row its ticket now holds is held again
             else:
                 self.claims.rearm(task)
         self.handoffs.restore(list(handoffs))

@@ -18,6 +18,7 @@ Rules:
        |                     +----------- backoff elapsed ------------------------------------+
        +--upstream failed--> UPSTREAM_FAILED         any non-terminal --cancel--> CANCELLED
        +--node settled (sync, loop: core.coordination)--> COMPLETED or FAILED
+    READY or RETRY_WAIT (backoff elapsed) --held by its ticket (core.tickets)--> PENDING
                                                      any non-terminal --cannot be stored--> FAILED
 """
 
@@ -61,6 +62,7 @@ TRANSITIONS: dict[TaskStatus, dict[TaskStatus, str]] = {
     },
     S.READY: {
         S.CLAIMED: "task.claimed",
+        S.PENDING: "task.held",  # its ticket recalled it (``core.tickets``: blocked, or moved back)
         S.CANCELLED: "task.cancelled",
         S.FAILED: "task.failed",  # its change could not be stored
     },
@@ -82,6 +84,7 @@ TRANSITIONS: dict[TaskStatus, dict[TaskStatus, str]] = {
     },
     S.RETRY_WAIT: {
         S.READY: "task.ready",
+        S.PENDING: "task.held",  # its backoff ended while its ticket holds it (``core.tickets``)
         S.CANCELLED: "task.cancelled",
         S.FAILED: "task.failed",  # its change could not be stored
     },

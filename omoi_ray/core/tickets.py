@@ -13,12 +13,34 @@ Rules:
 - A task of a ticket whose ``phase`` the ticket has not reached is *held*: it stays ``pending``
   with ``reason`` "waiting for ticket ... to reach phase ..." and is not in the ready index.
   When the ticket reaches the phase the task becomes ready. While the ticket is blocked, no
-  task of it is released. A task released once stays released (a regression does not recall it).
+  task of it is released.
+- Recall: a move that leaves a phase unreached (into ``blocked``, or a regression) takes the
+  tasks of the unreached phases that are ``ready`` (released, not yet claimed) back to
+  ``pending`` (event ``task.held``, reason as above), out of the ready index, until the ticket
+  reaches their phase again. Tasks already claimed or running go on (their result counts as
+  usual); one in ``retry_wait`` is held when its backoff ends, one requeued (its agent lost) is
+  held at once. A restarted scheduler holds them again (a stored ``ready`` row included).
 - Tasks that name a ticket nobody created keep ``ticket_id`` and ``phase`` as free labels.
 - Auto-advance: when a completed task was the last live task of its ticket's current phase and
   the ticket's ``auto_advance`` is on, the gate is evaluated and, if it passes, the ticket moves
   to ``PhaseSet.next_phase``. Adding an artifact or an approval to a phase with no live task
   left tries again. Nothing waits in an agent slot: an approval is an artifact the driver adds.
+- A task of the current phase that ends *failed for good* (``failed``, ``timed_out`` or
+  ``upstream_failed``: ``FAILS_PHASE``) while the ticket is in that phase moves the ticket to
+  ``blocked`` at once (history ``by`` ``BY_RUNTIME``, reason naming the task and its error,
+  event ``ticket.phase.changed``), whether or not ``auto_advance`` is on. A task of the current
+  phase *cancelled* (by a user: ``rt.cancel``; a cancelled ticket decides nothing more) never
+  blocks the ticket. Either end that does not block (a cancel; a failure where the table has no
+  move from the phase to ``blocked``) is *unacknowledged*: it is listed in
+  ``context["unacknowledged"]`` (``{"count", "tasks": [first MAX_CONTEXT_ITEMS ids]}``) and the
+  phase does not advance by itself while the list is there (a cancelled task never counts as
+  completed). The ticket's next phase move acknowledges them all and clears the list: leaving
+  ``blocked`` back to the phase (or earlier) is the operator's acknowledgement of a failure, a
+  driver's move (forward through the gate, or back) of a cancel. So ends of a phase's tasks
+  before the ticket's latest entry into the phase never hold it back: after the move back,
+  replacement tasks (or none: then ``move``, an artifact or an approval, as usual) take the
+  phase through its gate. Ends of tasks of any other phase (held, or still running after the
+  ticket left their phase) and of phase-less tasks are not governed.
 - Context: each completed task of a ticket adds its ``summary``, ``decisions``, ``risks`` and
   artifact references to ``context["phases"]`` under its phase (its ticket's current phase if it
   names none), in the ticket row, at once (every phase is kept). Each list keeps its first
@@ -37,6 +59,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -55,6 +78,11 @@ MAX_ITEM_CHARS = 300
 MAX_SUMMARY_CHARS = 2000
 HELD_REASON = "waiting for ticket '{ticket}' to reach phase {phase}"
 BLOCKED_REASON = "waiting for ticket '{ticket}' to leave {phase}"
+#: who the history names for a move the runtime makes on its own (a failed task blocking its ticket)
+BY_RUNTIME = "omoi-ray"
+#: the ends of a current-phase task that block the ticket (a cancel is only unacknowledged)
+FAILS_PHASE = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.UPSTREAM_FAILED})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class TicketStatus(str, Enum):
@@ -297,7 +325,10 @@ class Tickets:
         by_phase = self.live_tasks.get(ticket.id, {})
         by_phase.get(task.phase, set()).discard(task.id)
         self.held.get(ticket.id, set()).discard(task.id)
-        if task.status is not TaskStatus.COMPLETED or ticket.status is not TicketStatus.OPEN:
+        if ticket.status is not TicketStatus.OPEN:
+            return
+        if task.status is not TaskStatus.COMPLETED:
+            self._ended_unfinished(ticket, task, now)
             return
         phase = task.phase if task.phase in ticket.phases.phases else ticket.phase
         result = task.result if isinstance(task.result, Mapping) else {}
@@ -473,9 +504,30 @@ class Tickets:
                         {"phase": phase, "passed": outcome.passed, "reasons": list(outcome.reasons)})
         return outcome
 
+    def _ended_unfinished(self, ticket: Ticket, task: Task, now: float) -> None:
+        """A task of ``ticket`` ended not completed: one of its current phase blocks the ticket
+        (a failure) or is left unacknowledged (module rules)."""
+        if task.phase is None or task.phase != ticket.phase:
+            return
+        blocked = ticket.phases.blocked
+        if task.status in FAILS_PHASE and blocked is not None and blocked in ticket.phases.allowed(ticket.phase):
+            why = task.error if task.status is not TaskStatus.UPSTREAM_FAILED else task.reason
+            why = _CONTROL.sub(" ", why or "no error recorded").strip()
+            reason = _clip(f"task '{task.id}' {task.status.value}: {why}")
+            self._move(ticket, blocked, reason, BY_RUNTIME, now, None, None)
+            return
+        open_ends = ticket.context.get("unacknowledged") or {"count": 0, "tasks": []}
+        ids = list(open_ends["tasks"])
+        if len(ids) < MAX_CONTEXT_ITEMS:
+            ids.append(task.id)
+        ticket.context = {**ticket.context, "unacknowledged": {"count": open_ends["count"] + 1, "tasks": ids}}
+        self._touch(ticket, now)
+
     def _auto_advance(self, ticket: Ticket, now: float) -> None:
         if not ticket.auto_advance or ticket.status is not TicketStatus.OPEN:
             return
+        if ticket.context.get("unacknowledged"):
+            return  # a task of the phase ended unfinished since the ticket entered it
         to = ticket.phases.next_phase(ticket.phase)
         if to is None:
             return
@@ -494,6 +546,8 @@ class Tickets:
             mark = len(self.artifacts.get(ticket.id, ()))
             since = {**ticket.context.get("artifacts_from", {}), **{p: mark for p in phases.sequence[there:]}}
             ticket.context = {**ticket.context, "artifacts_from": since}
+        if "unacknowledged" in ticket.context:  # any move acknowledges the ends of the phase it leaves
+            ticket.context = {k: v for k, v in ticket.context.items() if k != "unacknowledged"}
         ticket.previous_phase, ticket.phase = old, to
         if to == ticket.phases.final:
             ticket.status = TicketStatus.DONE
@@ -505,18 +559,27 @@ class Tickets:
         self._release(ticket, now)
 
     def _release(self, ticket: Ticket, now: float) -> None:
-        """Make every held task of ``ticket`` whose phase it has reached ready."""
-        held = self.held.get(ticket.id)
-        if not held:
-            return
-        tasks = sorted((self.live.tasks[t] for t in held if t in self.live.tasks), key=lambda t: t.seq)
+        """After a move: make every held task of ``ticket`` whose phase it has reached ready, and
+        take its ready tasks of phases it has not reached back to held (module rules: recall)."""
+        tasks = sorted(
+            (self.live.tasks[t] for phase, ids in self.live_tasks.get(ticket.id, {}).items() if phase is not None
+             for t in ids if t in self.live.tasks),
+            key=lambda t: t.seq,
+        )
+        held = self.held.setdefault(ticket.id, set())
         for task in tasks:
-            if task.phase is not None and ticket.phases.reached(ticket.phase, task.phase):
-                held.discard(task.id)
-                if task.status is TaskStatus.PENDING and task.waiting_on == 0:
-                    task.reason = None
-                    self.live.make_ready(task, now)
-            else:
+            if ticket.phases.reached(ticket.phase, task.phase):
+                if task.id in held:
+                    held.discard(task.id)
+                    if task.status is TaskStatus.PENDING and task.waiting_on == 0:
+                        task.reason = None
+                        self.live.make_ready(task, now)
+                continue
+            if task.status is TaskStatus.READY:
+                why = self.hold(task)
+                if why is not None:
+                    self.live.hold_back(task, why, now)
+            elif task.id in held:
                 why = self.hold(task)
                 if why is not None and task.reason != why:
                     task.reason = why
