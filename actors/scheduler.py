@@ -57,6 +57,7 @@ from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.storable import MAX_ERROR_CHARS, MAX_REASON_CHARS, check_text, clean_text, storable_json
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
+    InvalidArgumentError,
     InvalidCancelError,
     InvalidCoordinationError,
     InvalidSubmissionError,
@@ -288,7 +289,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             if unknown:
                 raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
             finished = {tid: rows[0][tid].status.value for tid in gone}
-        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable())
+        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable(), unhandled=self._unhandled())
 
     async def cancel(self, task_ids: Sequence[Any], reason: str = "cancelled by request") -> dict[str, str]:
         """Cancel tasks, all or nothing; return ``{id: status afterwards}`` in the order given
@@ -350,7 +351,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         Returns:
             A ``RuntimeStatus``: ``database`` (masked URL), ``namespace``, ``tasks`` (stored
             count per status), ``agents`` (an ``AgentInfo`` per known agent, by id),
-            ``unclaimable`` (ready tasks no live agent can run), ``ready`` (ready tasks in memory).
+            ``unclaimable`` (ready tasks no live agent has the capabilities for), ``unhandled``
+            (ready tasks whose type no live agent with their capabilities handles), ``ready``
+            (ready tasks in memory).
         """
         await self.commit.sync()
         counts = await self._db(self.store.status_counts)
@@ -362,6 +365,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             agents=agents,
             unclaimable=self._unclaimable(),
             ready=len(self.graph.ready),
+            unhandled=self._unhandled(),
         )
 
     async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[Any]:
@@ -395,6 +399,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         type: str = "agent",  # noqa: A002 - the field's name everywhere
         phase: str | None = None,
         tags: Sequence[str] = (),
+        handles: Sequence[str] | None = None,
     ) -> None:
         """Register (or refresh) an agent and start watching its process; called by each agent
         as it starts, and again when ``exchange`` replies ``reregister``.
@@ -410,6 +415,8 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             handle: the agent's Ray actor handle (``watch`` is called on it).
             type, phase, tags: what kind of agent it is, the phase it serves, its labels
                 (checked by ``AgentSpec`` where the agent was spawned or updated).
+            handles: the task types it has handlers for, or None when it has a default handler
+                (every type); it is handed only tasks of types it handles.
 
         Returns:
             None, once the registration is committed.
@@ -418,6 +425,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         self.graph.register_agent(
             agent_id, incarnation, frozenset(capabilities), capacity, time.time(), info,
             type=type, phase=phase, tags=frozenset(tags),
+            handles=None if handles is None else frozenset(_names(handles, "handles")),
         )
         if known is None or agent_id not in self.watches:  # the same incarnation again: an update
             self._watch(agent_id, incarnation, handle)
@@ -725,6 +733,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
     def _unclaimable(self) -> list[tuple[list[str], int]]:
         return [(sorted(req), n) for req, n in sorted(self.graph.unclaimable().items(), key=lambda kv: sorted(kv[0]))]
 
+    def _unhandled(self) -> list[tuple[str, list[str], int]]:
+        return sorted((task_type, sorted(req), n) for (req, task_type), n in self.graph.unhandled().items())
+
 
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:
     """Agents' reports as the core may take them, whatever agent sent them: error text cleaned
@@ -824,3 +835,8 @@ def _unknown_message(ids: Sequence[str]) -> str:
     return f"no task with id {shown}{more}"
 
 
+def _names(value: Any, what: str) -> list[str]:
+    """``value`` as a list of names (a bare string is refused: it is not a list of names)."""
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgumentError(f"{what} must be a list of names, not {value!r:.60}")
+    return list(value)

@@ -240,6 +240,29 @@ def test_registry_fields_round_trip_through_the_store(db_url):
     store.dispose()
 
 
+def test_what_an_agent_handles_round_trips_through_the_store_and_old_rows_handle_every_type(db_url):
+    store = Store(db_url)
+    h = Harness()
+    h.graph.register_agent("typed", "i1", frozenset(), 1, h.now, handles=frozenset({"b", "a"}))
+    h.graph.register_agent("default", "i1", frozenset(), 1, h.now)
+    store.apply(h.graph.take_changes())
+    loaded = {a.id: a for a in store.load().agents}
+    assert loaded["typed"].handles == frozenset({"a", "b"}) and loaded["default"].handles is None
+    assert AgentInfo.of(loaded["typed"]).handles == ["a", "b"] and AgentInfo.of(loaded["default"]).handles is None
+    store.dispose()
+
+
+def test_handles_is_fixed_per_incarnation_and_announced_at_registration():
+    h = Harness()
+    a = h.graph.register_agent("a", "i1", frozenset(), 1, h.now, handles=frozenset({"x"}))
+    (event,) = h.drain().events
+    assert event.type == "agent.registered" and event.payload["handles"] == ["x"]
+    again = h.graph.register_agent("a", "i1", frozenset(), 2, h.now, handles=None)  # an update
+    assert again is a and a.handles == frozenset({"x"})
+    fresh = h.graph.register_agent("a", "i2", frozenset(), 1, h.now, handles=None)  # a new process
+    assert fresh.handles is None
+
+
 # ------------------------------------------------------------------ bad input
 
 

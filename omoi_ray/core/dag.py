@@ -165,7 +165,7 @@ class LiveTasks:
                         self.log.updated.add(task)
                 return
         self.move(task, S.READY, now)
-        self.ready.push(task.id, task.requires, task.priority, task.seq)
+        self.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
 
     def doom(self, task: Task, root: str, reason: str, now: float) -> None:
         """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good."""

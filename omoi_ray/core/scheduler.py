@@ -199,7 +199,7 @@ class TaskGraph:
         live.next_seq = max(live.next_seq, next_seq)
         for task in list(live.tasks.values()):
             if task.status is S.READY:
-                live.ready.push(task.id, task.requires, task.priority, task.seq)
+                live.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
             else:
                 self.claims.rearm(task)
         self.handoffs.restore(list(handoffs))
@@ -384,6 +384,11 @@ class TaskGraph:
     def unclaimable(self) -> dict[frozenset[str], int]:
         """Ready tasks no alive agent is able to run: required capabilities -> count."""
         return self.ready.unclaimable(self.registry.alive_capabilities())
+
+    def unhandled(self) -> dict[tuple[frozenset[str], str], int]:
+        """Ready tasks some alive agent has the capabilities for but none of those handles the
+        type: (required capabilities, type) -> count."""
+        return self.ready.unhandled(self.registry.alive_profiles())
 
     # ---------------------------------------------------------------- change log
 

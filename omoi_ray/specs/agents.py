@@ -34,7 +34,9 @@ class AgentInfo:
     ``info`` (node, pid, host: shown, never interpreted), ``zombies`` (busy slots held by zombie
     handlers), ``type``, ``phase``, ``health`` (``healthy``, ``stale``, ``lost``, ``dead``,
     ``stopped``), ``last_heartbeat_at`` (seconds since the epoch, None before its first call),
-    ``tasks_done`` (attempts it completed), ``incarnation`` (hex id of its process).
+    ``tasks_done`` (attempts it completed), ``incarnation`` (hex id of its process), ``handles``
+    (the task types it has handlers for, sorted; None when it has a default handler and takes
+    every type: it is handed only tasks of types it handles).
     """
 
     id: str
@@ -52,6 +54,7 @@ class AgentInfo:
     last_heartbeat_at: float | None = None
     tasks_done: int = 0
     incarnation: str = ""
+    handles: list[str] | None = None
 
     @classmethod
     def of(cls, agent: Agent) -> AgentInfo:
@@ -72,6 +75,7 @@ class AgentInfo:
             last_heartbeat_at=agent.last_heartbeat_at or None,
             tasks_done=agent.tasks_done,
             incarnation=agent.incarnation,
+            handles=None if agent.handles is None else sorted(agent.handles),
         )
 
 

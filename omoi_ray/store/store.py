@@ -598,6 +598,7 @@ def _agent_from_row(r: Any) -> Agent:
         type=r.type,
         phase=r.phase,
         tags=frozenset(r.tags or []),
+        handles=None if r.handles is None else frozenset(r.handles),  # NULL: every type (rows before 0012)
         last_heartbeat_at=_epoch(r.last_heartbeat_at) or 0.0,
         tasks_done=r.tasks_done,
         info=dict(r.info or {}),
