@@ -405,3 +405,36 @@ def test_a_silent_agent_goes_stale_gets_no_work_and_is_healthy_again_when_it_cal
     assert rt.get(f"{uid}-t").agent_id == "sleepy" and rt.agents.get("sleepy").health == "healthy"
     moves = [(e.payload["from"], e.payload["to"]) for e in rt.events("sleepy") if e.type == "agent.health.changed"]
     assert moves == [("healthy", "stale"), ("stale", "healthy")]
+
+
+@pytest.mark.ray
+def test_agents_of_different_handler_types_share_a_runtime_each_running_its_own(runtime, uid):
+    """Routing by type: two agents with the same capabilities but different handlers both
+    take work from one runtime, each only tasks of its types (no ``HandlerNotFoundError``); a
+    type nobody handles waits, reported as such."""
+    rt = runtime
+    cap = f"route-{uid}"  # only this test's agents have it
+    rt.spawn_agent(f"alpha-{uid}", capabilities=[cap], capacity=2, handlers={"alpha": H})
+    rt.spawn_agent(f"beta-{uid}", capabilities=[cap], capacity=2, handlers={"beta": H})
+    assert rt.agents.get(f"alpha-{uid}").handles == ["alpha"]
+    assert rt.agent(f"beta-{uid}").info()["handles"] == ["beta"]
+    kinds = {f"{uid}-{n}": ("alpha", "beta")[n % 2] for n in range(10)}
+    ids = rt.submit([
+        omoi.TaskSpec(id=tid, type=kind, requires=[cap], payload={"op": "echo"}, max_retries=0)
+        for tid, kind in kinds.items()
+    ])
+    assert rt.wait(ids, timeout=60) == dict.fromkeys(ids, "completed")
+    for tid, kind in kinds.items():
+        info = rt.get(tid)
+        assert (info.agent_id, info.attempt, info.error) == (f"{kind}-{uid}", 1, None)
+    (orphan,) = rt.submit([omoi.TaskSpec(id=f"{uid}-gamma", type="gamma", requires=[cap])])
+    def reported():
+        status = rt.status()
+        return status if ("gamma", [cap], 1) in status.unhandled else None
+
+    status = until(reported, "the gamma task reported as unhandled")
+    assert [cap] not in [req for req, _ in status.unclaimable]  # capabilities are not what is missing
+    assert rt.get(orphan).status == "ready"
+    rt.cancel(orphan)
+    for name in (f"alpha-{uid}", f"beta-{uid}"):
+        rt.agent(name).stop()
