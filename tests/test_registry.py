@@ -252,6 +252,19 @@ def test_what_an_agent_handles_round_trips_through_the_store_and_old_rows_handle
     store.dispose()
 
 
+def test_search_by_task_type_keeps_the_agents_that_handle_it():
+    h = Harness()
+    typed = h.graph.register_agent("typed", "i1", frozenset({"x"}), 1, h.now, handles=frozenset({"review"}))
+    other = h.graph.register_agent("other", "i1", frozenset({"x"}), 1, h.now, handles=frozenset({"build"}))
+    default = h.graph.register_agent("default", "i1", frozenset({"x"}), 1, h.now)
+    agents = [typed, other, default]
+    assert sorted(ids(search(agents, Query(task_type="review")))) == ["default", "typed"]
+    assert sorted(ids(search(agents, Query(capabilities=frozenset({"x"}), task_type="deploy")))) == ["default"]
+    assert parse_query(task_type="review").task_type == "review"
+    with pytest.raises(InvalidArgumentError, match="task_type"):
+        parse_query(task_type="a\nb")
+
+
 def test_handles_is_fixed_per_incarnation_and_announced_at_registration():
     h = Harness()
     a = h.graph.register_agent("a", "i1", frozenset(), 1, h.now, handles=frozenset({"x"}))
@@ -418,6 +431,7 @@ def test_agents_of_different_handler_types_share_a_runtime_each_running_its_own(
     rt.spawn_agent(f"beta-{uid}", capabilities=[cap], capacity=2, handlers={"beta": H})
     assert rt.agents.get(f"alpha-{uid}").handles == ["alpha"]
     assert rt.agent(f"beta-{uid}").info()["handles"] == ["beta"]
+    assert [m.agent.id for m in rt.agents.search([cap], task_type="alpha")] == [f"alpha-{uid}"]
     kinds = {f"{uid}-{n}": ("alpha", "beta")[n % 2] for n in range(10)}
     ids = rt.submit([
         omoi.TaskSpec(id=tid, type=kind, requires=[cap], payload={"op": "echo"}, max_retries=0)

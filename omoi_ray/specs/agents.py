@@ -155,6 +155,7 @@ def parse_query(
     tags: Any = None,
     include_unhealthy: Any = False,
     limit: Any = 5,
+    task_type: Any = None,
 ) -> Query:
     """Check a search's arguments (see the module rules) and build its ``core.ranking.Query``.
 
@@ -168,12 +169,14 @@ def parse_query(
             check_name(phase, "phase")
         if type is not None:
             check_name(type, "type")
+        if task_type is not None:
+            check_name(task_type, "task_type")
         if not isinstance(include_unhealthy, bool):
             raise ValueError(f"include_unhealthy must be True or False, not {include_unhealthy!r}")
         check_int(limit, "limit", 1, MAX_SEARCH_LIMIT)
     except ValueError as exc:
         raise InvalidArgumentError(f"agent search: {exc}") from None
-    return Query(frozenset(caps), phase, type, frozenset(tag_list), include_unhealthy, limit)
+    return Query(frozenset(caps), phase, type, frozenset(tag_list), include_unhealthy, limit, task_type)
 
 
 __all__ = ["AgentInfo", "AgentMatch", "AgentStats", "MAX_SEARCH_LIMIT", "parse_agent_update", "parse_query"]
