@@ -318,6 +318,26 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             result.update({tid: by_id[tid].status.value for tid in rest})
         return {tid: result[tid] for tid in ids}
 
+    async def group_status(self, prefix: str) -> dict[str, str]:
+        """``{task id: status}`` of every task, live or stored, whose id starts with
+        ``prefix + "."`` (an applied pattern's items and the rounds its loops created so far),
+        by id, once committed; called by the driver (``rt.pattern_result``, ``omoi-ray run``).
+
+        Raises:
+            InvalidArgumentError: a prefix that is not a name or holds ``"."``.
+        """
+        if not isinstance(prefix, str) or "." in prefix:
+            raise InvalidArgumentError(f"group_status: prefix must be a name without '.', not {prefix!r:.80}")
+        try:
+            check_name(prefix, "prefix")
+        except ValueError as exc:
+            raise InvalidArgumentError(f"group_status: {exc}") from None
+        await self.commit.sync()
+        out = await self._db(self.store.group_statuses, prefix)
+        head = prefix + "."
+        out.update((tid, task.status.value) for tid, task in self.graph.tasks.items() if tid.startswith(head))
+        return {tid: out[tid] for tid in sorted(out)}
+
     async def cancel_group(self, prefix: str, reason: str = "cancelled by request") -> dict[str, str]:
         """Cancel every live task whose id starts with ``prefix + "."`` (an applied pattern's
         tasks, syncs, loops and the rounds its loops created), as one decision.
