@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.ray]
 @pytest.fixture(scope="module")
 def rt(request, ray_session, backend, tmp_path_factory):
     """A runtime of this module's own with one agent running every task type of the shipped
-    patterns: their tasks require no capability, so any other module's agent on a shared runtime
-    could claim them."""
+    patterns (their tasks require no capability: on a shared runtime any agent with a default
+    handler could claim them; agents with handlers by type only take their own types)."""
     name, _ = backend
     url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
     settings = make_settings(tmp_path_factory.mktemp(f"patterns-{name}"), url, f"patterns-{uuid.uuid4().hex[:8]}",
