@@ -184,7 +184,8 @@ class AgentActor:
         """What the agent knows of itself; called by the driver (``AgentRef.info``).
 
         Returns:
-            ``{"name", "incarnation" (hex id of this process), "type", "phase", "capabilities",
+            ``{"name", "incarnation" (hex id of this process), "type", "phase", "handles" (task
+            types with a handler, None with a default handler), "capabilities",
             "tags", "capacity",
             "running": [(task id, attempt), ...] sorted, "zombies": the running attempts that
             ignored their stop past the grace period, "draining" (bool: claims nothing more),
@@ -196,6 +197,7 @@ class AgentActor:
             "incarnation": self.incarnation,
             "type": self.spec.type,
             "phase": self.spec.phase,
+            "handles": self._handles(),
             "capabilities": self.capabilities,
             "tags": self.tags,
             "capacity": self.capacity,
@@ -297,9 +299,14 @@ class AgentActor:
         info = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "host": socket.gethostname()}
         await self._call(
             "register", self.name, self.incarnation, self.capabilities, self.capacity, info, self.me,
-            self.spec.type, self.spec.phase, self.tags,
+            self.spec.type, self.spec.phase, self.tags, self._handles(),
         )
         self.registered.set()
+
+    def _handles(self) -> list[str] | None:
+        """The task types this agent is handed: those with a handler, or None (every type) when
+        it has a default handler (``spec.handler``)."""
+        return None if self.spec.handler is not None else sorted(self.spec.handlers)
 
     async def _claimer(self) -> None:
         """Park on the scheduler for work while slots are free and nothing else will ask for it."""

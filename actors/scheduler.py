@@ -67,6 +67,7 @@ from omoi_ray.core.storable import (
 )
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
+    InvalidArgumentError,
     InvalidCancelError,
     InvalidCoordinationError,
     InvalidSubmissionError,
@@ -307,7 +308,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             if unknown:
                 raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
             finished = {tid: rows[0][tid].status.value for tid in gone}
-        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable())
+        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable(), unhandled=self._unhandled())
 
     async def cancel(self, task_ids: Sequence[Any], reason: str = "cancelled by request") -> dict[str, str]:
         """Cancel tasks, all or nothing; return ``{id: status afterwards}`` in the order given
@@ -335,6 +336,26 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             by_id, _ = await self._db(self.store.lookup, rest)
             result.update({tid: by_id[tid].status.value for tid in rest})
         return {tid: result[tid] for tid in ids}
+
+    async def group_status(self, prefix: str) -> dict[str, str]:
+        """``{task id: status}`` of every task, live or stored, whose id starts with
+        ``prefix + "."`` (an applied pattern's items and the rounds its loops created so far),
+        by id, once committed; called by the driver (``rt.pattern_result``, ``omoi-ray run``).
+
+        Raises:
+            InvalidArgumentError: a prefix that is not a name or holds ``"."``.
+        """
+        if not isinstance(prefix, str) or "." in prefix:
+            raise InvalidArgumentError(f"group_status: prefix must be a name without '.', not {prefix!r:.80}")
+        try:
+            check_name(prefix, "prefix")
+        except ValueError as exc:
+            raise InvalidArgumentError(f"group_status: {exc}") from None
+        await self.commit.sync()
+        out = await self._db(self.store.group_statuses, prefix)
+        head = prefix + "."
+        out.update((tid, task.status.value) for tid, task in self.graph.tasks.items() if tid.startswith(head))
+        return {tid: out[tid] for tid in sorted(out)}
 
     async def cancel_group(self, prefix: str, reason: str = "cancelled by request") -> dict[str, str]:
         """Cancel every live task whose id starts with ``prefix + "."`` (an applied pattern's
@@ -369,7 +390,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         Returns:
             A ``RuntimeStatus``: ``database`` (masked URL), ``namespace``, ``tasks`` (stored
             count per status), ``agents`` (an ``AgentInfo`` per known agent, by id),
-            ``unclaimable`` (ready tasks no live agent can run), ``ready`` (ready tasks in memory).
+            ``unclaimable`` (ready tasks no live agent has the capabilities for), ``unhandled``
+            (ready tasks whose type no live agent with their capabilities handles), ``ready``
+            (ready tasks in memory).
         """
         await self.commit.sync()
         counts = await self._db(self.store.status_counts)
@@ -381,6 +404,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             agents=agents,
             unclaimable=self._unclaimable(),
             ready=len(self.graph.ready),
+            unhandled=self._unhandled(),
         )
 
     async def events(self, entity_id: str | None = None, limit: int = 1000) -> list[Any]:
@@ -414,6 +438,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         type: str = "agent",  # noqa: A002 - the field's name everywhere
         phase: str | None = None,
         tags: Sequence[str] = (),
+        handles: Sequence[str] | None = None,
     ) -> None:
         """Register (or refresh) an agent and start watching its process; called by each agent
         as it starts, and again when ``exchange`` replies ``reregister``.
@@ -429,6 +454,8 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             handle: the agent's Ray actor handle (``watch`` is called on it).
             type, phase, tags: what kind of agent it is, the phase it serves, its labels
                 (checked by ``AgentSpec`` where the agent was spawned or updated).
+            handles: the task types it has handlers for, or None when it has a default handler
+                (every type); it is handed only tasks of types it handles.
 
         Returns:
             None, once the registration is committed.
@@ -437,6 +464,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         self.graph.register_agent(
             agent_id, incarnation, frozenset(capabilities), capacity, time.time(), info,
             type=type, phase=phase, tags=frozenset(tags),
+            handles=None if handles is None else frozenset(_names(handles, "handles")),
         )
         if known is None or agent_id not in self.watches:  # the same incarnation again: an update
             self._watch(agent_id, incarnation, handle)
@@ -744,6 +772,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
     def _unclaimable(self) -> list[tuple[list[str], int]]:
         return [(sorted(req), n) for req, n in sorted(self.graph.unclaimable().items(), key=lambda kv: sorted(kv[0]))]
 
+    def _unhandled(self) -> list[tuple[str, list[str], int]]:
+        return sorted((task_type, sorted(req), n) for (req, task_type), n in self.graph.unhandled().items())
+
 
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:
     """Agents' reports as the core may take them, whatever agent sent them: error text cleaned
@@ -900,3 +931,8 @@ def _unknown_message(ids: Sequence[str]) -> str:
     return f"no task with id {shown}{more}"
 
 
+def _names(value: Any, what: str) -> list[str]:
+    """``value`` as a list of names (a bare string is refused: it is not a list of names)."""
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgumentError(f"{what} must be a list of names, not {value!r:.60}")
+    return list(value)

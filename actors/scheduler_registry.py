@@ -33,6 +33,7 @@ class RegistryCalls:
         tags: Any = None,
         include_unhealthy: Any = False,
         limit: Any = 5,
+        task_type: Any = None,
     ) -> list[AgentMatch]:
         """Rank the known agents (``core.ranking``: the order dispatch uses too); called by the
         driver (``rt.agents.search``). Reads memory only: reading never changes health.
@@ -43,6 +44,7 @@ class RegistryCalls:
             tags: keep agents holding every one of these tags.
             include_unhealthy: also match ``stale`` agents (never lost, dead or stopped ones).
             limit: the most matches (1 to 1000).
+            task_type: keep agents that handle tasks of this type (None: any).
 
         Returns:
             ``AgentMatch``es, best first.
@@ -50,7 +52,7 @@ class RegistryCalls:
         Raises:
             InvalidArgumentError: a bad argument (named).
         """
-        query = parse_query(capabilities, phase, type, tags, include_unhealthy, limit)
+        query = parse_query(capabilities, phase, type, tags, include_unhealthy, limit, task_type)
         agents = self.graph.agents
         return [
             AgentMatch(AgentInfo.of(agents[m.agent_id]), m.score, list(m.matched))

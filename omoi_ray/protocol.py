@@ -83,13 +83,15 @@ class WaitReply:
     """Progress of a set of tasks.
 
     ``finished`` maps each asked-for task that is now final to its status; ``live`` counts the
-    others by status; ``unclaimable`` lists ready-task groups no live agent is able to run, as
-    (required capabilities, count).
+    others by status; ``unclaimable`` lists ready-task groups no live agent has the capabilities
+    for, as (required capabilities, count); ``unhandled`` those some live agent has the
+    capabilities for but none of those handles their type, as (type, required capabilities, count).
     """
 
     finished: dict[str, str]
     live: dict[str, int]
     unclaimable: list[tuple[list[str], int]]
+    unhandled: list[tuple[str, list[str], int]] = field(default_factory=list)
 
 
 #: an agent as ``Runtime.status`` shows it: the registry's ``AgentInfo`` (one name per concept;
@@ -103,7 +105,9 @@ class RuntimeStatus:
 
     ``database`` is the URL with its password masked; ``tasks`` the stored count per status;
     ``agents`` an ``AgentInfo`` per known agent, by id; ``unclaimable`` the ready tasks no live
-    agent can run, as (required capabilities, count); ``ready`` the number of ready tasks.
+    agent has the capabilities for, as (required capabilities, count); ``ready`` the number of
+    ready tasks; ``unhandled`` the ready tasks some live agent has the capabilities for but none
+    of those handles their type, as (type, required capabilities, count).
     """
 
     database: str
@@ -112,6 +116,7 @@ class RuntimeStatus:
     agents: list[AgentInfo]
     unclaimable: list[tuple[list[str], int]]
     ready: int
+    unhandled: list[tuple[str, list[str], int]] = field(default_factory=list)
 
 
 __all__ = ["Assignment", "ExchangeReply", "Rejection", "Report", "RuntimeStatus", "WaitReply", "AgentInfo", "AgentView"]

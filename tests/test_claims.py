@@ -29,6 +29,36 @@ def test_claims_follow_priority_then_submission_order_and_capabilities():
     assert h.claim(gpu) == ["gpu"]
 
 
+def test_an_agent_claims_only_the_task_types_it_handles():
+    """Routing by type: capabilities are not enough, the agent must handle the task's type."""
+    h = Harness()
+    h.submit(
+        dataclasses.replace(spec("b1", priority=Priority.CRITICAL), type="b"),
+        dataclasses.replace(spec("a1"), type="a"),
+        dataclasses.replace(spec("b2"), type="b"),
+    )
+    only_a = h.graph.register_agent("only-a", "i1", frozenset(), 10, h.now, handles=frozenset({"a"}))
+    assert h.claim(only_a) == ["a1"]
+    assert h.claim(only_a) == []  # b1 and b2 stay ready: nobody alive handles "b"
+    assert h.graph.unhandled() == {(frozenset(), "b"): 2}
+    assert h.graph.unclaimable() == {}  # capabilities are not what is missing
+    default = h.graph.register_agent("default", "i1", frozenset(), 10, h.now)  # handles None: every type
+    assert h.graph.unhandled() == {}
+    assert h.claim(default) == ["b1", "b2"]
+
+
+def test_a_requeued_task_keeps_its_type_routing():
+    h = Harness()
+    h.submit(dataclasses.replace(spec("b"), type="b"))
+    only_b = h.graph.register_agent("only-b", "i1", frozenset(), 1, h.now, handles=frozenset({"b"}))
+    only_a = h.graph.register_agent("only-a", "i1", frozenset(), 1, h.now, handles=frozenset({"a"}))
+    assert h.claim(only_b) == ["b"]
+    h.graph.agent_lost("only-b", "i1", h.now, "died")  # requeued at once (lost)
+    assert h.status("b") == "ready"
+    assert h.claim(only_a) == []
+    assert h.graph.unhandled() == {(frozenset(), "b"): 1}
+
+
 def test_claims_never_exceed_free_slots():
     h = Harness()
     h.submit(*[spec(f"t{i}") for i in range(10)])

@@ -239,7 +239,7 @@ def test_progress_shows_user_text_literally_and_every_count_whole_at_80_columns(
     bar = ProgressBar(12345, "12345 tasks [bold]", console=console)
     finished = {f"t{i}": "completed" for i in range(1000)} | {"x": "failed"}
     live = {"pending": 9000, "ready": 2000, "running": 300, "claimed": 44, "retry_wait": 3}
-    bar.update(finished, live, [(["gpu"], 1), (["read", "write.disk:fast"], 12)])
+    bar.update(finished, live, [(["gpu"], 1), (["read", "write.disk:fast"], 12)], [("[red]x", ["gpu"], 5)])
     bar.close()
     text = console.file.getvalue()
     assert "12345 tasks [bold]" in text
@@ -248,6 +248,7 @@ def test_progress_shows_user_text_literally_and_every_count_whole_at_80_columns(
         assert part in text
     assert "1 ready need [gpu]: no live agent can run them" in text
     assert "12 ready need [read, write.disk:fast]: no live agent can run them" in text
+    assert "5 ready of type '[red]x': no live agent with [gpu] handles that type" in text
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "\u2026" not in text  # nothing was cut with an ellipsis
 
@@ -260,7 +261,7 @@ def test_status_prints_names_capabilities_and_errors_literally():
         database="sqlite:////tmp/[x]/omoi.db", namespace="ns", tasks={"ready": 2},
         agents=[AgentView(id="gpu-1", status="alive", capabilities=["[gpu]", "red"], capacity=2, busy=1,
                           info={})],
-        unclaimable=[(["gpu"], 2)], ready=2,
+        unclaimable=[(["gpu"], 2)], ready=2, unhandled=[("[review]", ["red"], 3), ("plain", [], 1)],
     )
     relay = {"redis": "redis://h:6379/0", "stream": "omoi:events", "redis_up": False,
              "last_error": "[bold]Error 111[/bold] connecting", "cursor": "0-3", "lag_seconds": 0.5}
@@ -271,6 +272,8 @@ def test_status_prints_names_capabilities_and_errors_literally():
     assert "unreachable ([bold]Error 111[/bold] connecting)" in text
     assert "[gpu], red" in text
     assert "2 ready tasks need [gpu]: no live agent can run them" in text
+    assert "3 ready of type '[review]': no live agent with [red] handles that type" in text
+    assert "1 ready of type 'plain': no live agent handles that type" in text
     assert "note:" not in text  # the configured database is the runtime's
 
 

@@ -261,6 +261,19 @@ def test_capability_targets_must_also_run_the_task():
     assert o.targets == ("b1",)
 
 
+def test_targets_must_handle_the_task_type():
+    h = Harness()
+    held(h)  # task "t" is of type "t"
+    h.graph.register_agent("c1", "ic1", frozenset({"review"}), 1, h.now, handles=frozenset({"other"}))
+    h.graph.register_agent("c2", "ic2", frozenset({"review"}), 1, h.now, handles=frozenset({"t"}))
+    h.drain()
+    with pytest.raises(InvalidHandoffError, match="'c1' has no handler for type 't'"):
+        offer(h, targets=("c1",))
+    unchanged(h)
+    o = offer(h, targets=None, capabilities=("review",))
+    assert o.targets == ("b1", "c2")  # c1 has the capability but no handler for the type
+
+
 def test_an_offer_from_the_holding_agent_and_attempt_only():
     h = Harness()
     held(h)

@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 from omoi_ray.core.ready import ReadyIndex
 
 CAPS = ["a", "b", "c"]
+TYPES = ["x", "y", "z"]
+#: what an agent handles: None (a default handler) or some types
+HANDLES = st.one_of(st.none(), st.frozensets(st.sampled_from(TYPES), min_size=1))
 
 
 def test_priority_then_submission_order():
@@ -28,6 +31,35 @@ def test_capabilities_filter_and_unclaimable():
     assert idx.unclaimable([frozenset({"cpu"})]) == {frozenset({"gpu"}): 1}
     assert idx.unclaimable([frozenset({"cpu", "gpu"})]) == {}
     assert idx.pop_for(frozenset({"gpu"}), 10) == ["gpu"]
+
+
+def test_an_agent_is_handed_only_the_types_it_handles():
+    idx = ReadyIndex()
+    idx.push("b1", frozenset(), 4, seq=1, task_type="b")
+    idx.push("a1", frozenset(), 1, seq=2, task_type="a")
+    idx.push("b2", frozenset(), 1, seq=3, task_type="b")
+    # an agent handling only "a" never gets "b", even of higher priority
+    assert idx.pop_for(frozenset(), 10, frozenset({"a"})) == ["a1"]
+    assert idx.pop_for(frozenset(), 10, frozenset({"a"})) == []
+    # nobody alive handles "b" (the agent that has the capabilities handles only "a")
+    assert idx.unhandled([(frozenset(), frozenset({"a"}))]) == {(frozenset(), "b"): 2}
+    assert idx.unclaimable([frozenset()]) == {}
+    # a default handler (handles None) takes every type
+    assert idx.unhandled([(frozenset(), frozenset({"a"})), (frozenset(), None)]) == {}
+    assert idx.pop_for(frozenset(), 10, None) == ["b1", "b2"]
+
+
+def test_type_and_capabilities_both_count():
+    idx = ReadyIndex()
+    idx.push("gpu-a", frozenset({"gpu"}), 2, seq=1, task_type="a")
+    idx.push("cpu-b", frozenset(), 2, seq=2, task_type="b")
+    profiles = [(frozenset(), frozenset({"a"}))]
+    # gpu-a lacks capabilities (unclaimable); cpu-b lacks a handler among capable agents (unhandled)
+    assert idx.unclaimable(caps for caps, _ in profiles) == {frozenset({"gpu"}): 1}
+    assert idx.unhandled(profiles) == {(frozenset(), "b"): 1}
+    assert idx.counts_by_requirement() == {frozenset({"gpu"}): 1, frozenset(): 1}
+    assert idx.pop_for(frozenset({"gpu"}), 10, frozenset({"b"})) == ["cpu-b"]
+    assert idx.pop_for(frozenset({"gpu"}), 10, frozenset({"a", "b"})) == ["gpu-a"]
 
 
 def test_discarded_tasks_are_never_returned_and_can_come_back():
@@ -65,9 +97,10 @@ ops = st.lists(
             st.integers(0, 30),
             st.frozensets(st.sampled_from(CAPS), max_size=2),
             st.integers(1, 4),
+            st.sampled_from(TYPES),
         ),
         st.tuples(st.just("discard"), st.integers(0, 30)),
-        st.tuples(st.just("pop"), st.frozensets(st.sampled_from(CAPS)), st.integers(0, 5)),
+        st.tuples(st.just("pop"), st.frozensets(st.sampled_from(CAPS)), st.integers(0, 5), HANDLES),
     ),
     max_size=80,
 )
@@ -77,27 +110,27 @@ ops = st.lists(
 @given(ops)
 def test_matches_a_brute_force_model(operations):
     idx = ReadyIndex()
-    model: dict[str, tuple[frozenset[str], int, int]] = {}
+    model: dict[str, tuple[frozenset[str], int, int, str]] = {}
     seq = 0
     for op in operations:
         if op[0] == "push":
-            _, n, req, prio = op
+            _, n, req, prio, task_type = op
             tid = f"t{n}"
             seq += 1
             if tid not in model:
-                model[tid] = (req, prio, seq)
-            idx.push(tid, req, prio, seq)
+                model[tid] = (req, prio, seq, task_type)
+            idx.push(tid, req, prio, seq, task_type)
         elif op[0] == "discard":
             tid = f"t{op[1]}"
             assert idx.discard(tid) == (tid in model)
             model.pop(tid, None)
         else:
-            _, caps, limit = op
+            _, caps, limit, handles = op
             eligible = sorted(
-                (tid for tid, (req, _, _) in model.items() if req <= caps),
+                (tid for tid, (req, _, _, t) in model.items() if req <= caps and (handles is None or t in handles)),
                 key=lambda tid: (-model[tid][1], model[tid][2]),
             )[:limit]
-            assert idx.pop_for(caps, limit) == eligible
+            assert idx.pop_for(caps, limit, handles) == eligible
             for tid in eligible:
                 del model[tid]
         assert len(idx) == len(model)

@@ -240,6 +240,42 @@ def test_registry_fields_round_trip_through_the_store(db_url):
     store.dispose()
 
 
+def test_what_an_agent_handles_round_trips_through_the_store_and_old_rows_handle_every_type(db_url):
+    store = Store(db_url)
+    h = Harness()
+    h.graph.register_agent("typed", "i1", frozenset(), 1, h.now, handles=frozenset({"b", "a"}))
+    h.graph.register_agent("default", "i1", frozenset(), 1, h.now)
+    store.apply(h.graph.take_changes())
+    loaded = {a.id: a for a in store.load().agents}
+    assert loaded["typed"].handles == frozenset({"a", "b"}) and loaded["default"].handles is None
+    assert AgentInfo.of(loaded["typed"]).handles == ["a", "b"] and AgentInfo.of(loaded["default"]).handles is None
+    store.dispose()
+
+
+def test_search_by_task_type_keeps_the_agents_that_handle_it():
+    h = Harness()
+    typed = h.graph.register_agent("typed", "i1", frozenset({"x"}), 1, h.now, handles=frozenset({"review"}))
+    other = h.graph.register_agent("other", "i1", frozenset({"x"}), 1, h.now, handles=frozenset({"build"}))
+    default = h.graph.register_agent("default", "i1", frozenset({"x"}), 1, h.now)
+    agents = [typed, other, default]
+    assert sorted(ids(search(agents, Query(task_type="review")))) == ["default", "typed"]
+    assert sorted(ids(search(agents, Query(capabilities=frozenset({"x"}), task_type="deploy")))) == ["default"]
+    assert parse_query(task_type="review").task_type == "review"
+    with pytest.raises(InvalidArgumentError, match="task_type"):
+        parse_query(task_type="a\nb")
+
+
+def test_handles_is_fixed_per_incarnation_and_announced_at_registration():
+    h = Harness()
+    a = h.graph.register_agent("a", "i1", frozenset(), 1, h.now, handles=frozenset({"x"}))
+    (event,) = h.drain().events
+    assert event.type == "agent.registered" and event.payload["handles"] == ["x"]
+    again = h.graph.register_agent("a", "i1", frozenset(), 2, h.now, handles=None)  # an update
+    assert again is a and a.handles == frozenset({"x"})
+    fresh = h.graph.register_agent("a", "i2", frozenset(), 1, h.now, handles=None)  # a new process
+    assert fresh.handles is None
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -382,3 +418,37 @@ def test_a_silent_agent_goes_stale_gets_no_work_and_is_healthy_again_when_it_cal
     assert rt.get(f"{uid}-t").agent_id == "sleepy" and rt.agents.get("sleepy").health == "healthy"
     moves = [(e.payload["from"], e.payload["to"]) for e in rt.events("sleepy") if e.type == "agent.health.changed"]
     assert moves == [("healthy", "stale"), ("stale", "healthy")]
+
+
+@pytest.mark.ray
+def test_agents_of_different_handler_types_share_a_runtime_each_running_its_own(runtime, uid):
+    """Routing by type: two agents with the same capabilities but different handlers both
+    take work from one runtime, each only tasks of its types (no ``HandlerNotFoundError``); a
+    type nobody handles waits, reported as such."""
+    rt = runtime
+    cap = f"route-{uid}"  # only this test's agents have it
+    rt.spawn_agent(f"alpha-{uid}", capabilities=[cap], capacity=2, handlers={"alpha": H})
+    rt.spawn_agent(f"beta-{uid}", capabilities=[cap], capacity=2, handlers={"beta": H})
+    assert rt.agents.get(f"alpha-{uid}").handles == ["alpha"]
+    assert rt.agent(f"beta-{uid}").info()["handles"] == ["beta"]
+    assert [m.agent.id for m in rt.agents.search([cap], task_type="alpha")] == [f"alpha-{uid}"]
+    kinds = {f"{uid}-{n}": ("alpha", "beta")[n % 2] for n in range(10)}
+    ids = rt.submit([
+        omoi.TaskSpec(id=tid, type=kind, requires=[cap], payload={"op": "echo"}, max_retries=0)
+        for tid, kind in kinds.items()
+    ])
+    assert rt.wait(ids, timeout=60) == dict.fromkeys(ids, "completed")
+    for tid, kind in kinds.items():
+        info = rt.get(tid)
+        assert (info.agent_id, info.attempt, info.error) == (f"{kind}-{uid}", 1, None)
+    (orphan,) = rt.submit([omoi.TaskSpec(id=f"{uid}-gamma", type="gamma", requires=[cap])])
+    def reported():
+        status = rt.status()
+        return status if ("gamma", [cap], 1) in status.unhandled else None
+
+    status = until(reported, "the gamma task reported as unhandled")
+    assert [cap] not in [req for req, _ in status.unclaimable]  # capabilities are not what is missing
+    assert rt.get(orphan).status == "ready"
+    rt.cancel(orphan)
+    for name in (f"alpha-{uid}", f"beta-{uid}"):
+        rt.agent(name).stop()

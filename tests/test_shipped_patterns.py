@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.ray]
 @pytest.fixture(scope="module")
 def rt(request, ray_session, backend, tmp_path_factory):
     """A runtime of this module's own with one agent running every task type of the shipped
-    patterns: their tasks require no capability, so any other module's agent on a shared runtime
-    could claim them."""
+    patterns (their tasks require no capability: on a shared runtime any agent with a default
+    handler could claim them; agents with handlers by type only take their own types)."""
     name, _ = backend
     url = request.getfixturevalue("pg_schemas").new() if name == "postgres" else None
     settings = make_settings(tmp_path_factory.mktemp(f"patterns-{name}"), url, f"patterns-{uuid.uuid4().hex[:8]}",
@@ -53,6 +53,10 @@ def test_the_review_loop_approves_in_its_second_round(rt, uid):
     assert result.outcome["rounds"] == 2
     assert result.outcome["last"]["verdict"] == "approved"
     assert rt.get(f"{uid}.rounds.r2.revise").status == "completed"  # the round really ran
+    # the result lists the round the loop created, after the handle's steps
+    assert list(result.steps) == ["implement", "review", "rounds", "rounds.r2.review", "rounds.r2.revise"]
+    assert [i.id for i in result.steps["rounds.r2.revise"]] == [f"{uid}.rounds.r2.revise"]
+    assert result.steps["rounds.r2.review"][0].result["verdict"] == "approved"
 
 
 def test_the_review_loop_ends_when_its_rounds_are_exhausted(rt, uid):
@@ -81,12 +85,14 @@ def test_a_tied_vote_fails_the_decision_unless_the_tie_policy_decides(rt, uid):
 
 @pytest.mark.parametrize("name", ["parallel_implementation", "review_feedback_loop", "majority_vote"])
 def test_each_shipped_pattern_runs_with_demo(ray_session, name, tmp_path, capsys):
-    code = main(["run", name, "--demo", "--home", str(tmp_path), "--namespace", f"demo-{tmp_path.name[-8:]}",
-                 "--no-progress"])
-    out = capsys.readouterr().out
+    code = main(["run", name, "--demo", "--home", str(tmp_path), "--namespace", f"demo-{tmp_path.name[-8:]}"])
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0, out
     assert f"{name}: completed" in out
     assert json.loads(out[out.index("{"):])  # the outcome, printed as JSON
+    if name == "review_feedback_loop":  # the bar counts the round the loop created (approved in round 2)
+        assert "5/5" in captured.err, captured.err
 
 
 STUCK = """
@@ -149,3 +155,7 @@ def test_a_loop_round_created_at_run_time_is_cancelled_with_its_pattern(rt, uid,
     cancelled = rt.patterns.cancel(handle)
     assert sorted(cancelled) == sorted([f"{uid}.rounds", f"{uid}.rounds.r2.revise", f"{uid}.rounds.r2.review"])
     assert {rt.get(i).status for i in cancelled} == {"cancelled"}
+    progress = rt.patterns.progress(handle)  # every task under the prefix, rounds included
+    assert progress.statuses == {f"{uid}.review": "completed", **dict.fromkeys(cancelled, "cancelled")}
+    assert progress.finished
+    assert set(rt.pattern_result(handle).steps) == {"review", "rounds", "rounds.r2.review", "rounds.r2.revise"}

@@ -27,6 +27,8 @@ from omoi_ray.testing import MemoryStore
 from tests.graph_harness import spec
 
 AGENTS = {"a1": ("x",), "a2": ()}
+#: the task types each agent handles (None: a default handler, every type)
+HANDLES = {"a1": None, "a2": frozenset({"t"})}
 OUTCOMES = [AttemptOutcome.COMPLETED, AttemptOutcome.FAILED, AttemptOutcome.PERMANENT_FAILURE, AttemptOutcome.TIMED_OUT]
 
 
@@ -81,6 +83,7 @@ class SchedulerCore(RuleBasedStateMachine):
             pool = known + [t.id for t in new]
             deps = sorted({pool[i % len(pool)] for i in dep_choices[:2]}) if pool and dep_choices else []
             task = spec(tid, *deps, requires=("x",) if needs_x else (), priority=prio, max_retries=retries, timeout=timeout)
+            task.type = ("t", "u")[self.counter % 2]  # a2 handles only "t"
             if lock is not None:
                 task.locks = (("file", "shared-file", lock),)
             new.append(task)
@@ -100,7 +103,8 @@ class SchedulerCore(RuleBasedStateMachine):
     @rule(name=st.sampled_from(sorted(AGENTS)), capacity=st.integers(1, 3))
     def register(self, name, capacity):
         self.incarnations[name] = self.incarnations.get(name, 0) + 1
-        self.graph.register_agent(name, f"{name}-{self.incarnations[name]}", frozenset(AGENTS[name]), capacity, self.now)
+        self.graph.register_agent(name, f"{name}-{self.incarnations[name]}", frozenset(AGENTS[name]), capacity, self.now,
+                                  handles=HANDLES[name])
         self.commit()
 
     @rule()
@@ -113,6 +117,7 @@ class SchedulerCore(RuleBasedStateMachine):
                 assert len(claimed) <= before
                 for task in claimed:
                     assert task.requires <= agent.capabilities
+                    assert agent.can_run(task.requires, task.type)
         self.commit()
 
     @rule(name=st.sampled_from(sorted(AGENTS)), pick=st.integers(0, 10), outcome=st.sampled_from(OUTCOMES), start_only=st.booleans())

@@ -391,6 +391,8 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
     from rich.table import Table
     from rich.text import Text
 
+    from omoi_ray.client.progress import unhandled_line
+
     console.print(Text(f"namespace {status.namespace}, database {status.database}, {status.ready} ready"),
                   soft_wrap=True)
     if status.database != configured_database:
@@ -426,6 +428,8 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
     for requires, count in status.unclaimable:
         console.print(Text(f"{count} ready tasks need [{', '.join(requires)}]: no live agent can run them",
                            style="yellow"), soft_wrap=True)
+    for task_type, requires, count in status.unhandled:
+        console.print(Text(unhandled_line(task_type, requires, count), style="yellow"), soft_wrap=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:

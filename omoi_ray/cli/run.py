@@ -13,6 +13,9 @@ Rules:
   Ray, SQLite under ``OMOI_HOME``) in the namespace ``omoi-patterns``.
 - The run waits for the pattern's final steps, prints the outcome as JSON and exits 0 when they
   completed, 1 otherwise; bad arguments, an unknown pattern or parameter exit 2 (one line).
+- Its progress bar counts every task under the pattern's prefix: its items and the rounds its
+  loops create as they run (the total grows with them), with a warning for ready tasks no live
+  agent can run.
 """
 
 from __future__ import annotations
@@ -108,8 +111,7 @@ def run_pattern(args: argparse.Namespace, settings: Any) -> int:
         handle = rt.apply_pattern(args.pattern, ticket=args.ticket, params=params, prefix=args.id_prefix)
         console.print(Text(f"applied {handle.name} as {handle.prefix}: " + ", ".join(
             f"{step} ({len(ids)})" if len(ids) > 1 else step for step, ids in handle.ids.items())))
-        finals = [i for step in handle.finals for i in handle.ids[step]]
-        rt.wait(finals, timeout=args.timeout, progress=not args.no_progress)
+        _follow(rt, handle, args.timeout, progress=not args.no_progress)
         result = rt.pattern_result(handle)
         console.print(Text(f"{handle.name}: {result.status}"))
         console.print(Text(json.dumps(result.outcome, indent=2, sort_keys=True, default=str)))
@@ -117,3 +119,42 @@ def run_pattern(args: argparse.Namespace, settings: Any) -> int:
     finally:
         if handlers:  # the runner's own agent and runtime end with the run, as the demo's do
             rt.shutdown(agents_timeout=5.0)
+
+
+#: seconds each look at a running pattern waits for its final steps (the bar's refresh)
+FOLLOW_STEP_S = 0.5
+
+
+def _follow(rt: Any, handle: Any, timeout: float | None, *, progress: bool) -> None:
+    """Wait for the pattern's final steps (``WaitTimeoutError`` after ``timeout`` seconds),
+    drawing a bar over every task under its prefix unless ``progress`` is off."""
+    import time
+
+    from omoi_ray.client.progress import ProgressBar
+    from omoi_ray.core.tasks import TERMINAL
+    from omoi_ray.errors import WaitTimeoutError
+
+    final = {s.value for s in TERMINAL}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    bar = ProgressBar(total=len(handle.all_ids), description=handle.name) if progress else None
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            step = FOLLOW_STEP_S if remaining is None else max(0.0, min(FOLLOW_STEP_S, remaining))
+            now = rt.patterns.progress(handle, wait=step)
+            if bar is not None:
+                live: dict[str, int] = {}
+                for s in now.statuses.values():
+                    if s not in final:
+                        live[s] = live.get(s, 0) + 1
+                done = {tid: s for tid, s in now.statuses.items() if s in final}
+                bar.update(done, live, now.unclaimable, now.unhandled, total=len(now.statuses))
+            if now.finished:
+                return
+            if remaining is not None and remaining <= 0:
+                pending = [i for name in handle.finals for i in handle.ids[name] if now.statuses.get(i) not in final]
+                raise WaitTimeoutError(f"{handle.name}: its final steps were not final after {timeout:g}s",
+                                       pending=pending)
+    finally:
+        if bar is not None:
+            bar.close()

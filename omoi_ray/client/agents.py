@@ -320,7 +320,8 @@ class Agents:
         Returns:
             One ``AgentInfo`` per agent: ``id``, ``type``, ``phase``, ``capabilities``, ``tags``,
             ``capacity``, ``busy``, ``free``, ``health``, ``status``, ``last_heartbeat_at``,
-            ``tasks_done``, ``incarnation``, ``info``, ``zombies``.
+            ``tasks_done``, ``incarnation``, ``info``, ``zombies``, ``handles`` (task types
+            with a handler; None: a default handler, every type).
         """
         return (yield Step(lambda: self._rt.scheduler.agent_infos.remote(None)))
 
@@ -335,6 +336,7 @@ class Agents:
         tags: Sequence[str] | None = None,
         include_unhealthy: bool = False,
         limit: int = 5,
+        task_type: str | None = None,
     ) -> Steps[list[AgentMatch]]:
         """Agents ranked for the wanted capabilities (``omoi_ray.core.ranking``; dispatch uses the
         same order).
@@ -349,6 +351,8 @@ class Agents:
             tags: keep agents holding every one of these tags.
             include_unhealthy: also match ``stale`` agents (never lost, dead or stopped ones).
             limit: the most matches, 1 to 1000.
+            task_type: keep agents that handle tasks of this type (a handler for it, or a
+                default handler), so only agents able to run such a task are listed.
 
         Returns:
             ``AgentMatch(agent, score, matched)``s, best first.
@@ -356,9 +360,9 @@ class Agents:
         Raises:
             InvalidArgumentError: a bad argument (named).
         """
-        parse_query(capabilities, phase, type, tags, include_unhealthy, limit)  # before any ref is made
+        parse_query(capabilities, phase, type, tags, include_unhealthy, limit, task_type)  # before any ref is made
         return (yield Step(lambda: self._rt.scheduler.search_agents.remote(
-            capabilities, phase, type, tags, include_unhealthy, limit
+            capabilities, phase, type, tags, include_unhealthy, limit, task_type
         )))
 
     search, search_async = flavours(_search)
@@ -371,6 +375,7 @@ class Agents:
         type: str | None = None,  # noqa: A002 - the field's public name
         tags: Sequence[str] | None = None,
         include_unhealthy: bool = False,
+        task_type: str | None = None,
     ) -> Steps[AgentMatch | None]:
         """The first of ``search(...)`` (same arguments, no ``limit``), or None when nothing matches.
 
@@ -378,7 +383,8 @@ class Agents:
             InvalidArgumentError: a bad argument (named).
         """
         matches = yield from self._search(
-            capabilities, phase=phase, type=type, tags=tags, include_unhealthy=include_unhealthy, limit=1
+            capabilities, phase=phase, type=type, tags=tags, include_unhealthy=include_unhealthy, limit=1,
+            task_type=task_type,
         )
         return matches[0] if matches else None
 

@@ -11,6 +11,9 @@ Rules:
 - A handle names the items by step (``handle.ids[step]``); the pattern's *outcome* is its final
   steps' (the steps no other step refers to): ``completed`` once they all completed, ``failed``
   once one ended otherwise, ``running`` before.
+- A result's ``steps`` holds the handle's steps and, after them, the rounds its loops created so
+  far, each under its id without the prefix (``"rounds.r2.revise"`` for ``"{prefix}.rounds.r2.revise"``),
+  by loop, round and body id.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omoi_ray.client.calls import Steps, flavours
+from omoi_ray.core.coordination import round_id_loops
 from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.errors import InvalidArgumentError
 from omoi_ray.specs.patterns import load_pattern
@@ -50,12 +54,26 @@ class PatternHandle:
 @dataclass(frozen=True)
 class PatternResult:
     """An applied pattern's state: ``status`` (``running``, ``completed``, ``failed``), each
-    step's ``TaskInfo``s (``steps[step]``), and ``outcome``: the final step's result (with
-    several final steps, ``{step: result}``; None until completed)."""
+    step's ``TaskInfo``s (``steps[step]``; then each task a loop created in a later round, under
+    its id without the prefix: ``steps["rounds.r2.review"]``), and ``outcome``: the final step's
+    result (with several final steps, ``{step: result}``; None until completed)."""
 
     status: str
     steps: Mapping[str, list[TaskInfo]]
     outcome: Any
+
+
+@dataclass(frozen=True)
+class PatternProgress:
+    """Where an applied pattern stands: ``statuses`` maps every task under its prefix (its items
+    and the rounds its loops created so far) to its status, by id; ``finished`` says whether its
+    final steps are all final; ``unclaimable`` and ``unhandled`` are the runtime's ready tasks
+    nobody alive can run (as in ``rt.status()``)."""
+
+    statuses: Mapping[str, str]
+    finished: bool
+    unclaimable: list[tuple[list[str], int]]
+    unhandled: list[tuple[str, list[str], int]]
 
 
 class Patterns:
@@ -109,9 +127,12 @@ class Patterns:
         """
         if not isinstance(handle, PatternHandle):
             raise InvalidArgumentError(f"pattern_result takes the PatternHandle apply returned, not {type(handle).__name__}")
-        infos = yield from self._rt.tasks._get_many(handle.all_ids)
+        rounds = yield from self._round_ids(handle)
+        infos = yield from self._rt.tasks._get_many(handle.all_ids + rounds)
         by_id = {info.id: info for info in infos}
         steps = {step: [by_id[i] for i in ids] for step, ids in handle.ids.items()}
+        cut = len(handle.prefix) + 1
+        steps.update((tid[cut:], [by_id[tid]]) for tid in rounds)
         finals = [info for step in handle.finals for info in steps[step]]
         done = TaskStatus.COMPLETED.value
         if all(info.status == done for info in finals):
@@ -124,6 +145,39 @@ class Patterns:
         return PatternResult(status, steps, outcome)
 
     result, result_async = flavours(_result)
+
+    def _progress(self, handle: PatternHandle, wait: float = 0.0) -> Steps[PatternProgress]:
+        """Where an applied pattern stands, after waiting up to ``wait`` seconds (0 to 60) for its
+        final steps to be final (``omoi-ray run`` draws its progress bar from this).
+
+        Raises:
+            InvalidArgumentError: ``handle`` is not a ``PatternHandle``, or a bad ``wait``.
+        """
+        if not isinstance(handle, PatternHandle):
+            raise InvalidArgumentError(f"patterns.progress takes the PatternHandle apply returned, not {type(handle).__name__}")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
+            raise InvalidArgumentError(f"patterns.progress: wait must be seconds from 0 to 60, not {wait!r:.40}")
+        finals = [i for step in handle.finals for i in handle.ids[step]]
+        reply = yield self._rt.tasks._on_scheduler("wait", finals, float(wait))
+        statuses = yield self._rt.tasks._on_scheduler("group_status", handle.prefix)
+        return PatternProgress(statuses, len(reply.finished) == len(set(finals)), reply.unclaimable, reply.unhandled)
+
+    progress, progress_async = flavours(_progress)
+
+    def _round_ids(self, handle: PatternHandle) -> Steps[list[str]]:
+        """The ids of the tasks the handle's loops created in later rounds, by loop, round, body id."""
+        statuses = yield self._rt.tasks._on_scheduler("group_status", handle.prefix)
+        own = set(handle.all_ids)
+        found = []
+        for tid in statuses:
+            if tid in own:
+                continue
+            for loop in round_id_loops(tid):
+                if loop in own:
+                    round_, _, body = tid[len(loop) + 2:].partition(".")
+                    found.append((loop, int(round_), body, tid))
+                    break
+        return [tid for *_, tid in sorted(found)]
 
     def _cancel(self, handle: PatternHandle, reason: str = "cancelled by request") -> Steps[dict[str, str]]:
         """Cancel an applied pattern: every unfinished task, sync and loop of it, including the
@@ -151,4 +205,4 @@ def _one(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-__all__ = ["PatternHandle", "PatternResult", "Patterns"]
+__all__ = ["PatternHandle", "PatternProgress", "PatternResult", "Patterns"]

@@ -49,9 +49,13 @@ class ProgressBar:
         finished: dict[str, str],
         live: dict[str, int],
         unclaimable: list[tuple[list[str], int]],
+        unhandled: Iterable[tuple[str, list[str], int]] = (),
+        total: int | None = None,
     ) -> None:
-        """Show ``finished`` (task id -> final status) against the total, ``live`` (count per
-        status of the others) and ``unclaimable`` ((required capabilities, count) pairs)."""
+        """Show ``finished`` (task id -> final status) against the total (``total``: a new one,
+        for work that grows), ``live`` (count per status of the others), ``unclaimable``
+        ((required capabilities, count) pairs) and ``unhandled`` ((type, required capabilities,
+        count): no live agent handles the type)."""
         detail = Text("  ".join(f"{status} {n}" for status, n in sorted(live.items()) if n))
         failed = sum(1 for s in finished.values() if s != "completed")
         if failed:
@@ -60,8 +64,18 @@ class ProgressBar:
             needs = ", ".join(requires) or "(nothing)"
             detail.append("\n" if detail else "").append(
                 f"{count} ready need [{needs}]: no live agent can run them", style="yellow")
+        for task_type, requires, count in unhandled:
+            detail.append("\n" if detail else "").append(unhandled_line(task_type, requires, count), style="yellow")
+        if total is not None:
+            self.progress.update(self.task, total=total)
         self.progress.update(self.task, completed=len(finished), detail=detail or None)
 
     def close(self) -> None:
         """Stop redrawing; the bar's last state stays on the console."""
         self.progress.stop()
+
+
+def unhandled_line(task_type: str, requires: list[str], count: int) -> str:
+    """The line saying ``count`` ready tasks of ``task_type`` wait for an agent handling that type."""
+    needs = f" with [{', '.join(requires)}]" if requires else ""
+    return f"{count} ready of type '{task_type}': no live agent{needs} handles that type"

@@ -172,7 +172,9 @@ class Runtime:
         Returns:
             A ``RuntimeStatus``: ``database`` (masked), ``namespace``, ``tasks`` (count per
             status), ``agents`` (``AgentInfo``s), ``unclaimable`` ((required capabilities,
-            count) of ready tasks no live agent can run), ``ready``.
+            count) of ready tasks no live agent has the capabilities for), ``ready``,
+            ``unhandled`` ((type, required capabilities, count) of ready tasks whose type no
+            live agent with their capabilities handles).
         """
         return (yield Step(lambda: self.scheduler.status.remote()))
 

@@ -172,7 +172,7 @@ class Tasks:
                 finished.update(reply.finished)
                 pending = [tid for tid in pending if tid not in reply.finished]
                 if bar is not None:
-                    bar.update(finished, reply.live, reply.unclaimable)
+                    bar.update(finished, reply.live, reply.unclaimable, reply.unhandled)
         finally:
             if bar is not None:
                 bar.close()

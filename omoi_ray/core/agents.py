@@ -11,6 +11,9 @@ Rules:
   Registering again with the same incarnation renews its lease (a heartbeat) and records new
   capabilities, tags or capacity, with one ``agent.capabilities.changed`` event, only when
   something really changed (capabilities and tags compared as sets).
+- An agent handles the task types it has handlers for, or every type when it has a default
+  handler (``Agent.handles`` None); it is handed only tasks of types it handles (``core.ready``).
+  What it handles is part of its registration and fixed per incarnation.
 - Only a live agent (``healthy`` or ``stale``, current incarnation) is asked about; only a
   ``healthy`` one is given work. Calls naming another incarnation change nothing.
 - Any call from the agent is a heartbeat: it renews the lease and makes a ``stale`` agent
@@ -88,6 +91,7 @@ class AgentRegistry:
         type: str = "agent",  # noqa: A002 - the field's name everywhere
         phase: str | None = None,
         tags: frozenset[str] = frozenset(),
+        handles: frozenset[str] | None = None,
     ) -> Agent:
         """Register (or refresh) an agent.
 
@@ -101,6 +105,8 @@ class AgentRegistry:
             type: what kind of agent it is.
             phase: the phase of work it serves, or None.
             tags: labels searches filter on.
+            handles: the task types it has handlers for, or None (a default handler) for every
+                type. Fixed per incarnation: a registration of the same incarnation keeps it.
 
         Returns:
             The live agent. The same incarnation again is a heartbeat plus an update (an
@@ -138,6 +144,7 @@ class AgentRegistry:
             type=type,
             phase=phase,
             tags=tags,
+            handles=handles,
             last_heartbeat_at=now,
             tasks_done=tasks_done,
             idle_since=now,
@@ -154,6 +161,7 @@ class AgentRegistry:
             "capabilities": sorted(capabilities),
             "tags": sorted(tags),
             "capacity": capacity,
+            "handles": None if handles is None else sorted(handles),
             **agent.info,
         })
         return agent
@@ -250,6 +258,10 @@ class AgentRegistry:
     def alive_capabilities(self) -> list[frozenset[str]]:
         """The capabilities of each alive agent (healthy or stale)."""
         return [a.capabilities for a in self.agents.values() if a.status is AgentStatus.ALIVE]
+
+    def alive_profiles(self) -> set[tuple[frozenset[str], frozenset[str] | None]]:
+        """The distinct (capabilities, task types handled or None for every type) of the alive agents."""
+        return {(a.capabilities, a.handles) for a in self.agents.values() if a.status is AgentStatus.ALIVE}
 
     def _move(self, agent: Agent, cause: HealthCause, now: float, reason: str) -> bool:
         """Apply the health table; record ``agent.health.changed`` if the state changed."""

@@ -24,6 +24,8 @@ Rules:
   only spares agents waits the scheduler can foresee; the lock manager is what guarantees safety.
 - Claiming a new attempt clears the task's ``reason`` (why the last attempt was requeued), so a
   completed task never shows the reason of an earlier attempt.
+- An agent is handed only tasks it is able to run: it has every capability the task requires
+  and handles the task's type (``Agent.handles``: None, a default handler, handles every type).
 - Only a ``healthy`` agent is handed work (a ``stale`` one waits for its next call); an
   agent's ``idle_since`` (for "longest waiting" ties) is kept here, where slots fill and free,
   and its ``tasks_done`` counts completed attempts.
@@ -147,7 +149,8 @@ class Claims:
     # ---------------------------------------------------------------- claiming
 
     def claim(self, agent: Agent, limit: int, now: float, request_id: str | None = None) -> list[Task]:
-        """Give ``agent`` up to ``limit`` ready tasks it is able to run.
+        """Give ``agent`` up to ``limit`` ready tasks it is able to run: it has the capabilities
+        each requires and handles each one's type (``Agent.handles``).
 
         Args:
             agent: a live agent; its free slots bound the count.
@@ -167,7 +170,7 @@ class Claims:
         set_aside: list[Task] = []
         ready = self.live.ready
         while len(claimed) < count and len(set_aside) < count + MAX_SET_ASIDE:
-            batch = ready.pop_for(agent.capabilities, count - len(claimed))
+            batch = ready.pop_for(agent.capabilities, count - len(claimed), agent.handles)
             if not batch:
                 break
             for task_id in batch:
@@ -177,7 +180,7 @@ class Claims:
                 else:
                     claimed.append(self._claim_one(agent, task, now, request_id))
         for task in set_aside:
-            ready.push(task.id, task.requires, task.priority, task.seq)
+            ready.push(task.id, task.requires, task.priority, task.seq, task.type)
         return claimed
 
     def hand_over(self, task: Task, agent: Agent, now: float, request_id: str, **payload: Any) -> Task:

@@ -19,7 +19,7 @@ Rules:
   list of alive agents (not itself), or to every healthy agent other than itself whose
   capabilities include the asked ones, at offer time, in the registry's ranking order
   (``core.ranking.search``: the order a search would list them). Every target must also have the capabilities the task
-  requires. One open offer per task.
+  requires and handle its type (``Agent.can_run``). One open offer per task.
 - While the offer is open the offering attempt keeps running; when it ends, the offer is
   withdrawn (``attempt_ended``, called by ``Claims.end_attempt``).
 - The first valid acceptance wins, in one synchronous call: the offering attempt ends
@@ -385,15 +385,24 @@ class Handoffs:
                     raise InvalidHandoffError(
                         f"target agent '{name}' lacks {sorted(missing)}, required by task '{task.id}'"
                     )
+                if not agent.can_run(task.requires, task.type):
+                    raise InvalidHandoffError(
+                        f"target agent '{name}' has no handler for type '{task.type}' of task '{task.id}'"
+                    )
             return tuple(dict.fromkeys(targets))
         wanted = frozenset(capabilities or ()) | task.requires
         # the registry's one ranking (``core.ranking``): healthy agents having every wanted
         # capability, best first; a stale agent gets no new work, so it is not offered any
         ranked = search(self.agents.values(), Query(capabilities=wanted, limit=len(self.agents) or 1))
-        found = tuple(m.agent_id for m in ranked if m.agent_id != holder and wanted <= self.agents[m.agent_id].capabilities)
+        found = tuple(
+            m.agent_id for m in ranked
+            if m.agent_id != holder and wanted <= self.agents[m.agent_id].capabilities
+            and self.agents[m.agent_id].can_run(task.requires, task.type)
+        )
         if not found:
             raise InvalidHandoffError(
-                f"no healthy agent other than '{holder}' has the capabilities {sorted(wanted)} (offer of task '{task.id}')"
+                f"no healthy agent other than '{holder}' has the capabilities {sorted(wanted)} and a handler"
+                f" for type '{task.type}' (offer of task '{task.id}')"
             )
         return found
 

@@ -203,6 +203,9 @@ class Agent:
     type: str = "agent"  # what kind of agent it is (a name; "agent" unless given)
     phase: str | None = None  # the phase of work it serves, if any
     tags: frozenset[str] = frozenset()
+    #: the task types it has handlers for, or None when it has a default handler (every type);
+    #: fixed per incarnation. Stored agents written before routing by type have None.
+    handles: frozenset[str] | None = None
     #: when it last called the scheduler (seconds); 0.0 until it does
     last_heartbeat_at: float = 0.0
     tasks_done: int = 0  # attempts it completed (successful results accepted)
@@ -228,6 +231,11 @@ class Agent:
         if self.zombies:
             return 0
         return max(0, self.capacity - len(self.busy))
+
+    def can_run(self, requires: frozenset[str], task_type: str) -> bool:
+        """Whether it is able to run a task requiring ``requires`` of type ``task_type``: it has
+        every required capability and handles the type (the claiming rule, ``core.ready``)."""
+        return requires <= self.capabilities and (self.handles is None or task_type in self.handles)
 
 
 _EVENT_PREFIX = secrets.token_hex(8)  # differs per process, so ids never repeat across restarts

@@ -7,13 +7,15 @@ Score of an agent for wanted capabilities ``W`` (the default, documented formula
 
 Rules:
 - When capabilities are asked for, agents with zero overlap are excluded.
-- Filters: ``phase`` and ``type`` (equal), ``tags`` (every given tag present), health
+- Filters: ``phase`` and ``type`` (equal), ``tags`` (every given tag present), ``task_type``
+  (the agent handles tasks of that type: ``Agent.handles`` None or naming it), health
   (``healthy`` only; ``include_unhealthy`` adds ``stale``; ``lost``, ``dead`` and ``stopped``
   agents never match).
 - Order: score descending, then longest waiting (``Agent.idle_since`` ascending; an agent with
   no free slot has waited "not at all" and comes after those with one), then agent id.
 - Dispatch uses the same key (``rank_key``) with coverage 1: among parked agents able to run a
-  ready task, the one a search would rank first gets it.
+  ready task (every capability it requires, and a handler for its type: ``Agent.can_run``),
+  the one a search would rank first gets it.
 - Scores are rounded to 9 decimals, so equal formulas compare equal whatever the float path.
 """
 
@@ -37,7 +39,8 @@ class Query:
     """What a search asks for (validated at the edge, ``omoi_ray.specs.agents``).
 
     ``capabilities`` empty means "none asked" (coverage 1.0 for every agent); ``tags`` must all
-    be present; ``limit`` bounds the number of matches.
+    be present; ``task_type`` keeps agents handling tasks of that type; ``limit`` bounds the
+    number of matches.
     """
 
     capabilities: frozenset[str] = frozenset()
@@ -46,6 +49,7 @@ class Query:
     tags: frozenset[str] = frozenset()
     include_unhealthy: bool = False
     limit: int = 5
+    task_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +83,12 @@ def rank_key(agent: Agent, agent_score: float) -> tuple[float, float, str]:
 
 
 def dispatch_key(agent: Agent) -> tuple[float, float, str]:
-    """``rank_key`` of an agent able to run the task at hand (coverage 1)."""
+    """``rank_key`` of an agent able to run the task at hand (coverage 1; able: ``Agent.can_run``)."""
     return rank_key(agent, score(agent, 1.0))
 
 
 def eligible(agent: Agent, query: Query) -> bool:
-    """Whether ``agent`` passes the query's filters (health, phase, type, tags)."""
+    """Whether ``agent`` passes the query's filters (health, phase, type, tags, task type)."""
     if agent.health is not AgentHealth.HEALTHY and not (
         query.include_unhealthy and agent.health is AgentHealth.STALE
     ):
@@ -92,6 +96,8 @@ def eligible(agent: Agent, query: Query) -> bool:
     if query.phase is not None and agent.phase != query.phase:
         return False
     if query.type is not None and agent.type != query.type:
+        return False
+    if query.task_type is not None and agent.handles is not None and query.task_type not in agent.handles:
         return False
     return query.tags <= agent.tags
 

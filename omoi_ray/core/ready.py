@@ -1,11 +1,12 @@
 """Ready tasks, indexed so that claiming a batch costs O(batch * log n), not a scan.
 
 Rules:
-- Tasks are grouped by the set of capabilities they require; each group is a heap ordered by
-  (priority, highest first; then submission sequence, lowest first).
+- Tasks are grouped by (the set of capabilities they require, their type); each group is a heap
+  ordered by (priority, highest first; then submission sequence, lowest first).
 - An agent may take a task when the task's required set is a subset of the agent's
-  capabilities. The groups an agent may draw from are computed once per distinct capability
-  set and cached until a new group appears.
+  capabilities and the agent handles the task's type: ``handles`` None (a default handler)
+  handles every type, else exactly the types named. The groups an agent may draw from are
+  computed once per distinct (capabilities, handles) and cached until a new group appears.
 - ``pop_for`` merges the heads of the eligible groups, so it returns exactly the highest-priority,
   earliest-submitted tasks the agent is able to do.
 - Removal is lazy: ``discard`` forgets membership; stale heap entries are skipped when reached
@@ -18,17 +19,27 @@ import heapq
 from collections.abc import Iterable
 
 Key = tuple[int, int]  # (-priority, seq)
+#: a group of ready tasks: (required capabilities, task type)
+Group = tuple[frozenset[str], str]
+#: what an agent offers: (capabilities, task types handled or None for every type)
+Profile = tuple[frozenset[str], frozenset[str] | None]
+
+
+def handles_type(handles: frozenset[str] | None, task_type: str) -> bool:
+    """Whether an agent handling ``handles`` (None: every type) runs tasks of ``task_type``."""
+    return handles is None or task_type in handles
 
 
 class ReadyIndex:
-    """The ready tasks, grouped by required capability set, each group a priority heap (see Rules)."""
+    """The ready tasks, grouped by (required capability set, type), each group a priority heap
+    (see Rules)."""
 
     def __init__(self) -> None:
         """An empty index."""
-        self._heaps: dict[frozenset[str], list[tuple[int, int, str]]] = {}
-        self._members: dict[str, tuple[frozenset[str], Key]] = {}
-        self._sizes: dict[frozenset[str], int] = {}
-        self._eligible: dict[frozenset[str], tuple[frozenset[str], ...]] = {}
+        self._heaps: dict[Group, list[tuple[int, int, str]]] = {}
+        self._members: dict[str, tuple[Group, Key]] = {}
+        self._sizes: dict[Group, int] = {}
+        self._eligible: dict[Profile, tuple[Group, ...]] = {}
         self._stale = 0
 
     def __len__(self) -> int:
@@ -39,7 +50,7 @@ class ReadyIndex:
         """True if ``task_id`` is held (pushed, not yet popped or discarded)."""
         return task_id in self._members
 
-    def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int) -> None:
+    def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int, task_type: str = "") -> None:
         """Add a ready task; a task already present is left as it is.
 
         Args:
@@ -47,18 +58,20 @@ class ReadyIndex:
             requires: the capability names the task needs (an agent must have them all).
             priority: higher is taken first.
             seq: submission sequence number; lower is taken first among equal priorities.
+            task_type: the task's type (an agent must handle it).
         """
         if task_id in self._members:
             return
-        heap = self._heaps.get(requires)
+        group = (requires, task_type)
+        heap = self._heaps.get(group)
         if heap is None:
-            heap = self._heaps[requires] = []
-            self._sizes[requires] = 0
-            self._eligible.clear()  # a new group may be eligible for cached capability sets
+            heap = self._heaps[group] = []
+            self._sizes[group] = 0
+            self._eligible.clear()  # a new group may be eligible for cached profiles
         key = (-priority, seq)
         heapq.heappush(heap, (key[0], key[1], task_id))
-        self._members[task_id] = (requires, key)
-        self._sizes[requires] += 1
+        self._members[task_id] = (group, key)
+        self._sizes[group] += 1
 
     def discard(self, task_id: str) -> bool:
         """Forget a task (cancelled, failed upstream...). Returns True if it was present."""
@@ -71,20 +84,21 @@ class ReadyIndex:
             self._compact()
         return True
 
-    def pop_for(self, capabilities: frozenset[str], limit: int) -> list[str]:
-        """Remove and return up to ``limit`` task ids this capability set may run, best first.
+    def pop_for(self, capabilities: frozenset[str], limit: int, handles: frozenset[str] | None = None) -> list[str]:
+        """Remove and return up to ``limit`` task ids an agent with this profile may run, best first.
 
         Args:
             capabilities: the agent's capability names.
             limit: most task ids to take (<= 0 takes none).
+            handles: the task types the agent handles, or None for every type.
 
         Returns:
             list[str] of task ids, highest priority then earliest submitted first.
         """
         if limit <= 0 or not self._members:
             return []
-        heads: list[tuple[int, int, str, frozenset[str]]] = []
-        for group in self._eligible_groups(capabilities):
+        heads: list[tuple[int, int, str, Group]] = []
+        for group in self._eligible_groups(capabilities, handles):
             if self._sizes[group] and self._clean_head(group):
                 top = self._heaps[group][0]
                 heads.append((top[0], top[1], top[2], group))
@@ -103,28 +117,48 @@ class ReadyIndex:
         return taken
 
     def counts_by_requirement(self) -> dict[frozenset[str], int]:
-        """Return the number of ready tasks per required capability set (empty groups left out)."""
-        return {group: size for group, size in self._sizes.items() if size}
+        """Return the number of ready tasks per required capability set, whatever their type
+        (empty groups left out)."""
+        counts: dict[frozenset[str], int] = {}
+        for (requires, _), size in self._sizes.items():
+            if size:
+                counts[requires] = counts.get(requires, 0) + size
+        return counts
 
     def unclaimable(self, capability_sets: Iterable[frozenset[str]]) -> dict[frozenset[str], int]:
-        """Groups of ready tasks that no agent with one of ``capability_sets`` is able to run."""
-        sets = list(capability_sets)
-        return {
-            group: size
-            for group, size in self._sizes.items()
-            if size and not any(group <= caps for caps in sets)
-        }
+        """Ready tasks, by required capability set, that no agent with one of
+        ``capability_sets`` has the capabilities for (whatever their type)."""
+        sets = set(capability_sets)
+        counts: dict[frozenset[str], int] = {}
+        for (requires, _), size in self._sizes.items():
+            if size and not any(requires <= caps for caps in sets):
+                counts[requires] = counts.get(requires, 0) + size
+        return counts
+
+    def unhandled(self, profiles: Iterable[Profile]) -> dict[Group, int]:
+        """Ready tasks, by (required capability set, type), that some agent of ``profiles`` has
+        the capabilities for but none of those handles the type (the rest are ``unclaimable``)."""
+        offered = set(profiles)
+        counts: dict[Group, int] = {}
+        for (requires, task_type), size in self._sizes.items():
+            if not size:
+                continue
+            able = [handles for caps, handles in offered if requires <= caps]
+            if able and not any(handles_type(h, task_type) for h in able):
+                counts[(requires, task_type)] = size
+        return counts
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _eligible_groups(self, capabilities: frozenset[str]) -> tuple[frozenset[str], ...]:
-        groups = self._eligible.get(capabilities)
+    def _eligible_groups(self, capabilities: frozenset[str], handles: frozenset[str] | None) -> tuple[Group, ...]:
+        profile = (capabilities, handles)
+        groups = self._eligible.get(profile)
         if groups is None:
-            groups = tuple(g for g in self._heaps if g <= capabilities)
-            self._eligible[capabilities] = groups
+            groups = tuple(g for g in self._heaps if g[0] <= capabilities and handles_type(handles, g[1]))
+            self._eligible[profile] = groups
         return groups
 
-    def _clean_head(self, group: frozenset[str]) -> bool:
+    def _clean_head(self, group: Group) -> bool:
         """Drop stale entries from the top of a group's heap; True if a live head remains."""
         heap = self._heaps[group]
         while heap:

@@ -462,6 +462,11 @@ class TaskGraph:
         """Ready tasks no alive agent is able to run: required capabilities -> count."""
         return self.ready.unclaimable(self.registry.alive_capabilities())
 
+    def unhandled(self) -> dict[tuple[frozenset[str], str], int]:
+        """Ready tasks some alive agent has the capabilities for but none of those handles the
+        type: (required capabilities, type) -> count."""
+        return self.ready.unhandled(self.registry.alive_profiles())
+
     # ---------------------------------------------------------------- change log
 
     def take_changes(self) -> TaskChanges:

@@ -34,7 +34,9 @@ class AgentInfo:
     ``info`` (node, pid, host: shown, never interpreted), ``zombies`` (busy slots held by zombie
     handlers), ``type``, ``phase``, ``health`` (``healthy``, ``stale``, ``lost``, ``dead``,
     ``stopped``), ``last_heartbeat_at`` (seconds since the epoch, None before its first call),
-    ``tasks_done`` (attempts it completed), ``incarnation`` (hex id of its process).
+    ``tasks_done`` (attempts it completed), ``incarnation`` (hex id of its process), ``handles``
+    (the task types it has handlers for, sorted; None when it has a default handler and takes
+    every type: it is handed only tasks of types it handles).
     """
 
     id: str
@@ -52,6 +54,7 @@ class AgentInfo:
     last_heartbeat_at: float | None = None
     tasks_done: int = 0
     incarnation: str = ""
+    handles: list[str] | None = None
 
     @classmethod
     def of(cls, agent: Agent) -> AgentInfo:
@@ -72,6 +75,7 @@ class AgentInfo:
             last_heartbeat_at=agent.last_heartbeat_at or None,
             tasks_done=agent.tasks_done,
             incarnation=agent.incarnation,
+            handles=None if agent.handles is None else sorted(agent.handles),
         )
 
 
@@ -151,6 +155,7 @@ def parse_query(
     tags: Any = None,
     include_unhealthy: Any = False,
     limit: Any = 5,
+    task_type: Any = None,
 ) -> Query:
     """Check a search's arguments (see the module rules) and build its ``core.ranking.Query``.
 
@@ -164,12 +169,14 @@ def parse_query(
             check_name(phase, "phase")
         if type is not None:
             check_name(type, "type")
+        if task_type is not None:
+            check_name(task_type, "task_type")
         if not isinstance(include_unhealthy, bool):
             raise ValueError(f"include_unhealthy must be True or False, not {include_unhealthy!r}")
         check_int(limit, "limit", 1, MAX_SEARCH_LIMIT)
     except ValueError as exc:
         raise InvalidArgumentError(f"agent search: {exc}") from None
-    return Query(frozenset(caps), phase, type, frozenset(tag_list), include_unhealthy, limit)
+    return Query(frozenset(caps), phase, type, frozenset(tag_list), include_unhealthy, limit, task_type)
 
 
 __all__ = ["AgentInfo", "AgentMatch", "AgentStats", "MAX_SEARCH_LIMIT", "parse_agent_update", "parse_query"]

@@ -222,7 +222,8 @@ class TaskAttemptRow(Base):
 class AgentRow(Base):
     """A registered agent: current incarnation, capabilities (JSON list of names), capacity (slots),
     status (lifecycle, derived from ``health``), and the registry's fields (migration 0006): type,
-    phase, tags (JSON list), health, last heartbeat and tasks done (as of the row's last write)."""
+    phase, tags (JSON list), health, last heartbeat and tasks done (as of the row's last write), and
+    the task types it handles (migration 0012)."""
 
     __tablename__ = "agents"
 
@@ -240,6 +241,9 @@ class AgentRow(Base):
     health: Mapped[str] = mapped_column(sa.String(16), server_default="healthy")
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     tasks_done: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    #: the task types it has handlers for (JSON list), NULL when it handles every type (a
+    #: default handler, or a row written before migration 0012)
+    handles: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
 
 class EventRow(Base):

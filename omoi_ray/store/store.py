@@ -417,6 +417,14 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
+    def group_statuses(self, prefix: str) -> dict[str, str]:
+        """``{task id: status value}`` of every stored task whose id starts with ``prefix + "."``
+        (an applied pattern's items and the rounds its loops created), by id."""
+        with self.engine.connect() as conn:
+            query = (sa.select(t.tasks.c.id, t.tasks.c.status)
+                     .where(t.tasks.c.id.startswith(prefix + ".", autoescape=True)).order_by(t.tasks.c.id))
+            return {tid: status for tid, status in conn.execute(query)}
+
     def status_counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
         """Stored tasks counted by status, ``{status value: count}`` (statuses with none are
         left out).
@@ -624,6 +632,7 @@ def _agent_from_row(r: Any) -> Agent:
         type=r.type,
         phase=r.phase,
         tags=frozenset(r.tags or []),
+        handles=None if r.handles is None else frozenset(r.handles),  # NULL: every type (rows before 0012)
         last_heartbeat_at=_epoch(r.last_heartbeat_at) or 0.0,
         tasks_done=r.tasks_done,
         info=dict(r.info or {}),

@@ -557,6 +557,7 @@ class BatchWriter:
             "health": a.health.value,
             "last_heartbeat_at": self._time(a.last_heartbeat_at) if a.last_heartbeat_at else None,
             "tasks_done": a.tasks_done,
+            "handles": None if a.handles is None else _json(sorted(a.handles)),
         }
 
     def _ticket_row(self, k: Ticket) -> dict[str, Any]:
