@@ -194,6 +194,16 @@ def test_events_into_a_closed_pipe_ends_quietly(tmp_path):
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
+@pytest.mark.parametrize("args", [["events"], ["events", "--since", "0-0"], ["db", "current"], ["db", "upgrade"],
+                                  ["db", "takeover"]], ids=" ".join)
+def test_a_database_url_naming_a_file_that_is_not_a_database_is_one_line(args, tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are notes, not a database\n")
+    out = run_cli(*args, "--db", f"sqlite:///{path}")
+    assert_one_line_error(out, f"--db: cannot use the database sqlite:///{path}: file is not a database")
+    assert path.read_text() == "these are notes, not a database\n"  # left as it was
+
+
 @pytest.mark.parametrize("action", ["current", "takeover"])
 def test_db_reading_commands_do_not_create_a_sqlite_file(action, tmp_path):
     path = tmp_path / "new.db"

@@ -489,7 +489,7 @@ def _run(args: argparse.Namespace) -> int:
         _fail(_settings_error(exc, args), 2)
     except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
         _fail(f"{_database_source(args)}: the database URL cannot be used: {_first_line(exc)}", 2)
-    except sa.exc.OperationalError as exc:  # cannot connect (or the server went away)
+    except sa.exc.DatabaseError as exc:  # cannot connect, or what is there is not a database it can use
         _fail(f"{_database_source(args)}: cannot use the database {_settings(args).safe_database_url()}: "
               f"{_first_line(exc)}", 2)
     except OmoiError as exc:
