@@ -60,7 +60,7 @@ def handler_paths(module_name: str) -> dict[str, str]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"--handlers {module_name}: cannot import it ({exc})") from None
-    except (Exception, SystemExit) as exc:  # the module's own code failed, or exited, while importing
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code failed or exited on import
         reason = " ".join(str(exc).split())[:200]
         raise ConfigurationError(f"--handlers {module_name}: importing it raised {type(exc).__name__}"
                                  + (f": {reason}" if reason else "")) from None
