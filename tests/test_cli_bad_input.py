@@ -75,6 +75,8 @@ BAD = [
     (["events", "--limit", "\u0663"], {}, "--limit"),  # an Arabic-Indic 3: int() would take it
     (["events", "--limit", " 3"], {}, "--limit"),
     (["events"], {"OMOI_LOCK_TTL": "200000"}, "OMOI_LOCK_TTL"),  # past the longest lock lease
+    (["events"], {"OMOI_EVENTS_BATCH": "1000000000000"}, "OMOI_EVENTS_BATCH"),  # past the most per read
+    (["events"], {"OMOI_LEASE_TTL": "1e300"}, "OMOI_LEASE_TTL"),  # now + lease past any storable time
     (["events"], {}, "does not exist"),  # no database yet: reported, not created
     (["status", "--address", "garbage"], {}, "--address"),
     (["status", "--address", "127.0.0.1:99999"], {}, "--address"),
