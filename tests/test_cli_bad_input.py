@@ -129,6 +129,25 @@ def test_status_gives_up_on_an_address_that_is_not_ray(answer, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_status_gives_up_at_once_on_a_grpc_server_that_is_not_rays_gcs(tmp_path):
+    # e.g. Ray Client's port given without ray://, or another gRPC service: ray.init would retry
+    # against it for half a minute, logging every second
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))  # no service: every call is UNIMPLEMENTED
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        out = run_cli("status", "--address", f"127.0.0.1:{port}", home=tmp_path)
+    finally:
+        server.stop(None)
+    assert_one_line_error(out, f"127.0.0.1:{port} does not answer as a Ray cluster (no Ray GCS server there)")
+    assert out.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_demo_on_a_directory_without_python_files_is_one_line_before_ray_starts(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
