@@ -85,6 +85,11 @@ BAD = [
     (["status"], {}, "RAY_ADDRESS"),
     (["status"], {"RAY_ADDRESS": "garbage"}, "RAY_ADDRESS"),
     (["down", "--address", "garbage"], {}, "--address"),
+    # a database the run cannot use fails before Ray starts (Ray would log a line of its own first)
+    (["demo", "--files", "1", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "--db: cannot use the database"),
+    (["run", "majority_vote", "--demo", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "127.0.0.1:1/x"),
+    (["demo", "--files", "1", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such-dir"),
+    (["run", "majority_vote", "--demo", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such"),
     (["demo", "--num-cpus", "-1"], {}, "--num-cpus"),
     (["demo", "--files", "-1"], {}, "--files"),
     (["demo", "--files", "0"], {}, "--files"),
@@ -216,12 +221,14 @@ def test_events_into_a_closed_pipe_ends_quietly(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["events"], ["events", "--since", "0-0"], ["db", "current"], ["db", "upgrade"],
-                                  ["db", "takeover"]], ids=" ".join)
+                                  ["db", "takeover"], ["demo", "--files", "1"], ["run", "majority_vote", "--demo"]],
+                         ids=" ".join)
 def test_a_database_url_naming_a_file_that_is_not_a_database_is_one_line(args, tmp_path):
     path = tmp_path / "notes.db"
     path.write_text("these are notes, not a database\n")
     out = run_cli(*args, "--db", f"sqlite:///{path}")
     assert_one_line_error(out, f"--db: cannot use the database sqlite:///{path}: file is not a database")
+    assert out.stdout == ""  # refused before anything started
     assert path.read_text() == "these are notes, not a database\n"  # left as it was
 
 
@@ -387,6 +394,26 @@ def test_status_and_down_find_a_running_runtime_by_name(ray_session, tmp_path):
     finally:
         if {name for ns, name in _named_actors() if ns == namespace}:
             rt.shutdown(agents_timeout=2.0)
+
+
+def test_status_prints_the_longest_names_whole_at_80_columns():
+    from omoi_ray.cli import print_status
+    from omoi_ray.protocol import AgentView, RuntimeStatus
+
+    name = "agent-" + "a" * 122  # the longest agent name, 128 characters
+    caps = ["c" * 64, "d" * 64]  # the longest capabilities
+    status = RuntimeStatus(
+        database="sqlite:////tmp/omoi.db", namespace="ns", tasks={"ready": 123456789}, ready=0, unclaimable=[],
+        agents=[AgentView(id=name, status="alive", capabilities=caps, capacity=1024, busy=1000, info={}, zombies=3)],
+    )
+    console = _console()
+    print_status(console, status, {"redis": None}, "sqlite:////tmp/omoi.db")
+    text = console.file.getvalue()
+    assert "\u2026" not in text  # nothing was cut with an ellipsis
+    rows = [line.split("\u2502")[1:-1] for line in text.splitlines() if line.startswith("\u2502")]
+    columns = ["".join("".join(row[i].split()) for row in rows if len(row) > i) for i in range(4)]
+    assert name in columns[0] and "123456789" in columns[1]
+    assert all(cap in columns[2] for cap in caps) and "1000/1024" in columns[3]
 
 
 def test_status_shows_slots_held_by_zombie_handlers():
