@@ -22,7 +22,18 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from omoi_ray.core.storable import MAX_HARD_TIMEOUT_GRACE_S, MAX_LOCK_S, MAX_OWNER_LEASE_S, check_seconds
+from omoi_ray.core.storable import (
+    MAX_EVENT_COUNT_SETTING,
+    MAX_EVENTS_LIMIT,
+    MAX_HARD_TIMEOUT_GRACE_S,
+    MAX_JSON_BYTES_SETTING,
+    MAX_LOCK_S,
+    MAX_OWNER_LEASE_S,
+    MAX_POLL_S,
+    MAX_SUBMISSION_SETTING,
+    MAX_WAIT_S,
+    check_seconds,
+)
 from omoi_ray.errors import ConfigurationError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
@@ -41,6 +52,18 @@ _URL_HINTS = {
 def default_home() -> Path:
     """Return ``$OMOI_HOME``, else ``~/.omoi-ray`` (user-expanded): where the embedded database and workspaces live."""
     return Path(os.environ.get("OMOI_HOME") or Path.home() / ".omoi-ray").expanduser()
+
+
+#: the largest value of each integer setting (see the README's "Limits and bounds")
+_INT_MAXIMA = {
+    "payload_max_bytes": MAX_JSON_BYTES_SETTING,
+    "result_max_bytes": MAX_JSON_BYTES_SETTING,
+    "message_max_bytes": MAX_JSON_BYTES_SETTING,
+    "max_submission": MAX_SUBMISSION_SETTING,
+    "events_stream_maxlen": MAX_EVENT_COUNT_SETTING,
+    "events_replay": MAX_EVENT_COUNT_SETTING,
+    "events_batch": MAX_EVENTS_LIMIT,
+}
 
 
 class Settings(BaseSettings):
@@ -177,6 +200,21 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number of seconds")
         return value
 
+    @field_validator("lease_ttl", "long_poll", "agent_stale_after", "events_retention", "thread_retention")
+    @classmethod
+    def _at_most_max_wait(cls, value: float | None) -> float | None:
+        # now + a lease, now - a retention: every time the runtime derives must stay one a store can hold
+        if value is not None and value > MAX_WAIT_S:
+            raise ValueError(f"must be at most {MAX_WAIT_S:g} seconds")
+        return value
+
+    @field_validator("events_poll")
+    @classmethod
+    def _events_poll(cls, value: float) -> float:
+        if value > MAX_POLL_S:
+            raise ValueError(f"must be at most {MAX_POLL_S:g} seconds")
+        return value
+
     @field_validator("lock_ttl")
     @classmethod
     def _lock_ttl(cls, value: float) -> float:
@@ -221,6 +259,16 @@ class Settings(BaseSettings):
     def _positive_int(cls, value: int) -> int:
         if value <= 0:
             raise ValueError("must be a positive integer")
+        return value
+
+    @field_validator("payload_max_bytes", "result_max_bytes", "message_max_bytes", "max_submission",
+                     "events_stream_maxlen", "events_replay", "events_batch")
+    @classmethod
+    def _int_at_most(cls, value: int, info: Any) -> int:
+        # a count past these reaches SQL LIMITs, Redis MAXLEN and size checks as an overflow, not a limit
+        maximum = _INT_MAXIMA[info.field_name]
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum:,}")
         return value
 
     @field_validator("database_url", "redis_url")

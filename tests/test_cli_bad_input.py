@@ -75,6 +75,8 @@ BAD = [
     (["events", "--limit", "\u0663"], {}, "--limit"),  # an Arabic-Indic 3: int() would take it
     (["events", "--limit", " 3"], {}, "--limit"),
     (["events"], {"OMOI_LOCK_TTL": "200000"}, "OMOI_LOCK_TTL"),  # past the longest lock lease
+    (["events"], {"OMOI_EVENTS_BATCH": "1000000000000"}, "OMOI_EVENTS_BATCH"),  # past the most per read
+    (["events"], {"OMOI_LEASE_TTL": "1e300"}, "OMOI_LEASE_TTL"),  # now + lease past any storable time
     (["events"], {}, "does not exist"),  # no database yet: reported, not created
     (["status", "--address", "garbage"], {}, "--address"),
     (["status", "--address", "127.0.0.1:99999"], {}, "--address"),
@@ -83,6 +85,11 @@ BAD = [
     (["status"], {}, "RAY_ADDRESS"),
     (["status"], {"RAY_ADDRESS": "garbage"}, "RAY_ADDRESS"),
     (["down", "--address", "garbage"], {}, "--address"),
+    # a database the run cannot use fails before Ray starts (Ray would log a line of its own first)
+    (["demo", "--files", "1", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "--db: cannot use the database"),
+    (["run", "majority_vote", "--demo", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "127.0.0.1:1/x"),
+    (["demo", "--files", "1", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such-dir"),
+    (["run", "majority_vote", "--demo", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such"),
     (["demo", "--num-cpus", "-1"], {}, "--num-cpus"),
     (["demo", "--files", "-1"], {}, "--files"),
     (["demo", "--files", "0"], {}, "--files"),
@@ -124,6 +131,25 @@ def test_status_gives_up_on_an_address_that_is_not_ray(answer, tmp_path):
             threading.Thread(target=reply, daemon=True).start()
         out = run_cli("status", "--address", f"127.0.0.1:{port}", home=tmp_path)
     assert_one_line_error(out, f"127.0.0.1:{port} does not answer as a Ray cluster")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_gives_up_at_once_on_a_grpc_server_that_is_not_rays_gcs(tmp_path):
+    # e.g. Ray Client's port given without ray://, or another gRPC service: ray.init would retry
+    # against it for half a minute, logging every second
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))  # no service: every call is UNIMPLEMENTED
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        out = run_cli("status", "--address", f"127.0.0.1:{port}", home=tmp_path)
+    finally:
+        server.stop(None)
+    assert_one_line_error(out, f"127.0.0.1:{port} does not answer as a Ray cluster (no Ray GCS server there)")
+    assert out.stdout == ""
     assert list(tmp_path.iterdir()) == []
 
 
@@ -192,6 +218,18 @@ def test_events_into_a_closed_pipe_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("args", [["events"], ["events", "--since", "0-0"], ["db", "current"], ["db", "upgrade"],
+                                  ["db", "takeover"], ["demo", "--files", "1"], ["run", "majority_vote", "--demo"]],
+                         ids=" ".join)
+def test_a_database_url_naming_a_file_that_is_not_a_database_is_one_line(args, tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are notes, not a database\n")
+    out = run_cli(*args, "--db", f"sqlite:///{path}")
+    assert_one_line_error(out, f"--db: cannot use the database sqlite:///{path}: file is not a database")
+    assert out.stdout == ""  # refused before anything started
+    assert path.read_text() == "these are notes, not a database\n"  # left as it was
 
 
 @pytest.mark.parametrize("action", ["current", "takeover"])
@@ -359,6 +397,26 @@ def test_status_and_down_find_a_running_runtime_by_name(ray_session, tmp_path):
     finally:
         if {name for ns, name in _named_actors() if ns == namespace}:
             rt.shutdown(agents_timeout=2.0)
+
+
+def test_status_prints_the_longest_names_whole_at_80_columns():
+    from omoi_ray.cli import print_status
+    from omoi_ray.protocol import AgentView, RuntimeStatus
+
+    name = "agent-" + "a" * 122  # the longest agent name, 128 characters
+    caps = ["c" * 64, "d" * 64]  # the longest capabilities
+    status = RuntimeStatus(
+        database="sqlite:////tmp/omoi.db", namespace="ns", tasks={"ready": 123456789}, ready=0, unclaimable=[],
+        agents=[AgentView(id=name, status="alive", capabilities=caps, capacity=1024, busy=1000, info={}, zombies=3)],
+    )
+    console = _console()
+    print_status(console, status, {"redis": None}, "sqlite:////tmp/omoi.db")
+    text = console.file.getvalue()
+    assert "\u2026" not in text  # nothing was cut with an ellipsis
+    rows = [line.split("\u2502")[1:-1] for line in text.splitlines() if line.startswith("\u2502")]
+    columns = ["".join("".join(row[i].split()) for row in rows if len(row) > i) for i in range(4)]
+    assert name in columns[0] and "123456789" in columns[1]
+    assert all(cap in columns[2] for cap in caps) and "1000/1024" in columns[3]
 
 
 def test_status_shows_slots_held_by_zombie_handlers():

@@ -4,10 +4,12 @@ outcome with a handler set (exit 0)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from omoi_ray.cli import main
+from tests.conftest import ROOT
 from tests.test_cli_bad_input import assert_one_line_error, run_cli
 
 
@@ -26,6 +28,35 @@ from tests.test_cli_bad_input import assert_one_line_error, run_cli
 )
 def test_bad_runs_fail_in_one_line_before_ray(args, names, tmp_path):
     assert_one_line_error(run_cli(*args, home=tmp_path), names)
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("raise RuntimeError('boom')\n", "--handlers mods_{n}: importing it raised RuntimeError: boom"),
+        ("raise SystemExit(3)\n", "--handlers mods_{n}: importing it raised SystemExit: 3"),
+        ("import sys\nsys.exit(0)\n", "--handlers mods_{n}: importing it raised SystemExit: 0"),
+        ("1/0\n", "--handlers mods_{n}: importing it raised ZeroDivisionError: division by zero"),
+        ("HANDLERS = {'evaluate': lambda t, c: 1}\n", "--handlers mods_{n}: HANDLERS['evaluate'] is not a function"),
+        ("HANDLERS = 'evaluate'\n", "--handlers mods_{n}: the module has no HANDLERS mapping"),
+    ],
+    ids=["raises", "exits-3", "exits-0", "zero-division", "lambda", "string"],
+)
+def test_a_handlers_module_that_cannot_be_used_is_one_line_before_ray(source, names, tmp_path):
+    n = tmp_path.name[-12:].replace("-", "_")  # a module name of its own: the import system caches names
+    (tmp_path / f"mods_{n}.py").write_text(source)
+    home = tmp_path / "home"
+    home.mkdir()
+    out = run_cli("run", "majority_vote", "--handlers", f"mods_{n}", home=home,
+                  env={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})
+    assert_one_line_error(out, names.format(n=n))
+    assert out.stdout == ""
+    assert list(home.iterdir()) == []  # nothing was made
+
+
+def test_an_empty_handlers_argument_is_refused_as_such(tmp_path):
+    out = run_cli("run", "majority_vote", "--handlers", "", home=tmp_path)
+    assert_one_line_error(out, "--handlers '' is not a module name")
 
 
 VOTE = """

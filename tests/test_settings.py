@@ -61,3 +61,40 @@ def test_bad_settings_are_rejected(field, value, tmp_path):
     with pytest.raises(ValidationError) as err:
         Settings(home=tmp_path, **{field: value})
     assert field in str(err.value)
+
+
+# every numeric setting: (field, largest accepted, the next value refused)
+SETTING_BOUNDS = [
+    ("lease_ttl", 1e9, 1e9 + 1),
+    ("long_poll", 1e9, 1e300),
+    ("events_retention", 1e9, 1e12),
+    ("thread_retention", 1e9, float("inf")),
+    ("events_poll", 60.0, 60.5),
+    ("lock_ttl", 86400.0, 86401.0),
+    ("hard_timeout_grace", 3600.0, 3601.0),
+    ("call_retry_for", 1e9, 1e10),
+    ("owner_lease", 3600.0, 3600.5),
+    ("report_linger", 1.0, 1.5),
+    ("payload_max_bytes", 100_000_000, 100_000_001),
+    ("result_max_bytes", 100_000_000, 10**30),
+    ("message_max_bytes", 100_000_000, 2**63),
+    ("max_submission", 10_000_000, 10_000_001),
+    ("events_stream_maxlen", 1_000_000_000, 1_000_000_001),
+    ("events_replay", 1_000_000_000, 10**400),
+    ("events_batch", 100_000, 100_001),
+]
+
+
+@pytest.mark.parametrize("field,largest,over", SETTING_BOUNDS, ids=[b[0] for b in SETTING_BOUNDS])
+def test_every_numeric_setting_has_an_upper_bound(field, largest, over, tmp_path):
+    assert getattr(Settings(home=tmp_path, **{field: largest}), field) == largest
+    with pytest.raises(ValidationError) as err:
+        Settings(home=tmp_path, **{field: over})
+    assert field in str(err.value)
+
+
+def test_an_environment_value_past_a_bound_is_refused_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMOI_LEASE_TTL", "1e300")  # now + lease would be past any time a store holds
+    with pytest.raises(ValidationError) as err:
+        Settings(home=tmp_path)
+    assert "lease_ttl" in str(err.value) and "at most" in str(err.value)

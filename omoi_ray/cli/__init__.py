@@ -212,6 +212,50 @@ def _stored(settings: Any) -> str:
         f" ({held})" if held else "")
 
 
+def _check_database_first(settings: Any) -> None:
+    """Before a command that starts Ray (``demo``, ``run``): a database it cannot use fails now,
+    in one line, not after Ray has started and logged. An existing SQLite file is opened, a
+    missing one's folder must be one the run can make; a PostgreSQL server is connected to.
+    Nothing is made or migrated here (``connect`` checks who owns the database first)."""
+    from sqlalchemy.engine import make_url
+
+    from omoi_ray.store.store import make_engine
+
+    url = settings.resolved_database_url()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            return
+        path = Path(parsed.database)
+        if not path.exists():
+            _check_creatable(path.parent)
+            return  # the run creates it
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+def _check_creatable(folder: Path) -> None:
+    """Raise ``OSError`` naming ``folder`` unless it is a directory, or one that can be made
+    (tried with a scratch folder in its nearest existing ancestor, removed at once)."""
+    import tempfile
+
+    missing = folder
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    if folder.exists() or missing.exists():
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(folder))
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=missing.parent))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(missing)) from None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -222,6 +266,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from omoi_ray.cli.demo import run_demo
 
     settings = _settings(args)
+    _check_database_first(settings)
     result = run_demo(
         directory=Path(args.dir) if args.dir else None,
         files=args.files,
@@ -237,7 +282,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     completed, else 1."""
     from omoi_ray.cli.run import run_pattern
 
-    return run_pattern(args, _settings(args))
+    settings = _settings(args)
+    _check_database_first(settings)
+    return run_pattern(args, settings)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -413,14 +460,14 @@ def print_status(console: Any, status: Any, relay: dict[str, Any] | None, config
             f"events: mirrored to {relay['redis']} stream {relay['stream']} (", state,
             f"), at {relay['cursor']}, lag {relay['lag_seconds']:.3f} s"), soft_wrap=True)
     tasks = Table(title="tasks")
-    tasks.add_column("status")
-    tasks.add_column("count", justify="right")
+    tasks.add_column("status", overflow="fold")  # fold, never cut: names are printed whole
+    tasks.add_column("count", justify="right", overflow="fold")
     for name, n in sorted(status.tasks.items()):
         tasks.add_row(Text(name), str(n))
     console.print(tasks)
     agents = Table(title="agents")
     for col in ("agent", "status", "capabilities", "busy/capacity"):
-        agents.add_column(col)
+        agents.add_column(col, overflow="fold")
     for a in status.agents:
         busy = f"{a.busy}/{a.capacity}" + (f" ({a.zombies} held by zombie handlers, draining)" if a.zombies else "")
         agents.add_row(Text(a.id), Text(a.status), Text(", ".join(a.capabilities)), busy)
@@ -493,7 +540,7 @@ def _run(args: argparse.Namespace) -> int:
         _fail(_settings_error(exc, args), 2)
     except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
         _fail(f"{_database_source(args)}: the database URL cannot be used: {_first_line(exc)}", 2)
-    except sa.exc.OperationalError as exc:  # cannot connect (or the server went away)
+    except sa.exc.DatabaseError as exc:  # cannot connect, or what is there is not a database it can use
         _fail(f"{_database_source(args)}: cannot use the database {_settings(args).safe_database_url()}: "
               f"{_first_line(exc)}", 2)
     except OmoiError as exc:

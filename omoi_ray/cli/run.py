@@ -63,6 +63,10 @@ def handler_paths(module_name: str) -> dict[str, str]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"--handlers {module_name}: cannot import it ({exc})") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code failed or exited on import
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigurationError(f"--handlers {module_name}: importing it raised {type(exc).__name__}"
+                                 + (f": {reason}" if reason else "")) from None
     handlers = getattr(module, "HANDLERS", None)
     if not isinstance(handlers, dict) or not handlers:
         raise ConfigurationError(f"--handlers {module_name}: the module has no HANDLERS mapping of task type to function")
@@ -98,8 +102,8 @@ def run_pattern(args: argparse.Namespace, settings: Any) -> int:
     console = Console(soft_wrap=True)
     params = dict(args.set or [])
     load_pattern(args.pattern, params, prefix=args.id_prefix, ticket=args.ticket)  # every error before Ray starts
-    handlers = handler_paths(DEMO_HANDLERS if args.demo and not args.handlers else args.handlers) if (
-        args.demo or args.handlers) else None
+    given = args.handlers is not None  # an empty --handlers '' is refused, not taken as absent
+    handlers = handler_paths(args.handlers if given else DEMO_HANDLERS) if (args.demo or given) else None
     if handlers is None and not os.environ.get("RAY_ADDRESS", "").strip():
         raise ConfigurationError(
             "no agent could run the pattern: the Ray this run starts is its own; pass --handlers MODULE or "

@@ -5,8 +5,9 @@ Rules:
   ``auto`` or ``local``; anything else is refused naming where it came from.
 - ``ray.init`` on a port where nobody answers, or where something other than Ray answers,
   retries for minutes while it logs. So for ``host:port`` forms a connection is opened first
-  (``CONNECT_TIMEOUT_S``) and the server must answer HTTP/2's opening as Ray's gRPC servers do;
-  otherwise ``ConfigurationError`` says so at once. ``auto`` and ``local`` are left to Ray.
+  (``CONNECT_TIMEOUT_S``) and the server must answer HTTP/2's opening as Ray's gRPC servers do,
+  and (``host:port``) not refuse Ray's GCS service as unimplemented; otherwise
+  ``ConfigurationError`` says so at once. ``auto`` and ``local`` are left to Ray.
 """
 
 from __future__ import annotations
@@ -50,9 +51,26 @@ def check_reachable(address: str) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise ConfigurationError(f"cannot reach Ray at {address}: {reason}") from None
-    if not grpc:
-        raise ConfigurationError(f"{address} does not answer as a Ray cluster (no gRPC server there): give "
-                                 "the head node's GCS port, e.g. host:6379")
+    if not grpc or (not address.startswith("ray://") and not _serves_ray_gcs(match[1], int(match[2]))):
+        raise ConfigurationError(f"{address} does not answer as a Ray cluster (no Ray GCS server there): give "
+                                 "the head node's GCS port, e.g. host:6379, or ray://host:10001 for Ray Client")
+
+
+def _serves_ray_gcs(host: str, port: int) -> bool:
+    """False when the gRPC server at ``host:port`` does not implement Ray's GCS (another gRPC
+    service, Ray Client's port given without ``ray://``, a proxy): ``ray.init`` would retry
+    against it for half a minute, logging every second. Any other answer, silence included, is
+    left to ``ray.init``."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=CONNECT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            return exc.code() != grpc.StatusCode.UNIMPLEMENTED
+    return True
 
 
 def _speaks_grpc(sock: Any) -> bool:

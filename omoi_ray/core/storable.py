@@ -61,6 +61,14 @@ MAX_POSITION = 2**63 - 1
 MAX_TIMESTAMP_S = 253402300799.0
 #: longest lease a runtime may hold on its database (``OMOI_OWNER_LEASE``), in seconds
 MAX_OWNER_LEASE_S = 3600.0
+#: largest size limit a setting may give JSON the stores hold (``OMOI_PAYLOAD_MAX_BYTES``,
+#: ``OMOI_RESULT_MAX_BYTES``, ``OMOI_MESSAGE_MAX_BYTES``): 100 MB, well inside PostgreSQL's
+#: largest JSONB value (255 MB)
+MAX_JSON_BYTES_SETTING = 100_000_000
+#: most tasks one submission may be allowed (``OMOI_MAX_SUBMISSION``)
+MAX_SUBMISSION_SETTING = 10_000_000
+#: largest event count a setting may give (``OMOI_EVENTS_STREAM_MAXLEN``, ``OMOI_EVENTS_REPLAY``)
+MAX_EVENT_COUNT_SETTING = 1_000_000_000
 
 # Text a store cannot hold, anywhere: NUL and lone surrogates.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
