@@ -312,9 +312,10 @@ def test_an_async_handler_blocking_its_loop_runs_once_and_keeps_its_leases(rt, u
 
 
 @pytest.mark.ray
-def test_a_sync_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slot_comes_back(rt, uid):
+@pytest.mark.parametrize("handler", [SYNC, ASYNC], ids=["sync", "async-blocking-its-loop"])
+def test_a_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slot_comes_back(rt, uid, handler):
     cap = f"zombie-{uid}"
-    agent = rt.spawn_agent(f"zombie-{uid}", capabilities=[cap], capacity=1, handler=SYNC)
+    agent = rt.spawn_agent(f"zombie-{uid}", capabilities=[cap], capacity=1, handler=handler)
     first_pid = agent.info()["pid"]
     z = omoi.TaskSpec(id=f"{uid}-z", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
                       payload={"op": "block", "seconds": 300})
