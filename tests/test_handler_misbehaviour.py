@@ -486,3 +486,28 @@ def test_stop_ends_an_agent_whose_handler_ignores_it_and_requeues_the_attempt_un
     assert rt.wait([z.id], timeout=60) == {z.id: "completed"}
     assert [a.outcome for a in rt.attempts(z.id)] == ["interrupted", "completed"]
     again.stop(timeout=5)
+
+
+@pytest.mark.ray
+def test_a_second_zombie_after_the_last_permitted_restart_leaves_the_agent_stopped(rt, uid):
+    cap = f"onerestart-{uid}"
+    agent = rt.spawn_agent(f"onerestart-{uid}", capabilities=[cap], capacity=1, handler=SYNC, max_restarts=1)
+    first_pid = agent.info()["pid"]
+    deaf = {"op": "block", "seconds": 300}
+    z1 = omoi.TaskSpec(id=f"{uid}-z1", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
+                       payload=deaf)
+    rt.submit([z1])
+    assert rt.wait([z1.id], timeout=90) == {z1.id: "completed"}
+    assert rt.get(z1.id).result["pid"] != first_pid  # replaced once: Ray restarted it
+    z2 = omoi.TaskSpec(id=f"{uid}-z2", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
+                       payload=deaf)
+    rt.submit([z2])
+    # Its one restart is used up: the second replacement reports the agent stopped, not lost.
+    until(lambda: [e for e in rt.events(agent.name) if e.type == "agent.stopped"], "agent.stopped", timeout=90)
+    assert [e.type for e in rt.events(agent.name) if e.type != "agent.health.changed"] == [
+        "agent.registered", "agent.lost", "agent.registered", "agent.stopped"]
+    view = {a.id: a for a in rt.status().agents}[agent.name]
+    assert (view.status, view.busy, view.zombies) == ("stopped", 0, 0)
+    until(lambda: rt.get(z2.id).status == "ready", "the timed-out task back to ready")
+    assert [a.outcome for a in rt.attempts(z2.id)] == ["timed_out"]
+    until(lambda: _gone(rt, agent.name), "the actor to be gone (not restarted)", timeout=30)
