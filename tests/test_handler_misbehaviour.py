@@ -504,6 +504,7 @@ def test_a_second_zombie_after_the_last_permitted_restart_leaves_the_agent_stopp
     rt.submit([z2])
     # Its one restart is used up: the second replacement reports the agent stopped, not lost.
     until(lambda: [e for e in rt.events(agent.name) if e.type == "agent.stopped"], "agent.stopped", timeout=90)
+    # (and the restarted incarnation was never taken for dead while Ray's view of it settled)
     assert [e.type for e in rt.events(agent.name) if e.type != "agent.health.changed"] == [
         "agent.registered", "agent.lost", "agent.registered", "agent.stopped"]
     view = {a.id: a for a in rt.status().agents}[agent.name]
