@@ -50,6 +50,7 @@ from omoi_ray.actors.scheduler_messaging import PRUNE_EVERY, MessagingCalls
 from omoi_ray.actors.scheduler_registry import RegistryCalls
 from omoi_ray.actors.scheduler_tickets import TicketCalls
 
+from omoi_ray.client.calls import FIRST_DELAY, MAX_DELAY, RETRY_ON
 from omoi_ray.core.claims import Rejection, Report
 from omoi_ray.core.coordination import LOOP, SYNC, loop_round_ids
 from omoi_ray.core.handoff import HandoffStatus
@@ -748,14 +749,31 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         )
 
     async def _watch_agent(self, agent_id: str, incarnation: str, handle: Any) -> None:
-        try:
-            outcome = await handle.watch.remote(incarnation)
-            reason = None if outcome == "stopped" else f"restarted as a new incarnation ({outcome})"
-            cause = HealthCause.REPLACED
-        except ray.exceptions.RayActorError as exc:
-            reason, cause = f"died ({type(exc).__name__})", HealthCause.RAY_DIED  # dead at once
-        except asyncio.CancelledError:
-            return
+        """Park a ``watch`` call on the agent's process and record how this incarnation ended.
+
+        ``RETRY_ON`` (the actor restarting, or this process's view of it not yet updated after a
+        restart) is no death: the watch is asked again while the incarnation is live, so a just
+        restarted agent is never declared dead (and its attempts charged) for it; an agent that
+        never answers again loses its lease. Any other ``RayActorError`` is a death, at once."""
+        delay = FIRST_DELAY
+        while True:
+            try:
+                outcome = await handle.watch.remote(incarnation)
+                reason = None if outcome == "stopped" else f"restarted as a new incarnation ({outcome})"
+                cause = HealthCause.REPLACED
+                break
+            except RETRY_ON:
+                if self.graph.live_agent(agent_id, incarnation) is None:  # it ended another way
+                    if self.watches.get(agent_id) is asyncio.current_task():
+                        del self.watches[agent_id]
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+            except ray.exceptions.RayActorError as exc:
+                reason, cause = f"died ({type(exc).__name__})", HealthCause.RAY_DIED  # dead at once
+                break
+            except asyncio.CancelledError:
+                return
         now = time.time()
         if reason is None:
             changed = self.graph.agent_stopped(agent_id, incarnation, now)

@@ -177,14 +177,15 @@ def misbehave(task, ctx):
 
 
 async def misbehave_async(task, ctx):
-    """Async handler: ``raise`` (payload ``kind``) or ``block`` (a blocking ``time.sleep`` inside
-    ``async def``, as a synchronous client would do); returns the tokens of its declared locks."""
+    """Async handler: ``raise`` (payload ``kind``) or ``block`` (attempts up to ``until_attempt``
+    make a blocking ``time.sleep`` inside ``async def``, as a synchronous client would do: deaf to
+    their timeout and cancellation); returns the tokens of its declared locks."""
     p = task.payload or {}
     if p.get("started_gate"):
         await gate().open.remote(f"{p['started_gate']}:{task.attempt}")
     if p.get("op") == "raise":
         _raise(p["kind"])
-    if p.get("op") == "block":
+    if p.get("op") == "block" and task.attempt <= p.get("until_attempt", 1):
         time.sleep(p["seconds"])  # noqa: ASYNC251 - the misbehaviour under test: blocks its event loop
     if p.get("op") == "lock_async":  # Ray calls from the handler's own event loop
         grants = await ctx.lock_async(p["resource"], wait=30)

@@ -14,19 +14,25 @@ the core rule and its persistence are tested without Ray, on both stores.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
+import time
 import uuid
 
 import pytest
 import ray
+from omoi_ray.actors.agent import AgentActor, _Running
 
 import omoi_ray as omoi
 from omoi_ray.core.claims import OUTCOME_RULES, Report
 from omoi_ray.core.model import AgentStatus, AttemptOutcome, NewTask, RetryPolicy
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.errors import AgentNotFoundError
+from omoi_ray.protocol import Assignment
 from omoi_ray.testing import MemoryStore
 from tests.conftest import make_settings, until
-from tests.handlers import gate
+from tests.handlers import gate, misbehave_async
 
 SYNC = "tests.handlers:misbehave"
 ASYNC = "tests.handlers:misbehave_async"
@@ -172,6 +178,58 @@ def test_the_hard_timeout_grace_is_read_from_the_environment(monkeypatch):
     assert Settings().hard_timeout_grace == 2.5
 
 
+# --------------------------------------------------------------------------- the watchdog (no Ray)
+
+
+def test_the_watchdog_logs_a_blocked_async_handler_naming_it_and_the_task(caplog):
+    """A blocking call inside an async handler holds that handler's own loop: the agent's
+    watchdog (on its control loop) logs it, naming the handler and the task, and logs its end."""
+    agent = AgentActor.__new__(AgentActor)  # the watchdog alone: no scheduler, no Ray
+    agent.name = "dog"
+    handler_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=handler_loop.run_forever, daemon=True)
+    thread.start()
+    release = threading.Event()
+    assignment = Assignment("t-1", 2, "x", None, "NORMAL", None, None, None)
+    run = _Running(assignment, ctx=None, fn=misbehave_async, loop=handler_loop)
+
+    async def logged(fragment: str) -> logging.LogRecord:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = [r for r in caplog.records if fragment in r.getMessage()]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"nothing logged with {fragment!r}")
+
+    async def main() -> tuple[logging.LogRecord, logging.LogRecord]:
+        agent.stopped = asyncio.Event()
+        agent.running = {("t-1", 2): run}
+        dog = asyncio.get_running_loop().create_task(agent._watchdog())
+        handler_loop.call_soon_threadsafe(release.wait, 60)  # the handler's blocking call
+        try:
+            blocked = await logged("has not answered")
+            release.set()
+            return blocked, await logged("answers again")
+        finally:
+            release.set()
+            agent.stopped.set()
+            dog.cancel()
+
+    caplog.set_level(logging.WARNING, logger="omoi_ray.agent")
+    try:
+        blocked, again = asyncio.run(main())
+    finally:
+        handler_loop.call_soon_threadsafe(handler_loop.stop)
+        thread.join(30)
+        handler_loop.close()
+    for record in (blocked, again):
+        assert record.levelno == logging.WARNING
+        assert "agent dog: " in record.getMessage()
+        assert "async handler tests.handlers:misbehave_async (task t-1 attempt 2)" in record.getMessage()
+    assert "a blocking call inside an async handler" in blocked.getMessage()
+
+
 # --------------------------------------------------------------------------- agents on Ray
 
 
@@ -254,9 +312,10 @@ def test_an_async_handler_blocking_its_loop_runs_once_and_keeps_its_leases(rt, u
 
 
 @pytest.mark.ray
-def test_a_sync_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slot_comes_back(rt, uid):
+@pytest.mark.parametrize("handler", [SYNC, ASYNC], ids=["sync", "async-blocking-its-loop"])
+def test_a_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slot_comes_back(rt, uid, handler):
     cap = f"zombie-{uid}"
-    agent = rt.spawn_agent(f"zombie-{uid}", capabilities=[cap], capacity=1, handler=SYNC)
+    agent = rt.spawn_agent(f"zombie-{uid}", capabilities=[cap], capacity=1, handler=handler)
     first_pid = agent.info()["pid"]
     z = omoi.TaskSpec(id=f"{uid}-z", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
                       payload={"op": "block", "seconds": 300})
@@ -334,14 +393,15 @@ def test_a_zombie_on_an_agent_that_may_not_restart_leaves_it_stopped(rt, uid):
     until(lambda: rt.get(z.id).status == "ready", "the timed-out task back to ready")
     assert ([cap], 1) in [tuple(u) for u in rt.status().unclaimable]
 
-    def gone() -> bool:
-        try:
-            rt.agent(agent.name)
-        except AgentNotFoundError:
-            return True
-        return False
+    until(lambda: _gone(rt, agent.name), "the actor to be gone (not restarted)", timeout=30)
 
-    until(gone, "the actor to be gone (not restarted)", timeout=30)
+
+def _gone(rt, name: str) -> bool:
+    try:
+        rt.agent(name)
+    except AgentNotFoundError:
+        return True
+    return False
 
 
 @pytest.mark.ray
@@ -378,3 +438,77 @@ def test_an_async_handler_in_its_own_loop_still_reaches_the_runtime(rt, servers,
     assert set(result["tokens"]) == {f"res:{uid}"}
     assert result["upstream"][up.id]["attempt"] == 1
     assert [e.type for e in rt.events(f"res:{uid}")] == ["lock.granted", "lock.released"]
+
+
+@pytest.mark.ray
+def test_a_sync_handler_ignoring_its_cancellation_gets_its_agent_replaced_and_the_slot_comes_back(rt, uid):
+    cap = f"deaf-{uid}"
+    agent = rt.spawn_agent(f"deaf-{uid}", capabilities=[cap], capacity=1, handler=SYNC)
+    first_pid = agent.info()["pid"]
+    z = omoi.TaskSpec(id=f"{uid}-z", type="x", requires=[cap], max_retries=0,
+                      payload={"op": "block", "seconds": 300, "started_gate": f"{uid}-z"})
+    rt.submit([z])
+    assert ray.get(gate().wait.remote(f"{uid}-z:1", 60))
+    later = omoi.TaskSpec(id=f"{uid}-later", type="x", requires=[cap], max_retries=0)
+    rt.submit([later])
+    assert rt.cancel(z.id, reason="not needed") == {z.id: "cancelled"}
+    # The handler never looks at its cancellation: past the grace period its agent is replaced.
+    assert rt.wait([later.id], timeout=90) == {later.id: "completed"}
+    assert rt.get(later.id).result["pid"] != first_pid
+    assert [a.outcome for a in rt.attempts(later.id)] == ["completed"]
+    info = rt.get(z.id)
+    assert (info.status, info.reason) == ("cancelled", "not needed")
+    assert [(a.outcome, a.error) for a in rt.attempts(z.id)] == [("cancelled", "not needed")]
+    lost = next(e for e in rt.events(agent.name) if e.type == "agent.lost")
+    assert "zombie" in lost.payload["reason"] and f"{uid}-z#1" in lost.payload["reason"]
+    view = until(lambda: {a.id: a for a in rt.status().agents}.get(agent.name), "agent in status")
+    assert (view.status, view.busy, view.zombies) == ("alive", 0, 0)
+    agent.stop(timeout=5)
+
+
+@pytest.mark.ray
+def test_stop_ends_an_agent_whose_handler_ignores_it_and_requeues_the_attempt_uncharged(rt, uid):
+    cap = f"deafstop-{uid}"
+    agent = rt.spawn_agent(f"deafstop-{uid}", capabilities=[cap], capacity=1, handler=SYNC)
+    z = omoi.TaskSpec(id=f"{uid}-z", type="x", requires=[cap], max_retries=0,
+                      payload={"op": "block", "seconds": 300, "started_gate": f"{uid}-z"})
+    rt.submit([z])
+    assert ray.get(gate().wait.remote(f"{uid}-z:1", 60))
+    stats = agent.stop(timeout=1)
+    assert stats["started"] == 1 and stats["finished"] == 0  # it answered: stop did not give up on it
+    until(lambda: _gone(rt, agent.name), "the actor to be gone", timeout=30)
+    info = rt.get(z.id)
+    assert (info.status, info.attempt) == ("ready", 1)
+    assert [a.outcome for a in rt.attempts(z.id)] == ["interrupted"]
+    assert [e.type for e in rt.events(agent.name)][-1] == "agent.stopped"
+    # max_retries=0, yet it runs again: the interrupted attempt was not charged
+    again = rt.spawn_agent(f"deafstop2-{uid}", capabilities=[cap], capacity=1, handler=SYNC)
+    assert rt.wait([z.id], timeout=60) == {z.id: "completed"}
+    assert [a.outcome for a in rt.attempts(z.id)] == ["interrupted", "completed"]
+    again.stop(timeout=5)
+
+
+@pytest.mark.ray
+def test_a_second_zombie_after_the_last_permitted_restart_leaves_the_agent_stopped(rt, uid):
+    cap = f"onerestart-{uid}"
+    agent = rt.spawn_agent(f"onerestart-{uid}", capabilities=[cap], capacity=1, handler=SYNC, max_restarts=1)
+    first_pid = agent.info()["pid"]
+    deaf = {"op": "block", "seconds": 300}
+    z1 = omoi.TaskSpec(id=f"{uid}-z1", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
+                       payload=deaf)
+    rt.submit([z1])
+    assert rt.wait([z1.id], timeout=90) == {z1.id: "completed"}
+    assert rt.get(z1.id).result["pid"] != first_pid  # replaced once: Ray restarted it
+    z2 = omoi.TaskSpec(id=f"{uid}-z2", type="x", requires=[cap], timeout=1.0, max_retries=1, backoff_base=0.01,
+                       payload=deaf)
+    rt.submit([z2])
+    # Its one restart is used up: the second replacement reports the agent stopped, not lost.
+    until(lambda: [e for e in rt.events(agent.name) if e.type == "agent.stopped"], "agent.stopped", timeout=90)
+    # (and the restarted incarnation was never taken for dead while Ray's view of it settled)
+    assert [e.type for e in rt.events(agent.name) if e.type != "agent.health.changed"] == [
+        "agent.registered", "agent.lost", "agent.registered", "agent.stopped"]
+    view = {a.id: a for a in rt.status().agents}[agent.name]
+    assert (view.status, view.busy, view.zombies) == ("stopped", 0, 0)
+    until(lambda: rt.get(z2.id).status == "ready", "the timed-out task back to ready")
+    assert [a.outcome for a in rt.attempts(z2.id)] == ["timed_out"]
+    until(lambda: _gone(rt, agent.name), "the actor to be gone (not restarted)", timeout=30)

@@ -173,6 +173,86 @@ def test_ray_reporting_an_agent_dead_makes_it_dead_at_once():
     assert health == [{"from": "healthy", "to": "dead", "reason": "died (ActorDiedError)", "incarnation": "i1"}]
 
 
+class _WatchedHandle:
+    """An agent's actor handle as the scheduler's watch sees it: ``watch.remote`` answers each
+    call with the next of ``answers`` (an exception is raised)."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    @property
+    def watch(self):
+        return self
+
+    def remote(self, incarnation: str):
+        self.calls += 1
+        answer = self.answers.pop(0)
+
+        async def reply():
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        return reply()
+
+
+def _watching(h: Harness, handle: _WatchedHandle) -> None:
+    """Run the scheduler's watch of agent ``a`` incarnation ``i1`` (no Ray) to its end."""
+    import asyncio
+
+    from omoi_ray.actors.scheduler import SchedulerActor
+
+    scheduler = SchedulerActor.__new__(SchedulerActor)
+    scheduler.graph, scheduler.watches = h.graph, {}
+    scheduler._release_parked = lambda agent_id: None
+    scheduler._after_change = lambda: None
+    asyncio.run(asyncio.wait_for(scheduler._watch_agent("a", "i1", handle), 30))
+
+
+def _unavailable():
+    import ray
+
+    return ray.exceptions.ActorUnavailableError("The actor is restarting", None)
+
+
+def test_an_agent_briefly_unavailable_to_ray_is_not_declared_dead():
+    # Right after Ray restarts an agent (a zombie's replacement), the scheduler's view of it may
+    # still say restarting: the watch asks again instead of declaring the live agent dead.
+    h = Harness(lease_ttl=30)
+    a = register(h, "a", caps=("x",))
+    h.submit(spec("t", requires=("x",)))
+    h.claim(a)
+    h.drain()
+    handle = _WatchedHandle(_unavailable(), _unavailable(), "stopped")
+    _watching(h, handle)
+    assert handle.calls == 3
+    assert a.status.value == "stopped" and a.health is not AgentHealth.DEAD
+    assert h.status("t") == "ready"
+    assert [(x.task_id, x.outcome) for x in h.drain().attempts] == [("t", AttemptOutcome.INTERRUPTED)]  # uncharged
+
+
+def test_a_watch_stops_asking_once_the_incarnation_ended_another_way():
+    h = Harness(lease_ttl=30)
+    a = register(h, "a")
+    handle = _WatchedHandle(_unavailable(), "stopped")
+    assert h.graph.agent_lost("a", "i1", h.now, "lease expired", HealthCause.LEASE_EXPIRED)
+    h.drain()
+    _watching(h, handle)
+    assert handle.calls == 1 and a.status.value == "lost"
+    assert h.drain().events == []
+
+
+def test_an_agent_ray_reports_dead_is_dead_at_the_first_answer():
+    import ray
+
+    h = Harness(lease_ttl=30)
+    a = register(h, "a")
+    handle = _WatchedHandle(ray.exceptions.ActorDiedError(), "stopped")
+    _watching(h, handle)
+    assert handle.calls == 1 and a.health is AgentHealth.DEAD
+
+
 def test_stale_after_is_configurable_and_below_the_lease():
     h = Harness()
     h.graph = TaskGraph(lease_ttl=30, stale_after=5, rng=random.Random(1))
