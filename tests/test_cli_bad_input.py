@@ -148,7 +148,8 @@ def test_status_gives_up_at_once_on_a_grpc_server_that_is_not_rays_gcs(tmp_path)
         out = run_cli("status", "--address", f"127.0.0.1:{port}", home=tmp_path)
     finally:
         server.stop(None)
-    assert_one_line_error(out, f"127.0.0.1:{port} does not answer as a Ray cluster (no Ray GCS server there)")
+    assert_one_line_error(out, f"127.0.0.1:{port} does not answer as a Ray cluster (no Ray GCS server there: "
+                               "its gRPC server answered UNIMPLEMENTED)")
     assert out.stdout == ""
     assert list(tmp_path.iterdir()) == []
 

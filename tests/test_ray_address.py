@@ -77,3 +77,63 @@ def test_connect_refuses_an_address_where_no_ray_answers_before_starting_anythin
                          check=False)
     assert f"refused: cannot reach Ray at 127.0.0.1:{port}" in out.stdout, out.stdout + out.stderr
     assert not (tmp_path / "omoi.db").exists()  # refused before the database was created
+
+
+class _GcsStandIn:
+    """An in-test gRPC server answering every call with the given statuses in turn (the last one
+    repeated); ``"OK"`` answers as a Ray GCS does (an empty ``GetClusterIdReply``)."""
+
+    def __init__(self, *codes: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+        from ray.core.generated import gcs_service_pb2
+
+        self.codes = list(codes)
+        self.calls = 0
+
+        def answer(_request, context):
+            code = self.codes[min(self.calls, len(self.codes) - 1)]
+            self.calls += 1
+            if code == "OK":
+                return gcs_service_pb2.GetClusterIdReply()
+            context.abort(getattr(grpc.StatusCode, code), "not a Ray GCS")
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, _details):
+                return grpc.unary_unary_rpc_method_handler(
+                    answer, response_serializer=gcs_service_pb2.GetClusterIdReply.SerializeToString)
+
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2), handlers=[Handler()])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def __enter__(self) -> _GcsStandIn:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.stop(None)
+
+
+@pytest.mark.parametrize("code", ["UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED", "UNAVAILABLE",
+                                  "INTERNAL", "NOT_FOUND"])
+def test_a_grpc_server_refusing_rays_gcs_call_is_refused_naming_the_status(code, monkeypatch):
+    monkeypatch.setattr(ray_address, "GCS_STARTING_S", 0.5)  # UNAVAILABLE is asked again this long
+    with _GcsStandIn(code) as server:
+        with pytest.raises(ConfigurationError) as info:
+            ray_address.check_reachable(f"127.0.0.1:{server.port}")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"127.0.0.1:{server.port} does not answer as a Ray cluster")
+    assert f"answered {code}" in message
+
+
+def test_a_gcs_answering_unavailable_while_it_starts_is_accepted_once_it_answers():
+    with _GcsStandIn("UNAVAILABLE", "UNAVAILABLE", "OK") as server:
+        ray_address.check_reachable(f"127.0.0.1:{server.port}")  # no refusal
+        assert server.calls == 3
+
+
+def test_a_server_answering_rays_gcs_call_is_accepted():
+    with _GcsStandIn("OK") as server:
+        ray_address.check_reachable(f"127.0.0.1:{server.port}")
