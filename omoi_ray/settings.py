@@ -66,6 +66,16 @@ _INT_MAXIMA = {
 }
 
 
+
+def _in_memory_sqlite(url: Any) -> bool:
+    """Whether the SQLAlchemy ``url`` names an in-memory SQLite database (``sqlite://``,
+    ``sqlite:///:memory:``, a ``file::memory:`` URI or ``mode=memory``)."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return (database in ("", ":memory:") or database.startswith("file::memory:")
+            or url.query.get("mode") == "memory")
+
 class Settings(BaseSettings):
     """The runtime's settings; each field ``x`` is read from ``OMOI_X`` unless passed in. Frozen.
 
@@ -287,9 +297,14 @@ class Settings(BaseSettings):
             from sqlalchemy.exc import ArgumentError
 
             try:
-                make_url(url)
+                parsed = make_url(url)
             except (ArgumentError, ValueError):
                 raise ValueError(f"is not a well-formed URL: {_URL_HINTS['database_url']}") from None
+            if _in_memory_sqlite(parsed):
+                # each process (driver, scheduler, lock manager, agents) would get its own empty
+                # database: the runtime's actors would find no schema and share nothing
+                raise ValueError("is an in-memory SQLite database, which the runtime's processes cannot "
+                                 "share: use a file path, e.g. sqlite:///omoi.db")
         return value
     @field_validator("call_retry_for")
     @classmethod

@@ -90,6 +90,10 @@ BAD = [
     (["run", "majority_vote", "--demo", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "127.0.0.1:1/x"),
     (["demo", "--files", "1", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such-dir"),
     (["run", "majority_vote", "--demo", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such"),
+    # an in-memory SQLite database is one per process: refused before Ray starts
+    (["run", "majority_vote", "--demo", "--db", "sqlite://"], {}, "--db: is an in-memory SQLite database"),
+    (["demo", "--files", "1", "--db", "sqlite:///:memory:"], {}, "--db: is an in-memory SQLite database"),
+    (["run", "majority_vote", "--demo"], {"OMOI_DATABASE_URL": "sqlite:///:memory:"}, "in-memory SQLite"),
     (["demo", "--num-cpus", "-1"], {}, "--num-cpus"),
     (["demo", "--files", "-1"], {}, "--files"),
     (["demo", "--files", "0"], {}, "--files"),

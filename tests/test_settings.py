@@ -63,6 +63,18 @@ def test_bad_settings_are_rejected(field, value, tmp_path):
     assert field in str(err.value)
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite:///:memory:",
+                                 "sqlite:///file::memory:?uri=true", "sqlite:///x.db?mode=memory&uri=true"])
+def test_an_in_memory_sqlite_database_is_refused(url, tmp_path, monkeypatch):
+    # each of the runtime's processes would open its own empty database
+    with pytest.raises(ValidationError) as err:
+        Settings(home=tmp_path, database_url=SecretStr(url))
+    assert "database_url" in str(err.value) and "in-memory SQLite" in str(err.value)
+    monkeypatch.setenv("OMOI_DATABASE_URL", url)
+    with pytest.raises(ValidationError, match="use a file path"):
+        Settings(home=tmp_path)
+
+
 # every numeric setting: (field, largest accepted, the next value refused)
 SETTING_BOUNDS = [
     ("lease_ttl", 1e9, 1e9 + 1),
