@@ -39,8 +39,14 @@ def test_bad_runs_fail_in_one_line_before_ray(args, names, tmp_path):
         ("1/0\n", "--handlers mods_{n}: importing it raised ZeroDivisionError: division by zero"),
         ("HANDLERS = {'evaluate': lambda t, c: 1}\n", "--handlers mods_{n}: HANDLERS['evaluate'] is not a function"),
         ("HANDLERS = 'evaluate'\n", "--handlers mods_{n}: the module has no HANDLERS mapping"),
+        ("def f(t, c):\n    return {}\nHANDLERS = {'bad type': f}\n",
+         "--handlers mods_{n}: HANDLERS key: task type must be 1-128 characters"),
+        ("HANDLERS = {'bad type': print}\n", "not 'bad type'"),
+        ("HANDLERS = {3: print}\n", "task type must be 1-128 characters"),
+        ("HANDLERS = {'evaluate': 5}\n", "--handlers mods_{n}: HANDLERS['evaluate'] is not a function"),
     ],
-    ids=["raises", "exits-3", "exits-0", "zero-division", "lambda", "string"],
+    ids=["raises", "exits-3", "exits-0", "zero-division", "lambda", "string", "bad-type", "bad-type-builtin",
+         "int-type", "not-callable"],
 )
 def test_a_handlers_module_that_cannot_be_used_is_one_line_before_ray(source, names, tmp_path):
     n = tmp_path.name[-12:].replace("-", "_")  # a module name of its own: the import system caches names

@@ -70,10 +70,16 @@ def handler_paths(module_name: str) -> dict[str, str]:
     handlers = getattr(module, "HANDLERS", None)
     if not isinstance(handlers, dict) or not handlers:
         raise ConfigurationError(f"--handlers {module_name}: the module has no HANDLERS mapping of task type to function")
+    from omoi_ray.specs.tasks import check_name
+
     out = {}
     for task_type, fn in handlers.items():
+        try:  # the task type first, by the rule agents' handlers are held to (before Ray starts)
+            check_name(task_type, "task type")
+        except ValueError as exc:
+            raise ConfigurationError(f"--handlers {module_name}: HANDLERS key: {exc}") from None
         name = getattr(fn, "__name__", None)
-        if not isinstance(task_type, str) or getattr(module, str(name), None) is not fn:
+        if not callable(fn) or getattr(module, str(name), None) is not fn:
             raise ConfigurationError(f"--handlers {module_name}: HANDLERS[{task_type!r}] is not a function of the module")
         out[task_type] = f"{module_name}:{name}"
     return out
