@@ -55,6 +55,8 @@ def default_home() -> Path:
 
 
 #: the largest value of each integer setting (see the README's "Limits and bounds")
+#: an integer of 19 digits or more, as text: past every bound in ``_INT_MAXIMA``
+_HUGE_INT = re.compile(r"\s*\+?0*[1-9][0-9]{18,}\s*")
 _INT_MAXIMA = {
     "payload_max_bytes": MAX_JSON_BYTES_SETTING,
     "result_max_bytes": MAX_JSON_BYTES_SETTING,
@@ -146,6 +148,8 @@ class Settings(BaseSettings):
     @field_validator("agent_stale_after")
     @classmethod
     def _stale_after(cls, value: float | None) -> float | None:
+        if value == math.inf:  # a number past float's range: the bound check below names the maximum
+            return value
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
         return value
@@ -186,6 +190,8 @@ class Settings(BaseSettings):
     @field_validator("events_retention", "thread_retention")
     @classmethod
     def _retention(cls, value: float) -> float:
+        if value == math.inf:  # a number past float's range: the bound check names the maximum
+            return value
         if not (math.isfinite(value) and value >= 0):
             raise ValueError("must be 0 (keep forever) or a positive number of seconds")
         return value
@@ -201,11 +207,16 @@ class Settings(BaseSettings):
         # pydantic would take True as 1: a number is never a boolean (environment values are text)
         if isinstance(value, bool):
             raise ValueError(f"{info.field_name} must be a number, not a boolean")
+        if info.field_name in _INT_MAXIMA and isinstance(value, str) and _HUGE_INT.fullmatch(value):
+            # past every bound, and maybe past what int() parses (4300 digits): say the bound
+            raise ValueError(f"must be at most {_INT_MAXIMA[info.field_name]:,}")
         return value
 
     @field_validator("lease_ttl", "long_poll", "lock_ttl", "events_poll")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
+        if value == math.inf:  # e.g. "1" and 5000 zeros: too large, which each field's bound check says
+            return value
         if not (math.isfinite(value) and value > 0):
             raise ValueError("must be a positive number of seconds")
         return value

@@ -110,3 +110,19 @@ def test_an_environment_value_past_a_bound_is_refused_naming_it(tmp_path, monkey
     with pytest.raises(ValidationError) as err:
         Settings(home=tmp_path)
     assert "lease_ttl" in str(err.value) and "at most" in str(err.value)
+
+
+HUGE = "1" + "0" * 5000  # past float's range, and past the digits int() parses
+
+
+@pytest.mark.parametrize(("variable", "bound"), [
+    ("OMOI_LEASE_TTL", "at most 1e+09"), ("OMOI_LONG_POLL", "at most 1e+09"), ("OMOI_LOCK_TTL", "at most 86400"),
+    ("OMOI_EVENTS_POLL", "at most 60"), ("OMOI_AGENT_STALE_AFTER", "at most 1e+09"),
+    ("OMOI_EVENTS_RETENTION", "at most 1e+09"), ("OMOI_THREAD_RETENTION", "at most 1e+09"),
+    ("OMOI_PAYLOAD_MAX_BYTES", "at most 100,000,000"), ("OMOI_EVENTS_BATCH", "at most 100,000"),
+])
+def test_a_number_too_large_for_a_float_is_refused_naming_the_bound(variable, bound, tmp_path, monkeypatch):
+    monkeypatch.setenv(variable, HUGE)
+    with pytest.raises(ValidationError) as err:
+        Settings(home=tmp_path)
+    assert variable.removeprefix("OMOI_").lower() in str(err.value) and bound in str(err.value)
