@@ -88,8 +88,12 @@ BAD = [
     # a database the run cannot use fails before Ray starts (Ray would log a line of its own first)
     (["demo", "--files", "1", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "--db: cannot use the database"),
     (["run", "majority_vote", "--demo", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "127.0.0.1:1/x"),
-    (["demo", "--files", "1", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such-dir"),
-    (["run", "majority_vote", "--demo", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {}, "/proc/omoi-no-such"),
+    (["demo", "--files", "1", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {},
+     "--db: cannot create the database sqlite:////proc/omoi-no-such-dir/x.db: /proc/omoi-no-such-dir"),
+    (["run", "majority_vote", "--demo", "--db", "sqlite:////proc/omoi-no-such-dir/x.db"], {},
+     "--db: cannot create the database sqlite:////proc/omoi-no-such-dir/x.db: /proc/omoi-no-such-dir"),
+    (["demo", "--files", "1"], {"OMOI_DATABASE_URL": "sqlite:////etc/passwd/x.db"},
+     "OMOI_DATABASE_URL: cannot create the database sqlite:////etc/passwd/x.db: /etc/passwd: Not a directory"),
     # an in-memory SQLite database is one per process: refused before Ray starts
     (["run", "majority_vote", "--demo", "--db", "sqlite://"], {}, "--db: is an in-memory SQLite database"),
     (["demo", "--files", "1", "--db", "sqlite:///:memory:"], {}, "--db: is an in-memory SQLite database"),

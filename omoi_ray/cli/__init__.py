@@ -212,11 +212,16 @@ def _stored(settings: Any) -> str:
         f" ({held})" if held else "")
 
 
-def _check_database_first(settings: Any) -> None:
+def _check_database_first(settings: Any, source: str) -> None:
     """Before a command that starts Ray (``demo``, ``run``): a database it cannot use fails now,
     in one line, not after Ray has started and logged. An existing SQLite file is opened, a
     missing one's folder must be one the run can make; a PostgreSQL server is connected to.
-    Nothing is made or migrated here (``connect`` checks who owns the database first)."""
+    Nothing is made or migrated here (``connect`` checks who owns the database first).
+    ``source`` names where the URL came from (``--db``, ...), for the message.
+
+    Raises:
+        ConfigurationError: the SQLite file's folder cannot be made.
+    """
     from sqlalchemy.engine import make_url
 
     from omoi_ray.store.store import make_engine
@@ -228,7 +233,11 @@ def _check_database_first(settings: Any) -> None:
             return
         path = Path(parsed.database)
         if not path.exists():
-            _check_creatable(path.parent)
+            try:
+                _check_creatable(path.parent)
+            except OSError as exc:
+                raise ConfigurationError(f"{source}: cannot create the database {settings.safe_database_url()}: "
+                                         f"{exc.filename}: {exc.strerror or exc}") from None
             return  # the run creates it
     engine = make_engine(url)
     try:
@@ -266,7 +275,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from omoi_ray.cli.demo import run_demo
 
     settings = _settings(args)
-    _check_database_first(settings)
+    _check_database_first(settings, _database_source(args))
     result = run_demo(
         directory=Path(args.dir) if args.dir else None,
         files=args.files,
@@ -283,7 +292,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from omoi_ray.cli.run import run_pattern
 
     settings = _settings(args)
-    _check_database_first(settings)
+    _check_database_first(settings, _database_source(args))
     return run_pattern(args, settings)
 
 
