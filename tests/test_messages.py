@@ -166,6 +166,17 @@ def test_bad_posts_are_typed_errors_and_store_nothing(team, post, error):
     assert _stored_counts(rt, th.id) == 0
 
 
+def test_calls_answer_json_in_the_shape_it_is_stored_in(team):
+    rt = team
+    th = _thread(rt, ["m1", "m2"], metadata={"tags": ("a", "b")})
+    assert th.metadata == {"tags": ["a", "b"]} == rt.messages.thread(th.id).metadata
+    sent = rt.messages.send(th.id, "m1", {"pair": (1, 2)})
+    assert type(sent.body["pair"]) is list and sent.body == rt.messages.messages(th.id).items[0].body
+    closed = rt.messages.close_thread(th.id, outcome={"pair": (1, 2)})
+    assert type(closed.outcome["pair"]) is list
+    assert closed.outcome == rt.messages.thread(th.id).outcome == {"pair": [1, 2]}
+
+
 def test_closed_and_unknown_threads_and_bad_threads_are_refused(team):
     rt = team
     th = _thread(rt, ["m1", "m2"])

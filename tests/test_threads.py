@@ -267,3 +267,14 @@ def test_a_stored_message_id_answers_only_the_same_post():
 )
 def test_same_json_compares_documents_as_stored(a, b, same):
     assert same_json(a, b) is same and same_json(b, a) is same
+
+
+def test_bodies_metadata_and_outcomes_are_taken_as_stored():
+    class Text(str):
+        pass
+
+    assert msg.json_object({"pair": (1, 2), Text("k"): Text("v")}, "outcome") == {"pair": [1, 2], "k": "v"}
+    assert type(msg.json_object({"pair": (1, 2)}, "outcome")["pair"]) is list
+    assert msg.json_object(None, "outcome") is None
+    post = msg.parse_post({"thread": "t", "sender": "a", "body": ({"a": (1,)}, Text("x"))}, 1000)
+    assert post.body == [{"a": [1]}, "x"] and type(post.body) is list and type(post.body[1]) is str
