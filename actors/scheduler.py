@@ -168,6 +168,9 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         self.stored_before = snapshot.next_message_seq - 1
         #: agent name -> the highest ``seq`` addressed to it committed by this process
         self.addressed_up_to: dict[str, int] = {}
+        #: message id -> done once the ``send_many`` call posting it has finished (committed or
+        #: refused): a call with one of its ids waits, then finds it stored
+        self.posting: dict[str, asyncio.Future[None]] = {}
         self.parked: dict[str, _Parked] = {}
         self.handles: dict[str, Any] = {}
         self.locks: Any = None  # the lock manager, found on first need

@@ -24,6 +24,7 @@ from omoi_ray.actors.durable import exit_replaced, fire_and_forget
 
 from omoi_ray.core.model import AgentStatus
 from omoi_ray.core.task_changes import TaskChanges
+from omoi_ray.core.threads import Post, differs
 from omoi_ray.errors import (
     AgentNotFoundError,
     InvalidMessageError,
@@ -140,11 +141,32 @@ class MessagingCalls:
             Nothing is stored then.
         """
         checked = msg.parse_posts(posts, self.settings.message_max_bytes)
-        if any(p.id is not None for p in checked):
+        ids = [p.id for p in checked if p.id is not None]
+        if not ids:
+            return await self._post(checked)
+        # One call at a time per message id, from the stored-id check until its commit: two
+        # calls with one id (a repeat racing its first try) must not both find it unstored.
+        busy = [self.posting[i] for i in ids if i in self.posting]
+        while busy:
+            await asyncio.wait(set(busy))
+            busy = [self.posting[i] for i in ids if i in self.posting]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for i in ids:
+            self.posting[i] = done
+        try:
             await self.commit.sync()
-            stored = await self._db(self.store.message_rows_by_id, [p.id for p in checked if p.id is not None])
+            stored = await self._db(self.store.message_rows_by_id, ids)
             if stored:
                 return _posted_before(checked, stored)
+            return await self._post(checked)
+        finally:
+            for i in ids:
+                if self.posting.get(i) is done:
+                    del self.posting[i]
+            done.set_result(None)
+
+    async def _post(self, checked: list[Post]) -> list[MessageInfo]:
+        """Post checked posts whose ids are not stored (``send_many``); return them once committed."""
         elsewhere = [p.thread_id for p in checked if p.thread_id not in self.graph.threads.active]
         if elsewhere:
             await self._closed_or_unknown(elsewhere)
@@ -367,22 +389,32 @@ class MessagingCalls:
             log.warning("could not prune closed threads (%s: %s)", type(exc).__name__, exc)
 
 
-def _posted_before(posts: Sequence[Any], stored: dict[str, dict[str, Any]]) -> list[MessageInfo]:
+def _posted_before(posts: Sequence[Post], stored: dict[str, dict[str, Any]]) -> list[MessageInfo]:
     """The answer to a batch of posts made again (its ids are stored: its first try committed,
     then the scheduler restarted before answering): the stored messages, in order. A batch whose
-    ids are only partly stored, or stored for another thread or sender, is refused: its ids were
-    reused."""
+    ids are only partly stored, or whose posts differ from the stored ones (``threads.differs``),
+    is refused: its ids were reused for other posts, which are never silently dropped."""
     infos = []
     for i, post in enumerate(posts):
         row = stored.get(post.id) if post.id is not None else None
-        if row is None or (row["thread_id"], row["sender"]) != (post.thread_id, post.sender):
+        if row is None:
             used = next(p.id for p in posts if p.id in stored)
             raise InvalidMessageError(
                 f"posts[{i}] does not repeat the stored batch: message id '{used}' is already used; "
                 "give every post a new id (or none)"
             )
+        field = differs(post, Post(row["thread_id"], row["sender"], row["body"], row["to_agent"], row["kind"], row["id"]))
+        if field is not None:
+            raise InvalidMessageError(
+                f"posts[{i}].id: message id '{post.id}' is already used for a different post (its {_FIELD[field]} "
+                "differs); give every post a new id (or none)"
+            )
         infos.append(msg.message_info_from_row(row))
     return infos
+
+
+#: a post's fields as a caller names them
+_FIELD = {"thread_id": "thread", "sender": "sender", "to": "recipient", "kind": "kind", "body": "body"}
 
 
 def _message_page(rows: Sequence[Any], limit: int, cursor: str | None = None) -> Page:

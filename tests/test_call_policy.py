@@ -247,6 +247,23 @@ def test_thread_calls_made_again_after_a_restart_do_not_act_twice():
     close = Flaky(unavailable(), wrapped(ThreadClosedError("thread 'x' is closed")))
     with pytest.raises(ThreadClosedError):
         asyncio.run(drive_async(client(close_thread=close, get_thread=Flaky(answer=closed))._close_thread("x", "abandoned")))
+    # ... the outcome compared as stored: the tuple given was stored as a list
+    closed = SimpleNamespace(status="resolved", outcome={"pair": [1, 2], "n": 100000000000000000000})
+    close = Flaky(unavailable(), wrapped(ThreadClosedError("thread 'x' is closed")))
+    got = asyncio.run(drive_async(client(close_thread=close, get_thread=Flaky(answer=closed))
+                                  ._close_thread("x", outcome={"pair": (1, 2), "n": 1e20})))
+    assert got is closed
+    for other in ({"pair": (1, 2, 3), "n": 1e20}, {"pair": (1, True), "n": 1e20}, None):
+        close = Flaky(unavailable(), wrapped(ThreadClosedError("thread 'x' is closed")))
+        with pytest.raises(ThreadClosedError):
+            asyncio.run(drive_async(client(close_thread=close, get_thread=Flaky(answer=closed))._close_thread("x", outcome=other)))
+    # ... and so is a created thread's metadata
+    made = SimpleNamespace(type="review", participants=["a"], created_by=None, ticket_id=None, task_id=None,
+                           metadata={"tags": ["x", "y"]}, status="active", outcome=None)
+    create = Flaky(unavailable(), wrapped(ThreadExistsError("thread 'x' already exists")))
+    got = asyncio.run(drive_async(client(create_thread=create, get_thread=Flaky(answer=made))
+                                  ._create_thread("review", ["a"], thread_id="x", metadata={"tags": ("x", "y")})))
+    assert got is made
 
 
 def test_a_driver_gives_up_after_its_budget_and_an_agent_does_not(caplog):

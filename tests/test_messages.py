@@ -166,6 +166,17 @@ def test_bad_posts_are_typed_errors_and_store_nothing(team, post, error):
     assert _stored_counts(rt, th.id) == 0
 
 
+def test_calls_answer_json_in_the_shape_it_is_stored_in(team):
+    rt = team
+    th = _thread(rt, ["m1", "m2"], metadata={"tags": ("a", "b")})
+    assert th.metadata == {"tags": ["a", "b"]} == rt.messages.thread(th.id).metadata
+    sent = rt.messages.send(th.id, "m1", {"pair": (1, 2)})
+    assert type(sent.body["pair"]) is list and sent.body == rt.messages.messages(th.id).items[0].body
+    closed = rt.messages.close_thread(th.id, outcome={"pair": (1, 2)})
+    assert type(closed.outcome["pair"]) is list
+    assert closed.outcome == rt.messages.thread(th.id).outcome == {"pair": [1, 2]}
+
+
 def test_closed_and_unknown_threads_and_bad_threads_are_refused(team):
     rt = team
     th = _thread(rt, ["m1", "m2"])
@@ -232,6 +243,43 @@ def test_a_batch_of_posts_made_again_is_answered_with_the_stored_messages_not_st
             rt.messages.send_many([{"thread": th.id, "sender": "m1", "body": 1, "id": bad}])
     assert [m.body for m in rt.messages.messages(th.id).items] == [0, 1]
     assert rt.messages.messages(other.id).items == []
+
+
+def test_a_message_id_reused_for_a_different_post_is_refused_never_dropped(team):
+    rt = team
+    th = _thread(rt, ["m1", "m2", "m3"])
+    mid = uuid.uuid4().hex
+    first = rt.messages.send_many([{"thread": th.id, "sender": "m1", "body": {"v": 1}, "id": mid}])[0]
+    for changed in ({"body": {"v": 2}}, {"body": {"v": True}}, {"to": "m2"}, {"kind": "other"}):
+        with pytest.raises(InvalidMessageError, match=f"message id '{mid}' is already used for a different post"):
+            rt.messages.send_many([{"thread": th.id, "sender": "m1", "body": {"v": 1}, "id": mid, **changed}])
+    with pytest.raises(InvalidMessageError, match="already used for a different post"):
+        rt.messages.send_many([{"thread": th.id, "sender": "m3", "body": {"v": 1}, "id": mid}])
+    # the same post again is answered with the stored message
+    again = rt.messages.send_many([{"thread": th.id, "sender": "m1", "body": {"v": 1.0}, "id": mid}])[0]
+    assert (again.id, again.seq, again.body) == (first.id, first.seq, {"v": 1})
+    assert [m.body for m in rt.messages.messages(th.id).items] == [{"v": 1}]
+
+    # calls racing with one id: one posts; an identical one gets its message, a different one is refused
+    same, other = uuid.uuid4().hex, uuid.uuid4().hex
+    refs = [rt.scheduler.send_many.remote([{"thread": th.id, "sender": "m1", "body": "same", "id": same}])
+            for _ in range(4)]
+    refs += [rt.scheduler.send_many.remote([{"thread": th.id, "sender": "m1", "body": {"n": n}, "id": other}])
+             for n in range(4)]
+    answers = []
+    for ref in refs:
+        try:
+            answers.append(ray.get(ref, timeout=60)[0])
+        except InvalidMessageError as exc:
+            assert "already used for a different post" in str(exc)
+            answers.append(None)
+    identical = answers[:4]
+    assert all(a is not None for a in identical) and len({(a.id, a.seq) for a in identical}) == 1
+    differing = [a for a in answers[4:] if a is not None]
+    assert len(differing) == 1 and differing[0].id == other
+    bodies = [m.body for m in rt.messages.messages(th.id).items]
+    assert len(bodies) == 3 and bodies[0] == {"v": 1} and "same" in bodies and differing[0].body in bodies
+    assert [e.type for e in rt.events(th.id)].count("agent.message.sent") == 3
 
 
 def test_a_restarted_scheduler_keeps_active_threads_and_message_order(own_runtime):

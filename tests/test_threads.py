@@ -10,7 +10,8 @@ import pytest
 
 from omoi_ray.core.model import ThreadStatus
 from omoi_ray.core.scheduler import TaskGraph
-from omoi_ray.core.threads import EVENT_BODY_MAX_BYTES, Post
+from omoi_ray.core.storable import same_json
+from omoi_ray.core.threads import EVENT_BODY_MAX_BYTES, Post, differs
 from omoi_ray.errors import (
     InvalidMessageError,
     MessageTooLargeError,
@@ -229,3 +230,51 @@ def test_a_cursor_is_a_page_cursor_or_a_message_seq(value):
 def test_a_cursor_outside_what_a_store_holds_is_refused_before_any_query(value):
     with pytest.raises(InvalidMessageError, match="cursor must be"):
         msg.cursor(value)
+
+
+def test_a_stored_message_id_answers_only_the_same_post():
+    stored = Post("t", "a", {"v": [1, 2.5], "ok": True}, "b", "message", "a" * 32)
+    # the same post, its body as a store gives it back (a tuple read as a list, 2.5 as 2.5)
+    assert differs(Post("t", "a", {"ok": True, "v": (1, 2.5)}, "b", "message", "a" * 32), stored) is None
+    for field, post in (
+        ("thread_id", stored._replace(thread_id="t2")),
+        ("sender", stored._replace(sender="c")),
+        ("to", stored._replace(to=None)),
+        ("kind", stored._replace(kind="other")),
+        ("body", stored._replace(body={"v": [1, 2.5], "ok": 1})),  # a boolean is not a number
+        ("body", stored._replace(body={"v": [1, 2.5]})),
+        ("body", stored._replace(body={"v": [1, 2.5, 3], "ok": True})),
+    ):
+        assert differs(post, stored) == field
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (1e20, 10**20, True),  # a store may give a float back as the integer it equals
+        (1, 1.0, True),
+        ((1, [2]), [1, (2,)], True),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}, True),
+        (None, None, True),
+        (True, 1, False),
+        (False, 0, False),
+        (0, None, False),
+        ("1", 1, False),
+        ([1], {"0": 1}, False),
+        ({"a": 1}, {"a": 1, "b": None}, False),
+        ([[[1]]], [[[2]]], False),
+    ],
+)
+def test_same_json_compares_documents_as_stored(a, b, same):
+    assert same_json(a, b) is same and same_json(b, a) is same
+
+
+def test_bodies_metadata_and_outcomes_are_taken_as_stored():
+    class Text(str):
+        pass
+
+    assert msg.json_object({"pair": (1, 2), Text("k"): Text("v")}, "outcome") == {"pair": [1, 2], "k": "v"}
+    assert type(msg.json_object({"pair": (1, 2)}, "outcome")["pair"]) is list
+    assert msg.json_object(None, "outcome") is None
+    post = msg.parse_post({"thread": "t", "sender": "a", "body": ({"a": (1,)}, Text("x"))}, 1000)
+    assert post.body == [{"a": [1]}, "x"] and type(post.body) is list and type(post.body[1]) is str

@@ -16,7 +16,8 @@ Rules:
 - Calls made again after a scheduler restart do not act twice: each post gets a message id
   here, before the first try (a repeated batch is answered with the stored messages); a new
   thread gets its id here too, and a repeated create or close that finds its own work done
-  (``ThreadExistsError``, ``ThreadClosedError``) reads the thread and answers with it.
+  (``ThreadExistsError``, ``ThreadClosedError``) reads the thread and answers with it (its
+  metadata or outcome compared as stored JSON: a tuple given is the list stored).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from omoi_ray.client.calls import Step, Steps, drive_async, flavours
+from omoi_ray.core.storable import same_json
 from omoi_ray.errors import ThreadClosedError, ThreadExistsError
 from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo, new_thread_id, with_ids
 
@@ -92,8 +94,8 @@ class Messages:
 
         def done(th: ThreadInfo) -> bool:
             asked = list(dict.fromkeys(participants)) if isinstance(participants, (list, tuple)) else None
-            return (th.type, th.participants, th.created_by, th.ticket_id, th.task_id, th.metadata) == (
-                type, asked, created_by, ticket_id, task_id, metadata or {})
+            return (th.type, th.participants, th.created_by, th.ticket_id, th.task_id) == (
+                type, asked, created_by, ticket_id, task_id) and same_json(th.metadata, metadata or {})
 
         return (yield from self._thread_if_done(
             thread_id, "create_thread", type, participants, thread_id, created_by, ticket_id, task_id, metadata,
@@ -111,7 +113,7 @@ class Messages:
         """
         return (yield from self._thread_if_done(
             thread_id, "close_thread", thread_id, status, outcome, error=ThreadClosedError,
-            done=lambda th: (th.status, th.outcome) == (status, outcome),
+            done=lambda th: th.status == status and same_json(th.outcome, outcome),  # as stored
         ))
 
     close_thread, close_thread_async = flavours(_close_thread)

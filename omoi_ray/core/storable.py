@@ -215,3 +215,29 @@ def _short_repr(value: Any, limit: int = 60) -> str:
     except ValueError:  # an int too long to print
         return f"<{type(value).__name__} too large to print>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same document once stored: numbers compare by value (a
+    store may give ``1e20`` back as ``100000000000000000000``), a boolean is never a number, a
+    tuple is a list and dicts compare by keys whatever their order. Iterative: any depth is safe."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if isinstance(x, bool) or isinstance(y, bool):
+            if not (isinstance(x, bool) and isinstance(y, bool) and x == y):
+                return False
+        elif isinstance(x, (int, float)) or isinstance(y, (int, float)):
+            if not (isinstance(x, (int, float)) and isinstance(y, (int, float)) and x == y):
+                return False
+        elif isinstance(x, (list, tuple)) or isinstance(y, (list, tuple)):
+            if not (isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)) and len(x) == len(y)):
+                return False
+            stack.extend(zip(x, y))
+        elif isinstance(x, dict) or isinstance(y, dict):
+            if not (isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys()):
+                return False
+            stack.extend((x[k], y[k]) for k in x)
+        elif x != y:  # strings, None
+            return False
+    return True

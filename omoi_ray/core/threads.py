@@ -17,7 +17,9 @@ Rules:
   continues after the largest stored one.
 - A batch of posts (``post_many``) is checked whole before any is recorded: all or nothing.
 - A post may carry its message id (the callers' clients choose one per post before the first
-  try, so a post made again after a scheduler restart is recognised and not stored twice).
+  try, so a post made again after a scheduler restart is recognised and not stored twice). A
+  stored id answers only the same post: same thread, sender, recipient, kind and body
+  (``differs``); any other post under it is refused, never dropped.
 - A thread a protocol of the scheduler owns (a hand-off's: type ``handoff`` with an
   ``offer_id`` in its metadata) is written and closed by that protocol only, and message kinds
   under ``PROTOCOL_KIND_PREFIXES`` are the protocols' own: posts and closes by hand
@@ -35,6 +37,7 @@ from typing import Any, NamedTuple
 
 from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.model import Agent, Event, Message, Receipt, Thread, ThreadStatus, new_message_id
+from omoi_ray.core.storable import same_json
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.errors import (
     InvalidMessageError,
@@ -300,6 +303,18 @@ def recipients(thread: Thread, message: Message) -> tuple[str, ...]:
     if message.to is not None:
         return (message.to,)
     return tuple(p for p in thread.participants if p != message.sender)
+
+
+def differs(post: Post, stored: Post) -> str | None:
+    """The first field in which ``post`` differs from ``stored``, the post already stored under
+    its message id (None: ``post`` repeats it, and is answered with the stored message). Bodies
+    compare as stored JSON (``same_json``)."""
+    for field in ("thread_id", "sender", "to", "kind"):
+        if getattr(post, field) != getattr(stored, field):
+            return field
+    if not same_json(post.body, stored.body):
+        return "body"
+    return None
 
 
 def _json_bytes(value: Any) -> int:

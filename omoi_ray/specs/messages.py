@@ -5,7 +5,9 @@ Rules:
   with ``re.fullmatch``): no NUL, no control character, at most 128 characters.
 - A body or metadata is storable JSON (``omoi_ray.core.storable``); a body's compact JSON is at
   most ``OMOI_MESSAGE_MAX_BYTES`` bytes (``MessageTooLargeError`` above it). Metadata and an
-  outcome are JSON objects of at most ``MAX_META_BYTES``.
+  outcome are JSON objects of at most ``MAX_META_BYTES``. Each is taken in the shape it is stored
+  in (a tuple becomes a list, a str or float subclass its plain value), so what a call returns,
+  what agents are handed and what a later read gives are the same value.
 - A list is a list: a bare string where participants or posts belong is an error.
 - Limits are integers from 1 to ``MAX_PAGE``; cursors are the opaque strings a page returned.
 - A post's optional ``id`` is a message id: 32 lowercase hex digits (``MESSAGE_ID_PATTERN``,
@@ -17,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -206,21 +209,22 @@ def names(value: Any, what: str, *, most: int = MAX_PARTICIPANTS) -> list[str]:
 
 
 def json_object(value: Any, what: str) -> dict[str, Any] | None:
-    """``value`` if it is None or a storable JSON object of at most ``MAX_META_BYTES``."""
+    """``value`` as stored (tuples as lists), if it is None or a storable JSON object of at most
+    ``MAX_META_BYTES``."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise InvalidMessageError(f"{what} must be a JSON object (a dict), not {type(value).__name__}")
-    value = dict(value)
     try:
-        storable_json(value, what, max_bytes=MAX_META_BYTES, setting=f"the {what} limit")
+        text = storable_json(dict(value), what, max_bytes=MAX_META_BYTES, setting=f"the {what} limit")
     except (ValueError, RecursionError) as exc:
         raise InvalidMessageError(f"{what}: {exc}") from None
-    return value
+    return json.loads(text)  # as stored
 
 
 def body(value: Any, max_bytes: int, what: str = "body") -> Any:
-    """``value`` if it is storable JSON of at most ``max_bytes`` bytes as compact JSON.
+    """``value`` as stored (tuples as lists), if it is storable JSON of at most ``max_bytes``
+    bytes as compact JSON.
 
     Raises:
         InvalidMessageError: not storable JSON (a NUL, NaN, a set...).
@@ -231,10 +235,10 @@ def body(value: Any, max_bytes: int, what: str = "body") -> Any:
     except (ValueError, RecursionError) as exc:
         raise InvalidMessageError(str(exc)) from None
     try:
-        storable_json(value, what, max_bytes=max_bytes, setting="OMOI_MESSAGE_MAX_BYTES")
+        text = storable_json(value, what, max_bytes=max_bytes, setting="OMOI_MESSAGE_MAX_BYTES")
     except ValueError as exc:
         raise MessageTooLargeError(f"{what}: {exc}") from None
-    return value
+    return json.loads(text)
 
 
 def limit(value: Any, what: str = "limit") -> int:
