@@ -162,7 +162,8 @@ class Coordination:
             if status is S.COMPLETED:
                 self._loop_check_done(task, check, (results or {}).get(check), now)
             elif status in FAILED_FOR_GOOD:
-                self.live.doom(task, check, f"upstream task '{check}' {status.value}", now)
+                self.live.doom(task, check, f"upstream task '{check}' {status.value}", now,
+                               cancelled=status is S.CANCELLED)
 
     def refuse_round_ids(self, new: Sequence[NewTask]) -> None:
         """Refuse new tasks (a submission, a split's children) whose id has the form of a round id
