@@ -273,8 +273,9 @@ class HandoffPendingError(HandoffError):
 
 
 class AcceptorUnavailableError(HandoffError):
-    """The accepting agent cannot take the task now: it is not alive, its lease is stale, or it
-    has no free slot. Nothing moved; the offer stays open."""
+    """The accepting agent cannot take the task now: it is not alive, its lease is stale, it
+    has no free slot, or it (as registered now) lacks a wanted capability or a handler for the
+    task's type. Nothing moved; the offer stays open."""
 
 
 # --- coordination: merges and pattern files ------------------------------------------------

@@ -4,12 +4,14 @@ submission errors. No-op handlers decide by their payload (``tests/coordination_
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 import ray
 
 import omoi_ray as omoi
+from omoi_ray.core.storable import NODE_RESULT_ALLOWANCE_BYTES
 from omoi_ray.errors import InvalidCoordinationError, InvalidSubmissionError, UnknownDependencyError
 from tests.handlers import gate
 
@@ -82,7 +84,9 @@ def test_a_sync_whose_combined_result_is_over_the_result_cap_fails_and_stores_no
     info = rt.get(s)
     assert info.result is None
     assert info.reason.startswith(f"sync '{s}' result cannot be stored: ")
-    assert info.reason.endswith(f"bytes of JSON, over the limit of {cap} (OMOI_RESULT_MAX_BYTES)")
+    limit = cap + sum(NODE_RESULT_ALLOWANCE_BYTES + len(json.dumps(m)) for m in (a, b))
+    assert info.reason.endswith(f"bytes of JSON, over the limit of {limit} (OMOI_RESULT_MAX_BYTES {cap}, plus"
+                                f" {NODE_RESULT_ALLOWANCE_BYTES} bytes and the key for each of 2 wrapped results)")
     assert _types(rt, s) == ["coordination.sync.created", "coordination.sync.failed"]
 
 

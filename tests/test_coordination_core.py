@@ -3,12 +3,14 @@ loops, splits; driven through ``TaskGraph`` with a fake clock, restored from a `
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.core.storable import NODE_RESULT_ALLOWANCE_BYTES
 from omoi_ray.errors import InvalidCoordinationError, InvalidSubmissionError, UnknownDependencyError
 from omoi_ray.specs.coordination import LoopSpec, SyncSpec, parse_submission, read_specs
 from omoi_ray.store.memory import MemoryStore
@@ -128,20 +130,28 @@ def test_sync_of_members_already_finished_settles_at_submission():
     assert {t.id: t.result for t in changes.created}["s"] == {"a": "A"}
 
 
-def test_a_sync_whose_combined_result_is_over_the_result_cap_fails_naming_the_setting():
+@pytest.mark.parametrize(("fill", "fits"), [(3519, True), (3520, False)])
+def test_a_sync_result_may_pass_the_cap_by_1_kib_and_its_key_per_member_and_no_more(fill, fits):
     h = harness()
-    h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=100)
+    h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=5000)
     w = h.agent("w")
     h.submit(spec("a"), spec("b"), sync("s", ["a", "b"]), spec("after", "s"))
     h.claim(w)
-    h.run(w, "a", result="x" * 50)  # each member's result fits the cap
-    h.run(w, "b", result="y" * 50)
+    h.run(w, "a", result="x" * 3520)  # each member's result fits the cap
+    h.run(w, "b", result="y" * fill)
     changes = h.drain()
     s = rows(changes)["s"]
-    size = len('{"a":"' + "x" * 50 + '","b":"' + "y" * 50 + '"}')
+    size = len('{"a":"' + "x" * 3520 + '","b":"' + "y" * fill + '"}')
+    limit = 5000 + 2 * (NODE_RESULT_ALLOWANCE_BYTES + len('"a"'))  # 7054: the cap, then 1 KiB and the key each
+    assert size == limit + (0 if fits else 1)
+    if fits:
+        assert (s.status.value, s.result) == ("completed", {"a": "x" * 3520, "b": "y" * fill})
+        assert h.status("after") == "ready"
+        return
     assert (s.status.value, s.result) == ("failed", None)
     assert s.reason == s.error == (
-        f"sync 's' result cannot be stored: {size} bytes of JSON, over the limit of 100 (OMOI_RESULT_MAX_BYTES)"
+        f"sync 's' result cannot be stored: {size} bytes of JSON, over the limit of {limit} (OMOI_RESULT_MAX_BYTES"
+        f" 5000, plus {NODE_RESULT_ALLOWANCE_BYTES} bytes and the key for each of 2 wrapped results)"
     )
     assert rows(changes)["after"].status.value == "upstream_failed"
     assert [e.type for e in h.events if e.entity_id == "s" and e.type.startswith("coordination")] == [
@@ -149,19 +159,20 @@ def test_a_sync_whose_combined_result_is_over_the_result_cap_fails_naming_the_se
     ]
 
 
-def test_a_loop_whose_result_is_over_the_result_cap_fails_naming_the_setting():
+def test_a_loop_whose_last_check_result_fits_the_cap_completes_its_fields_are_allowed():
     h = harness()
     h.graph = TaskGraph(lease_ttl=30.0, read_specs=read_specs(10_000), result_max_bytes=100)
     w = h.agent("w")
-    h.submit(spec("impl"), spec("review", "impl"), review_loop(1))
+    h.submit(spec("impl"), spec("review", "impl"), review_loop(1), spec("after", "L"))
     h.claim(w)
     h.run(w, "impl")
     h.claim(w)
-    h.run(w, "review", result={"verdict": "approve", "note": "n" * 60})  # fits alone, not with the loop's fields
+    last = {"verdict": "approve", "note": "n" * 69}  # exactly the cap: 100 bytes
+    assert len(json.dumps(last, separators=(",", ":"))) == 100
+    h.run(w, "review", result=last)
     loop = rows(h.drain())["L"]
-    assert (loop.status.value, loop.result) == ("failed", None)
-    assert loop.reason.startswith("loop 'L' result cannot be stored: ")
-    assert loop.reason.endswith("over the limit of 100 (OMOI_RESULT_MAX_BYTES)")
+    assert (loop.status.value, loop.result) == ("completed", {"outcome": "approved", "rounds": 1, "last": last})
+    assert h.status("after") == "ready"
 
 
 def test_unknown_member_is_refused_and_nothing_is_created():

@@ -13,6 +13,7 @@ import ray
 
 import omoi_ray as omoi
 from omoi_ray.errors import (
+    AcceptorUnavailableError,
     HandoffClosedError,
     HandoffNotFoundError,
     InvalidHandoffError,
@@ -191,6 +192,30 @@ def test_a_multi_target_offer_records_declines_and_the_accepting_target_wins(run
     assert rt.get(tid).agent_id == f"{uid}-b" and completed(rt, tid) == 1
     declined = [e.payload for e in rt.events(tid) if e.type == "agent.handoff.declined"]
     assert [(d["agent"], d["reason"]) for d in declined] == [(f"{uid}-c", "busy with my own"), (f"{uid}-d", "no")]
+
+
+def test_accept_rechecks_the_acceptor_as_registered_now_and_the_offer_stays_open(runtime, uid):
+    rt = runtime
+    _, (tid,), cap = hold(rt, uid)
+    b = rt.spawn_agent(f"{uid}-b", capabilities=[cap], capacity=1, handler=H)
+    rt.spawn_agent(f"{uid}-c", capabilities=[cap], capacity=1, handler=H)
+    offer = rt.handoffs.offer(tid, to=[f"{uid}-b", f"{uid}-c"], deadline=120)
+    # b drops the capability the task requires after the offer was made to it
+    b.update(capabilities=[f"other-{uid}"])
+    with pytest.raises(AcceptorUnavailableError, match=rf"agent '{uid}-b' lacks \['{cap}'\] as registered now"):
+        rt.handoffs.accept(offer.id, agent=f"{uid}-b")
+    # c is restarted with a handler for another type only
+    rt.agents.ref(f"{uid}-c").stop(timeout=5)
+    rt.spawn_agent(f"{uid}-c", capabilities=[cap], capacity=1, handlers={"other": H})
+    with pytest.raises(AcceptorUnavailableError, match=f"agent '{uid}-c' has no handler for type 'held'"):
+        rt.handoffs.accept(offer.id, agent=f"{uid}-c")
+    # nothing moved: the offer is open, the task still with its first attempt
+    assert rt.handoffs.get(offer.id).status == "open"
+    assert (rt.get(tid).status, rt.get(tid).attempt, rt.get(tid).agent_id) == ("running", 1, f"{uid}-a")
+    b.update(capabilities=[cap])
+    assert rt.handoffs.accept(offer.id, agent=f"{uid}-b").accepted_by == f"{uid}-b"
+    assert rt.wait([tid], timeout=60) == {tid: "completed"}
+    assert rt.get(tid).result["by"] == f"{uid}-b" and completed(rt, tid) == 1
 
 
 @pytest.mark.faults

@@ -356,6 +356,42 @@ def test_an_acceptor_that_cannot_take_the_task_is_refused_and_the_offer_stays_op
     h.graph.handoffs.accept("h1", "b2", h.now)
 
 
+@pytest.mark.parametrize("change", ["restarted with other handlers", "capabilities changed"])
+def test_accept_rechecks_the_acceptors_current_registration_and_the_offer_stays_open(change):
+    h = Harness()
+    held(h, requires=("x",))
+    offer(h)
+    if change == "restarted with other handlers":  # a new incarnation of b1 that handles only "z"
+        h.graph.register_agent("b1", "ib1-new", frozenset({"x", "review"}), 4, h.now, handles=frozenset({"z"}))
+        message = "agent 'b1' has no handler for type 't' as registered now"
+    else:  # the same incarnation drops the capability the task requires
+        h.graph.register_agent("b1", "ib1", frozenset({"review"}), 4, h.now)
+        message = r"agent 'b1' lacks \['x'\] as registered now"
+    h.drain()
+    with pytest.raises(AcceptorUnavailableError, match=message):
+        h.graph.handoffs.accept("h1", "b1", h.now)
+    unchanged(h)
+    assert h.graph.handoffs.get("h1").status is H.OPEN
+    assert h.graph.tasks["t"].agent_id == "a1" and h.graph.tasks["t"].attempt == 1
+    h.graph.handoffs.accept("h1", "b2", h.now)
+    assert h.graph.tasks["t"].agent_id == "b2"
+
+
+def test_accept_rechecks_the_capabilities_a_capability_offer_wanted():
+    h = Harness()
+    held(h)
+    offer(h, targets=None, capabilities=("review",))  # to b1 only
+    h.graph.register_agent("b1", "ib1", frozenset({"x"}), 4, h.now)
+    h.drain()
+    with pytest.raises(AcceptorUnavailableError, match=r"agent 'b1' lacks \['review'\]"):
+        h.graph.handoffs.accept("h1", "b1", h.now)
+    unchanged(h)
+    h.graph.register_agent("b1", "ib1", frozenset({"x", "review"}), 4, h.now)
+    h.drain()
+    h.graph.handoffs.accept("h1", "b1", h.now)
+    assert h.graph.tasks["t"].agent_id == "b1"
+
+
 def test_next_status_refuses_closed_offers():
     h = Harness()
     held(h)

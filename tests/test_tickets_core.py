@@ -16,6 +16,8 @@ from omoi_ray.core.gates import DEFAULT_GATES, check_artifact, check_gates, eval
 from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.phases import DEFAULT, PhaseSet
 from omoi_ray.core.scheduler import TaskGraph
+from omoi_ray.core.submission import StoredTask
+from omoi_ray.core.tasks import TaskStatus
 from omoi_ray.core.tickets import (
     MAX_CONTEXT_ITEMS,
     MAX_SUMMARY_CHARS,
@@ -569,6 +571,37 @@ def test_a_cancelled_task_never_blocks_but_holds_auto_advance_until_a_move_ackno
     assert ticket.phase == "IMPLEMENTATION" and "unacknowledged" not in ticket.context
 
 
+def test_an_upstream_failure_whose_root_was_cancelled_is_a_cancel_not_a_block():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"), _task("r2", "k", "REQUIREMENTS", "r1"),
+             _task("r3", "k", "REQUIREMENTS", "r2"), _task("r4", "k", "REQUIREMENTS"))
+    a = h.agent()
+    assert h.claim(a) == ["r1", "r4"]
+    h.drain()
+    h.graph.cancel("r1", h.now)  # r2, and through it r3, end upstream_failed
+    changes = h.drain()
+    assert [e.payload["reason"] for e in changes.events if e.type == "task.upstream_failed"] == [
+        "upstream task 'r1' cancelled", "upstream task 'r1' cancelled"]
+    ticket = h.graph.tickets.get("k")
+    assert ticket.phase == "REQUIREMENTS" and not changes.phase_changes
+    assert ticket.context["unacknowledged"] == {"count": 3, "tasks": ["r1", "r2", "r3"]}
+    h.run(a, "r4")  # the last live task completed, but three ends are unacknowledged: no advance
+    assert ticket.phase == "REQUIREMENTS"
+    # a dependent submitted after its dependency was cancelled ends the same way
+    h.submit(_task("r5", "k", "REQUIREMENTS", "r1"), stored={"r1": StoredTask("r1", TaskStatus.CANCELLED, "")})
+    assert h.status("r5") is None and ticket.phase == "REQUIREMENTS"
+    assert ticket.context["unacknowledged"]["count"] == 4
+    # a failed root still blocks through its dependents (the cancel above did not change that)
+    h.graph.tickets.move("k", "DESIGN", h.now)
+    h.submit(_task("d1", None, None), _task("d2", "k", "DESIGN", "d1"))
+    h.claim(a)
+    h.run(a, "d1", outcome=AttemptOutcome.PERMANENT_FAILURE, error="boom")
+    assert ticket.phase == "BLOCKED"
+    assert h.drain().phase_changes[-1].reason == "task 'd2' upstream_failed: upstream task 'd1' failed"
+
+
 def test_a_failure_where_the_table_has_no_blocked_move_is_left_unacknowledged():
     phases = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
                              "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})
@@ -663,43 +696,68 @@ def test_recalled_tasks_are_held_again_after_a_restart_a_stored_ready_row_too():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["submit", "complete", "fail", "cancel", "back"]), st.integers(0, 5)),
+@given(st.lists(st.tuples(st.sampled_from(["submit", "dep", "complete", "fail", "cancel", "back"]), st.integers(0, 5)),
                 max_size=40))
 def test_task_ends_against_a_model_of_blocking_and_acknowledgement(steps):
     """Random task ends and moves back against a model of the rules: a failure of a current-phase
     task blocks the ticket, a cancel holds auto-advance until the next move, a move back from
     BLOCKED acknowledges, ends of tasks of a phase the ticket left change nothing, and the last
-    completion of a phase with nothing unacknowledged advances it (no gates here)."""
+    completion of a phase with nothing unacknowledged advances it (no gates here). A task may
+    depend on another (``dep``): when that one fails its dependents (and theirs) end
+    ``upstream_failed`` as failures, when it is cancelled they end as cancels."""
     h = Harness()
     t = h.graph.tickets.create(_ticket("k", gates={}), h.now)
     a = h.agent(capacity=1000)
     order = DEFAULT.sequence
-    phase, prev, unack, live, n = "BACKLOG", None, False, {}, 0
+    phase, prev, unack, n = "BACKLOG", None, False, 0
+    tasks: dict[str, str] = {}  # the tasks in memory -> their phase
+    children: dict[str, list[str]] = {}
+    claimed: set[str] = set()
+
+    def ended(p: str, how: str) -> None:
+        nonlocal phase, prev, unack
+        if p != phase:
+            return
+        if how == "fail":
+            phase, prev, unack = "BLOCKED", p, False
+        elif how == "cancel":
+            unack = True
+        elif p not in tasks.values() and not unack:
+            phase = order[order.index(p) + 1]
+
     for action, pick in steps:
         if phase == "DONE":
             break
-        tid = sorted(live)[pick % len(live)] if live else None
-        if action == "submit" and phase != "BLOCKED":
+        ids = sorted(claimed if action in ("complete", "fail") else tasks)
+        tid = ids[pick % len(ids)] if ids else None
+        if action in ("submit", "dep") and phase != "BLOCKED" and (action == "submit" or tid is not None):
             n += 1
-            h.submit(_task(f"t{n}", "k", phase))
-            assert h.claim(a) == [f"t{n}"]
-            live[f"t{n}"] = phase
+            deps = (tid,) if action == "dep" else ()
+            h.submit(_task(f"t{n}", "k", phase, *deps))
+            tasks[f"t{n}"] = phase
+            if action == "dep":
+                children.setdefault(tid, []).append(f"t{n}")
         elif action == "back" and phase == "BLOCKED":
             h.graph.tickets.move("k", prev, h.now)
             phase, unack = prev, False
         elif action in ("complete", "fail", "cancel") and tid is not None:
-            p = live.pop(tid)
+            claimed.discard(tid)
             if action == "cancel":
                 h.graph.cancel(tid, h.now)
-                unack = unack or p == phase
             else:
                 outcome = AttemptOutcome.COMPLETED if action == "complete" else AttemptOutcome.PERMANENT_FAILURE
                 h.run(a, tid, outcome=outcome, error=None if action == "complete" else "boom")
-                if action == "fail" and p == phase:
-                    phase, prev, unack = "BLOCKED", p, False
-                elif action == "complete" and p == phase and p not in live.values() and not unack:
-                    phase = order[order.index(p) + 1]
+            ended(tasks.pop(tid), action)
+            doomed = [] if action == "complete" else list(children.get(tid, ()))
+            while doomed:  # its dependents, direct or not, end upstream_failed as it ended
+                dep = doomed.pop(0)
+                if dep in tasks:
+                    ended(tasks.pop(dep), action)
+                    doomed.extend(children.get(dep, ()))
+        claimed.update(h.claim(a))  # whatever became ready (none is held unless BLOCKED)
         assert (t.phase, bool(t.context.get("unacknowledged"))) == (phase, unack)
+        assert all(h.status(x) is not None for x in tasks) and claimed <= set(tasks)
     blocks = [c for c in h.drain().phase_changes if c.to_phase == "BLOCKED"]
-    assert all(c.by == "omoi-ray" and c.reason.startswith("task 't") and c.reason.endswith(" failed: boom")
-               for c in blocks)
+    assert all(c.by == "omoi-ray" and (re.fullmatch(r"task 't\d+' failed: boom", c.reason)
+               or re.fullmatch(r"task 't\d+' upstream_failed: upstream task 't\d+' failed", c.reason))
+               for c in blocks), [c.reason for c in blocks]

@@ -16,8 +16,12 @@ Rules:
   still run and complete; the sync's result stays what it was at readiness. The combined result
   is capped like a handler's (``result_max_bytes``, the owner's ``OMOI_RESULT_MAX_BYTES``): a
   sync whose ``{member: result}`` would be larger fails at once, its reason naming the size and
-  the setting (each member's result fits, k of them together may not). A loop's result (the
-  last check's result and two small fields) is capped the same way.
+  the setting. A loop's result (the last check's result and two small fields) is capped the same
+  way. The one rule for both (``_too_big``): such a result may be ``result_max_bytes`` plus, for
+  each result it wraps (a sync's completed members, a loop's ``last``), that result's key as JSON
+  and ``NODE_RESULT_ALLOWANCE_BYTES`` (1 KiB: the wrapper's room, as each wrapped result already
+  fit the cap). So a loop fails only if its fields take more than 1 KiB, and a sync of members
+  whose results together are over the cap by more than 1 KiB each may still be refused.
 - A sync with a ``timeout`` fails when it passes (seconds from submission; ``deadline`` is stored,
   and the timer is set again on restore).
 - **loop**: depends on its current check task only. When the check completes and its result (a
@@ -48,6 +52,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -56,7 +61,7 @@ from typing import Any
 
 from omoi_ray.core.dag import LiveTasks, validate_submission
 from omoi_ray.core.model import TASK_KIND, Event, NewTask, Task
-from omoi_ray.core.storable import storable_json
+from omoi_ray.core.storable import NODE_RESULT_ALLOWANCE_BYTES, storable_json
 from omoi_ray.core.submission import StoredTask, check_new, create_tasks
 from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.core.timers import Timers
@@ -162,7 +167,8 @@ class Coordination:
             if status is S.COMPLETED:
                 self._loop_check_done(task, check, (results or {}).get(check), now)
             elif status in FAILED_FOR_GOOD:
-                self.live.doom(task, check, f"upstream task '{check}' {status.value}", now)
+                self.live.doom(task, check, f"upstream task '{check}' {status.value}", now,
+                               cancelled=status is S.CANCELLED)
 
     def refuse_round_ids(self, new: Sequence[NewTask]) -> None:
         """Refuse new tasks (a submission, a split's children) whose id has the form of a round id
@@ -242,7 +248,7 @@ class Coordination:
         done = [m for m in members if m in state["results"]]
         if len(done) >= k:
             result = {m: state["results"][m] for m in done}
-            too_big = self._too_big(result)
+            too_big = self._too_big(result, done)
             if too_big is not None:
                 self._fail(sync, f"sync '{sync.id}' result cannot be stored: {too_big}", now, completed=done)
                 return
@@ -324,7 +330,7 @@ class Coordination:
 
     def _loop_end(self, loop: Task, outcome: str, rounds: int, last: Any, now: float) -> None:
         result = {"outcome": outcome, "rounds": rounds, "last": last}
-        too_big = self._too_big(result)
+        too_big = self._too_big(result, ("last",))
         if too_big is not None:
             reason = f"loop '{loop.id}' result cannot be stored: {too_big}"
             loop.error = loop.reason = reason
@@ -400,13 +406,19 @@ class Coordination:
 
     # ---------------------------------------------------------------- shared
 
-    def _too_big(self, result: Any) -> str | None:
-        """Why a node's ``result`` cannot be stored (over ``result_max_bytes``, naming the size and
-        ``OMOI_RESULT_MAX_BYTES``), or None. Its parts came from stored results: only size is judged."""
+    def _too_big(self, result: Any, wrapped: Sequence[str]) -> str | None:
+        """Why a node's ``result``, wrapping one stored result under each key of ``wrapped``,
+        cannot be stored, or None. Its limit is ``result_max_bytes`` plus, for each wrapped
+        result, its key as JSON and ``NODE_RESULT_ALLOWANCE_BYTES`` (the module rules); the
+        message names the size, the limit and ``OMOI_RESULT_MAX_BYTES``. Its parts came from
+        stored results: only size is judged."""
         if self.result_max_bytes is None:
             return None
+        room = sum(NODE_RESULT_ALLOWANCE_BYTES + len(json.dumps(key).encode()) for key in wrapped)
+        setting = (f"OMOI_RESULT_MAX_BYTES {self.result_max_bytes}, plus {NODE_RESULT_ALLOWANCE_BYTES} bytes"
+                   f" and the key for each of {len(wrapped)} wrapped results")
         try:
-            storable_json(result, "result", max_bytes=self.result_max_bytes, setting="OMOI_RESULT_MAX_BYTES")
+            storable_json(result, "result", max_bytes=self.result_max_bytes + room, setting=setting)
         except (ValueError, RecursionError) as exc:
             return str(exc)
         return None

@@ -191,9 +191,11 @@ class LiveTasks:
         else:
             self.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
 
-    def doom(self, task: Task, root: str, reason: str, now: float) -> None:
-        """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good."""
+    def doom(self, task: Task, root: str, reason: str, now: float, *, cancelled: bool = False) -> None:
+        """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good
+        (``cancelled``: ``root`` was cancelled, not failed; ``Task.upstream_cancelled``)."""
         task.upstream = root
+        task.upstream_cancelled = cancelled
         task.reason = reason
         self.move(task, S.UPSTREAM_FAILED, now, reason=reason, upstream=root)
 
@@ -286,12 +288,12 @@ class LiveTasks:
                         self.make_ready(dep, now)
             return
         if task.status is S.UPSTREAM_FAILED and task.upstream:
-            root, reason = task.upstream, task.reason or ""
+            root, reason, cancelled = task.upstream, task.reason or "", task.upstream_cancelled
         else:
-            root, reason = task.id, f"upstream task '{task.id}' {task.status.value}"
+            root, reason, cancelled = task.id, f"upstream task '{task.id}' {task.status.value}", task.status is S.CANCELLED
         for dep_id in dependents:
             dep = self.tasks.get(dep_id)
             if dep is not None and dep.status is S.PENDING:
                 dep.waiting_on -= 1
                 if dep.kind == TASK_KIND or self.nodes is None or not self.nodes.upstream_failed(dep, task, now):
-                    self.doom(dep, root, reason, now)
+                    self.doom(dep, root, reason, now, cancelled=cancelled)

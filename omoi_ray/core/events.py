@@ -92,7 +92,7 @@ _EMITTED = (
     EventType(
         "coordination.sync.failed", "coordination",
         "a sync can no longer reach k (the reason names the failed members), its timeout passed, "
-        "or its combined result is over OMOI_RESULT_MAX_BYTES",
+        "or its combined result is over OMOI_RESULT_MAX_BYTES plus 1 KiB and the key per member",
     ),
     EventType(
         "coordination.split.created", "coordination",

@@ -28,7 +28,9 @@ Rules:
   the task as a new attempt (claim request id ``handoff:<offer id>``, so it is delivered to the
   acceptor by its next ``exchange`` even after a scheduler restart).
 - An acceptor must be a target, alive and healthy (not ``stale``: a stale agent gets no new
-  work), with a lease that has not run out, and a free slot;
+  work), with a lease that has not run out, and a free slot, and, as registered at accept time
+  (it may have re-registered or changed its capabilities since the offer), have the offer's and
+  the task's capabilities and handle the task's type;
   otherwise a typed error and nothing changes (the offer stays open).
 - When every target declined, or the deadline passed, the task stays with the offering attempt
   (nothing moves); if that attempt is gone, the offer was withdrawn when it ended and the task is
@@ -416,8 +418,10 @@ class Handoffs:
 
         Raises:
             HandoffNotFoundError, HandoffClosedError, NotOfferedError: see ``_answerable``.
-            AcceptorUnavailableError: the acceptor is not alive, its lease ran out, or it has
-                no free slot (the offer stays open).
+            AcceptorUnavailableError: the acceptor is not alive, its lease ran out, it has no
+                free slot, or its current registration (it may have re-registered or changed its
+                capabilities since the offer) lacks a capability the offer wants or a handler for
+                the task's type (the offer stays open).
         """
         offer = self._answerable(offer_id, agent_id, now)
         task = self.live.tasks.get(offer.task_id)
@@ -433,6 +437,12 @@ class Handoffs:
             why = "is stale (silent past OMOI_AGENT_STALE_AFTER): it gets no new work until it calls again"
         elif acceptor.free_slots <= 0:
             why = "has no free slot"
+        else:  # its registration now, not at offer time: it may have re-registered or changed since
+            missing = (frozenset(offer.capabilities or ()) | task.requires) - acceptor.capabilities
+            if missing:
+                why = f"lacks {sorted(missing)} as registered now (wanted by the offer or the task)"
+            elif not acceptor.can_run(task.requires, task.type):
+                why = f"has no handler for type '{task.type}' as registered now"
         if why is not None or acceptor is None:
             raise AcceptorUnavailableError(
                 f"agent '{agent_id}' {why}: it cannot take task '{task.id}' (offer '{offer_id}' stays open)",

@@ -216,7 +216,8 @@ class TaskGraph:
         self.handoffs.restore(list(handoffs))
         for task, dep_id, dep_status in doomed:
             if task.status is S.PENDING:
-                live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now)
+                live.doom(task, dep_id, f"upstream task '{dep_id}' {dep_status.value}", now,
+                          cancelled=dep_status is S.CANCELLED)
         for task in list(live.tasks.values()):
             if task.kind != TASK_KIND:
                 self.coordination.restored(task, now, ended.get(task.id, {}), stored_results or {})

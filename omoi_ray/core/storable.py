@@ -65,6 +65,10 @@ MAX_OWNER_LEASE_S = 3600.0
 #: ``OMOI_RESULT_MAX_BYTES``, ``OMOI_MESSAGE_MAX_BYTES``): 100 MB, well inside PostgreSQL's
 #: largest JSONB value (255 MB)
 MAX_JSON_BYTES_SETTING = 100_000_000
+#: what a sync's or a loop's own result (``core.coordination``) may have past
+#: ``OMOI_RESULT_MAX_BYTES`` for each result it wraps (a sync's member, a loop's last check),
+#: besides that result's key: room for the wrapper, as each wrapped result already fit the cap
+NODE_RESULT_ALLOWANCE_BYTES = 1024
 #: most tasks one submission may be allowed (``OMOI_MAX_SUBMISSION``)
 MAX_SUBMISSION_SETTING = 10_000_000
 #: largest event count a setting may give (``OMOI_EVENTS_STREAM_MAXLEN``, ``OMOI_EVENTS_REPLAY``)

@@ -184,7 +184,7 @@ def create_tasks(
     """
     check_new(live, new)
     created: list[Task] = []
-    doomed: list[tuple[Task, str, str]] = []
+    doomed: list[tuple[Task, str, str, bool]] = []  # (task, dependency, reason, it was cancelled)
     nodes = live.nodes
     for spec in new:
         task = task_from_new(spec, seq=live.next_seq, created_at=now, updated_at=now)
@@ -218,9 +218,10 @@ def create_tasks(
                 if task.kind != TASK_KIND and nodes is not None and nodes.stored_upstream(task, dep, ref.status, ref.result, now):
                     continue
                 if ref.status in FAILED_FOR_GOOD:
-                    doomed.append((task, dep, f"upstream task '{dep}' {ref.status.value}"))
+                    reason = f"upstream task '{dep}' {ref.status.value}"
+                    doomed.append((task, dep, reason, ref.status is S.CANCELLED))
 
-    for task, dep_id, reason in doomed:
+    for task, dep_id, reason, cancelled in doomed:
         if task.status is S.PENDING:
-            live.doom(task, dep_id, reason, now)
+            live.doom(task, dep_id, reason, now, cancelled=cancelled)
     return created

@@ -30,7 +30,8 @@ Rules:
   ``blocked`` at once (history ``by`` ``BY_RUNTIME``, reason naming the task and its error,
   event ``ticket.phase.changed``), whether or not ``auto_advance`` is on. A task of the current
   phase *cancelled* (by a user: ``rt.cancel``; a cancelled ticket decides nothing more) never
-  blocks the ticket. Either end that does not block (a cancel; a failure where the table has no
+  blocks the ticket, nor does one ``upstream_failed`` because its root (``Task.upstream``, the
+  task whose end doomed it, directly or through others) was cancelled: that end is a cancel. Either end that does not block (a cancel; a failure where the table has no
   move from the phase to ``blocked``) is *unacknowledged*: it is listed in
   ``context["unacknowledged"]`` (``{"count", "tasks": [first MAX_CONTEXT_ITEMS ids]}``) and the
   phase does not advance by itself while the list is there (a cancelled task never counts as
@@ -510,7 +511,9 @@ class Tickets:
         if task.phase is None or task.phase != ticket.phase:
             return
         blocked = ticket.phases.blocked
-        if task.status in FAILS_PHASE and blocked is not None and blocked in ticket.phases.allowed(ticket.phase):
+        cancel = task.status is TaskStatus.UPSTREAM_FAILED and task.upstream_cancelled  # doomed by a cancel
+        if task.status in FAILS_PHASE and not cancel and blocked is not None \
+                and blocked in ticket.phases.allowed(ticket.phase):
             why = task.error if task.status is not TaskStatus.UPSTREAM_FAILED else task.reason
             why = _CONTROL.sub(" ", why or "no error recorded").strip()
             reason = _clip(f"task '{task.id}' {task.status.value}: {why}")
