@@ -506,14 +506,13 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _settings_error(exc: Any, args: argparse.Namespace) -> str:
-    """A pydantic ValidationError of the settings as one line naming the flag or variable."""
-    errors = exc.errors()
-    first = errors[0]
-    field = str(first["loc"][0]) if first.get("loc") else "settings"
+    """A ``Settings`` ``ConfigurationError`` (its ``problems``) as one line naming the flag or variable."""
+    problems = exc.problems
+    field, message = problems[0]
+    field = field.split(".")[0]
     flag, attr = _FLAGS.get(field, (None, None))
     name = flag if attr and getattr(args, attr, None) else f"OMOI_{field.upper()}"
-    message = str(first.get("msg", "")).removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{name}: {message}{more}"
 
 
@@ -530,20 +529,19 @@ def _run(args: argparse.Namespace) -> int:
     """Run the command; every error a user can cause becomes one line and exit status 2
     (see the module rules), other typed errors one line and exit status 1."""
     import sqlalchemy as sa
-    from pydantic import ValidationError
 
     from omoi_ray.errors import OmoiError
 
     try:
         return args.func(args)
-    except ValidationError as exc:
-        _fail(_settings_error(exc, args), 2)
     except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
         _fail(f"{_database_source(args)}: the database URL cannot be used: {_first_line(exc)}", 2)
     except sa.exc.DatabaseError as exc:  # cannot connect, or what is there is not a database it can use
         _fail(f"{_database_source(args)}: cannot use the database {_settings(args).safe_database_url()}: "
               f"{_first_line(exc)}", 2)
     except OmoiError as exc:
+        if isinstance(exc, ConfigurationError) and getattr(exc, "problems", None):
+            _fail(_settings_error(exc, args), 2)  # a bad setting: name the flag or variable to change
         _fail(exc.message, 2 if isinstance(exc, (ConfigurationError, ValueError)) else 1)
     except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
