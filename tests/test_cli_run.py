@@ -18,7 +18,7 @@ from tests.test_cli_bad_input import assert_one_line_error, run_cli
     [
         (["run", "nope"], "pattern 'nope': no shipped pattern of that name"),
         (["run", "majority_vote", "--set", "novar=1"], "unknown parameter(s) 'novar'"),
-        (["run", "majority_vote", "--set", "evaluators=three"], "parameter 'evaluators' must be a integer"),
+        (["run", "majority_vote", "--set", "evaluators=three"], "parameter 'evaluators' must be an integer"),
         (["run", "majority_vote", "--set", "=1"], "--set takes name=value"),
         (["run", "majority_vote", "--set", "tie=coin"], "step 'decide': join.merge: merge.tie must be one of"),
         (["run", "majority_vote", "--handlers", "no.such.module"], "--handlers no.such.module: cannot import it"),

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from omoi_ray.client.calls import Steps, flavours
 from omoi_ray.core.coordination import round_id_loops
 from omoi_ray.core.tasks import TaskStatus
-from omoi_ray.errors import InvalidArgumentError
+from omoi_ray.errors import InvalidArgumentError, TaskExistsError
 from omoi_ray.specs.patterns import load_pattern
 from omoi_ray.specs.tasks import TaskInfo
 
@@ -104,10 +104,19 @@ class Patterns:
         Raises:
             PatternNotFoundError, PatternError, UnknownVariableError, UnknownStepError,
                 PatternCycleError: the file, its parameters or its steps (named); nothing submitted.
-            InvalidSubmissionError: the scheduler refused the submission as a whole.
+            InvalidSubmissionError: the scheduler refused the submission as a whole
+                (``TaskExistsError`` naming the prefix: it was applied before with other
+                parameters or another pattern).
         """
         head, expansion = load_pattern(name_or_path, params, prefix=prefix, ticket=ticket)
-        yield from self._rt.tasks._submit(expansion.items)
+        try:
+            yield from self._rt.tasks._submit(expansion.items)
+        except TaskExistsError as exc:
+            raise TaskExistsError(
+                f"pattern {head.name!r}: prefix {expansion.prefix!r} was applied before with other parameters "
+                f"or another pattern ({exc.message.split(';')[0]}); choose another prefix",
+                task_id=getattr(exc, "task_id", None), prefix=expansion.prefix,
+            ) from None
         return PatternHandle(head.name, expansion.prefix, ticket, dict(expansion.ids), expansion.finals)
 
     apply, apply_async = flavours(_apply)
