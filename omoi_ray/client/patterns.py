@@ -67,7 +67,7 @@ class PatternResult:
 class PatternProgress:
     """Where an applied pattern stands: ``statuses`` maps every task under its prefix (its items
     and the rounds its loops created so far) to its status, by id; ``finished`` says whether its
-    final steps are all final; ``unclaimable`` and ``unhandled`` are the runtime's ready tasks
+    final steps are all final; ``unclaimable`` and ``unhandled`` are the pattern's ready tasks
     nobody alive can run (as in ``rt.status()``)."""
 
     statuses: Mapping[str, str]
@@ -167,7 +167,7 @@ class Patterns:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
             raise InvalidArgumentError(f"patterns.progress: wait must be seconds from 0 to 60, not {wait!r:.40}")
         finals = [i for step in handle.finals for i in handle.ids[step]]
-        reply = yield self._rt.tasks._on_scheduler("wait", finals, float(wait))
+        reply = yield self._rt.tasks._on_scheduler("wait", finals, float(wait), handle.prefix)
         statuses = yield self._rt.tasks._on_scheduler("group_status", handle.prefix)
         return PatternProgress(statuses, len(reply.finished) == len(set(finals)), reply.unclaimable, reply.unhandled)
 
