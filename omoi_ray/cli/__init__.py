@@ -567,8 +567,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from omoi_ray.settings import default_home
+
+    embedded = str(default_home() / "omoi.db").replace("%", "%%")  # argparse formats help with %
+
     def common(p: argparse.ArgumentParser, namespace: str = "OMOI_NAMESPACE, default omoi") -> None:
-        p.add_argument("--db", help="database URL (default: OMOI_DATABASE_URL, else ~/.omoi-ray/omoi.db)")
+        p.add_argument("--db", help="database URL (default: OMOI_DATABASE_URL, else the SQLite file omoi.db "
+                                    f"under --home or OMOI_HOME: here {embedded})")
         p.add_argument("--home", help="directory for the embedded database and workspaces (OMOI_HOME)")
         p.add_argument("--namespace", help=f"Ray namespace of the runtime ({namespace})")
 
@@ -597,10 +602,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="no live progress bar")
     run.set_defaults(func=cmd_run)
 
-    db = sub.add_parser("db", help="database schema: upgrade to head, or show the current revision")
+    db = sub.add_parser("db", help="database schema (upgrade, current) and ownership (takeover)",
+                        description="upgrade: create the schema or migrate it to the newest revision. "
+                        "current: print the database's revision; exit status 1 when it is behind. "
+                        "takeover: free the database from the runtime that owns it, at once (when that "
+                        "runtime is gone; its writers are fenced off).")
     db.add_argument("action", choices=["upgrade", "current", "takeover"],
-                    help="takeover: free the database from the runtime that owns it (when that "
-                    "runtime is gone), at once")
+                    help="upgrade: migrate to the newest revision; current: show the revision (exit 1 "
+                    "when behind); takeover: free the database from the runtime that owns it")
     common(db)
     db.set_defaults(func=cmd_db)
 
@@ -610,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("--type", "-t", action="append", default=None, type=_type_pattern,
                         help="only these types; shell patterns, repeatable (e.g. --type 'task.*')")
     events.add_argument("--since", type=_position,
-                        help="start after this position (e.g. 0-0 for everything retained)")
+                        help="start after this position, <major>-<minor> or a bare number N meaning 0-N "
+                             "(e.g. 0-0 for everything retained)")
     events.add_argument("--limit", type=_whole_number(1, MAX_EVENTS_LIMIT), default=20,
                         help=f"how many past events to print, 1 to {MAX_EVENTS_LIMIT} (default 20; "
                              "with --since: how many to read)")
