@@ -34,7 +34,7 @@ from omoi_ray.core.storable import (
     MAX_WAIT_S,
     check_seconds,
 )
-from omoi_ray.errors import ConfigurationError
+from omoi_ray.errors import ConfigurationError, InvalidSettingError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     ``thread_retention`` (0: keep forever); comments on the fields say more.
 
     Raises:
-        ConfigurationError: a value out of range or of the wrong kind (booleans are not
-            numbers), or a URL of an unsupported scheme: one line naming the field (the message
+        InvalidSettingError: (a ``ConfigurationError`` and a ``ValueError``) a value out of
+            range or of the wrong kind (booleans are not numbers), or a URL of an unsupported
+            scheme: one line naming the field (the message
             never quotes the URL); ``field`` is the first bad field and ``problems`` lists
             ``(field, message)`` for every one (pydantic validates underneath).
     """
@@ -362,7 +363,7 @@ def mask_url(url: str) -> str:
         return re.sub(r"(password=)[^&]*", r"\1***", masked)
 
 
-def _configuration_error(exc: ValidationError) -> ConfigurationError:
+def _configuration_error(exc: ValidationError) -> InvalidSettingError:
     """A settings ``ValidationError`` as one line naming the field (never quoting the value)."""
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_input=False, include_url=False):
@@ -375,4 +376,4 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
     field, message = problems[0]
     text = message if message.startswith(field + " ") else f"{field}: {message}"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return ConfigurationError(f"Settings: {text}{more}", field=field, problems=problems)
+    return InvalidSettingError(f"Settings: {text}{more}", field=field, problems=problems)
