@@ -645,7 +645,7 @@ class AgentActor:
 
             used = int(state.actor_table(context.get_actor_id())["NumRestarts"])
         except Exception:  # noqa: BLE001 - unknown: assume the worst once restarted
-            used = limit if context.was_current_actor_reconstructed else 0
+            used = limit if _restarted_before(context) else 0
         return used < limit
 
     # ------------------------------------------------------------------ the watchdog
@@ -844,3 +844,14 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         log.debug("closing a handler's event loop failed", exc_info=True)
     finally:
         loop.close()
+
+
+def _restarted_before(context: Any) -> bool:
+    """Whether Ray restarted this actor: what Ray's ``was_current_actor_reconstructed`` reads
+    (the GCS's restart count), by the hex id, without its deprecated ``actor_id`` call whose
+    ``RayDeprecationWarning`` reached the driver's console."""
+    from ray._private.state import actors
+
+    actor_id = context.get_actor_id()
+    info = actors(actor_id=actor_id) if actor_id else None
+    return bool(info) and info.get("NumRestarts", 0) != 0

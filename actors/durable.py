@@ -327,9 +327,17 @@ class DurableWriter(Singleton, Generic[C]):
 
 
 def _reconstructed() -> bool:
+    """Whether Ray restarted this actor: its restart count in the GCS, read by the actor's hex id
+    (what Ray's ``was_current_actor_reconstructed`` reads, without its deprecated ``actor_id``
+    call, whose ``RayDeprecationWarning`` reached the driver's console)."""
     import ray
+    from ray._private.state import actors
 
-    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    actor_id = ray.get_runtime_context().get_actor_id()
+    if actor_id is None:
+        return False
+    info = actors(actor_id=actor_id)
+    return bool(info) and info.get("NumRestarts", 0) != 0
 
 
 async def fire_and_forget(ref: Any) -> None:

@@ -280,8 +280,12 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
                 raise TaskNotFoundError(_unknown_message([task_id]), task_ids=[task_id])
         return [attempt_info_from_row(r) for r in rows]
 
-    async def wait(self, task_ids: Sequence[str], timeout: float) -> WaitReply:
-        """Wait up to ``timeout`` seconds for every task to be final; report progress either way."""
+    async def wait(self, task_ids: Sequence[str], timeout: float, prefix: str | None = None) -> WaitReply:
+        """Wait up to ``timeout`` seconds for every task to be final; report progress either way.
+
+        The reply's ``unclaimable`` and ``unhandled`` count only ready tasks among ``task_ids``
+        (and, with ``prefix``, those whose id starts with ``prefix + "."``: an applied pattern's),
+        never other work of the runtime."""
         live = [tid for tid in task_ids if tid in self.graph.tasks]
         if live and timeout > 0:
             countdown = _Countdown(len(live))
@@ -299,12 +303,15 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         await self.commit.sync()
         counts: dict[str, int] = {}
         gone = []
+        held = 0
+        holds = self.graph.tickets.held
         for tid in task_ids:
             task = self.graph.tasks.get(tid)
             if task is None:
                 gone.append(tid)
             else:
                 counts[task.status.value] = counts.get(task.status.value, 0) + 1
+                held += bool(task.ticket_id and tid in holds.get(task.ticket_id, ()))
         finished: dict[str, str] = {}
         if gone:
             rows = await self._db(self.store.lookup, gone)
@@ -312,7 +319,12 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             if unknown:
                 raise TaskNotFoundError(_unknown_message(unknown), task_ids=unknown)
             finished = {tid: rows[0][tid].status.value for tid in gone}
-        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable(), unhandled=self._unhandled())
+        scope: list[str] = list(task_ids)
+        if prefix is not None:
+            head = str(prefix) + "."
+            scope.extend(tid for tid in self.graph.tasks if tid.startswith(head))
+        return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable(scope),
+                         unhandled=self._unhandled(scope), held=held)
 
     async def cancel(self, task_ids: Sequence[Any], reason: str = "cancelled by request") -> dict[str, str]:
         """Cancel tasks, all or nothing; return ``{id: status afterwards}`` in the order given
@@ -790,11 +802,12 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         if self.watches.get(agent_id) is asyncio.current_task():
             del self.watches[agent_id]
 
-    def _unclaimable(self) -> list[tuple[list[str], int]]:
-        return [(sorted(req), n) for req, n in sorted(self.graph.unclaimable().items(), key=lambda kv: sorted(kv[0]))]
+    def _unclaimable(self, only: Sequence[str] | None = None) -> list[tuple[list[str], int]]:
+        counts = self.graph.unclaimable(only)
+        return [(sorted(req), n) for req, n in sorted(counts.items(), key=lambda kv: sorted(kv[0]))]
 
-    def _unhandled(self) -> list[tuple[str, list[str], int]]:
-        return sorted((task_type, sorted(req), n) for (req, task_type), n in self.graph.unhandled().items())
+    def _unhandled(self, only: Sequence[str] | None = None) -> list[tuple[str, list[str], int]]:
+        return sorted((task_type, sorted(req), n) for (req, task_type), n in self.graph.unhandled(only).items())
 
 
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:

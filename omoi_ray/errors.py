@@ -170,6 +170,12 @@ class ConfigurationError(OmoiError):
     """Settings are invalid or inconsistent with the running runtime."""
 
 
+class InvalidSettingError(ConfigurationError, ValueError):
+    """A setting (``Settings(...)`` or an ``OMOI_*`` variable) has a value omoi-ray cannot use;
+    the one-line message names the field, ``field`` is it and ``problems`` lists every
+    ``(field, message)``."""
+
+
 class DatabaseNotMigratedError(ConfigurationError):
     """The database schema is behind the code; run ``omoi-ray db upgrade``."""
 

@@ -85,13 +85,16 @@ class WaitReply:
     ``finished`` maps each asked-for task that is now final to its status; ``live`` counts the
     others by status; ``unclaimable`` lists ready-task groups no live agent has the capabilities
     for, as (required capabilities, count); ``unhandled`` those some live agent has the
-    capabilities for but none of those handles their type, as (type, required capabilities, count).
+    capabilities for but none of those handles their type, as (type, required capabilities, count);
+    ``held`` how many of the ``pending`` ones their ticket holds (its phase not reached, or the
+    ticket blocked). All of it is about the asked-for tasks only.
     """
 
     finished: dict[str, str]
     live: dict[str, int]
     unclaimable: list[tuple[list[str], int]]
     unhandled: list[tuple[str, list[str], int]] = field(default_factory=list)
+    held: int = 0
 
 
 #: an agent as ``Runtime.status`` shows it: the registry's ``AgentInfo`` (one name per concept;

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from omoi_ray.core.storable import (
@@ -34,7 +34,7 @@ from omoi_ray.core.storable import (
     MAX_WAIT_S,
     check_seconds,
 )
-from omoi_ray.errors import ConfigurationError
+from omoi_ray.errors import ConfigurationError, InvalidSettingError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # matched whole: "omoi\n" is refused
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -92,11 +92,21 @@ class Settings(BaseSettings):
     ``thread_retention`` (0: keep forever); comments on the fields say more.
 
     Raises:
-        pydantic.ValidationError: a value out of range or of the wrong kind (booleans are not
-            numbers), or a URL of an unsupported scheme (the message never quotes the URL).
+        InvalidSettingError: (a ``ConfigurationError`` and a ``ValueError``) a value out of
+            range or of the wrong kind (booleans are not numbers), or a URL of an unsupported
+            scheme: one line naming the field (the message
+            never quotes the URL); ``field`` is the first bad field and ``problems`` lists
+            ``(field, message)`` for every one (pydantic validates underneath).
     """
 
     model_config = SettingsConfigDict(env_prefix="OMOI_", extra="ignore", frozen=True)
+
+    def __init__(self, **values: Any) -> None:
+        """Validate ``values`` and the ``OMOI_*`` environment; see the class for the errors."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _configuration_error(exc) from None
 
     home: Path = Field(default_factory=default_home)
     database_url: SecretStr | None = None
@@ -377,3 +387,19 @@ def mask_url(url: str) -> str:
     except Exception:  # not a SQLAlchemy URL: mask by pattern
         masked = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
         return re.sub(r"(password=)[^&]*", r"\1***", masked)
+
+
+def _configuration_error(exc: ValidationError) -> InvalidSettingError:
+    """A settings ``ValidationError`` as one line naming the field (never quoting the value)."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        message = " ".join(str(err.get("msg", "")).removeprefix("Value error, ").split())
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        if not field:  # a check across fields: its message starts with the field it is about
+            first = message.split(" ", 1)[0]
+            field = first if first in Settings.model_fields else "settings"
+        problems.append((field, message))
+    field, message = problems[0]
+    text = message if message.startswith(field + " ") else f"{field}: {message}"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return InvalidSettingError(f"Settings: {text}{more}", field=field, problems=problems)

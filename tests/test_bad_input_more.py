@@ -7,10 +7,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from pydantic import ValidationError
 
 from omoi_ray.core import storable
-from omoi_ray.errors import InvalidAgentSpecError, InvalidTaskSpecError, TaskNotFoundError
+from omoi_ray.errors import ConfigurationError, InvalidAgentSpecError, InvalidTaskSpecError, TaskNotFoundError
 from omoi_ray.settings import Settings
 from omoi_ray.specs.tasks import TaskSpec, iter_task_specs, parse_agent_spec
 
@@ -48,7 +47,7 @@ def test_c1_and_other_controls_are_cleaned_from_runtime_text_and_refused_in_user
      {"owner_lease": True}],
 )
 def test_settings_refuse_booleans_and_a_lock_ttl_no_lock_can_have(fields):
-    with pytest.raises(ValidationError, match=next(iter(fields))):
+    with pytest.raises(ConfigurationError, match=next(iter(fields))):
         Settings(**fields)
 
 
@@ -85,3 +84,22 @@ def test_submit_refuses_a_taskspec_whose_payload_was_changed_and_stores_nothing(
     for task_id in (tid, f"{tid}-ok"):
         with pytest.raises(TaskNotFoundError):
             runtime.get(task_id)
+
+
+def test_agent_spec_errors_name_each_field_once():
+    with pytest.raises(InvalidAgentSpecError) as err:
+        parse_agent_spec(name="a", handler="tests.handlers:echo", resources={"GPU": 1})
+    assert str(err.value) == "agent 'a': resources: use num_cpus (or a custom resource), not 'GPU'"
+    with pytest.raises(InvalidAgentSpecError) as err:
+        parse_agent_spec(name="nohandler")
+    assert str(err.value) == "agent 'nohandler': give a handler (for every task type) or handlers (per task type)"
+
+
+@pytest.mark.parametrize(("value", "hint"), [("design", "(phase names are upper case: 'DESIGN'?)"), ("q a", "")])
+def test_a_phase_name_that_is_not_one_says_what_a_phase_name_is(value, hint):
+    from omoi_ray.errors import InvalidTicketError
+    from omoi_ray.specs.tickets import check_phase
+
+    with pytest.raises(InvalidTicketError) as err:
+        check_phase(value, "to")
+    assert hint in str(err.value) and "rt.tickets.get(ticket).phases" in str(err.value)

@@ -296,11 +296,10 @@ def test_lock_requests_are_checked_against_the_same_bounds(args, kwargs, field):
 
 @pytest.mark.parametrize("field,value", [("namespace", "omoi\n"), ("redis_prefix", "omoi\n"), ("namespace", "")])
 def test_settings_names_are_matched_whole(tmp_path, field, value):
-    from pydantic import ValidationError
-
+    from omoi_ray.errors import ConfigurationError
     from omoi_ray.settings import Settings
 
-    with pytest.raises(ValidationError, match=field):
+    with pytest.raises(ConfigurationError, match=field):
         Settings(home=tmp_path, **{field: value})
 
 

@@ -16,11 +16,12 @@ import time
 
 import pytest
 import ray
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 import omoi_ray as omoi
 from omoi_ray.client import calls
 from omoi_ray.errors import (
+    ConfigurationError,
     CycleError,
     HandlerNotFoundError,
     LockUnavailableError,
@@ -304,7 +305,7 @@ def test_the_driver_budget_is_a_bounded_setting():
     assert Settings().call_retry_for == 60.0
     assert Settings(call_retry_for=5).call_retry_for == 5.0
     for bad in (0, -1, float("nan"), float("inf"), 1e12):
-        with pytest.raises(ValidationError, match="call_retry_for"):
+        with pytest.raises(ConfigurationError, match="call_retry_for"):
             Settings(call_retry_for=bad)
 
 

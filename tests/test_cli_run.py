@@ -18,7 +18,7 @@ from tests.test_cli_bad_input import assert_one_line_error, run_cli
     [
         (["run", "nope"], "pattern 'nope': no shipped pattern of that name"),
         (["run", "majority_vote", "--set", "novar=1"], "unknown parameter(s) 'novar'"),
-        (["run", "majority_vote", "--set", "evaluators=three"], "parameter 'evaluators' must be a integer"),
+        (["run", "majority_vote", "--set", "evaluators=three"], "parameter 'evaluators' must be an integer"),
         (["run", "majority_vote", "--set", "=1"], "--set takes name=value"),
         (["run", "majority_vote", "--set", "tie=coin"], "step 'decide': join.merge: merge.tie must be one of"),
         (["run", "majority_vote", "--handlers", "no.such.module"], "--handlers no.such.module: cannot import it"),
@@ -90,6 +90,31 @@ def test_a_pattern_runs_to_its_outcome_with_a_handler_set(ray_session, tmp_path,
     outcome = json.loads(out[out.index("{"):])
     assert outcome == {"question": "Merge #12?", "decision": "yes",
                        "counts": [{"value": "yes", "votes": 2}, {"value": "no", "votes": 1}]}
+
+
+TIE = """
+name: tied_vote
+steps:
+  evaluate:
+    split: {count: 2, task: {type: evaluate, payload: {evaluator: "${index}"}}}
+  decide:
+    after: [evaluate]
+    join: {merge: {strategy: majority, key: answer, quorum: 1}, task: {type: decide}}
+"""
+
+
+@pytest.mark.ray
+def test_a_failed_run_names_each_failed_task_and_its_error(ray_session, tmp_path, capsys):
+    path = tmp_path / "tied_vote.yaml"
+    path.write_text(TIE)
+    code = main(["run", str(path), "--handlers", "omoi_ray.examples.patterns", "--id-prefix", "tie",
+                 "--home", str(tmp_path), "--namespace", f"run-{tmp_path.name[-8:]}", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    lines = out.splitlines()
+    at = lines.index("tied_vote: failed")
+    assert lines[at + 1].startswith("  tie.decide failed: ") and "tie" in lines[at + 1].lower()
+    assert lines[at + 2] == "null"
 
 
 def test_a_run_with_no_handlers_on_its_own_ray_is_refused(tmp_path, monkeypatch):

@@ -199,6 +199,9 @@ def test_closed_and_unknown_threads_and_bad_threads_are_refused(team):
         _thread(rt, "m1")
     with pytest.raises(InvalidMessageError):
         rt.messages.create_thread("bad\x00type", ["m1"])
+    with pytest.raises(InvalidMessageError) as err:  # no id given: no generated id to name
+        rt.messages.create_thread("review", [])
+    assert str(err.value) == "a new thread needs at least one participant"
     with pytest.raises(MessageNotFoundError):
         rt.messages.receipts("no-such-message")
     assert _stored_counts(rt, th.id) == 0

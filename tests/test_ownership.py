@@ -6,6 +6,7 @@ when they start; the runtime tests at the end show the same rules through ``conn
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -106,7 +107,8 @@ def test_another_live_owner_is_refused_with_an_error_naming_it(db_url):
         assert isinstance(err.value, ConfigurationError)
         message = str(err.value)
         assert "namespace 'rt-a'" in message and A.cluster_id in message and "owner since" in message
-        assert "omoi-ray db takeover" in message
+        assert "omoi-ray db takeover" in message and "retry after its lease lapses" in message
+        assert re.search(r"whose lease is live for \d+s more", message)
         assert (err.value.owner_namespace, err.value.owner_cluster_id) == (A.namespace, A.cluster_id)
         assert ownership.read(a.engine) == before  # nothing changed
         with pytest.raises(DatabaseOwnedError):

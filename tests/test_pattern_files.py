@@ -119,7 +119,7 @@ def test_split_variables_only_inside_a_split_payload():
     [
         ({}, "required parameter\\(s\\) 'label' not given"),
         ({"label": "x", "m": 1}, "unknown parameter\\(s\\) 'm' \\(declared: n, label\\)"),
-        ({"label": "x", "n": True}, "parameter 'n' must be a integer, not True"),
+        ({"label": "x", "n": True}, "parameter 'n' must be an integer, not True"),
         ({"label": 5}, "parameter 'label' must be a string"),
         ("label=x", "params must be a mapping"),
     ],

@@ -90,6 +90,20 @@ def test_capabilities_are_respected_and_unclaimable_work_is_reported(runtime, ge
     runtime.agent(f"rare-{uid}").stop()
 
 
+def test_a_timed_out_wait_names_its_tasks_and_its_bar_warns_only_about_them(runtime, general, uid, capsys):
+    runtime.submit([task(f"{uid}-other", requires=[f"elsewhere-{uid}"], payload={"op": "echo"})])
+    ids = runtime.submit([task(f"{uid}-mine-{i}", requires=[f"mine-{uid}"], payload={"op": "echo"}) for i in range(5)])
+    with pytest.raises(WaitTimeoutError) as err:
+        runtime.wait(ids, timeout=0.3, progress=True)
+    assert str(err.value) == (f"5 of 5 tasks were not final after 0.3s: '{ids[0]}' ready, '{ids[1]}' ready, "
+                              f"'{ids[2]}' ready and 2 more")
+    assert err.value.pending == dict.fromkeys(ids, "ready")
+    shown = capsys.readouterr().err
+    assert f"5 ready need [mine-{uid}]: no live agent can run them" in shown
+    assert f"elsewhere-{uid}" not in shown  # another driver's leftovers are not this wait's
+    runtime.cancel(*ids, f"{uid}-other")
+
+
 def test_capacity_is_never_exceeded(runtime, uid, tmp_path):
     log = tmp_path / "intervals.jsonl"
     runtime.spawn_agent(f"cap3-{uid}", capabilities=[f"cap3-{uid}"], capacity=3, handler=H)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from omoi_ray.errors import DatabaseNotMigratedError
+from omoi_ray.errors import ConfigurationError, DatabaseNotMigratedError
 from omoi_ray.settings import Settings, mask_url
 from omoi_ray.store import migrate
 from omoi_ray.store.store import Store
@@ -58,7 +58,7 @@ def test_a_not_migrated_message_masks_the_password(tmp_path, monkeypatch):
     [("namespace", "bad name!"), ("lease_ttl", 0), ("long_poll", float("nan")), ("payload_max_bytes", -1)],
 )
 def test_bad_settings_are_rejected(field, value, tmp_path):
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(ConfigurationError) as err:
         Settings(home=tmp_path, **{field: value})
     assert field in str(err.value)
 
@@ -67,11 +67,11 @@ def test_bad_settings_are_rejected(field, value, tmp_path):
                                  "sqlite:///file::memory:?uri=true", "sqlite:///x.db?mode=memory&uri=true"])
 def test_an_in_memory_sqlite_database_is_refused(url, tmp_path, monkeypatch):
     # each of the runtime's processes would open its own empty database
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(ConfigurationError) as err:
         Settings(home=tmp_path, database_url=SecretStr(url))
     assert "database_url" in str(err.value) and "in-memory SQLite" in str(err.value)
     monkeypatch.setenv("OMOI_DATABASE_URL", url)
-    with pytest.raises(ValidationError, match="use a file path"):
+    with pytest.raises(ConfigurationError, match="use a file path"):
         Settings(home=tmp_path)
 
 
@@ -100,14 +100,14 @@ SETTING_BOUNDS = [
 @pytest.mark.parametrize("field,largest,over", SETTING_BOUNDS, ids=[b[0] for b in SETTING_BOUNDS])
 def test_every_numeric_setting_has_an_upper_bound(field, largest, over, tmp_path):
     assert getattr(Settings(home=tmp_path, **{field: largest}), field) == largest
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(ConfigurationError) as err:
         Settings(home=tmp_path, **{field: over})
     assert field in str(err.value)
 
 
 def test_an_environment_value_past_a_bound_is_refused_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("OMOI_LEASE_TTL", "1e300")  # now + lease would be past any time a store holds
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(ConfigurationError) as err:
         Settings(home=tmp_path)
     assert "lease_ttl" in str(err.value) and "at most" in str(err.value)
 
@@ -123,6 +123,13 @@ HUGE = "1" + "0" * 5000  # past float's range, and past the digits int() parses
 ])
 def test_a_number_too_large_for_a_float_is_refused_naming_the_bound(variable, bound, tmp_path, monkeypatch):
     monkeypatch.setenv(variable, HUGE)
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(ConfigurationError) as err:
         Settings(home=tmp_path)
     assert variable.removeprefix("OMOI_").lower() in str(err.value) and bound in str(err.value)
+
+
+def test_a_bad_setting_is_one_typed_line_naming_the_field(tmp_path):
+    with pytest.raises(ConfigurationError) as err:
+        Settings(home=tmp_path, lease_ttl=True)
+    assert "\n" not in str(err.value) and str(err.value).startswith("Settings: lease_ttl")
+    assert err.value.field == "lease_ttl" and err.value.problems[0][0] == "lease_ttl"

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 import omoi_ray as omoi
+from omoi_ray.errors import TaskExistsError
 from omoi_ray.examples.patterns import HANDLERS
 from omoi_ray.cli import main
 from tests.conftest import make_settings
@@ -127,6 +128,11 @@ def test_cancelling_an_applied_pattern_cancels_all_of_it_and_nothing_else(rt, ui
     assert rt.pattern_result(handle).status == "failed"
     assert {rt.get(i).status for i in other.all_ids} <= {"pending", "ready"}  # a look-alike prefix is untouched
     assert rt.patterns.cancel(handle) == {}  # nothing left: a second cancel is a no-op
+    assert rt.apply_pattern(str(path), prefix=f"{uid}-other").all_ids == other.all_ids  # the same again: a no-op
+    changed = tmp_path / "stuck2.yaml"
+    changed.write_text(STUCK.replace("task: {type: review, requires: [nobody]}", "task: {type: review, requires: [none]}"))
+    with pytest.raises(TaskExistsError, match=f"prefix '{uid}-other' was applied before with other parameters"):
+        rt.apply_pattern(str(changed), prefix=f"{uid}-other")
     rt.patterns.cancel(other)
 
 

@@ -17,6 +17,7 @@ from omoi_ray.errors import (
     InvalidTicketError,
     TicketExistsError,
     TicketNotFoundError,
+    WaitTimeoutError,
 )
 from tests.conftest import until
 
@@ -212,6 +213,19 @@ def test_moving_to_blocked_recalls_an_unclaimed_ready_task_and_leaving_releases_
     rt.tickets.move(t.id, "REQUIREMENTS")
     info = rt.get(tid)
     assert (info.status, info.reason) == ("ready", None) and ([nobody], 1) in _unclaimable(rt)
+    rt.tickets.cancel(t.id)
+
+
+def test_a_wait_that_times_out_names_a_held_task_and_why_and_its_bar_counts_it_held(runtime, uid, capsys):
+    rt = runtime
+    t = rt.tickets.create("held", id=f"{uid}-k", gates={})
+    (tid,) = rt.submit([task(uid, "later", t.id, "DESIGN", cap=f"nobody-{uid}")])
+    with pytest.raises(WaitTimeoutError) as err:
+        rt.wait([tid], timeout=0.2, progress=True)
+    why = f"waiting for ticket '{t.id}' to reach phase DESIGN"
+    assert str(err.value) == f"1 of 1 tasks were not final after 0.2s: '{tid}' pending ({why})"
+    assert err.value.pending == {tid: "pending"} and err.value.reasons == {tid: why}
+    assert "pending 1 (1 held by ticket)" in capsys.readouterr().err
     rt.tickets.cancel(t.id)
 
 

@@ -515,14 +515,13 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _settings_error(exc: Any, args: argparse.Namespace) -> str:
-    """A pydantic ValidationError of the settings as one line naming the flag or variable."""
-    errors = exc.errors()
-    first = errors[0]
-    field = str(first["loc"][0]) if first.get("loc") else "settings"
+    """A ``Settings`` ``ConfigurationError`` (its ``problems``) as one line naming the flag or variable."""
+    problems = exc.problems
+    field, message = problems[0]
+    field = field.split(".")[0]
     flag, attr = _FLAGS.get(field, (None, None))
     name = flag if attr and getattr(args, attr, None) else f"OMOI_{field.upper()}"
-    message = str(first.get("msg", "")).removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{name}: {message}{more}"
 
 
@@ -539,20 +538,19 @@ def _run(args: argparse.Namespace) -> int:
     """Run the command; every error a user can cause becomes one line and exit status 2
     (see the module rules), other typed errors one line and exit status 1."""
     import sqlalchemy as sa
-    from pydantic import ValidationError
 
     from omoi_ray.errors import OmoiError
 
     try:
         return args.func(args)
-    except ValidationError as exc:
-        _fail(_settings_error(exc, args), 2)
     except sa.exc.ArgumentError as exc:  # a URL SQLAlchemy cannot use (driver missing, bad form)
         _fail(f"{_database_source(args)}: the database URL cannot be used: {_first_line(exc)}", 2)
     except sa.exc.DatabaseError as exc:  # cannot connect, or what is there is not a database it can use
         _fail(f"{_database_source(args)}: cannot use the database {_settings(args).safe_database_url()}: "
               f"{_first_line(exc)}", 2)
     except OmoiError as exc:
+        if isinstance(exc, ConfigurationError) and getattr(exc, "problems", None):
+            _fail(_settings_error(exc, args), 2)  # a bad setting: name the flag or variable to change
         _fail(exc.message, 2 if isinstance(exc, (ConfigurationError, ValueError)) else 1)
     except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -578,8 +576,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="omoi-ray", description="Durable coordination of agent teams on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from omoi_ray.settings import default_home
+
+    embedded = str(default_home() / "omoi.db").replace("%", "%%")  # argparse formats help with %
+
     def common(p: argparse.ArgumentParser, namespace: str = "OMOI_NAMESPACE, default omoi") -> None:
-        p.add_argument("--db", help="database URL (default: OMOI_DATABASE_URL, else ~/.omoi-ray/omoi.db)")
+        p.add_argument("--db", help="database URL (default: OMOI_DATABASE_URL, else the SQLite file omoi.db "
+                                    f"under --home or OMOI_HOME: here {embedded})")
         p.add_argument("--home", help="directory for the embedded database and workspaces (OMOI_HOME)")
         p.add_argument("--namespace", help=f"Ray namespace of the runtime ({namespace})")
 
@@ -608,10 +611,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="no live progress bar")
     run.set_defaults(func=cmd_run)
 
-    db = sub.add_parser("db", help="database schema: upgrade to head, or show the current revision")
+    db = sub.add_parser("db", help="database schema (upgrade, current) and ownership (takeover)",
+                        description="upgrade: create the schema or migrate it to the newest revision. "
+                        "current: print the database's revision; exit status 1 when it is behind. "
+                        "takeover: free the database from the runtime that owns it, at once (when that "
+                        "runtime is gone; its writers are fenced off).")
     db.add_argument("action", choices=["upgrade", "current", "takeover"],
-                    help="takeover: free the database from the runtime that owns it (when that "
-                    "runtime is gone), at once")
+                    help="upgrade: migrate to the newest revision; current: show the revision (exit 1 "
+                    "when behind); takeover: free the database from the runtime that owns it")
     common(db)
     db.set_defaults(func=cmd_db)
 
@@ -621,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("--type", "-t", action="append", default=None, type=_type_pattern,
                         help="only these types; shell patterns, repeatable (e.g. --type 'task.*')")
     events.add_argument("--since", type=_position,
-                        help="start after this position (e.g. 0-0 for everything retained)")
+                        help="start after this position, <major>-<minor> or a bare number N meaning 0-N "
+                             "(e.g. 0-0 for everything retained)")
     events.add_argument("--limit", type=_whole_number(1, MAX_EVENTS_LIMIT), default=20,
                         help=f"how many past events to print, 1 to {MAX_EVENTS_LIMIT} (default 20; "
                              "with --since: how many to read)")

@@ -252,7 +252,7 @@ def run_demo(
     rt = omoi.connect(settings, migrate=True, ray_init={"log_to_driver": False, **(ray_init or {})})
     dashboard = ray.get_runtime_context().worker.node.address_info.get("webui_url") if started_ray else None
     if dashboard:
-        console.print(Text(f"Ray dashboard: http://{dashboard} (actors omoi.scheduler, omoi.agent.*)"))
+        console.print(Text(f"Ray dashboard: http://{dashboard} (actors omoi.scheduler, omoi.agent.*; live while the demo runs)"))
     try:
         console.print("starting agents: reader-1, reader-2 (read, 4 slots each), analyst (analyze + report, 2 slots)")
         handlers = {

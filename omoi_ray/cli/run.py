@@ -124,11 +124,37 @@ def run_pattern(args: argparse.Namespace, settings: Any) -> int:
         _follow(rt, handle, args.timeout, progress=not args.no_progress)
         result = rt.pattern_result(handle)
         console.print(Text(f"{handle.name}: {result.status}"))
+        for line in _failure_lines(result):
+            console.print(Text(line))
         console.print(Text(json.dumps(result.outcome, indent=2, sort_keys=True, default=str)))
         return 0 if result.status == "completed" else 1
     finally:
         if handlers:  # the runner's own agent and runtime end with the run, as the demo's do
             rt.shutdown(agents_timeout=5.0)
+
+
+#: tasks ``omoi-ray run`` lists when a pattern did not complete (the rest are counted)
+FAILURES_SHOWN = 10
+#: statuses of a task that ended without a result
+_ENDED_BADLY = ("failed", "timed_out", "upstream_failed", "cancelled")
+
+
+def _failure_lines(result: Any) -> list[str]:
+    """One line per task of the pattern that ended without a result (its status and its error,
+    else its reason), at most ``FAILURES_SHOWN`` of them, then how many more there are."""
+    seen: dict[str, Any] = {}
+    for infos in result.steps.values():
+        for info in infos:
+            if info.status in _ENDED_BADLY:
+                seen.setdefault(info.id, info)
+    lines = []
+    for info in list(seen.values())[:FAILURES_SHOWN]:
+        why = " ".join(str(info.error or info.reason or "").split())
+        why = why[:297] + "..." if len(why) > 300 else why
+        lines.append(f"  {info.id} {info.status}" + (f": {why}" if why else ""))
+    if len(seen) > FAILURES_SHOWN:
+        lines.append(f"  ... and {len(seen) - FAILURES_SHOWN} more")
+    return lines
 
 
 #: seconds each look at a running pattern waits for its final steps (the bar's refresh)
@@ -141,8 +167,8 @@ def _follow(rt: Any, handle: Any, timeout: float | None, *, progress: bool) -> N
     import time
 
     from omoi_ray.client.progress import ProgressBar
+    from omoi_ray.client.tasks import wait_timeout_error
     from omoi_ray.core.tasks import TERMINAL
-    from omoi_ray.errors import WaitTimeoutError
 
     final = {s.value for s in TERMINAL}
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -163,8 +189,8 @@ def _follow(rt: Any, handle: Any, timeout: float | None, *, progress: bool) -> N
                 return
             if remaining is not None and remaining <= 0:
                 pending = [i for name in handle.finals for i in handle.ids[name] if now.statuses.get(i) not in final]
-                raise WaitTimeoutError(f"{handle.name}: its final steps were not final after {timeout:g}s",
-                                       pending=pending)
+                raise wait_timeout_error(f"{handle.name}: its final steps were not final after {timeout:g}s",
+                                         rt.get_many(pending))
     finally:
         if bar is not None:
             bar.close()

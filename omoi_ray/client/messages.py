@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from omoi_ray.client.calls import Step, Steps, drive_async, flavours
 from omoi_ray.core.storable import same_json
-from omoi_ray.errors import ThreadClosedError, ThreadExistsError
+from omoi_ray.errors import InvalidMessageError, ThreadClosedError, ThreadExistsError
 from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo, new_thread_id, with_ids
 
 if TYPE_CHECKING:
@@ -90,7 +90,10 @@ class Messages:
             InvalidMessageError: a bad field, or a participant that is not a known agent.
             ThreadExistsError: the id is taken.
         """
-        thread_id = new_thread_id() if thread_id is None else thread_id
+        if thread_id is None:
+            if isinstance(participants, (list, tuple)) and not participants:
+                raise InvalidMessageError("a new thread needs at least one participant")
+            thread_id = new_thread_id()
 
         def done(th: ThreadInfo) -> bool:
             asked = list(dict.fromkeys(participants)) if isinstance(participants, (list, tuple)) else None

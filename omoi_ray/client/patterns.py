@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from omoi_ray.client.calls import Steps, flavours
 from omoi_ray.core.coordination import round_id_loops
 from omoi_ray.core.tasks import TaskStatus
-from omoi_ray.errors import InvalidArgumentError
+from omoi_ray.errors import InvalidArgumentError, TaskExistsError
 from omoi_ray.specs.patterns import load_pattern
 from omoi_ray.specs.tasks import TaskInfo
 
@@ -67,7 +67,7 @@ class PatternResult:
 class PatternProgress:
     """Where an applied pattern stands: ``statuses`` maps every task under its prefix (its items
     and the rounds its loops created so far) to its status, by id; ``finished`` says whether its
-    final steps are all final; ``unclaimable`` and ``unhandled`` are the runtime's ready tasks
+    final steps are all final; ``unclaimable`` and ``unhandled`` are the pattern's ready tasks
     nobody alive can run (as in ``rt.status()``)."""
 
     statuses: Mapping[str, str]
@@ -104,10 +104,19 @@ class Patterns:
         Raises:
             PatternNotFoundError, PatternError, UnknownVariableError, UnknownStepError,
                 PatternCycleError: the file, its parameters or its steps (named); nothing submitted.
-            InvalidSubmissionError: the scheduler refused the submission as a whole.
+            InvalidSubmissionError: the scheduler refused the submission as a whole
+                (``TaskExistsError`` naming the prefix: it was applied before with other
+                parameters or another pattern).
         """
         head, expansion = load_pattern(name_or_path, params, prefix=prefix, ticket=ticket)
-        yield from self._rt.tasks._submit(expansion.items)
+        try:
+            yield from self._rt.tasks._submit(expansion.items)
+        except TaskExistsError as exc:
+            raise TaskExistsError(
+                f"pattern {head.name!r}: prefix {expansion.prefix!r} was applied before with other parameters "
+                f"or another pattern ({exc.message.split(';')[0]}); choose another prefix",
+                task_id=getattr(exc, "task_id", None), prefix=expansion.prefix,
+            ) from None
         return PatternHandle(head.name, expansion.prefix, ticket, dict(expansion.ids), expansion.finals)
 
     apply, apply_async = flavours(_apply)
@@ -158,7 +167,7 @@ class Patterns:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
             raise InvalidArgumentError(f"patterns.progress: wait must be seconds from 0 to 60, not {wait!r:.40}")
         finals = [i for step in handle.finals for i in handle.ids[step]]
-        reply = yield self._rt.tasks._on_scheduler("wait", finals, float(wait))
+        reply = yield self._rt.tasks._on_scheduler("wait", finals, float(wait), handle.prefix)
         statuses = yield self._rt.tasks._on_scheduler("group_status", handle.prefix)
         return PatternProgress(statuses, len(reply.finished) == len(set(finals)), reply.unclaimable, reply.unhandled)
 

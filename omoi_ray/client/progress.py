@@ -51,12 +51,17 @@ class ProgressBar:
         unclaimable: list[tuple[list[str], int]],
         unhandled: Iterable[tuple[str, list[str], int]] = (),
         total: int | None = None,
+        held: int = 0,
     ) -> None:
         """Show ``finished`` (task id -> final status) against the total (``total``: a new one,
-        for work that grows), ``live`` (count per status of the others), ``unclaimable``
-        ((required capabilities, count) pairs) and ``unhandled`` ((type, required capabilities,
-        count): no live agent handles the type)."""
-        detail = Text("  ".join(f"{status} {n}" for status, n in sorted(live.items()) if n))
+        for work that grows), ``live`` (count per status of the others, ``held`` of the pending
+        ones held by their ticket), ``unclaimable`` ((required capabilities, count) pairs) and
+        ``unhandled`` ((type, required capabilities, count): no live agent handles the type)."""
+        parts = []
+        for status, n in sorted(live.items()):
+            if n:
+                parts.append(f"{status} {n}" + (f" ({held} held by ticket)" if status == "pending" and held else ""))
+        detail = Text("  ".join(parts))
         failed = sum(1 for s in finished.values() if s != "completed")
         if failed:
             detail.append("  " if detail else "").append(f"not completed {failed}", style="red")

@@ -142,7 +142,9 @@ class Tasks:
             ``{task id: final status}``, in the order of ``task_ids``.
 
         Raises:
-            WaitTimeoutError: after ``timeout`` seconds (its ``pending`` lists the ids not final).
+            WaitTimeoutError: after ``timeout`` seconds; its message names the first few tasks not
+                final with their status (and reason, if any), its ``pending`` maps every one of
+                them to its status and its ``reasons`` to its reason (None if it has none).
             TaskNotFoundError: an unknown id.
             InvalidArgumentError: a bad argument.
         """
@@ -162,17 +164,17 @@ class Tasks:
             while pending:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise WaitTimeoutError(
-                        f"{len(pending)} of {len(finished) + len(pending)} tasks were not final after "
-                        f"{timeout:g}s",
-                        pending=pending,
+                    infos: list[TaskInfo] = yield self._on_scheduler("get", list(pending))
+                    raise wait_timeout_error(
+                        f"{len(pending)} of {len(finished) + len(pending)} tasks were not final after {timeout:g}s",
+                        infos,
                     )
                 step = tick if remaining is None else max(0.0, min(tick, remaining))
                 reply: WaitReply = yield self._on_scheduler("wait", list(pending), step)
                 finished.update(reply.finished)
                 pending = [tid for tid in pending if tid not in reply.finished]
                 if bar is not None:
-                    bar.update(finished, reply.live, reply.unclaimable, reply.unhandled)
+                    bar.update(finished, reply.live, reply.unclaimable, reply.unhandled, held=reply.held)
         finally:
             if bar is not None:
                 bar.close()
@@ -281,6 +283,30 @@ class Tasks:
         return (yield self._on_scheduler("cancel", list(task_ids), reason))
 
     cancel, cancel_async = flavours(_cancel)
+
+
+#: tasks a ``WaitTimeoutError`` message names (all of them are in its ``pending``)
+TIMEOUT_NAMED = 3
+
+
+def wait_timeout_error(head: str, infos: Sequence[TaskInfo]) -> WaitTimeoutError:
+    """A one-line ``WaitTimeoutError``: ``head``, then the first ``TIMEOUT_NAMED`` tasks of
+    ``infos`` (those not final) with their status and reason. It carries ``pending`` ({id:
+    status}) and ``reasons`` ({id: reason or None}) for every one of them."""
+    named = []
+    for info in infos[:TIMEOUT_NAMED]:
+        text = f"{info.id!r} {info.status}"
+        if info.reason:
+            reason = " ".join(str(info.reason).split())
+            text += f" ({reason[:117] + '...' if len(reason) > 120 else reason})"
+        named.append(text)
+    more = len(infos) - len(named)
+    tail = ", ".join(named) + (f" and {more} more" if more > 0 else "")
+    return WaitTimeoutError(
+        f"{head}: {tail}" if tail else head,
+        pending={info.id: info.status for info in infos},
+        reasons={info.id: info.reason for info in infos},
+    )
 
 
 def _with_id(item: TaskSpec | Mapping[str, Any], index: int) -> TaskSpec | dict[str, Any]:

@@ -125,22 +125,36 @@ class ReadyIndex:
                 counts[requires] = counts.get(requires, 0) + size
         return counts
 
-    def unclaimable(self, capability_sets: Iterable[frozenset[str]]) -> dict[frozenset[str], int]:
-        """Ready tasks, by required capability set, that no agent with one of
-        ``capability_sets`` has the capabilities for (whatever their type)."""
+    def _group_sizes(self, only: Iterable[str] | None) -> dict[Group, int]:
+        """Ready tasks per group: all of them, or only those of ``only`` that are held."""
+        if only is None:
+            return self._sizes
+        sizes: dict[Group, int] = {}
+        for task_id in set(only):
+            member = self._members.get(task_id)
+            if member is not None:
+                sizes[member[0]] = sizes.get(member[0], 0) + 1
+        return sizes
+
+    def unclaimable(
+        self, capability_sets: Iterable[frozenset[str]], only: Iterable[str] | None = None
+    ) -> dict[frozenset[str], int]:
+        """Ready tasks (all, or those among the ids ``only``), by required capability set, that no
+        agent with one of ``capability_sets`` has the capabilities for (whatever their type)."""
         sets = set(capability_sets)
         counts: dict[frozenset[str], int] = {}
-        for (requires, _), size in self._sizes.items():
+        for (requires, _), size in self._group_sizes(only).items():
             if size and not any(requires <= caps for caps in sets):
                 counts[requires] = counts.get(requires, 0) + size
         return counts
 
-    def unhandled(self, profiles: Iterable[Profile]) -> dict[Group, int]:
-        """Ready tasks, by (required capability set, type), that some agent of ``profiles`` has
-        the capabilities for but none of those handles the type (the rest are ``unclaimable``)."""
+    def unhandled(self, profiles: Iterable[Profile], only: Iterable[str] | None = None) -> dict[Group, int]:
+        """Ready tasks (all, or those among the ids ``only``), by (required capability set, type),
+        that some agent of ``profiles`` has the capabilities for but none of those handles the
+        type (the rest are ``unclaimable``)."""
         offered = set(profiles)
         counts: dict[Group, int] = {}
-        for (requires, task_type), size in self._sizes.items():
+        for (requires, task_type), size in self._group_sizes(only).items():
             if not size:
                 continue
             able = [handles for caps, handles in offered if requires <= caps]

@@ -459,14 +459,15 @@ class TaskGraph:
         """Rank the known agents for ``query`` (``core.ranking.search``); reads only."""
         return search(self.registry.agents.values(), query)
 
-    def unclaimable(self) -> dict[frozenset[str], int]:
-        """Ready tasks no alive agent is able to run: required capabilities -> count."""
-        return self.ready.unclaimable(self.registry.alive_capabilities())
+    def unclaimable(self, only: Iterable[str] | None = None) -> dict[frozenset[str], int]:
+        """Ready tasks (all, or those among the ids ``only``) no alive agent is able to run:
+        required capabilities -> count."""
+        return self.ready.unclaimable(self.registry.alive_capabilities(), only)
 
-    def unhandled(self) -> dict[tuple[frozenset[str], str], int]:
-        """Ready tasks some alive agent has the capabilities for but none of those handles the
-        type: (required capabilities, type) -> count."""
-        return self.ready.unhandled(self.registry.alive_profiles())
+    def unhandled(self, only: Iterable[str] | None = None) -> dict[tuple[frozenset[str], str], int]:
+        """Ready tasks (all, or those among the ids ``only``) some alive agent has the
+        capabilities for but none of those handles the type: (required capabilities, type) -> count."""
+        return self.ready.unhandled(self.registry.alive_profiles(), only)
 
     # ---------------------------------------------------------------- change log
 

@@ -420,7 +420,7 @@ def resolve_parameters(head: PatternHead, given: Any, source: str) -> dict[str, 
         if name in given:
             value = given[name]
             if not _TYPES[decl.type](value):
-                raise PatternError(f"pattern {source}: parameter '{name}' must be a {decl.type}, not {value!r}")
+                raise PatternError(f"pattern {source}: parameter '{name}' must be {_article(decl.type)} {decl.type}, not {value!r}")
             try:
                 storable.check_json(value, f"parameter '{name}'")
             except ValueError as exc:
@@ -525,3 +525,8 @@ def parse_pattern(
         raise PatternError(f"pattern {source}: expands to {total} items, over the limit of {MAX_SPLIT}")
     expansion = expand(plain, prefix, ticket=ticket, variables=values, source=f"pattern {source}")
     return head, expansion
+
+
+def _article(word: str) -> str:
+    """``"an"`` before a vowel sound (``an integer``, ``an object``), else ``"a"``."""
+    return "an" if word[:1].lower() in "aeiou" else "a"

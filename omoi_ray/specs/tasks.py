@@ -625,7 +625,7 @@ class AgentSpec(BaseModel):
             if not name or name.strip() != name:
                 raise ValueError(f"resource name {name!r} must be non-empty without surrounding spaces")
             if name in ("CPU", "GPU"):
-                raise ValueError(f"resources: use num_cpus (or a custom resource), not {name!r}")
+                raise ValueError(f"use num_cpus (or a custom resource), not {name!r}")
             out[name] = _resource_amount(amount, f"resources[{name!r}]", storable.MAX_AGENT_RESOURCE)
         return out
 
@@ -684,8 +684,9 @@ def parse_agent_spec(**fields: Any) -> AgentSpec:
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(agent)"
-            parts.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
+            field = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{field}: {msg}" if field and not msg.startswith(field + ":") else msg)
         name = fields.get("name")
         who = f"agent {name!r}" if isinstance(name, str) else "agent spec"  # repr: one line whatever the name holds
         raise InvalidAgentSpecError(f"{who}: " + "; ".join(parts)) from None

@@ -78,7 +78,13 @@ def check_phase(value: Any, what: str = "phase") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not PHASE_NAME.fullmatch(value):
-        raise InvalidTicketError(f"{what} must be a phase name such as 'DESIGN', not {storable._short_repr(value)}")
+        hint = ""
+        if isinstance(value, str) and PHASE_NAME.fullmatch(value.upper()):
+            hint = f" (phase names are upper case: {value.upper()!r}?)"
+        raise InvalidTicketError(
+            f"{what} must be a phase name such as 'DESIGN', not {storable._short_repr(value)}{hint}; "
+            "a ticket's phases are listed in rt.tickets.get(ticket).phases"
+        )
     return value
 
 

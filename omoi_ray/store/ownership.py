@@ -64,13 +64,16 @@ def _epoch(value: datetime) -> float:
 
 def refusal(current: Ownership, me: OwnerId, what: str) -> DatabaseOwnedError:
     """The error for a runtime ``me`` that may not use a database another runtime owns."""
+    left = max(0.0, current.lease_expires_at - time.time())
     return DatabaseOwnedError(
-        f"{what} is owned by the runtime in {describe_owner(current)}, whose lease is live; "
-        f"this runtime ({me}) may not use it. Point it at another database, or, if that runtime "
-        "is gone, wait for its lease to lapse or run `omoi-ray db takeover`",
+        f"{what} is owned by the runtime in {describe_owner(current)}, whose lease is live for "
+        f"{left:.0f}s more (its scheduler renews it while it runs); this runtime ({me}) may not use it. "
+        "Point it at another database, or, if that runtime is gone, retry after its lease lapses "
+        "or run `omoi-ray db takeover`",
         owner_namespace=current.owner.namespace,
         owner_cluster_id=current.owner.cluster_id,
         owner_since=current.since,
+        lease_expires_at=current.lease_expires_at,
     )
 
 
