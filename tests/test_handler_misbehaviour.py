@@ -310,6 +310,16 @@ def test_an_async_handler_blocking_its_loop_runs_once_and_keeps_its_leases(rt, u
     agent.stop(timeout=5)
 
 
+def _assert_replaced_for_its_zombie_and_serving(rt, agent, attempt: str) -> None:
+    """The agent was replaced because of ``attempt``'s zombie handler, is alive again with every
+    slot free, and stops cleanly."""
+    lost = next(e for e in rt.events(agent.name) if e.type == "agent.lost")
+    assert "zombie" in lost.payload["reason"] and attempt in lost.payload["reason"]
+    view = until(lambda: {a.id: a for a in rt.status().agents}.get(agent.name), "agent in status")
+    assert (view.status, view.busy, view.zombies) == ("alive", 0, 0)
+    agent.stop(timeout=5)
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("handler", [SYNC, ASYNC], ids=["sync", "async-blocking-its-loop"])
 def test_a_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slot_comes_back(rt, uid, handler):
@@ -332,11 +342,7 @@ def test_a_handler_ignoring_its_timeout_gets_its_agent_replaced_and_the_slot_com
     assert types == ["agent.registered", "agent.lost", "agent.registered"]
     health = [e.payload["to"] for e in rt.events(agent.name) if e.type == "agent.health.changed"]
     assert health[-1] == "lost"  # replaced while Ray restarts it
-    lost = next(e for e in rt.events(agent.name) if e.type == "agent.lost")
-    assert "zombie" in lost.payload["reason"] and f"{uid}-z#1" in lost.payload["reason"]
-    view = until(lambda: {a.id: a for a in rt.status().agents}.get(agent.name), "agent in status")
-    assert (view.status, view.busy, view.zombies) == ("alive", 0, 0)
-    agent.stop(timeout=5)
+    _assert_replaced_for_its_zombie_and_serving(rt, agent, f"{uid}-z#1")
 
 
 @pytest.mark.ray
@@ -458,11 +464,7 @@ def test_a_sync_handler_ignoring_its_cancellation_gets_its_agent_replaced_and_th
     info = rt.get(z.id)
     assert (info.status, info.reason) == ("cancelled", "not needed")
     assert [(a.outcome, a.error) for a in rt.attempts(z.id)] == [("cancelled", "not needed")]
-    lost = next(e for e in rt.events(agent.name) if e.type == "agent.lost")
-    assert "zombie" in lost.payload["reason"] and f"{uid}-z#1" in lost.payload["reason"]
-    view = until(lambda: {a.id: a for a in rt.status().agents}.get(agent.name), "agent in status")
-    assert (view.status, view.busy, view.zombies) == ("alive", 0, 0)
-    agent.stop(timeout=5)
+    _assert_replaced_for_its_zombie_and_serving(rt, agent, f"{uid}-z#1")
 
 
 @pytest.mark.ray
