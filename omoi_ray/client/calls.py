@@ -215,6 +215,26 @@ class Step:
     retry: bool = True
 
 
+class Repeated:
+    """A refusal of a call made again that its own first try may have caused ("already done"):
+    a definition's ``if_repeated`` wraps it (``Repeated.of``), reads what the call acts on, and
+    answers with that if it holds the call's own work, else raises ``error`` (handoff answers,
+    thread creates and closes)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @classmethod
+    def of(cls, error: BaseException, kind: type[Exception]) -> Repeated:
+        """Wrap ``error`` if it is of ``kind`` (to be checked against what the call acts on);
+        raise it otherwise."""
+        if isinstance(error, kind):
+            return cls(error)
+        raise error
+
+
 @dataclass(frozen=True, slots=True)
 class Pause:
     """A wait of ``seconds`` inside a definition (``time.sleep`` blocking, ``asyncio.sleep``

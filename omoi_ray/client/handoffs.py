@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omoi_ray.client._args import wait_seconds
-from omoi_ray.client.calls import Policy, Step, Steps, flavours
+from omoi_ray.client.calls import Policy, Repeated, Step, Steps, flavours
 from omoi_ray.errors import HandoffClosedError, InvalidHandoffError
 from omoi_ray.specs.handoffs import HandoffInfo, check_agent, check_offer_id, check_reason, parse_offer
 
@@ -102,8 +102,8 @@ class HandoffClient:
         """An answer (accept or decline) to ``offer_id``. Made again after a restart, a
         ``HandoffClosedError`` may only mean that the first try went through: the offer is read,
         and if ``done`` says it holds this answer, it is the call's answer."""
-        answer = yield self._step(method, offer_id, *args, if_repeated=_Repeated.of)
-        if not isinstance(answer, _Repeated):
+        answer = yield self._step(method, offer_id, *args, if_repeated=lambda exc: Repeated.of(exc, HandoffClosedError))
+        if not isinstance(answer, Repeated):
             return answer
         info = yield self._step("handoff", offer_id)
         if done(info):
@@ -219,19 +219,3 @@ class HandoffClient:
             info = yield self._step("await_handoff", offer_id, left)
             if not info.open or (end is not None and time.monotonic() >= end):
                 return info
-
-
-class _Repeated:
-    """A repeated answer's refusal that the first try may have caused (see ``HandoffClient._answer``)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: HandoffClosedError) -> None:
-        self.error = error
-
-    @classmethod
-    def of(cls, error: BaseException) -> _Repeated:
-        """Wrap a ``HandoffClosedError`` to be checked against the offer; raise any other error."""
-        if isinstance(error, HandoffClosedError):
-            return cls(error)
-        raise error

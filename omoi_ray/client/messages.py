@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from omoi_ray.client.calls import Step, Steps, drive_async, flavours
+from omoi_ray.client.calls import Repeated, Step, Steps, drive_async, flavours
 from omoi_ray.core.storable import same_json
 from omoi_ray.errors import InvalidMessageError, ThreadClosedError, ThreadExistsError
 from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo, new_thread_id, with_ids
@@ -55,8 +55,8 @@ class Messages:
         """A call on thread ``thread_id`` that, made again after a restart, may find its own work
         done (``error``): then the thread is read, and if ``done(thread)`` it is the answer; else
         ``error`` stands."""
-        answer = yield self._on_scheduler(method, *args, if_repeated=lambda exc: _Repeated.of(exc, error))
-        if not isinstance(answer, _Repeated):
+        answer = yield self._on_scheduler(method, *args, if_repeated=lambda exc: Repeated.of(exc, error))
+        if not isinstance(answer, Repeated):
             return answer
         thread = yield self._on_scheduler("get_thread", thread_id)
         if done(thread):
@@ -276,20 +276,3 @@ class Messages:
             cursor = page.cursor
             for message in page.items:
                 yield message
-
-
-class _Repeated:
-    """A repeated thread call's refusal that its first try may have caused (see
-    ``Messages._thread_if_done``)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    @classmethod
-    def of(cls, error: BaseException, kind: type[Exception]) -> _Repeated:
-        """Wrap ``error`` if it is of ``kind``, to be checked against the thread; raise it otherwise."""
-        if isinstance(error, kind):
-            return cls(error)
-        raise error
