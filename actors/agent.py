@@ -633,19 +633,22 @@ class AgentActor:
             os._exit(1 if restarting else 0)
 
     def _restart_permitted(self) -> bool:
-        """Whether Ray restarts this actor when its process ends (``max_restarts`` not used up)."""
+        """Whether Ray restarts this actor when its process ends (``max_restarts`` not used up).
+        Never raises: it is asked on the way out (``times_restarted``)."""
         limit = self.spec.max_restarts
         if limit < 0:
             return True
         if limit == 0:
             return False
-        context = ray.get_runtime_context()
-        try:
-            from ray._private.state import state
+        # here, not at the top: the module brings the store, which agents otherwise never load
+        from omoi_ray.actors.durable import times_restarted
 
-            used = int(state.actor_table(context.get_actor_id())["NumRestarts"])
-        except Exception:  # noqa: BLE001 - unknown: assume the worst once restarted
-            used = limit if _restarted_before(context) else 0
+        used = times_restarted()
+        if used is None:
+            # unknown: assume the restarts are used up, as if restarted before; the scheduler
+            # is then told this agent does not come back and frees its tasks now, rather than
+            # waiting for a restart that might not come
+            used = limit
         return used < limit
 
     # ------------------------------------------------------------------ the watchdog
@@ -844,14 +847,3 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         log.debug("closing a handler's event loop failed", exc_info=True)
     finally:
         loop.close()
-
-
-def _restarted_before(context: Any) -> bool:
-    """Whether Ray restarted this actor: what Ray's ``was_current_actor_reconstructed`` reads
-    (the GCS's restart count), by the hex id, without its deprecated ``actor_id`` call whose
-    ``RayDeprecationWarning`` reached the driver's console."""
-    from ray._private.state import actors
-
-    actor_id = context.get_actor_id()
-    info = actors(actor_id=actor_id) if actor_id else None
-    return bool(info) and info.get("NumRestarts", 0) != 0

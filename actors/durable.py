@@ -215,7 +215,9 @@ class Singleton:
         self.store = Store(url)
         # Before loading: what is loaded then holds every commit of a writer this one replaces.
         self.claimed = self.store.claim(self.WRITER, runtime_owner(settings.namespace), settings.owner_lease)
-        self.restarted = _in_actor() and _reconstructed()
+        # an unknown count reads as "restarted": it only words logs and ``describe``, and a
+        # fresh start claimed when unsure would hide a restart
+        self.restarted = _in_actor() and times_restarted() != 0
 
     def _basics(self) -> dict[str, Any]:
         """The ``BASICS`` of ``describe``: where this singleton writes and which process it is."""
@@ -326,18 +328,30 @@ class DurableWriter(Singleton, Generic[C]):
         return await asyncio.get_running_loop().run_in_executor(self.commit.executor, fn, *args)
 
 
-def _reconstructed() -> bool:
-    """Whether Ray restarted this actor: its restart count in the GCS, read by the actor's hex id
-    (what Ray's ``was_current_actor_reconstructed`` reads, without its deprecated ``actor_id``
-    call, whose ``RayDeprecationWarning`` reached the driver's console)."""
-    import ray
-    from ray._private.state import actors
+def times_restarted() -> int | None:
+    """How many times Ray has restarted the current actor: its restart count in the GCS, read by
+    the actor's hex id (what Ray's ``was_current_actor_reconstructed`` reads, without its
+    deprecated ``actor_id`` call, whose ``RayDeprecationWarning`` reached the driver's console).
+    The one restart lookup of the singletons (``restarted``) and the agents (``max_restarts``).
 
-    actor_id = ray.get_runtime_context().get_actor_id()
-    if actor_id is None:
-        return False
-    info = actors(actor_id=actor_id)
-    return bool(info) and info.get("NumRestarts", 0) != 0
+    Returns:
+        The count; 0 outside an actor; None when the lookup fails. It never raises: an agent
+        asks on its way out (replacing a process held by zombie handlers), where an error would
+        escape its exit. A failed lookup is not tried again through the public API: that reads
+        the same GCS table and would fail the same way; each caller says what "unknown" means.
+    """
+    try:
+        import ray
+        from ray._private.state import actors
+
+        actor_id = ray.get_runtime_context().get_actor_id()
+        if actor_id is None:
+            return 0
+        info = actors(actor_id=actor_id)
+        return int(info.get("NumRestarts", 0)) if info else 0
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.warning("could not read this actor's restart count from Ray", exc_info=True)
+        return None
 
 
 async def fire_and_forget(ref: Any) -> None:

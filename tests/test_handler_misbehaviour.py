@@ -513,3 +513,28 @@ def test_a_second_zombie_after_the_last_permitted_restart_leaves_the_agent_stopp
     until(lambda: rt.get(z2.id).status == "ready", "the timed-out task back to ready")
     assert [a.outcome for a in rt.attempts(z2.id)] == ["timed_out"]
     until(lambda: _gone(rt, agent.name), "the actor to be gone (not restarted)", timeout=30)
+
+
+def test_a_zombie_replacement_whose_restart_lookup_fails_still_exits(monkeypatch):
+    """The restart count is read on the way out of a process held by zombie handlers: a failed
+    lookup is "unknown", never an error escaping the exit (restarts then count as used up)."""
+    from types import SimpleNamespace
+
+    import ray._private.state
+
+    from omoi_ray.actors.durable import times_restarted
+
+    def unreachable(**_kwargs):
+        raise ConnectionError("the GCS is unreachable")
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_actor_id=lambda: "ab" * 16))
+    monkeypatch.setattr(ray._private.state, "actors", unreachable)
+    assert times_restarted() is None
+    for limit, permitted in ((-1, True), (0, False), (3, False)):
+        agent = SimpleNamespace(spec=SimpleNamespace(max_restarts=limit))
+        assert AgentActor._restart_permitted(agent) is permitted
+    # a count read is compared with the limit
+    monkeypatch.setattr(ray._private.state, "actors", lambda **_kwargs: {"NumRestarts": 1})
+    assert times_restarted() == 1
+    assert AgentActor._restart_permitted(SimpleNamespace(spec=SimpleNamespace(max_restarts=3))) is True
+    assert AgentActor._restart_permitted(SimpleNamespace(spec=SimpleNamespace(max_restarts=1))) is False
