@@ -120,13 +120,18 @@ class MessagingCalls:
         agents are handed it right after). See ``send_many``."""
         return (await self.send_many([{"thread": thread, "sender": sender, "body": body, "to": to, "kind": kind}]))[0]
 
-    async def send_many(self, posts: Sequence[Any]) -> list[MessageInfo]:
+    async def send_many(self, posts: Sequence[Any], repeat: bool = True) -> list[MessageInfo]:
         """Post messages, all or nothing; called by the driver (``rt.messages.send_many``) and
         handlers (``ctx.send_many``).
 
         Args:
             posts: mappings ``{"thread", "sender", "body", "to" (optional: None broadcasts),
                 "kind" (optional), "id" (optional message id)}``.
+            repeat: whether an earlier call may have stored these ids: then they are looked up
+                once the earlier commits are done. The clients pass False on a call's first try
+                when they chose every id themselves just now (none can be stored), so a first
+                post neither waits for a commit nor reads the database; a later try, or ids the
+                caller gave, pass True (the default).
 
         Returns:
             The ``MessageInfo`` of each, in order, once committed. A batch whose ids are already
@@ -135,11 +140,13 @@ class MessagingCalls:
 
         Raises:
             InvalidMessageError / MessageTooLargeError: a bad field or body, or ids another
-                stored batch used;
+                stored batch used; a ``repeat`` that is not a bool;
             NotParticipantError: a sender or recipient outside its thread;
             ThreadClosedError / ThreadNotFoundError: a thread that is closed or unknown.
             Nothing is stored then.
         """
+        if not isinstance(repeat, bool):
+            raise InvalidMessageError(f"repeat must be True or False, not {type(repeat).__name__}")
         checked = msg.parse_posts(posts, self.settings.message_max_bytes)
         ids = [p.id for p in checked if p.id is not None]
         if not ids:
@@ -148,16 +155,18 @@ class MessagingCalls:
         # calls with one id (a repeat racing its first try) must not both find it unstored.
         busy = [self.posting[i] for i in ids if i in self.posting]
         while busy:
+            repeat = True  # another call holds one of these ids: it may store it first
             await asyncio.wait(set(busy))
             busy = [self.posting[i] for i in ids if i in self.posting]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for i in ids:
             self.posting[i] = done
         try:
-            await self.commit.sync()
-            stored = await self._db(self.store.message_rows_by_id, ids)
-            if stored:
-                return _posted_before(checked, stored)
+            if repeat:
+                await self.commit.sync()
+                stored = await self._db(self.store.message_rows_by_id, ids)
+                if stored:
+                    return _posted_before(checked, stored)
             return await self._post(checked)
         finally:
             for i in ids:

@@ -214,15 +214,23 @@ def test_thread_calls_made_again_after_a_restart_do_not_act_twice():
     def client(**methods):
         return Messages(SimpleNamespace(scheduler=StandInScheduler(**methods)))
 
-    # posts: each gets its id before the first try, and keeps it on every try
+    # posts: each gets its id before the first try, and keeps it on every try; the scheduler is
+    # told to look the ids up only on a later try
     send = Flaky(unavailable(), answer=["info"])
     assert asyncio.run(drive_async(client(send_many=send)._send("th-1", "a", {"x": 1}))) == "info"
-    (first,), (second,) = send.tries
+    (first, first_repeat), (second, second_repeat) = send.tries
     assert first == second and re.fullmatch(r"[0-9a-f]{32}", first[0]["id"])
+    assert (first_repeat, second_repeat) == (False, True)
     send = Flaky(unavailable(), answer=["i1", "i2"])
     asyncio.run(drive_async(client(send_many=send)._send_many([{"thread": "th-1", "sender": "a", "body": n} for n in (1, 2)])))
     ids = [p["id"] for p in send.tries[0][0]]
-    assert len(set(ids)) == 2 and send.tries[0] == send.tries[1]
+    assert len(set(ids)) == 2 and send.tries[0][0] == send.tries[1][0]
+    assert [again for _, again in send.tries] == [False, True]
+    # ... an id the caller gave may repeat the caller's own earlier call: looked up from the first try
+    send = Flaky(answer=["info"])
+    given = {"thread": "th-1", "sender": "a", "body": 1, "id": "ab" * 16}
+    asyncio.run(drive_async(client(send_many=send)._send_many([given])))
+    assert send.tries == [([given], True)]
 
     # create: a thread id is chosen before the first try; "exists" on a repeat is this call's thread
     made = SimpleNamespace(type="review", participants=["a", "b"], created_by=None, ticket_id=None, task_id=None,

@@ -215,6 +215,27 @@ class Step:
     retry: bool = True
 
 
+def telling_repeats(make: Callable[[bool], Any]) -> Callable[[], Any]:
+    """A ``Step.make`` for a call that the actor answers faster when it knows it is a first try:
+    ``make(False)`` on the first try, ``make(True)`` on every later one (an earlier try may have
+    run). One per call: the count of tries is kept in it.
+
+    Args:
+        make: makes the call, told whether it repeats an earlier try.
+
+    Returns:
+        The ``make`` to put in the call's ``Step``.
+    """
+    tries = 0
+
+    def each() -> Any:
+        nonlocal tries
+        tries += 1
+        return make(tries > 1)
+
+    return each
+
+
 class Repeated:
     """A refusal of a call made again that its own first try may have caused ("already done"):
     a definition's ``if_repeated`` wraps it (``Repeated.of``), reads what the call acts on, and

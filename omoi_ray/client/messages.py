@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from omoi_ray.client.calls import Repeated, Step, Steps, drive_async, flavours
+from omoi_ray.client.calls import Repeated, Step, Steps, drive_async, flavours, telling_repeats
 from omoi_ray.core.storable import same_json
 from omoi_ray.errors import InvalidMessageError, ThreadClosedError, ThreadExistsError
-from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo, new_thread_id, with_ids
+from omoi_ray.specs.messages import MessageInfo, Page, ReceiptInfo, ThreadInfo, gives_ids, new_thread_id, with_ids
 
 if TYPE_CHECKING:
     from omoi_ray.client.runtime import Runtime
@@ -166,7 +166,7 @@ class Messages:
             ThreadClosedError, ThreadNotFoundError: the thread is closed, or unknown.
         """
         posts = [{"thread": thread, "sender": sender, "body": body, "to": to, "kind": kind}]
-        return (yield self._on_scheduler("send_many", with_ids(posts)))[0]
+        return (yield self._posting(posts))[0]
 
     send, send_async = flavours(_send)
 
@@ -183,9 +183,16 @@ class Messages:
         Raises:
             As ``send``, for the first post at fault; nothing is stored then.
         """
-        return (yield self._on_scheduler("send_many", with_ids(posts)))
+        return (yield self._posting(posts))
 
     send_many, send_many_async = flavours(_send_many)
+
+    def _posting(self, posts: Any) -> Step:
+        """The ``send_many`` call of ``posts``, each with a message id chosen here, before its
+        first try: the scheduler looks the ids up only when the call may repeat an earlier one
+        (a later try, or ids the caller gave), so a first post does not read the database."""
+        given, posts = gives_ids(posts), with_ids(posts)
+        return Step(telling_repeats(lambda again: self._rt.scheduler.send_many.remote(posts, again or given)))
 
     def _mark_read(self, agent: str, message_ids: Sequence[str]) -> Steps[int]:
         """Mark messages read by ``agent``; the first read time is kept (idempotent).

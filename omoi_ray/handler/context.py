@@ -281,13 +281,13 @@ class TaskContext:
         ``body`` and optional ``to``, ``kind``); returns their ``MessageInfo``s in order."""
         from omoi_ray.client.calls import drive
 
-        return drive(self._call("send_many", self._as_sender(posts)))
+        return drive(self._posting(posts))
 
     async def send_many_async(self, posts: list[dict[str, Any]]) -> list[Any]:
         """``send_many`` for async handlers."""
         from omoi_ray.client.calls import drive_async
 
-        return await drive_async(self._call("send_many", self._as_sender(posts)))
+        return await drive_async(self._posting(posts))
 
     def mark_read(self, message_ids: list[str]) -> int:
         """Mark messages addressed to this agent read (the first read time is kept)."""
@@ -310,6 +310,18 @@ class TaskContext:
         if not isinstance(posts, (list, tuple)):
             return posts
         return with_ids([{**p, "sender": self.agent_id} if isinstance(p, Mapping) else p for p in posts])
+
+    def _posting(self, posts: Any) -> Any:
+        """The ``send_many`` call of ``posts`` (``_as_sender``) under the handlers' call policy;
+        the scheduler looks the ids up only when the call may repeat an earlier one (a later
+        try, or ids the handler gave), so a first post does not read the database."""
+        from omoi_ray.client.calls import HANDLER, Step, telling_repeats
+        from omoi_ray.specs.messages import gives_ids
+
+        given, posts = gives_ids(posts), self._as_sender(posts)
+        result = yield Step(telling_repeats(lambda again: self._scheduler.send_many.remote(posts, again or given)),
+                            policy=HANDLER, what="the scheduler", check=self.raise_if_cancelled)
+        return result
 
     def _call(self, method: str, *args: Any) -> Any:
         """One scheduler call under the handlers' call policy (a generator of call steps)."""

@@ -286,6 +286,12 @@ def with_ids(posts: Any) -> Any:
     return [{**p, "id": new_message_id()} if isinstance(p, Mapping) and "id" not in p else p for p in posts]
 
 
+def gives_ids(posts: Any) -> bool:
+    """Whether the caller gave a post its own ``id``: such a call may repeat one of the caller's
+    own, so the scheduler looks its ids up even on its first try (``send_many``'s ``repeat``)."""
+    return isinstance(posts, (list, tuple)) and any(isinstance(p, Mapping) and "id" in p for p in posts)
+
+
 def message_id(value: Any, what: str) -> str:
     """``value`` if it is a message id (``MESSAGE_ID_PATTERN``); ``InvalidMessageError`` otherwise."""
     if not isinstance(value, str) or MESSAGE_ID_PATTERN.fullmatch(value) is None:
