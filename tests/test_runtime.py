@@ -104,6 +104,20 @@ def test_a_timed_out_wait_names_its_tasks_and_its_bar_warns_only_about_them(runt
     runtime.cancel(*ids, f"{uid}-other")
 
 
+def test_a_wait_timeout_error_lists_only_the_tasks_still_not_final():
+    from omoi_ray.client.tasks import wait_timeout_error
+    from omoi_ray.specs.tasks import TaskInfo
+
+    def info(tid, status, reason=None):
+        return TaskInfo(id=tid, type="t", status=status, priority="MEDIUM", attempt=0, reason=reason)
+
+    # a task that became final between the last wait step and the read is not "not final"
+    err = wait_timeout_error("1 of 2 tasks were not final after 1s",
+                             [info("a", "completed"), info("b", "pending", "waiting for ticket 'T'")])
+    assert str(err) == "1 of 2 tasks were not final after 1s: 'b' pending (waiting for ticket 'T')"
+    assert err.pending == {"b": "pending"} and err.reasons == {"b": "waiting for ticket 'T'"}
+
+
 def test_capacity_is_never_exceeded(runtime, uid, tmp_path):
     log = tmp_path / "intervals.jsonl"
     runtime.spawn_agent(f"cap3-{uid}", capabilities=[f"cap3-{uid}"], capacity=3, handler=H)

@@ -165,9 +165,13 @@ class Tasks:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     infos: list[TaskInfo] = yield self._on_scheduler("get", list(pending))
+                    finished.update({info.id: info.status for info in infos if info.done})  # final just now
+                    left = [info for info in infos if not info.done]
+                    if not left:
+                        break
                     raise wait_timeout_error(
-                        f"{len(pending)} of {len(finished) + len(pending)} tasks were not final after {timeout:g}s",
-                        infos,
+                        f"{len(left)} of {len(finished) + len(left)} tasks were not final after {timeout:g}s",
+                        left,
                     )
                 step = tick if remaining is None else max(0.0, min(tick, remaining))
                 reply: WaitReply = yield self._on_scheduler("wait", list(pending), step)
@@ -291,8 +295,18 @@ TIMEOUT_NAMED = 3
 
 def wait_timeout_error(head: str, infos: Sequence[TaskInfo]) -> WaitTimeoutError:
     """A one-line ``WaitTimeoutError``: ``head``, then the first ``TIMEOUT_NAMED`` tasks of
-    ``infos`` (those not final) with their status and reason. It carries ``pending`` ({id:
-    status}) and ``reasons`` ({id: reason or None}) for every one of them."""
+    ``infos`` that are not final, with their status and reason.
+
+    Args:
+        head: what timed out, and after how long.
+        infos: the waited tasks as just read; those final by now (between the last wait step
+            and this read) are left out.
+
+    Returns:
+        The error; its ``pending`` maps each task not final to its status ({id: status}) and
+        ``reasons`` to its reason ({id: reason or None}).
+    """
+    infos = [info for info in infos if not info.done]
     named = []
     for info in infos[:TIMEOUT_NAMED]:
         text = f"{info.id!r} {info.status}"
