@@ -17,8 +17,9 @@ from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.phases import DEFAULT, PhaseSet
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.submission import StoredTask
-from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.core.tickets import (
+    FAILS_PHASE,
     MAX_CONTEXT_ITEMS,
     MAX_SUMMARY_CHARS,
     Ticket,
@@ -480,10 +481,11 @@ def test_a_failed_task_of_the_current_phase_blocks_the_ticket_and_the_move_back_
     assert (ticket.phase, ticket.previous_phase) == ("BLOCKED", "REQUIREMENTS")
     changes = h.drain()
     assert _history(changes) == [("REQUIREMENTS", "BLOCKED", "omoi-ray")]
-    assert changes.phase_changes[0].reason == "task 'r1' failed: ValueError: no scope"
+    # one line, control characters shown as the storable cleaner shows them everywhere
+    why = "task 'r1' failed: ValueError: no scope\ufffd"
+    assert changes.phase_changes[0].reason == why
     moved = [e.payload for e in changes.events if e.type == "ticket.phase.changed"]
-    assert moved == [{"from": "REQUIREMENTS", "to": "BLOCKED", "reason": "task 'r1' failed: ValueError: no scope",
-                      "by": "omoi-ray"}]
+    assert moved == [{"from": "REQUIREMENTS", "to": "BLOCKED", "reason": why, "by": "omoi-ray"}]
     # r2 was claimed: it goes on, and its result counts for its phase; the ticket stays blocked
     h.run(a, "r2", result={"summary": "half", "artifacts": [{"type": "requirements_document", "content": REQ}]})
     assert ticket.phase == "BLOCKED" and ticket.context["phases"]["REQUIREMENTS"]["tasks"] == 1
@@ -510,6 +512,10 @@ def test_after_the_move_back_no_replacement_is_needed_an_artifact_lets_the_phase
     assert h.graph.tickets.get("k").phase == "REQUIREMENTS"  # entering a phase advances nothing by itself
     h.graph.tickets.add_artifact("k", "requirements_document", REQ, h.now)
     assert h.graph.tickets.get("k").phase == "DESIGN"
+
+
+def test_every_end_failed_for_good_but_a_cancel_blocks_the_phase():
+    assert FAILS_PHASE == FAILED_FOR_GOOD - {TaskStatus.CANCELLED}
 
 
 def test_a_timed_out_task_of_the_current_phase_blocks_the_ticket_too():

@@ -60,7 +60,6 @@ Rules:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -70,8 +69,9 @@ from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.gates import GateOutcome, check_artifact, evaluate
 from omoi_ray.core.model import Event, Priority, Task
 from omoi_ray.core.phases import PhaseSet
+from omoi_ray.core.storable import clean_text
 from omoi_ray.core.task_changes import TaskChanges
-from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.errors import GateBlockedError, InvalidTicketError, TicketClosedError, TicketNotFoundError
 
 MAX_CONTEXT_ITEMS = 10
@@ -82,8 +82,7 @@ BLOCKED_REASON = "waiting for ticket '{ticket}' to leave {phase}"
 #: who the history names for a move the runtime makes on its own (a failed task blocking its ticket)
 BY_RUNTIME = "omoi-ray"
 #: the ends of a current-phase task that block the ticket (a cancel is only unacknowledged)
-FAILS_PHASE = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.UPSTREAM_FAILED})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+FAILS_PHASE = FAILED_FOR_GOOD - {TaskStatus.CANCELLED}
 
 
 class TicketStatus(str, Enum):
@@ -515,7 +514,7 @@ class Tickets:
         if task.status in FAILS_PHASE and not cancel and blocked is not None \
                 and blocked in ticket.phases.allowed(ticket.phase):
             why = task.error if task.status is not TaskStatus.UPSTREAM_FAILED else task.reason
-            why = _CONTROL.sub(" ", why or "no error recorded").strip()
+            why = clean_text(" ".join((why or "no error recorded").split()), max_chars=MAX_ITEM_CHARS)
             reason = _clip(f"task '{task.id}' {task.status.value}: {why}")
             self._move(ticket, blocked, reason, BY_RUNTIME, now, None, None)
             return
