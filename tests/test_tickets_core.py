@@ -608,6 +608,24 @@ def test_an_upstream_failure_whose_root_was_cancelled_is_a_cancel_not_a_block():
     assert h.drain().phase_changes[-1].reason == "task 'd2' upstream_failed: upstream task 'd1' failed"
 
 
+def test_a_task_the_storage_backstop_forgets_ends_nothing_its_ticket_must_acknowledge():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.drain()
+    h.submit(_task("r1", "k", "REQUIREMENTS"))
+    # its row collided with a stored one: it leaves memory as if never created
+    dropped, _ = h.graph.drop_created(h.drain(), {"r1": "task id 'r1' already names a stored task"}, h.now)
+    ticket = h.graph.tickets.get("k")
+    assert dropped == ["r1"] and "r1" not in h.graph.tasks
+    assert "unacknowledged" not in ticket.context and not h.graph.tickets.live_tasks["k"].get("REQUIREMENTS")
+    h.submit(_task("r2", "k", "REQUIREMENTS"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "r2")  # the phase's only task completed: it advances
+    assert ticket.phase == "DESIGN"
+
+
 def test_a_failure_where_the_table_has_no_blocked_move_is_left_unacknowledged():
     phases = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
                              "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})

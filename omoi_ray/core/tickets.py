@@ -263,6 +263,7 @@ class Tickets:
         live.admit = lambda spec: self.check_task(spec.id, spec.ticket_id, spec.phase)
         live.on_add = self.task_added
         live.on_leave = self.task_left
+        live.on_forget = self.task_forgotten
 
     # ------------------------------------------------------------------ restoring
 
@@ -316,15 +317,18 @@ class Tickets:
         if task.ticket_id in self.tickets:
             self.live_tasks.setdefault(task.ticket_id, {}).setdefault(task.phase, set()).add(task.id)
 
+    def task_forgotten(self, task: Task) -> None:
+        """A task left memory as if never created (the storage backstop could not store it):
+        uncount it, and nothing else: it ended nothing its ticket must acknowledge."""
+        self._uncount(task)
+
     def task_left(self, task: Task, now: float) -> None:
         """A task reached a final status: uncount it; a completed one adds to its phase's
         context and artifacts, and may advance its ticket (module rules)."""
-        ticket = self.tickets.get(task.ticket_id or "")
+        ticket = self._uncount(task)
         if ticket is None:
             return
         by_phase = self.live_tasks.get(ticket.id, {})
-        by_phase.get(task.phase, set()).discard(task.id)
-        self.held.get(ticket.id, set()).discard(task.id)
         if ticket.status is not TicketStatus.OPEN:
             return
         if task.status is not TaskStatus.COMPLETED:
@@ -503,6 +507,15 @@ class Tickets:
             self._event("ticket.gate.evaluated", ticket, now,
                         {"phase": phase, "passed": outcome.passed, "reasons": list(outcome.reasons)})
         return outcome
+
+    def _uncount(self, task: Task) -> Ticket | None:
+        """Take ``task`` out of its ticket's live and held tasks; return the ticket (None: the
+        task names no ticket held here)."""
+        ticket = self.tickets.get(task.ticket_id or "")
+        if ticket is not None:
+            self.live_tasks.get(ticket.id, {}).get(task.phase, set()).discard(task.id)
+            self.held.get(ticket.id, set()).discard(task.id)
+        return ticket
 
     def _ended_unfinished(self, ticket: Ticket, task: Task, now: float) -> None:
         """A task of ``ticket`` ended not completed: one of its current phase blocks the ticket
