@@ -221,6 +221,8 @@ def create_tasks(
                     reason = f"upstream task '{dep}' {ref.status.value}"
                     doomed.append((task, dep, reason, ref.status is S.CANCELLED))
 
+    if created:
+        live.log.decisions.add(tuple(t.id for t in created))
     for task, dep_id, reason, cancelled in doomed:
         if task.status is S.PENDING:
             live.doom(task, dep_id, reason, now, cancelled=cancelled)
