@@ -626,6 +626,22 @@ def test_a_task_the_storage_backstop_forgets_ends_nothing_its_ticket_must_acknow
     assert ticket.phase == "DESIGN"
 
 
+def test_a_dependent_of_a_stored_task_doomed_by_a_cancel_ends_as_a_cancel_too():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    # r2 ended upstream_failed because its root was cancelled, and left memory before r3 came
+    stored = {"r2": StoredTask("r2", TaskStatus.UPSTREAM_FAILED, "", upstream_cancelled=True)}
+    h.submit(_task("r3", "k", "REQUIREMENTS", "r2"), stored=stored)
+    ticket = h.graph.tickets.get("k")
+    assert h.status("r3") is None and ticket.phase == "REQUIREMENTS"  # not blocked
+    assert ticket.context["unacknowledged"] == {"count": 1, "tasks": ["r3"]}
+    assert [t.upstream_cancelled for t in h.drain().created] == [True]  # stored, for its own dependents
+    # one whose root failed still blocks
+    h.submit(_task("r4", "k", "REQUIREMENTS", "r2"), stored={"r2": StoredTask("r2", TaskStatus.UPSTREAM_FAILED, "")})
+    assert ticket.phase == "BLOCKED"
+
+
 def test_a_failure_where_the_table_has_no_blocked_move_is_left_unacknowledged():
     phases = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
                              "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})
