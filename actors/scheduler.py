@@ -932,7 +932,7 @@ def repair_unstorable(
         for ticket_id, why in sorted(ticket_problems.items()):
             reason = clean_text(f"could not be stored: {why}", max_chars=MAX_REASON_CHARS)
             log.error("dropped a change of ticket '%s': %s", ticket_id, reason)
-            graph.tickets.reload(ticket_id, *load_ticket(store.engine, ticket_id))
+            graph.tickets.reload(ticket_id, *load_ticket(store.engine, ticket_id), now)
             graph.tickets.change_refused(ticket_id, reason, now)
         repaired = TaskChanges.merge([repaired, graph.take_changes()])
     return repaired

@@ -642,6 +642,33 @@ def test_a_dependent_of_a_stored_task_doomed_by_a_cancel_ends_as_a_cancel_too():
     assert ticket.phase == "BLOCKED"
 
 
+def test_a_dropped_move_reloads_the_stored_phase_and_releases_what_the_move_recalled():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"))
+    stored = dataclasses.replace(h.graph.tickets.get("k"), context={})
+    seq = h.graph.tickets.history_seq["k"]
+    h.graph.tickets.move("k", "BLOCKED", h.now)  # the change the store refuses
+    assert h.status("r1") == "pending"
+    h.graph.tickets.reload("k", stored, [], seq, h.now)
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS" and h.status("r1") == "ready"
+    assert h.graph.tasks["r1"].reason is None
+
+
+def test_a_dropped_ticket_creation_leaves_its_tasks_unheld():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)  # the change the store refuses
+    h.submit(_task("d1", "k", "DESIGN"), _task("d2", "k", "DESIGN", "d1"))
+    assert h.status("d1") == "pending"
+    h.graph.tickets.reload("k", None, [], 0, h.now)
+    assert h.status("d1") == "ready" and h.status("d2") == "pending"  # d2 waits on d1, no longer on k
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "d1")
+    assert h.status("d2") == "ready"
+
+
 def test_a_failure_where_the_table_has_no_blocked_move_is_left_unacknowledged():
     phases = PhaseSet.parse({"name": "review", "sequence": ["DRAFT", "REVIEW", "PUBLISHED"],
                              "transitions": {"DRAFT": ["REVIEW"], "REVIEW": ["PUBLISHED", "DRAFT"]}})

@@ -276,20 +276,37 @@ class Tickets:
             self.artifacts.setdefault(artifact.ticket_id, []).append(artifact)
         self.history_seq.update(history_seq)
 
-    def reload(self, ticket_id: str, ticket: Ticket | None, artifacts: Iterable[Artifact], history_seq: int) -> None:
+    def reload(
+        self, ticket_id: str, ticket: Ticket | None, artifacts: Iterable[Artifact], history_seq: int, now: float
+    ) -> None:
         """Hold ``ticket`` as storage has it (None: storage has none), with its stored artifacts
         and last history ``seq``: the storage backstop, after a change of it could not be stored.
-        Its live tasks stay counted; tasks that change released stay released."""
+
+        Its live tasks stay counted, and are held or released as its stored phase says (as after
+        a move): a ready task of a phase it has not reached is held, a held one of a phase it has
+        reached is made ready. Without a stored ticket, its tasks keep ``ticket_id`` and ``phase``
+        as free labels: none is held any more.
+
+        Args:
+            ticket_id: the ticket whose change was dropped.
+            ticket, artifacts, history_seq: what storage holds of it (``store.tickets.load_ticket``).
+            now: the caller's clock reading (seconds).
+        """
         if ticket is None:
             self.tickets.pop(ticket_id, None)
             self.artifacts.pop(ticket_id, None)
             self.history_seq.pop(ticket_id, None)
             self.live_tasks.pop(ticket_id, None)
-            self.held.pop(ticket_id, None)
+            held = self.held.pop(ticket_id, set())
+            for task in sorted((self.live.tasks[t] for t in held if t in self.live.tasks), key=lambda t: t.seq):
+                if task.status is TaskStatus.PENDING and task.waiting_on == 0:
+                    task.reason = None
+                    self.live.make_ready(task, now)
             return
         self.tickets[ticket_id] = ticket
         self.artifacts[ticket_id] = list(artifacts)
         self.history_seq[ticket_id] = history_seq
+        self._release(ticket, now)
 
     def change_refused(self, ticket_id: str, reason: str, now: float) -> None:
         """Record ``ticket.change.refused``: a change of the (stored) ticket could not be
