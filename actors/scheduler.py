@@ -884,9 +884,10 @@ def repair_unstorable(
     stored: the database keeps the first, so memory must drop the second): the tasks created by
     that decision leave memory (``TaskGraph.drop_created``: a split's parent or a loop fails, a
     submission is refused through ``refused``, ``{task id: why}``, which ``submit`` raises).
-    Then the tasks and tickets whose rows the storable rules find at fault (``BatchWriter.
-    unstorable``, ``unstorable_tickets``) in round 0, or every task and ticket ``changes``
-    touches if they find none, and in round 1; round 2 gives up. Failed tasks leave memory
+    Then, in the same round, the tasks and tickets whose rows the storable rules find at fault
+    (``BatchWriter.unstorable``, ``unstorable_tickets``) in round 0; if they find none, what is
+    left after collisions is returned as it is, and without collisions every task and ticket
+    ``changes`` touches is failed; round 1 fails every one of them; round 2 gives up. Failed tasks leave memory
     (``fail_unstorable``); a ticket's change is dropped, the ticket reloaded as stored (a
     created one forgotten) and ``ticket.change.refused`` recorded. The repair writes exactly the
     objects memory holds: what a caller reads afterwards is the database's row.
@@ -903,7 +904,7 @@ def repair_unstorable(
         dropped, refusals = graph.drop_created(changes, taken, now)
         if refused is not None:
             refused.update(refusals)
-        return TaskChanges.merge([changes, graph.take_changes()]).without(dropped)
+        changes = TaskChanges.merge([changes, graph.take_changes()]).without(dropped)
     touched = {t.id for t in changes.created} | {t.id for t in changes.updated}
     touched |= {a.task_id for a in changes.attempts} | {e.task_id for e in changes.events if e.task_id}
     tickets = {k.id for k in changes.tickets} | {c.ticket_id for c in changes.phase_changes}
@@ -913,6 +914,8 @@ def repair_unstorable(
     found_tickets = store.writer.unstorable_tickets(changes) if round_ == 0 else {}
     if found or found_tickets:
         problems, ticket_problems = found, found_tickets
+    elif taken:  # the collisions were what could not be stored: the rest is tried as it is
+        return changes
     else:
         problems, ticket_problems = dict.fromkeys(touched, _one_line(error)), dict.fromkeys(tickets, _one_line(error))
     if not problems and not ticket_problems:
@@ -929,7 +932,7 @@ def repair_unstorable(
         for ticket_id, why in sorted(ticket_problems.items()):
             reason = clean_text(f"could not be stored: {why}", max_chars=MAX_REASON_CHARS)
             log.error("dropped a change of ticket '%s': %s", ticket_id, reason)
-            graph.tickets.reload(ticket_id, *load_ticket(store.engine, ticket_id))
+            graph.tickets.reload(ticket_id, *load_ticket(store.engine, ticket_id), now)
             graph.tickets.change_refused(ticket_id, reason, now)
         repaired = TaskChanges.merge([repaired, graph.take_changes()])
     return repaired

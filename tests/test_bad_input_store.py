@@ -236,6 +236,38 @@ def test_a_submission_whose_task_id_is_already_stored_is_dropped_whole_and_refus
     world.store.dispose()
 
 
+def test_a_collision_and_an_unstorable_value_in_one_change_set_are_repaired_in_one_round(db_url):
+    world = _World(db_url)
+    _stored_elsewhere(world.store, "dup")
+    graph = world.graph
+    bad = _bad_text(db_url)
+
+    async def main() -> None:
+        await world.start()
+        now = time.time()
+        graph.submit([spec("p"), spec("b")], now)
+        agent = graph.register_agent("ag", "i1", frozenset(), 4, now)
+        graph.claim(agent, 4, now)
+        world.add()
+        await world.commit.sync()
+        # one change set: a submission colliding with a stored id, a bad text, a completion
+        graph.submit([spec("dup")], now)
+        _poison("text", graph, agent, bad, now)
+        graph.apply_report(agent, Report("finished", "b", 1, AttemptOutcome.COMPLETED, {"b": 1}), now)
+        world.add()
+        await asyncio.wait_for(world.commit.sync(), 30)
+        world.commit.close()
+
+    asyncio.run(main())
+    rows = world.rows()
+    assert world.repairs == [0]
+    assert world.refused == {"dup": "task id 'dup' already names a stored task"}
+    assert rows["b"]["status"] == "completed"  # not failed wholesale by a second round
+    assert rows["p"]["status"] == "failed" and "unstorable" in rows["p"]["reason"]
+    assert set(graph.tasks) == set()
+    world.store.dispose()
+
+
 def test_an_idempotency_key_already_stored_refuses_the_submission(db_url):
     world = _World(db_url)
     other = TaskGraph()

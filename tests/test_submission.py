@@ -74,3 +74,53 @@ def test_tasks_sharing_an_idempotency_key_in_one_submission():
     with pytest.raises(IdempotencyConflictError, match="key 'k2' of task 'y' was already used by task 'x'"):
         h.submit(spec("x", key="k2", fingerprint="1"), spec("y", key="k2", fingerprint="2"))
     assert "x" not in h.graph.tasks
+
+
+# ------------------------------------------------------------------ the storage backstop's drop
+
+WHY = "task id 'x' already names a stored task"
+
+
+def test_a_colliding_submission_is_dropped_alone_not_with_the_other_submissions_of_its_change_set():
+    h = Harness()
+    h.submit(spec("x"))
+    h.submit(spec("z"))
+    changes = h.drain()
+    dropped, refused = h.graph.drop_created(changes, {"x": WHY}, h.now)
+    assert (dropped, refused) == (["x"], {"x": WHY})
+    assert "x" not in h.graph.tasks and h.status("z") == "ready"
+    kept = changes.without(dropped)
+    assert [t.id for t in kept.created] == ["z"] and kept.decisions == [("z",)]
+
+
+def test_a_submission_depending_on_a_dropped_task_is_dropped_and_refused_with_it():
+    h = Harness()
+    h.submit(spec("x"))
+    h.submit(spec("z", "x"), spec("z2"))
+    h.submit(spec("w", "z"))
+    h.submit(spec("free"))
+    changes = h.drain()
+    dropped, refused = h.graph.drop_created(changes, {"x": WHY}, h.now)
+    assert dropped == ["x", "z", "z2", "w"]
+    assert refused == {
+        "x": WHY,
+        "z": f"task 'z' depends on task 'x', which could not be stored: {WHY}",
+        "z2": f"task 'z' depends on task 'x', which could not be stored: {WHY}",
+        "w": f"task 'w' depends on task 'z', which could not be stored: {WHY}",
+    }
+    assert set(h.graph.tasks) == {"free"}
+    assert [d for d in changes.without(dropped).dependencies] == []  # no survivor lost an edge
+
+
+def test_a_live_dependent_outside_the_change_set_of_a_dropped_task_fails_upstream():
+    h = Harness()
+    h.submit(spec("x"))
+    changes = h.drain()  # x's change set, not yet stored
+    h.submit(spec("z", "x"))  # the next change set: z waits on the x in memory
+    h.drain()
+    dropped, refused = h.graph.drop_created(changes, {"x": WHY}, h.now)
+    assert (dropped, refused) == (["x"], {"x": WHY})
+    assert "z" not in h.graph.tasks
+    [failed] = [e for e in h.drain().events if e.task_id == "z"]
+    assert failed.type == "task.upstream_failed"
+    assert failed.payload == {"reason": f"upstream task 'x' could not be stored: {WHY}", "upstream": "x"}

@@ -94,6 +94,7 @@ STATE = {
     "error": "boom",
     "reason": "why not",
     "upstream": "up",
+    "upstream_cancelled": True,
     "started_at": NOW + 1.5,
     "finished_at": NOW + 2.75,
     "updated_at": NOW + 3.0,
@@ -192,6 +193,8 @@ def test_every_declared_field_round_trips_spec_task_row_task_info(db_url):
         assert info_from_task(dataclasses.replace(loaded, depends_on=tuple(row["depends_on"]))) == info
         for f in carried_by(Shape.INFO):
             assert getattr(info, f.name) is not None and getattr(info, f.name) != [], f.name
+        # a submission naming the stored task reads what its dependents inherit
+        assert db.lookup(["t"])[0]["t"].upstream_cancelled is True
     finally:
         db.dispose()
 

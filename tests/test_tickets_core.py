@@ -17,8 +17,9 @@ from omoi_ray.core.model import AttemptOutcome
 from omoi_ray.core.phases import DEFAULT, PhaseSet
 from omoi_ray.core.scheduler import TaskGraph
 from omoi_ray.core.submission import StoredTask
-from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.core.tickets import (
+    FAILS_PHASE,
     MAX_CONTEXT_ITEMS,
     MAX_SUMMARY_CHARS,
     Ticket,
@@ -480,10 +481,11 @@ def test_a_failed_task_of_the_current_phase_blocks_the_ticket_and_the_move_back_
     assert (ticket.phase, ticket.previous_phase) == ("BLOCKED", "REQUIREMENTS")
     changes = h.drain()
     assert _history(changes) == [("REQUIREMENTS", "BLOCKED", "omoi-ray")]
-    assert changes.phase_changes[0].reason == "task 'r1' failed: ValueError: no scope"
+    # one line, control characters shown as the storable cleaner shows them everywhere
+    why = "task 'r1' failed: ValueError: no scope\ufffd"
+    assert changes.phase_changes[0].reason == why
     moved = [e.payload for e in changes.events if e.type == "ticket.phase.changed"]
-    assert moved == [{"from": "REQUIREMENTS", "to": "BLOCKED", "reason": "task 'r1' failed: ValueError: no scope",
-                      "by": "omoi-ray"}]
+    assert moved == [{"from": "REQUIREMENTS", "to": "BLOCKED", "reason": why, "by": "omoi-ray"}]
     # r2 was claimed: it goes on, and its result counts for its phase; the ticket stays blocked
     h.run(a, "r2", result={"summary": "half", "artifacts": [{"type": "requirements_document", "content": REQ}]})
     assert ticket.phase == "BLOCKED" and ticket.context["phases"]["REQUIREMENTS"]["tasks"] == 1
@@ -510,6 +512,10 @@ def test_after_the_move_back_no_replacement_is_needed_an_artifact_lets_the_phase
     assert h.graph.tickets.get("k").phase == "REQUIREMENTS"  # entering a phase advances nothing by itself
     h.graph.tickets.add_artifact("k", "requirements_document", REQ, h.now)
     assert h.graph.tickets.get("k").phase == "DESIGN"
+
+
+def test_every_end_failed_for_good_but_a_cancel_blocks_the_phase():
+    assert FAILS_PHASE == FAILED_FOR_GOOD - {TaskStatus.CANCELLED}
 
 
 def test_a_timed_out_task_of_the_current_phase_blocks_the_ticket_too():
@@ -600,6 +606,67 @@ def test_an_upstream_failure_whose_root_was_cancelled_is_a_cancel_not_a_block():
     h.run(a, "d1", outcome=AttemptOutcome.PERMANENT_FAILURE, error="boom")
     assert ticket.phase == "BLOCKED"
     assert h.drain().phase_changes[-1].reason == "task 'd2' upstream_failed: upstream task 'd1' failed"
+
+
+def test_a_task_the_storage_backstop_forgets_ends_nothing_its_ticket_must_acknowledge():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.drain()
+    h.submit(_task("r1", "k", "REQUIREMENTS"))
+    # its row collided with a stored one: it leaves memory as if never created
+    dropped, _ = h.graph.drop_created(h.drain(), {"r1": "task id 'r1' already names a stored task"}, h.now)
+    ticket = h.graph.tickets.get("k")
+    assert dropped == ["r1"] and "r1" not in h.graph.tasks
+    assert "unacknowledged" not in ticket.context and not h.graph.tickets.live_tasks["k"].get("REQUIREMENTS")
+    h.submit(_task("r2", "k", "REQUIREMENTS"))
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "r2")  # the phase's only task completed: it advances
+    assert ticket.phase == "DESIGN"
+
+
+def test_a_dependent_of_a_stored_task_doomed_by_a_cancel_ends_as_a_cancel_too():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    # r2 ended upstream_failed because its root was cancelled, and left memory before r3 came
+    stored = {"r2": StoredTask("r2", TaskStatus.UPSTREAM_FAILED, "", upstream_cancelled=True)}
+    h.submit(_task("r3", "k", "REQUIREMENTS", "r2"), stored=stored)
+    ticket = h.graph.tickets.get("k")
+    assert h.status("r3") is None and ticket.phase == "REQUIREMENTS"  # not blocked
+    assert ticket.context["unacknowledged"] == {"count": 1, "tasks": ["r3"]}
+    assert [t.upstream_cancelled for t in h.drain().created] == [True]  # stored, for its own dependents
+    # one whose root failed still blocks
+    h.submit(_task("r4", "k", "REQUIREMENTS", "r2"), stored={"r2": StoredTask("r2", TaskStatus.UPSTREAM_FAILED, "")})
+    assert ticket.phase == "BLOCKED"
+
+
+def test_a_dropped_move_reloads_the_stored_phase_and_releases_what_the_move_recalled():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)
+    h.graph.tickets.move("k", "REQUIREMENTS", h.now)
+    h.submit(_task("r1", "k", "REQUIREMENTS"))
+    stored = dataclasses.replace(h.graph.tickets.get("k"), context={})
+    seq = h.graph.tickets.history_seq["k"]
+    h.graph.tickets.move("k", "BLOCKED", h.now)  # the change the store refuses
+    assert h.status("r1") == "pending"
+    h.graph.tickets.reload("k", stored, [], seq, h.now)
+    assert h.graph.tickets.get("k").phase == "REQUIREMENTS" and h.status("r1") == "ready"
+    assert h.graph.tasks["r1"].reason is None
+
+
+def test_a_dropped_ticket_creation_leaves_its_tasks_unheld():
+    h = Harness()
+    h.graph.tickets.create(_ticket("k", gates={}), h.now)  # the change the store refuses
+    h.submit(_task("d1", "k", "DESIGN"), _task("d2", "k", "DESIGN", "d1"))
+    assert h.status("d1") == "pending"
+    h.graph.tickets.reload("k", None, [], 0, h.now)
+    assert h.status("d1") == "ready" and h.status("d2") == "pending"  # d2 waits on d1, no longer on k
+    a = h.agent()
+    h.claim(a)
+    h.run(a, "d1")
+    assert h.status("d2") == "ready"
 
 
 def test_a_failure_where_the_table_has_no_blocked_move_is_left_unacknowledged():

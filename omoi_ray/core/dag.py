@@ -116,9 +116,11 @@ class LiveTasks:
         #: raises when a new task (``NewTask``: id, ticket_id, phase) may not be created
         #: (``core.tickets``: a cancelled ticket, a phase it lacks); run by ``core.submission``
         self.admit: Callable[[Any], None] | None = None
-        #: told of each task joining memory, and of each leaving it (final)
+        #: told of each task joining memory, of each leaving it (final), and of each forgotten
+        #: (``forget``: it never existed, so it ended nothing)
         self.on_add: Callable[[Task], None] | None = None
         self.on_leave: Callable[[Task, float], None] | None = None
+        self.on_forget: Callable[[Task], None] | None = None
 
     def add(self, task: Task) -> None:
         """Hold ``task`` in memory (new or restored); its idempotency key now names it."""
@@ -214,8 +216,8 @@ class LiveTasks:
             waiting = self.dependents.get(dep_id)
             if waiting and task.id in waiting:
                 waiting.remove(task.id)
-        if self.on_leave is not None and task.ticket_id is not None:
-            self.on_leave(task, now)  # not completed: only uncounted from its ticket's phase
+        if self.on_forget is not None and task.ticket_id is not None:
+            self.on_forget(task)  # only uncounted from its ticket's phase: it ended nothing
         dependents = self.dependents.pop(task.id, [])
         for dep_id in dependents:
             dep = self.tasks.get(dep_id)

@@ -144,8 +144,8 @@ class Task:
     error: str | None = None
     reason: str | None = None
     upstream: str | None = None  # for upstream_failed: the task whose failure doomed this one
-    #: for upstream_failed: that task (the root) was cancelled, not failed. Not stored: only the
-    #: decision that dooms the task reads it (its ticket treats the end as a cancel, ``core.tickets``)
+    #: for upstream_failed: that task (the root) was cancelled, not failed (its ticket treats the
+    #: end as a cancel, ``core.tickets``); stored, so a dependent submitted later inherits it
     upstream_cancelled: bool = False
     #: attempts that ended through no fault of the task (``OUTCOME_RULES``: not charged)
     uncharged: int = 0

@@ -381,51 +381,86 @@ class TaskGraph:
     ) -> tuple[list[str], dict[str, str]]:
         """The owner could not store ``changes`` because rows it creates collide with stored ones
         (``taken``: ``{created task id: why}``, a duplicate id or idempotency key). Every task
-        created by the same decision leaves memory as if never created (a submission, a split's
-        children and a loop's round are all-or-nothing), and the decision's origin answers for it:
+        created by the same decision (``changes.decisions``) leaves memory as if never created (a
+        submission, a split's children and a loop's round are all-or-nothing; children or a round
+        of a task created in ``changes`` belong to its decision), and so does every decision
+        of ``changes`` with a task depending on a dropped one (why: ``task 'z' depends on task
+        'x', which could not be stored: <why>``); other decisions of ``changes`` stay. Each
+        dropped decision's origin answers for it:
 
         - a split's parent (completed in ``changes``) is recorded ``failed`` instead (its attempt
           too), reason ``could not be stored: split of task 'p' refused: <why>``; its plain
           dependents, which waited on the children, become ``upstream_failed``;
         - a loop whose round it was fails with that reason (its dependents as after any failure);
         - a submission is refused: its ids are returned, ``{task id: why}``, for the owner to
-          raise to the caller.
+          raise to the caller; a live task outside ``changes`` depending on one of them becomes
+          ``upstream_failed`` (reason ``upstream task 'x' could not be stored: <why>``).
 
         Returns:
-            The ids dropped, and the refused submission's ``{task id: why}``.
+            The ids dropped, and the refused submissions' ``{task id: why}``.
 
         The caller commits ``changes.without(dropped ids)`` with the moves recorded here
         (``take_changes``). Limits: what the split parent's completion already caused in memory
         beyond its dependents (a node that took it as a member, its ticket's context) stays.
         """
         live = self.live
-        created = {t.id for t in changes.created}
-        origin: dict[str, str | None] = dict.fromkeys(created)
-        for event in changes.events:
-            children = event.payload.get("children") if event.type == SPLIT_CREATED else None
-            if isinstance(children, list) and event.entity_id not in created:
-                for child in children:
-                    if child in origin:
-                        origin[child] = event.entity_id
-        why_of: dict[str | None, str] = {}
+        created = {t.id: t for t in changes.created}
+        group = _decision_of(changes, created)
+        joined: dict[int, int] = {}  # a decision -> the one it is part of
+
+        def find(g: int) -> int:
+            while g in joined:
+                g = joined[g]
+            return g
+
+        splits = [(e.entity_id, e.payload.get("children")) for e in changes.events if e.type == SPLIT_CREATED]
+        splits = [(p, [c for c in children if c in group]) for p, children in splits if isinstance(children, list)]
+        for parent_id, children in splits:  # children of a task created here: its decision's own
+            for child in children:
+                if parent_id in created and find(group[child]) != find(group[parent_id]):
+                    joined[find(group[child])] = find(group[parent_id])
+        parent_of: dict[int, str] = {}  # a decision -> the split parent or loop that made it
+        for parent_id, children in splits:
+            for child in children:
+                if parent_id not in created:
+                    parent_of[find(group[child])] = parent_id
+        why_of: dict[int, str] = {}
+        first: dict[int, str] = {}  # a dropped decision -> the collision that started it
         for task_id, why in taken.items():
-            if task_id in origin:
-                why_of.setdefault(origin[task_id], why)
-        dropped = [tid for tid, o in origin.items() if o in why_of]
-        waiting: dict[str, str | None] = {}
+            if task_id in group:
+                why_of.setdefault(find(group[task_id]), why)
+                first.setdefault(find(group[task_id]), why)
+        # a decision with a task depending on a dropped one goes too: it must not run without it
+        spreading = True
+        while spreading:
+            spreading = False
+            for task in created.values():
+                g = find(group[task.id])
+                lost = next((d for d in task.depends_on if d in group and find(group[d]) in why_of), None)
+                if g not in why_of and lost is not None:
+                    first[g] = first[find(group[lost])]
+                    why_of[g] = f"task '{task.id}' depends on task '{lost}', which could not be stored: {first[g]}"
+                    spreading = True
+        dropped = [tid for tid in created if find(group[tid]) in why_of]
+        waiting: dict[str, tuple[str, str]] = {}  # a surviving dependent -> (its root, why it fails)
         for task_id in dropped:
+            g = find(group[task_id])
             task = live.tasks.get(task_id)
             if task is None:  # it already left memory (doomed at creation): nothing to forget
                 continue
             if task.status in ACTIVE:  # handed to an agent before the commit: it stops, its slot frees
-                self.claims.signal(task, UNSTORABLE_REASON.format(why_of[origin[task_id]]))
+                self.claims.signal(task, UNSTORABLE_REASON.format(why_of[g]))
                 agent = self.agents.get(task.agent_id or "")
                 if agent is not None:
                     self.claims.release(agent, (task.id, task.attempt), now)
+            root = parent_of.get(g)
+            doom = (root, f"upstream task '{root}' failed") if root is not None else \
+                (task_id, f"upstream task '{task_id}' could not be stored: {why_of[g]}")
             for dep_id in live.forget(task, now):
-                waiting.setdefault(dep_id, origin[task_id])
+                waiting.setdefault(dep_id, doom)
         known = {t.id: t for t in changes.updated}
-        for parent_id, why in why_of.items():
+        for g, why in why_of.items():
+            parent_id = parent_of.get(g)
             if parent_id is None:
                 continue
             reason = f"split of task '{parent_id}' refused: {why}"
@@ -436,11 +471,12 @@ class TaskGraph:
                         and attempt.outcome is AttemptOutcome.COMPLETED:
                     attempt.outcome = AttemptOutcome.PERMANENT_FAILURE
                     attempt.error = parent.error
-        for dep_id, root in waiting.items():
+        for dep_id, (root, reason) in waiting.items():
             dep = live.tasks.get(dep_id)
-            if dep is not None and dep.status is S.PENDING and root is not None:
-                live.doom(dep, root, f"upstream task '{root}' failed", now)
-        return dropped, {tid: why_of[None] for tid in dropped if origin[tid] is None}
+            if dep is not None and dep.status is S.PENDING:
+                live.doom(dep, root, clean_text(reason, max_chars=MAX_ERROR_CHARS), now)
+        refusals = {tid: why_of[find(group[tid])] for tid in dropped if find(group[tid]) not in parent_of}
+        return dropped, refusals
 
     # ---------------------------------------------------------------- time
 
@@ -484,6 +520,21 @@ class TaskGraph:
             changes.updated = [t for t in changes.updated if t.id not in created]
         changes.agents = [_agent_snapshot(a) for a in changes.agents]
         return changes
+
+
+def _decision_of(changes: TaskChanges, created: Mapping[str, Task]) -> dict[str, int]:
+    """Each task created in ``changes`` -> the number of the decision that created it (its
+    ``decisions`` entry; one of its own for a task no entry names)."""
+    group: dict[str, int] = {}
+    for i, ids in enumerate(changes.decisions):
+        for tid in ids:
+            if tid in created:
+                group.setdefault(tid, i)
+    n = len(changes.decisions)
+    for tid in created:
+        if tid not in group:
+            group[tid], n = n, n + 1
+    return group
 
 
 def _storable_time(value: float | None) -> bool:

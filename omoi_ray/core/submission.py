@@ -43,6 +43,14 @@ class StoredTask:
     fingerprint: str
     idempotency_key: str | None = None
     result: Any = None  # a completed task's result (a sync member's, submitted after it ended)
+    upstream_cancelled: bool = False  # upstream_failed because its root was cancelled
+
+    @property
+    def cancelled(self) -> bool:
+        """It ended by a cancel, directly or through others (a dependent's end is a cancel too)."""
+        return self.status is TaskStatus.CANCELLED or (
+            self.status is TaskStatus.UPSTREAM_FAILED and self.upstream_cancelled
+        )
 
 
 def submit(
@@ -219,8 +227,10 @@ def create_tasks(
                     continue
                 if ref.status in FAILED_FOR_GOOD:
                     reason = f"upstream task '{dep}' {ref.status.value}"
-                    doomed.append((task, dep, reason, ref.status is S.CANCELLED))
+                    doomed.append((task, dep, reason, ref.cancelled))
 
+    if created:
+        live.log.decisions.add(tuple(t.id for t in created))
     for task, dep_id, reason, cancelled in doomed:
         if task.status is S.PENDING:
             live.doom(task, dep_id, reason, now, cancelled=cancelled)

@@ -7,7 +7,8 @@ claims, threads) records into one shared ``ChangeRecorder[TaskChanges]``; the ow
 Rules:
 - Tasks, attempts, agents, threads, hand-off offers and tickets keep their latest state per key (task
   id, ``(task id, attempt)``, agent id, thread id, offer id); messages, receipts, reads,
-  dependencies, phase changes, artifacts, gate results, events, signals, finished ids and abandoned attempts are appended in
+  dependencies, phase changes, artifacts, gate results, events, signals, finished ids, abandoned
+  attempts and creating decisions are appended in
   the order they happened; ``new_attempts`` (which attempts are inserts) is a set.
 - ``bool(changes)`` means there are rows to write; ``signals``, ``finished`` and ``abandoned``
   only name someone to tell once the rows are written (``NOTIFY``).
@@ -78,6 +79,9 @@ class TaskChanges(ChangeSet):
     artifacts: list[Artifact] = field(default_factory=list, metadata=merge_rule(APPEND))
     #: gate evaluations, in order
     gate_results: list[GateResult] = field(default_factory=list, metadata=merge_rule(APPEND))
+    #: the ids each creating decision (a submission, a split's children, a loop's round) created
+    #: together, in order: no rows, the storage backstop's unit of what to drop
+    decisions: list[tuple[str, ...]] = field(default_factory=list, metadata=merge_rule(APPEND))
 
     def without(self, task_ids: Collection[str] = (), ticket_ids: Collection[str] = ()) -> TaskChanges:
         """A copy without what concerns ``task_ids`` (their task rows, dependency edges from or to
@@ -112,4 +116,5 @@ class TaskChanges(ChangeSet):
             phase_changes=[c for c in self.phase_changes if c.ticket_id not in tickets],
             artifacts=[a for a in self.artifacts if a.ticket_id not in tickets],
             gate_results=[g for g in self.gate_results if g.ticket_id not in tickets],
+            decisions=[kept for d in self.decisions if (kept := tuple(t for t in d if t not in tasks))],
         )

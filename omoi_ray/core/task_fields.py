@@ -142,6 +142,7 @@ FIELDS: tuple[TaskField, ...] = (
     F("error", PLAIN, R | U | I),
     F("reason", PLAIN, R | U | I),
     F("upstream", PLAIN, R | U),
+    F("upstream_cancelled", PLAIN, R | U | I),  # a cancel, never a block, for its ticket (core.tickets)
     F("uncharged", PLAIN, NONE),  # counted from the attempts on restore
     F("started_at", TIME, R | U | I),
     F("finished_at", TIME, R | U | I),

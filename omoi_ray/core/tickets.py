@@ -60,7 +60,6 @@ Rules:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -70,8 +69,9 @@ from omoi_ray.core.changes import ChangeRecorder
 from omoi_ray.core.gates import GateOutcome, check_artifact, evaluate
 from omoi_ray.core.model import Event, Priority, Task
 from omoi_ray.core.phases import PhaseSet
+from omoi_ray.core.storable import clean_text
 from omoi_ray.core.task_changes import TaskChanges
-from omoi_ray.core.tasks import TaskStatus
+from omoi_ray.core.tasks import FAILED_FOR_GOOD, TaskStatus
 from omoi_ray.errors import GateBlockedError, InvalidTicketError, TicketClosedError, TicketNotFoundError
 
 MAX_CONTEXT_ITEMS = 10
@@ -82,8 +82,7 @@ BLOCKED_REASON = "waiting for ticket '{ticket}' to leave {phase}"
 #: who the history names for a move the runtime makes on its own (a failed task blocking its ticket)
 BY_RUNTIME = "omoi-ray"
 #: the ends of a current-phase task that block the ticket (a cancel is only unacknowledged)
-FAILS_PHASE = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.UPSTREAM_FAILED})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+FAILS_PHASE = FAILED_FOR_GOOD - {TaskStatus.CANCELLED}
 
 
 class TicketStatus(str, Enum):
@@ -264,6 +263,7 @@ class Tickets:
         live.admit = lambda spec: self.check_task(spec.id, spec.ticket_id, spec.phase)
         live.on_add = self.task_added
         live.on_leave = self.task_left
+        live.on_forget = self.task_forgotten
 
     # ------------------------------------------------------------------ restoring
 
@@ -276,20 +276,37 @@ class Tickets:
             self.artifacts.setdefault(artifact.ticket_id, []).append(artifact)
         self.history_seq.update(history_seq)
 
-    def reload(self, ticket_id: str, ticket: Ticket | None, artifacts: Iterable[Artifact], history_seq: int) -> None:
+    def reload(
+        self, ticket_id: str, ticket: Ticket | None, artifacts: Iterable[Artifact], history_seq: int, now: float
+    ) -> None:
         """Hold ``ticket`` as storage has it (None: storage has none), with its stored artifacts
         and last history ``seq``: the storage backstop, after a change of it could not be stored.
-        Its live tasks stay counted; tasks that change released stay released."""
+
+        Its live tasks stay counted, and are held or released as its stored phase says (as after
+        a move): a ready task of a phase it has not reached is held, a held one of a phase it has
+        reached is made ready. Without a stored ticket, its tasks keep ``ticket_id`` and ``phase``
+        as free labels: none is held any more.
+
+        Args:
+            ticket_id: the ticket whose change was dropped.
+            ticket, artifacts, history_seq: what storage holds of it (``store.tickets.load_ticket``).
+            now: the caller's clock reading (seconds).
+        """
         if ticket is None:
             self.tickets.pop(ticket_id, None)
             self.artifacts.pop(ticket_id, None)
             self.history_seq.pop(ticket_id, None)
             self.live_tasks.pop(ticket_id, None)
-            self.held.pop(ticket_id, None)
+            held = self.held.pop(ticket_id, set())
+            for task in sorted((self.live.tasks[t] for t in held if t in self.live.tasks), key=lambda t: t.seq):
+                if task.status is TaskStatus.PENDING and task.waiting_on == 0:
+                    task.reason = None
+                    self.live.make_ready(task, now)
             return
         self.tickets[ticket_id] = ticket
         self.artifacts[ticket_id] = list(artifacts)
         self.history_seq[ticket_id] = history_seq
+        self._release(ticket, now)
 
     def change_refused(self, ticket_id: str, reason: str, now: float) -> None:
         """Record ``ticket.change.refused``: a change of the (stored) ticket could not be
@@ -317,15 +334,18 @@ class Tickets:
         if task.ticket_id in self.tickets:
             self.live_tasks.setdefault(task.ticket_id, {}).setdefault(task.phase, set()).add(task.id)
 
+    def task_forgotten(self, task: Task) -> None:
+        """A task left memory as if never created (the storage backstop could not store it):
+        uncount it, and nothing else: it ended nothing its ticket must acknowledge."""
+        self._uncount(task)
+
     def task_left(self, task: Task, now: float) -> None:
         """A task reached a final status: uncount it; a completed one adds to its phase's
         context and artifacts, and may advance its ticket (module rules)."""
-        ticket = self.tickets.get(task.ticket_id or "")
+        ticket = self._uncount(task)
         if ticket is None:
             return
         by_phase = self.live_tasks.get(ticket.id, {})
-        by_phase.get(task.phase, set()).discard(task.id)
-        self.held.get(ticket.id, set()).discard(task.id)
         if ticket.status is not TicketStatus.OPEN:
             return
         if task.status is not TaskStatus.COMPLETED:
@@ -505,6 +525,15 @@ class Tickets:
                         {"phase": phase, "passed": outcome.passed, "reasons": list(outcome.reasons)})
         return outcome
 
+    def _uncount(self, task: Task) -> Ticket | None:
+        """Take ``task`` out of its ticket's live and held tasks; return the ticket (None: the
+        task names no ticket held here)."""
+        ticket = self.tickets.get(task.ticket_id or "")
+        if ticket is not None:
+            self.live_tasks.get(ticket.id, {}).get(task.phase, set()).discard(task.id)
+            self.held.get(ticket.id, set()).discard(task.id)
+        return ticket
+
     def _ended_unfinished(self, ticket: Ticket, task: Task, now: float) -> None:
         """A task of ``ticket`` ended not completed: one of its current phase blocks the ticket
         (a failure) or is left unacknowledged (module rules)."""
@@ -515,7 +544,7 @@ class Tickets:
         if task.status in FAILS_PHASE and not cancel and blocked is not None \
                 and blocked in ticket.phases.allowed(ticket.phase):
             why = task.error if task.status is not TaskStatus.UPSTREAM_FAILED else task.reason
-            why = _CONTROL.sub(" ", why or "no error recorded").strip()
+            why = clean_text(" ".join((why or "no error recorded").split()), max_chars=MAX_ITEM_CHARS)
             reason = _clip(f"task '{task.id}' {task.status.value}: {why}")
             self._move(ticket, blocked, reason, BY_RUNTIME, now, None, None)
             return

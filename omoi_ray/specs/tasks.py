@@ -450,6 +450,8 @@ class TaskInfo(BaseModel):
     result: Any = None
     error: str | None = None
     reason: str | None = None
+    #: upstream_failed because its root (the task whose end doomed it) was cancelled, not failed
+    upstream_cancelled: bool = False
     agent_id: str | None = None
     ticket_id: str | None = None
     phase: str | None = None

@@ -83,7 +83,8 @@ class MemoryStore:
             ``({task id: StoredTask}, {idempotency key: StoredTask})``.
         """
         def ref(t: Task) -> StoredTask:
-            return StoredTask(t.id, t.status, t.fingerprint, t.idempotency_key, copy.deepcopy(t.result))
+            return StoredTask(t.id, t.status, t.fingerprint, t.idempotency_key, copy.deepcopy(t.result),
+                              t.upstream_cancelled)
 
         by_id = {tid: ref(self.tasks[tid]) for tid in ids if tid in self.tasks}
         wanted = set(keys)

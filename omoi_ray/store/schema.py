@@ -170,6 +170,8 @@ class TaskRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     reason: Mapped[str | None] = mapped_column(sa.Text)
     upstream: Mapped[str | None] = mapped_column(sa.String(128))
+    #: for upstream_failed: its root was cancelled, not failed (``Task.upstream_cancelled``)
+    upstream_cancelled: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

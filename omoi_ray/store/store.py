@@ -365,8 +365,8 @@ class Store:
                 for column, values, out in (("id", ids, by_id), ("idempotency_key", keys, by_key)):
                     for chunk in _chunks(sorted(set(values))):
                         cursor.execute(self._lookup_sql(column, len(chunk)), {f"p{i}": v for i, v in enumerate(chunk)})
-                        for tid, status, fingerprint, key in cursor.fetchall():
-                            ref = StoredTask(tid, TaskStatus(status), fingerprint, key)
+                        for tid, status, fingerprint, key, cancelled in cursor.fetchall():
+                            ref = StoredTask(tid, TaskStatus(status), fingerprint, key, upstream_cancelled=bool(cancelled))
                             out[tid if column == "id" else key] = ref
             finally:
                 cursor.close()
@@ -374,7 +374,8 @@ class Store:
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one Store per process; sizes are bounded
     def _lookup_sql(self, column: str, count: int) -> str:
-        cols = (t.tasks.c.id, t.tasks.c.status, t.tasks.c.fingerprint, t.tasks.c.idempotency_key)
+        cols = (t.tasks.c.id, t.tasks.c.status, t.tasks.c.fingerprint, t.tasks.c.idempotency_key,
+                t.tasks.c.upstream_cancelled)
         stmt = sa.select(*cols).where(t.tasks.c[column].in_([sa.bindparam(f"p{i}") for i in range(count)]))
         return str(stmt.compile(dialect=self._read_dialect))
 
