@@ -167,7 +167,7 @@ class LiveTasks:
                     self.log.updated.add(task)
             return
         self.move(task, S.READY, now)
-        self.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
+        self.ready.push(task.id, task.requires, task.priority, task.seq, task_type=task.type)
 
     def held_back(self, task: Task) -> str | None:
         """Why ``hold`` keeps ``task`` from being claimable now, or None."""
@@ -189,7 +189,7 @@ class LiveTasks:
         if why is not None:
             self.hold_back(task, why, now)
         else:
-            self.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
+            self.ready.push(task.id, task.requires, task.priority, task.seq, task_type=task.type)
 
     def doom(self, task: Task, root: str, reason: str, now: float, *, cancelled: bool = False) -> None:
         """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good

@@ -20,6 +20,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from omoi_ray.core.health import STATUS_OF, AgentHealth, AgentStatus
+from omoi_ray.core.ready import handles_type
 from omoi_ray.core.tasks import TaskStatus
 
 
@@ -238,7 +239,7 @@ class Agent:
     def can_run(self, requires: frozenset[str], task_type: str) -> bool:
         """Whether it is able to run a task requiring ``requires`` of type ``task_type``: it has
         every required capability and handles the type (the claiming rule, ``core.ready``)."""
-        return requires <= self.capabilities and (self.handles is None or task_type in self.handles)
+        return requires <= self.capabilities and handles_type(self.handles, task_type)
 
 
 _EVENT_PREFIX = secrets.token_hex(8)  # differs per process, so ids never repeat across restarts

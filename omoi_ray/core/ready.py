@@ -26,7 +26,16 @@ Profile = tuple[frozenset[str], frozenset[str] | None]
 
 
 def handles_type(handles: frozenset[str] | None, task_type: str) -> bool:
-    """Whether an agent handling ``handles`` (None: every type) runs tasks of ``task_type``."""
+    """Whether an agent handling ``handles`` runs tasks of ``task_type``: the one home of this
+    rule (claiming here, ``Agent.can_run``, ``ranking.eligible``).
+
+    Args:
+        handles: the task types the agent handles, or None (a default handler: every type).
+        task_type: the task's type.
+
+    Returns:
+        True if ``handles`` is None or names ``task_type``.
+    """
     return handles is None or task_type in handles
 
 
@@ -50,7 +59,7 @@ class ReadyIndex:
         """True if ``task_id`` is held (pushed, not yet popped or discarded)."""
         return task_id in self._members
 
-    def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int, task_type: str = "") -> None:
+    def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int, *, task_type: str) -> None:
         """Add a ready task; a task already present is left as it is.
 
         Args:
@@ -84,7 +93,7 @@ class ReadyIndex:
             self._compact()
         return True
 
-    def pop_for(self, capabilities: frozenset[str], limit: int, handles: frozenset[str] | None = None) -> list[str]:
+    def pop_for(self, capabilities: frozenset[str], limit: int, *, handles: frozenset[str] | None) -> list[str]:
         """Remove and return up to ``limit`` task ids an agent with this profile may run, best first.
 
         Args:
