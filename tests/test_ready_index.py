@@ -90,6 +90,22 @@ def test_many_discards_trigger_compaction_without_losing_members():
     assert idx.pop_for(frozenset(), 5000, handles=None) == expected
 
 
+def test_a_group_that_empties_is_dropped_and_can_come_back():
+    idx = ReadyIndex()
+    for i in range(50):  # many short-lived task types, e.g. one per submitted pattern
+        idx.push(f"t{i}", frozenset(), 2, seq=i, task_type=f"type{i}")
+        assert idx.pop_for(frozenset(), 10, handles=None) == [f"t{i}"]
+    idx.push("gone", frozenset(), 2, seq=60, task_type="late")
+    assert idx.discard("gone")
+    # claiming visits only the groups holding tasks now, not every type ever seen
+    assert idx._heaps == {} and idx._sizes == {}  # noqa: SLF001 - the cost this test is about
+    # a profile whose eligible groups were cached before the group went still sees it come back
+    idx.push("back", frozenset(), 2, seq=61, task_type="type0")
+    assert idx.pop_for(frozenset(), 10, handles=frozenset({"type0"})) == ["back"]
+    idx.push("again", frozenset(), 2, seq=62, task_type="type0")
+    assert idx.pop_for(frozenset(), 10, handles=frozenset({"type0"})) == ["again"]
+
+
 ops = st.lists(
     st.one_of(
         st.tuples(
@@ -134,3 +150,5 @@ def test_matches_a_brute_force_model(operations):
             for tid in eligible:
                 del model[tid]
         assert len(idx) == len(model)
+        # only groups holding tasks are kept (an emptied group is dropped)
+        assert set(idx._heaps) == {(req, t) for req, _, _, t in model.values()}  # noqa: SLF001

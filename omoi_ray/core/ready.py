@@ -6,7 +6,9 @@ Rules:
 - An agent may take a task when the task's required set is a subset of the agent's
   capabilities and the agent handles the task's type: ``handles`` None (a default handler)
   handles every type, else exactly the types named. The groups an agent may draw from are
-  computed once per distinct (capabilities, handles) and cached until a new group appears.
+  computed once per distinct (capabilities, handles) and cached until a group appears or goes.
+- A group is dropped as soon as it holds no task, so the groups visited are those holding
+  tasks now, not every (capabilities, type) ever seen.
 - ``pop_for`` merges the heads of the eligible groups, so it returns exactly the highest-priority,
   earliest-submitted tasks the agent is able to do.
 - Removal is lazy: ``discard`` forgets membership; stale heap entries are skipped when reached
@@ -89,6 +91,7 @@ class ReadyIndex:
             return False
         self._sizes[member[0]] -= 1
         self._stale += 1
+        self._drop_if_empty(member[0])
         if self._stale > 1024 and self._stale > len(self._members):
             self._compact()
         return True
@@ -123,6 +126,8 @@ class ReadyIndex:
             if self._sizes[group] and self._clean_head(group):
                 top = heap[0]
                 heapq.heappush(heads, (top[0], top[1], top[2], group))
+            else:
+                self._drop_if_empty(group)
         return taken
 
     def counts_by_requirement(self) -> dict[frozenset[str], int]:
@@ -180,6 +185,15 @@ class ReadyIndex:
             groups = tuple(g for g in self._heaps if g[0] <= capabilities and handles_type(handles, g[1]))
             self._eligible[profile] = groups
         return groups
+
+    def _drop_if_empty(self, group: Group) -> None:
+        """Forget ``group`` once it holds no task, so the groups ``pop_for`` visits are those
+        holding tasks now, not every group ever seen; its leftover heap entries were all stale."""
+        if self._sizes[group]:
+            return
+        self._stale = max(0, self._stale - len(self._heaps.pop(group)))
+        del self._sizes[group]
+        self._eligible.clear()  # cached profiles may list the group
 
     def _clean_head(self, group: Group) -> bool:
         """Drop stale entries from the top of a group's heap; True if a live head remains."""
