@@ -177,9 +177,9 @@ class TaskGraph:
             handoffs: open offers, and accepted ones whose new attempt is still claimed.
             tickets, artifacts, history_seq: the stored tickets, their artifacts, and each
                 ticket's last phase-history ``seq`` (held tasks are held again on restore).
-            stored_results: the results of completed tasks a live node (a loop's check) depends
-                on but that are no longer live: a pending loop whose check already ended is
-                judged here (``Coordination.restored``).
+            stored_results: the stored results of pending loops' current checks that completed
+                (``coordination.pending_loop_checks``; others may be left out): a pending loop
+                whose check already ended is judged here (``Coordination.restored``).
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.

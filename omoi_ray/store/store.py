@@ -24,10 +24,10 @@ from sqlalchemy.dialects import sqlite
 
 from omoi_ray.core import task_fields
 from omoi_ray.core.claims import OUTCOME_RULES
+from omoi_ray.core.coordination import pending_loop_checks
 from omoi_ray.core.handoff import REQUEST_PREFIX, Handoff, HandoffStatus
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
-    TASK_KIND,
     Agent,
     AgentHealth,
     AgentStatus,
@@ -88,8 +88,8 @@ class Snapshot:
     handoffs: list[Handoff] = field(default_factory=list)
     #: managed tickets, their open ones' artifacts, and each ticket's last history seq
     tickets: TicketSnapshot = field(default_factory=TicketSnapshot)
-    #: results of completed tasks a live node (sync, loop) depends on: a loop whose check
-    #: already ended is judged on restore (``TaskGraph.restore``'s ``stored_results``)
+    #: results of the completed current checks of pending loops: a loop whose check already
+    #: ended is judged on restore (``TaskGraph.restore``'s ``stored_results``)
     node_results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -251,14 +251,17 @@ class Store:
             ]
             handoffs = self.handoff_rows(conn, handed)
             tickets = load_tickets(conn)
-            node_results = dict(conn.execute(
-                sa.select(upstream.c.id, upstream.c.result)
-                .select_from(dep)
-                .join(t.tasks, t.tasks.c.id == dep.c.task_id)
-                .join(upstream, upstream.c.id == dep.c.depends_on_id)
-                .where(t.tasks.c.status.in_(LIVE_STATUSES), t.tasks.c.kind != TASK_KIND,
-                       upstream.c.status == TaskStatus.COMPLETED.value)
-            ).all())
+            # only a pending loop's current check is judged on restore: not every completed
+            # dependency of every live node (a sync's members, a loop's earlier checks)
+            checks = sorted(pending_loop_checks(tasks))
+            node_results = {
+                tid: result
+                for chunk in _chunks(checks)
+                for tid, result in conn.execute(
+                    sa.select(t.tasks.c.id, t.tasks.c.result)
+                    .where(t.tasks.c.id.in_(chunk), t.tasks.c.status == TaskStatus.COMPLETED.value)
+                ).all()
+            }
         return Snapshot(
             tasks=tasks,
             dependencies=[(a, b, TaskStatus(s)) for a, b, s in edges],
