@@ -807,7 +807,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         return [(sorted(req), n) for req, n in sorted(counts.items(), key=lambda kv: sorted(kv[0]))]
 
     def _unhandled(self, only: Sequence[str] | None = None) -> list[tuple[str, list[str], int]]:
-        return sorted((task_type, sorted(req), n) for (req, task_type), n in self.graph.unhandled(only).items())
+        return sorted((task_type, sorted(req), n) for (task_type, req), n in self.graph.unhandled(only).items())
 
 
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:

@@ -42,7 +42,7 @@ def test_an_agent_is_handed_only_the_types_it_handles():
     assert idx.pop_for(frozenset(), 10, handles=frozenset({"a"})) == ["a1"]
     assert idx.pop_for(frozenset(), 10, handles=frozenset({"a"})) == []
     # nobody alive handles "b" (the agent that has the capabilities handles only "a")
-    assert idx.unhandled([(frozenset(), frozenset({"a"}))]) == {(frozenset(), "b"): 2}
+    assert idx.unhandled([(frozenset(), frozenset({"a"}))]) == {("b", frozenset()): 2}
     assert idx.unclaimable([frozenset()]) == {}
     # a default handler (handles None) takes every type
     assert idx.unhandled([(frozenset(), frozenset({"a"})), (frozenset(), None)]) == {}
@@ -56,7 +56,7 @@ def test_type_and_capabilities_both_count():
     profiles = [(frozenset(), frozenset({"a"}))]
     # gpu-a lacks capabilities (unclaimable); cpu-b lacks a handler among capable agents (unhandled)
     assert idx.unclaimable(caps for caps, _ in profiles) == {frozenset({"gpu"}): 1}
-    assert idx.unhandled(profiles) == {(frozenset(), "b"): 1}
+    assert idx.unhandled(profiles) == {("b", frozenset()): 1}
     assert idx.counts_by_requirement() == {frozenset({"gpu"}): 1, frozenset(): 1}
     assert idx.pop_for(frozenset({"gpu"}), 10, handles=frozenset({"b"})) == ["cpu-b"]
     assert idx.pop_for(frozenset({"gpu"}), 10, handles=frozenset({"a", "b"})) == ["gpu-a"]
@@ -151,4 +151,4 @@ def test_matches_a_brute_force_model(operations):
                 del model[tid]
         assert len(idx) == len(model)
         # only groups holding tasks are kept (an emptied group is dropped)
-        assert set(idx._heaps) == {(req, t) for req, _, _, t in model.values()}  # noqa: SLF001
+        assert set(idx._heaps) == {(t, req) for req, _, _, t in model.values()}  # noqa: SLF001

@@ -1,7 +1,7 @@
 """Ready tasks, indexed so that claiming a batch costs O(batch * log n), not a scan.
 
 Rules:
-- Tasks are grouped by (the set of capabilities they require, their type); each group is a heap
+- Tasks are grouped by (their type, the set of capabilities they require); each group is a heap
   ordered by (priority, highest first; then submission sequence, lowest first).
 - An agent may take a task when the task's required set is a subset of the agent's
   capabilities and the agent handles the task's type: ``handles`` None (a default handler)
@@ -21,8 +21,9 @@ import heapq
 from collections.abc import Iterable
 
 Key = tuple[int, int]  # (-priority, seq)
-#: a group of ready tasks: (required capabilities, task type)
-Group = tuple[frozenset[str], str]
+#: a group of ready tasks: (task type, required capabilities), the order ``unhandled`` reports
+#: at the edge too
+Group = tuple[str, frozenset[str]]
 #: what an agent offers: (capabilities, task types handled or None for every type)
 Profile = tuple[frozenset[str], frozenset[str] | None]
 
@@ -42,7 +43,7 @@ def handles_type(handles: frozenset[str] | None, task_type: str) -> bool:
 
 
 class ReadyIndex:
-    """The ready tasks, grouped by (required capability set, type), each group a priority heap
+    """The ready tasks, grouped by (type, required capability set), each group a priority heap
     (see Rules)."""
 
     def __init__(self) -> None:
@@ -73,7 +74,7 @@ class ReadyIndex:
         """
         if task_id in self._members:
             return
-        group = (requires, task_type)
+        group = (task_type, requires)
         heap = self._heaps.get(group)
         if heap is None:
             heap = self._heaps[group] = []
@@ -134,7 +135,7 @@ class ReadyIndex:
         """Return the number of ready tasks per required capability set, whatever their type
         (empty groups left out)."""
         counts: dict[frozenset[str], int] = {}
-        for (requires, _), size in self._sizes.items():
+        for (_, requires), size in self._sizes.items():
             if size:
                 counts[requires] = counts.get(requires, 0) + size
         return counts
@@ -157,7 +158,7 @@ class ReadyIndex:
         agent with one of ``capability_sets`` has the capabilities for (whatever their type)."""
         sets = set(capability_sets)
         counts: dict[frozenset[str], int] = {}
-        for (requires, _), size in self._group_sizes(only).items():
+        for (_, requires), size in self._group_sizes(only).items():
             if size and not any(requires <= caps for caps in sets):
                 counts[requires] = counts.get(requires, 0) + size
         return counts
@@ -168,12 +169,12 @@ class ReadyIndex:
         type (the rest are ``unclaimable``)."""
         offered = set(profiles)
         counts: dict[Group, int] = {}
-        for (requires, task_type), size in self._group_sizes(only).items():
+        for (task_type, requires), size in self._group_sizes(only).items():
             if not size:
                 continue
             able = [handles for caps, handles in offered if requires <= caps]
             if able and not any(handles_type(h, task_type) for h in able):
-                counts[(requires, task_type)] = size
+                counts[(task_type, requires)] = size
         return counts
 
     # -- internals ---------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class ReadyIndex:
         profile = (capabilities, handles)
         groups = self._eligible.get(profile)
         if groups is None:
-            groups = tuple(g for g in self._heaps if g[0] <= capabilities and handles_type(handles, g[1]))
+            groups = tuple(g for g in self._heaps if g[1] <= capabilities and handles_type(handles, g[0]))
             self._eligible[profile] = groups
         return groups
 

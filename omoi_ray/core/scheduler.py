@@ -464,9 +464,9 @@ class TaskGraph:
         required capabilities -> count."""
         return self.ready.unclaimable(self.registry.alive_capabilities(), only)
 
-    def unhandled(self, only: Iterable[str] | None = None) -> dict[tuple[frozenset[str], str], int]:
+    def unhandled(self, only: Iterable[str] | None = None) -> dict[tuple[str, frozenset[str]], int]:
         """Ready tasks (all, or those among the ids ``only``) some alive agent has the
-        capabilities for but none of those handles the type: (required capabilities, type) -> count."""
+        capabilities for but none of those handles the type: (type, required capabilities) -> count."""
         return self.ready.unhandled(self.registry.alive_profiles(), only)
 
     # ---------------------------------------------------------------- change log
