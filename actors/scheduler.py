@@ -368,7 +368,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         except ValueError as exc:
             raise InvalidArgumentError(f"group_status: {exc}") from None
         await self.commit.sync()
-        out = await self._db(self.store.group_statuses, prefix)
+        out = await self._db(self.store.group_status, prefix)
         head = prefix + "."
         out.update((tid, task.status.value) for tid, task in self.graph.tasks.items() if tid.startswith(head))
         return {tid: out[tid] for tid in sorted(out)}

@@ -420,7 +420,7 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
-    def group_statuses(self, prefix: str) -> dict[str, str]:
+    def group_status(self, prefix: str) -> dict[str, str]:
         """``{task id: status value}`` of every stored task whose id starts with ``prefix + "."``
         (an applied pattern's items and the rounds its loops created), by id."""
         with self.engine.connect() as conn:
