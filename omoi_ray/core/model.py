@@ -339,13 +339,12 @@ class Thread:
     closed_at: float | None = None
 
 
-_MESSAGE_PREFIX = secrets.token_hex(8)
-_MESSAGE_COUNTER = itertools.count(1)
-
-
 def new_message_id() -> str:
-    """A unique message id: 16 random hex digits of this process, then a counter (32 chars at most)."""
-    return f"{_MESSAGE_PREFIX}{next(_MESSAGE_COUNTER):016x}"
+    """A fresh message id, 32 random lowercase hex digits: the one scheme for the id a client
+    picks for its post before the first try (``specs.messages.with_ids``) and the one the
+    scheduler gives a post sent without one. Random, not a per-process counter, so processes
+    forked after import never pick the same id (a repeat would be taken for the same post)."""
+    return secrets.token_hex(16)
 
 
 @dataclass(slots=True)

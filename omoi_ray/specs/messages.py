@@ -11,7 +11,7 @@ Rules:
 - A list is a list: a bare string where participants or posts belong is an error.
 - Limits are integers from 1 to ``MAX_PAGE``; cursors are the opaque strings a page returned.
 - A post's optional ``id`` is a message id: 32 lowercase hex digits (``MESSAGE_ID_PATTERN``,
-  ``new_message_id``), unique within its batch. Clients choose one per post before the first
+  ``core.model.new_message_id``), unique within its batch. Clients choose one per post before the first
   try, so the scheduler answers a post made again after its restart with the stored message.
 - Every problem raises ``InvalidMessageError`` (or its subclass ``MessageTooLargeError``)
   naming the field; nothing was stored.
@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from omoi_ray.core.model import Message, Thread
+from omoi_ray.core.model import Message, Thread, new_message_id
 from omoi_ray.core.storable import check_json, storable_json
 from omoi_ray.core.threads import Post
 from omoi_ray.errors import InvalidMessageError, MessageTooLargeError
@@ -271,11 +271,6 @@ def cursor(value: Any, what: str = "cursor") -> int | None:
 def new_thread_id() -> str:
     """A fresh thread id: ``th-`` and 16 random hex digits."""
     return f"th-{secrets.token_hex(8)}"
-
-
-def new_message_id() -> str:
-    """A fresh message id for a client to send with its post: 32 random hex digits."""
-    return secrets.token_hex(16)
 
 
 def with_ids(posts: Any) -> Any:
