@@ -86,6 +86,7 @@ from omoi_ray.specs.tasks import (
     TaskInfo,
     attempt_info_from_row,
     check_name,
+    check_prefix,
     info_from_row,
     info_from_task,
     parse_new_tasks,
@@ -361,10 +362,8 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         Raises:
             InvalidArgumentError: a prefix that is not a name or holds ``"."``.
         """
-        if not isinstance(prefix, str) or "." in prefix:
-            raise InvalidArgumentError(f"group_status: prefix must be a name without '.', not {prefix!r:.80}")
         try:
-            check_name(prefix, "prefix")
+            check_prefix(prefix)
         except ValueError as exc:
             raise InvalidArgumentError(f"group_status: {exc}") from None
         await self.commit.sync()
@@ -388,8 +387,10 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             InvalidCancelError: a prefix that is not a name or holds ``"."``, or a reason that
                 cannot be stored; nothing is cancelled.
         """
-        if not isinstance(prefix, str) or "." in prefix:
-            raise InvalidCancelError(f"cancel_group: prefix must be a name without '.', not {prefix!r}")
+        try:
+            check_prefix(prefix)
+        except ValueError as exc:
+            raise InvalidCancelError(f"cancel_group: {exc}") from None
         _, reason = _cancel_request([prefix], reason)
         head = prefix + "."
         ids = sorted(tid for tid in self.graph.tasks if tid.startswith(head))
