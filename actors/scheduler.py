@@ -284,9 +284,22 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
     async def wait(self, task_ids: Sequence[str], timeout: float, prefix: str | None = None) -> WaitReply:
         """Wait up to ``timeout`` seconds for every task to be final; report progress either way.
 
-        The reply's ``unclaimable`` and ``unhandled`` count only ready tasks among ``task_ids``
-        (and, with ``prefix``, those whose id starts with ``prefix + "."``: an applied pattern's),
-        never other work of the runtime."""
+        Args:
+            task_ids: the tasks waited for.
+            timeout: seconds to wait at most (0: report at once).
+            prefix: an applied pattern's prefix, or None: its ready tasks (ids starting with
+                ``prefix + "."``, its loops' later rounds included) count in ``unclaimable`` and
+                ``unhandled`` too.
+
+        Returns:
+            ``WaitReply``: ``finished`` (``{id: status}`` of the tasks no longer live), ``live``
+            (live tasks by status), ``unclaimable`` and ``unhandled`` (only ready tasks among
+            ``task_ids`` and the prefix's, never other work of the runtime) and ``held`` (how
+            many of ``task_ids`` their ticket holds back).
+
+        Raises:
+            TaskNotFoundError: some ids are neither live nor stored (naming them).
+        """
         live = [tid for tid in task_ids if tid in self.graph.tasks]
         if live and timeout > 0:
             countdown = _Countdown(len(live))

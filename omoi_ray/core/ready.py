@@ -154,8 +154,18 @@ class ReadyIndex:
     def unclaimable(
         self, capability_sets: Iterable[frozenset[str]], only: Iterable[str] | None = None
     ) -> dict[frozenset[str], int]:
-        """Ready tasks (all, or those among the ids ``only``), by required capability set, that no
-        agent with one of ``capability_sets`` has the capabilities for (whatever their type)."""
+        """Ready tasks that no agent with one of ``capability_sets`` has the capabilities for
+        (whatever their type).
+
+        Args:
+            capability_sets: the capability sets of the agents alive.
+            only: count only these task ids (those not held here are ignored); None counts
+                every ready task.
+
+        Returns:
+            dict[frozenset[str], int]: required capability set -> how many such tasks (sets
+            with none left out).
+        """
         sets = set(capability_sets)
         counts: dict[frozenset[str], int] = {}
         for (_, requires), size in self._group_sizes(only).items():
@@ -164,9 +174,19 @@ class ReadyIndex:
         return counts
 
     def unhandled(self, profiles: Iterable[Profile], only: Iterable[str] | None = None) -> dict[Group, int]:
-        """Ready tasks (all, or those among the ids ``only``), by (required capability set, type),
-        that some agent of ``profiles`` has the capabilities for but none of those handles the
-        type (the rest are ``unclaimable``)."""
+        """Ready tasks that some agent of ``profiles`` has the capabilities for but none of those
+        handles the type of (tasks no agent has the capabilities for are ``unclaimable``).
+
+        Args:
+            profiles: ``(capabilities, handles)`` of the agents alive (``handles`` None: every
+                type).
+            only: count only these task ids (those not held here are ignored); None counts
+                every ready task.
+
+        Returns:
+            dict[Group, int]: ``(task type, required capability set)`` -> how many such tasks
+            (groups with none left out).
+        """
         offered = set(profiles)
         counts: dict[Group, int] = {}
         for (task_type, requires), size in self._group_sizes(only).items():

@@ -465,8 +465,16 @@ class TaskGraph:
         return self.ready.unclaimable(self.registry.alive_capabilities(), only)
 
     def unhandled(self, only: Iterable[str] | None = None) -> dict[tuple[str, frozenset[str]], int]:
-        """Ready tasks (all, or those among the ids ``only``) some alive agent has the
-        capabilities for but none of those handles the type: (type, required capabilities) -> count."""
+        """Ready tasks some alive agent has the capabilities for but none of those handles the
+        type of (``ReadyIndex.unhandled`` over the alive agents' profiles).
+
+        Args:
+            only: count only these task ids (those not ready are ignored); None counts every
+                ready task.
+
+        Returns:
+            ``{(task type, required capabilities): count}``, groups with none left out.
+        """
         return self.ready.unhandled(self.registry.alive_profiles(), only)
 
     # ---------------------------------------------------------------- change log

@@ -274,8 +274,16 @@ def new_thread_id() -> str:
 
 
 def with_ids(posts: Any) -> Any:
-    """``posts`` with a fresh ``id`` in each mapping that has none (a bad shape is returned as
-    is, for the scheduler to refuse); called once per call, before its first try."""
+    """Give each post an id before a call's first try, so its retries are known as repeats.
+
+    Args:
+        posts: the posts of one send call, as the caller passed them.
+
+    Returns:
+        A new list: each mapping without an ``id`` gets a fresh one (``new_message_id``), the
+        rest are kept as they are; ``posts`` itself if it is not a list or tuple (a bad shape
+        goes on as is, for the scheduler to refuse naming it).
+    """
     if not isinstance(posts, (list, tuple)):
         return posts
     return [{**p, "id": new_message_id()} if isinstance(p, Mapping) and "id" not in p else p for p in posts]

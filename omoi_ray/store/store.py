@@ -421,8 +421,17 @@ class Store:
             return [dict(r) for r in rows]
 
     def group_status(self, prefix: str) -> dict[str, str]:
-        """``{task id: status value}`` of every stored task whose id starts with ``prefix + "."``
-        (an applied pattern's items and the rounds its loops created), by id."""
+        """The stored tasks of a group: an applied pattern's items and the rounds its loops
+        created (``SchedulerActor.group_status`` adds the live ones' fresher statuses).
+
+        Args:
+            prefix: the group's prefix, checked by the caller (``check_prefix``); ``%`` and
+                ``_`` in it are matched literally.
+
+        Returns:
+            ``{task id: status value}`` of every stored task whose id starts with
+            ``prefix + "."``, in id order.
+        """
         with self.engine.connect() as conn:
             query = (sa.select(t.tasks.c.id, t.tasks.c.status)
                      .where(t.tasks.c.id.startswith(prefix + ".", autoescape=True)).order_by(t.tasks.c.id))
@@ -498,7 +507,14 @@ class Store:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def message_rows_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored messages of the given ids that exist, ``{id: row dict}``."""
+        """Stored messages by id (a post made again is answered with its stored message).
+
+        Args:
+            ids: message ids; repeats are looked up once, unknown ones left out.
+
+        Returns:
+            ``{message id: row dict}`` (the ``messages`` table's columns) of those stored.
+        """
         m = t.messages
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
