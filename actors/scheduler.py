@@ -86,6 +86,7 @@ from omoi_ray.specs.tasks import (
     TaskInfo,
     attempt_info_from_row,
     check_name,
+    check_prefix,
     info_from_row,
     info_from_task,
     parse_new_tasks,
@@ -283,9 +284,22 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
     async def wait(self, task_ids: Sequence[str], timeout: float, prefix: str | None = None) -> WaitReply:
         """Wait up to ``timeout`` seconds for every task to be final; report progress either way.
 
-        The reply's ``unclaimable`` and ``unhandled`` count only ready tasks among ``task_ids``
-        (and, with ``prefix``, those whose id starts with ``prefix + "."``: an applied pattern's),
-        never other work of the runtime."""
+        Args:
+            task_ids: the tasks waited for.
+            timeout: seconds to wait at most (0: report at once).
+            prefix: an applied pattern's prefix, or None: its ready tasks (ids starting with
+                ``prefix + "."``, its loops' later rounds included) count in ``unclaimable`` and
+                ``unhandled`` too.
+
+        Returns:
+            ``WaitReply``: ``finished`` (``{id: status}`` of the tasks no longer live), ``live``
+            (live tasks by status), ``unclaimable`` and ``unhandled`` (only ready tasks among
+            ``task_ids`` and the prefix's, never other work of the runtime) and ``held`` (how
+            many of ``task_ids`` their ticket holds back).
+
+        Raises:
+            TaskNotFoundError: some ids are neither live nor stored (naming them).
+        """
         live = [tid for tid in task_ids if tid in self.graph.tasks]
         if live and timeout > 0:
             countdown = _Countdown(len(live))
@@ -361,14 +375,12 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         Raises:
             InvalidArgumentError: a prefix that is not a name or holds ``"."``.
         """
-        if not isinstance(prefix, str) or "." in prefix:
-            raise InvalidArgumentError(f"group_status: prefix must be a name without '.', not {prefix!r:.80}")
         try:
-            check_name(prefix, "prefix")
+            check_prefix(prefix)
         except ValueError as exc:
             raise InvalidArgumentError(f"group_status: {exc}") from None
         await self.commit.sync()
-        out = await self._db(self.store.group_statuses, prefix)
+        out = await self._db(self.store.group_status, prefix)
         head = prefix + "."
         out.update((tid, task.status.value) for tid, task in self.graph.tasks.items() if tid.startswith(head))
         return {tid: out[tid] for tid in sorted(out)}
@@ -388,8 +400,10 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             InvalidCancelError: a prefix that is not a name or holds ``"."``, or a reason that
                 cannot be stored; nothing is cancelled.
         """
-        if not isinstance(prefix, str) or "." in prefix:
-            raise InvalidCancelError(f"cancel_group: prefix must be a name without '.', not {prefix!r}")
+        try:
+            check_prefix(prefix)
+        except ValueError as exc:
+            raise InvalidCancelError(f"cancel_group: {exc}") from None
         _, reason = _cancel_request([prefix], reason)
         head = prefix + "."
         ids = sorted(tid for tid in self.graph.tasks if tid.startswith(head))
@@ -807,7 +821,7 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         return [(sorted(req), n) for req, n in sorted(counts.items(), key=lambda kv: sorted(kv[0]))]
 
     def _unhandled(self, only: Sequence[str] | None = None) -> list[tuple[str, list[str], int]]:
-        return sorted((task_type, sorted(req), n) for (req, task_type), n in self.graph.unhandled(only).items())
+        return sorted((task_type, sorted(req), n) for (task_type, req), n in self.graph.unhandled(only).items())
 
 
 def _intake(reports: Sequence[Report], result_max_bytes: int) -> Sequence[Report]:

@@ -54,9 +54,10 @@ def default_home() -> Path:
     return Path(os.environ.get("OMOI_HOME") or Path.home() / ".omoi-ray").expanduser()
 
 
+#: an integer of 19 digits or more, as text, of either sign: past every bound in ``_INT_MAXIMA``
+#: (or below every lower bound), and maybe past the 4300 digits ``int()`` parses
+_HUGE_INT = re.compile(r"\s*([+-]?)0*[1-9][0-9]{18,}\s*")
 #: the largest value of each integer setting (see the README's "Limits and bounds")
-#: an integer of 19 digits or more, as text: past every bound in ``_INT_MAXIMA``
-_HUGE_INT = re.compile(r"\s*\+?0*[1-9][0-9]{18,}\s*")
 _INT_MAXIMA = {
     "payload_max_bytes": MAX_JSON_BYTES_SETTING,
     "result_max_bytes": MAX_JSON_BYTES_SETTING,
@@ -68,7 +69,6 @@ _INT_MAXIMA = {
 }
 
 
-
 def _in_memory_sqlite(url: Any) -> bool:
     """Whether the SQLAlchemy ``url`` names an in-memory SQLite database (``sqlite://``,
     ``sqlite:///:memory:``, a ``file::memory:`` URI or ``mode=memory``)."""
@@ -78,14 +78,16 @@ def _in_memory_sqlite(url: Any) -> bool:
     return (database in ("", ":memory:") or database.startswith("file::memory:")
             or url.query.get("mode") == "memory")
 
+
 class Settings(BaseSettings):
     """The runtime's settings; each field ``x`` is read from ``OMOI_X`` unless passed in. Frozen.
 
     Durations are seconds, sizes bytes, counts plain integers: ``home`` (folder of the embedded
     database), ``database_url`` (None: SQLite under ``home``), ``namespace`` (the Ray namespace,
     1-64 of letters, digits, ``_ . -``), ``workspace_dir`` (None: ``home/workspaces``),
-    ``lease_ttl`` (agent lease), ``agent_stale_after`` (silence before an agent is stale), ``long_poll`` (longest wait of an agent's poll for work), ``report_linger``
-    (0-1), ``lock_ttl``, ``hard_timeout_grace``, ``payload_max_bytes``, ``result_max_bytes``,
+    ``lease_ttl`` (agent lease), ``agent_stale_after`` (silence before an agent is stale),
+    ``long_poll`` (longest wait of an agent's poll for work), ``report_linger`` (0-1),
+    ``lock_ttl``, ``hard_timeout_grace``, ``payload_max_bytes``, ``result_max_bytes``,
     ``max_submission`` (tasks per submission), the Redis mirror (``redis_url``, ``redis_prefix``,
     ``events_stream_maxlen``, ``events_replay``, ``events_batch``), ``events_retention`` (0: keep
     forever), ``events_poll``, ``call_retry_for``, ``owner_lease``, ``message_max_bytes`` and
@@ -94,9 +96,9 @@ class Settings(BaseSettings):
     Raises:
         InvalidSettingError: (a ``ConfigurationError`` and a ``ValueError``) a value out of
             range or of the wrong kind (booleans are not numbers), or a URL of an unsupported
-            scheme: one line naming the field (the message
-            never quotes the URL); ``field`` is the first bad field and ``problems`` lists
-            ``(field, message)`` for every one (pydantic validates underneath).
+            scheme: one line naming the field (the message never quotes the URL); ``field`` is
+            the first bad field and ``problems`` lists ``(field, message)`` for every one
+            (pydantic validates underneath).
     """
 
     model_config = SettingsConfigDict(env_prefix="OMOI_", extra="ignore", frozen=True)
@@ -217,8 +219,12 @@ class Settings(BaseSettings):
         # pydantic would take True as 1: a number is never a boolean (environment values are text)
         if isinstance(value, bool):
             raise ValueError(f"{info.field_name} must be a number, not a boolean")
-        if info.field_name in _INT_MAXIMA and isinstance(value, str) and _HUGE_INT.fullmatch(value):
-            # past every bound, and maybe past what int() parses (4300 digits): say the bound
+        huge = _HUGE_INT.fullmatch(value) if info.field_name in _INT_MAXIMA and isinstance(value, str) else None
+        if huge is not None:
+            if huge.group(1) == "-":
+                # below every lower bound: -1 stands in, so the field's own lower-bound check
+                # words the message (int() might not even parse the text)
+                return -1
             raise ValueError(f"must be at most {_INT_MAXIMA[info.field_name]:,}")
         return value
 
@@ -263,6 +269,7 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"hard_timeout_grace must be a number of seconds, not {value!r}") from None
         return check_seconds(value, "hard_timeout_grace", maximum=MAX_HARD_TIMEOUT_GRACE_S)
+
     @field_validator("owner_lease")
     @classmethod
     def _owner_lease(cls, value: float) -> float:

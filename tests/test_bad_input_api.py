@@ -22,6 +22,7 @@ from omoi_ray.errors import (
     IllegalPhaseMoveError,
     InvalidAgentSpecError,
     InvalidArgumentError,
+    InvalidCancelError,
     InvalidCoordinationError,
     InvalidEventQueryError,
     InvalidHandoffError,
@@ -339,6 +340,14 @@ def test_a_bad_argument_to_a_newer_api_is_refused_and_changes_nothing(runtime, u
     message = str(err.value)
     assert field in message and not CONTROL.search(message), message
     assert _everything_stored(runtime) == before
+
+
+@pytest.mark.parametrize("method,error", [("group_status", InvalidArgumentError), ("cancel_group", InvalidCancelError)])
+@pytest.mark.parametrize("prefix", ["p.q", "p\n", 7], ids=["dot", "newline", "int"])
+def test_a_group_prefix_is_a_name_without_a_dot(runtime, method, error, prefix):
+    # the scheduler's group calls hold the same rule as rt.patterns.apply's prefix
+    with pytest.raises(error, match=f"{method}: prefix must be"):
+        call(lambda: getattr(runtime.scheduler, method).remote(prefix))
 
 
 # ------------------------------------- errors raised in the scheduler's mixins arrive plain

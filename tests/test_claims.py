@@ -40,7 +40,7 @@ def test_an_agent_claims_only_the_task_types_it_handles():
     only_a = h.graph.register_agent("only-a", "i1", frozenset(), 10, h.now, handles=frozenset({"a"}))
     assert h.claim(only_a) == ["a1"]
     assert h.claim(only_a) == []  # b1 and b2 stay ready: nobody alive handles "b"
-    assert h.graph.unhandled() == {(frozenset(), "b"): 2}
+    assert h.graph.unhandled() == {("b", frozenset()): 2}
     assert h.graph.unclaimable() == {}  # capabilities are not what is missing
     default = h.graph.register_agent("default", "i1", frozenset(), 10, h.now)  # handles None: every type
     assert h.graph.unhandled() == {}
@@ -56,7 +56,7 @@ def test_a_requeued_task_keeps_its_type_routing():
     h.graph.agent_lost("only-b", "i1", h.now, "died")  # requeued at once (lost)
     assert h.status("b") == "ready"
     assert h.claim(only_a) == []
-    assert h.graph.unhandled() == {(frozenset(), "b"): 1}
+    assert h.graph.unhandled() == {("b", frozenset()): 1}
 
 
 def test_claims_never_exceed_free_slots():

@@ -80,7 +80,7 @@ OFFER_ID = _longest(_accepts(handoff_specs.check_offer_id, InvalidHandoffError))
 
 UUID_HEX = len(uuid.uuid4().hex)  # request ids of drivers and agents, incarnations, commit epochs
 EVENT_ID = len(model.new_event_id()) - 16 + len(f"{2**64 - 1:x}")  # process prefix + 64-bit counter
-MESSAGE_ID = len(model.new_message_id()) - 16 + len(f"{2**64 - 1:x}")  # as event ids
+MESSAGE_ID = len(model.new_message_id())  # random hex digits, a fixed count
 GRANT_ID = 8 + 1 + len(f"{2**64 - 1:x}")  # lock manager: token_hex(4) + "-" + counter
 TASK_HOLDER = NAME + len(f"#{storable.MAX_RETRIES + 1}")  # a task's locks: "<task id>#<attempt>"
 DERIVED_REQUEST_ID = max(len(lock_specs.request_id_for("x" * 10_000)), lock_specs.MAX_REQUEST_ID)

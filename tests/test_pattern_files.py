@@ -162,6 +162,13 @@ def test_unknown_step_and_cycle_are_named():
     assert info.value.cycle == ["a", "c", "b", "a"]
 
 
+@pytest.mark.parametrize("prefix", ["p.q", "p\n", "", 7])
+def test_a_prefix_is_a_name_without_a_dot(prefix):
+    # "p." must start the ids of this application only, never those of a pattern applied as "p.q"
+    with pytest.raises(PatternError, match="pattern demo.yaml: prefix must be"):
+        parse_pattern(PATTERN, "demo.yaml", {"label": "x"}, prefix=prefix)
+
+
 def test_unknown_pattern_names_the_shipped_ones(tmp_path):
     with pytest.raises(PatternNotFoundError, match="majority_vote, parallel_implementation, review_feedback_loop"):
         load_pattern("nope", prefix="p")

@@ -128,6 +128,19 @@ def test_a_number_too_large_for_a_float_is_refused_naming_the_bound(variable, bo
     assert variable.removeprefix("OMOI_").lower() in str(err.value) and bound in str(err.value)
 
 
+@pytest.mark.parametrize(("variable", "bound"), [
+    ("OMOI_PAYLOAD_MAX_BYTES", "must be a positive integer"), ("OMOI_EVENTS_BATCH", "must be a positive integer"),
+    ("OMOI_EVENTS_REPLAY", "must be 0 or a positive integer"),
+])
+def test_a_negative_integer_too_long_to_parse_is_refused_naming_the_lower_bound(
+    variable, bound, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(variable, "-" + HUGE)
+    with pytest.raises(ConfigurationError) as err:
+        Settings(home=tmp_path)
+    assert variable.removeprefix("OMOI_").lower() in str(err.value) and bound in str(err.value)
+
+
 def test_a_bad_setting_is_one_typed_line_naming_the_field(tmp_path):
     with pytest.raises(ConfigurationError) as err:
         Settings(home=tmp_path, lease_ttl=True)

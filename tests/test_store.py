@@ -170,7 +170,7 @@ def test_a_stored_pending_loop_whose_check_completed_is_judged_after_a_restart(d
     """Rows as older code could leave them: the loop's check completed (and left memory), the
     loop still pending, unjudged. The restarted scheduler starts the next round, and what it
     commits is what the next restart reads."""
-    from omoi_ray.specs.coordination import LoopSpec, read_specs
+    from omoi_ray.specs.coordination import LoopSpec, SyncSpec, read_specs
 
     store = Store(db_url)
     h = Harness()
@@ -179,12 +179,15 @@ def test_a_stored_pending_loop_whose_check_completed_is_judged_after_a_restart(d
                     body=[{"id": "review", "type": "t"}]).to_new_tasks()[0]
     approved = LoopSpec(id="A", check="ok", until={"key": "verdict", "equals": "approve"}, max_rounds=3,
                         body=[{"id": "ok", "type": "t"}]).to_new_tasks()[0]
-    h.submit(spec("review"), loop, spec("ok"), approved, spec("ship", "A"))
+    sync = SyncSpec(id="S", members=["ok", "other"], k=2).to_new_tasks()[0]
+    h.submit(spec("review"), loop, spec("ok"), approved, spec("ship", "A"), spec("other"), sync)
     store.apply(h.graph.take_changes())
     with store.engine.begin() as conn:  # the checks completed; the loops' decisions were never written
         for tid, verdict in (("review", "changes"), ("ok", "approve")):
             conn.execute(sa.text("UPDATE tasks SET status = 'completed', result = :r WHERE id = :i"),
                          {"r": f'{{"verdict": "{verdict}"}}', "i": tid})
+    # a restart reads the results of pending loops' current checks only (not a sync's members)
+    assert store.load().node_results == {"review": {"verdict": "changes"}, "ok": {"verdict": "approve"}}
 
     def restart() -> TaskGraph:
         snap = store.load()
@@ -200,5 +203,6 @@ def test_a_stored_pending_loop_whose_check_completed_is_judged_after_a_restart(d
     assert store.task_rows(["A"])["A"]["result"] == {"outcome": "approved", "rounds": 1, "last": {"verdict": "approve"}}
     again = restart()
     assert again.tasks["L"].coordination == g.tasks["L"].coordination and again.tasks["L"].waiting_on == 1
-    assert set(again.tasks) == {"L", "L.r2.review", "ship"} and not again.take_changes().created
+    assert set(again.tasks) == {"L", "L.r2.review", "ship", "other", "S"} and not again.take_changes().created
+    assert store.load().node_results == {}  # "review" is an earlier check of L now
     store.dispose()

@@ -156,11 +156,19 @@ class Patterns:
     result, result_async = flavours(_result)
 
     def _progress(self, handle: PatternHandle, wait: float = 0.0) -> Steps[PatternProgress]:
-        """Where an applied pattern stands, after waiting up to ``wait`` seconds (0 to 60) for its
-        final steps to be final (``omoi-ray run`` draws its progress bar from this).
+        """Where an applied pattern stands (``omoi-ray run`` draws its progress bar from this).
+
+        Args:
+            handle: what ``apply`` returned.
+            wait: seconds (0 to 60) to wait first for its final steps to be final.
+
+        Returns:
+            ``PatternProgress``: the status of every task under its prefix, whether its final
+            steps are all final, and its ready tasks nobody alive can run.
 
         Raises:
             InvalidArgumentError: ``handle`` is not a ``PatternHandle``, or a bad ``wait``.
+            TaskNotFoundError: its final steps are not in this runtime (applied elsewhere).
         """
         if not isinstance(handle, PatternHandle):
             raise InvalidArgumentError(f"patterns.progress takes the PatternHandle apply returned, not {type(handle).__name__}")

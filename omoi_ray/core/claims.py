@@ -170,7 +170,7 @@ class Claims:
         set_aside: list[Task] = []
         ready = self.live.ready
         while len(claimed) < count and len(set_aside) < count + MAX_SET_ASIDE:
-            batch = ready.pop_for(agent.capabilities, count - len(claimed), agent.handles)
+            batch = ready.pop_for(agent.capabilities, count - len(claimed), handles=agent.handles)
             if not batch:
                 break
             for task_id in batch:
@@ -180,7 +180,7 @@ class Claims:
                 else:
                     claimed.append(self._claim_one(agent, task, now, request_id))
         for task in set_aside:
-            ready.push(task.id, task.requires, task.priority, task.seq, task.type)
+            ready.push(task.id, task.requires, task.priority, task.seq, task_type=task.type)
         return claimed
 
     def hand_over(self, task: Task, agent: Agent, now: float, request_id: str, **payload: Any) -> Task:

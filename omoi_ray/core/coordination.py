@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -102,6 +102,29 @@ def round_id_loops(task_id: str) -> list[str]:
 def loop_round_ids(loop_id: str, max_rounds: int, body_ids: Sequence[str]) -> list[str]:
     """Every id rounds 2..``max_rounds`` of loop ``loop_id`` may create (round 1 is its check)."""
     return [round_id(loop_id, r, b) for r in range(2, max_rounds + 1) for b in body_ids]
+
+
+def loop_check(loop: Task) -> str | None:
+    """The id of the current check of loop ``loop`` (the task whose result judges its current
+    round): ``coordination["check"]``, else its first dependency; None if it has neither."""
+    check = (loop.coordination or {}).get("check")
+    return check or (loop.depends_on[0] if loop.depends_on else None)
+
+
+def pending_loop_checks(tasks: Iterable[Task]) -> set[str]:
+    """The current checks of the pending loops among ``tasks``: the tasks whose stored results a
+    restore needs (``Coordination.restored`` judges a loop whose check already completed).
+
+    Args:
+        tasks: live tasks, of any kind.
+
+    Returns:
+        The ``loop_check`` ids of those of kind ``loop`` and status ``pending``.
+    """
+    return {
+        check for task in tasks
+        if task.kind == LOOP and task.status is S.PENDING and (check := loop_check(task)) is not None
+    }
 
 
 class Coordination:
@@ -162,7 +185,7 @@ class Coordination:
                 self.timers.add(task.deadline, "sync", task.id)
             self._judge_sync(task, now)
         elif task.kind == LOOP and task.status is S.PENDING and task.waiting_on == 0:
-            check = task.coordination.get("check") or (task.depends_on[0] if task.depends_on else None)
+            check = loop_check(task)
             status = (ended or {}).get(check or "")
             if status is S.COMPLETED:
                 self._loop_check_done(task, check, (results or {}).get(check), now)

@@ -169,29 +169,48 @@ class LiveTasks:
                     self.log.updated.add(task)
             return
         self.move(task, S.READY, now)
-        self.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
+        self.ready.push(task.id, task.requires, task.priority, task.seq, task_type=task.type)
 
     def held_back(self, task: Task) -> str | None:
-        """Why ``hold`` keeps ``task`` from being claimable now, or None."""
+        """Why ``task`` may not be claimed now (its ticket holds it back).
+
+        Args:
+            task: a task about to be offered in the ready index.
+
+        Returns:
+            The reason ``hold`` gives (stored as the task's reason), or None: no ``hold``, no
+            ticket, or its ticket lets it run.
+        """
         if self.hold is None or task.ticket_id is None:
             return None
         return self.hold(task)
 
     def hold_back(self, task: Task, why: str, now: float) -> None:
-        """Take a ``ready`` (or ``retry_wait``) task back to ``pending``, out of the ready index,
-        with ``why`` as its reason (event ``task.held``): its ticket recalled it."""
+        """Take a ``ready`` (or ``retry_wait``) task back to ``pending``, out of the ready index:
+        its ticket recalled it (event ``task.held``).
+
+        Args:
+            task: the task held back.
+            why: the reason, stored as the task's ``reason`` (from ``held_back``).
+            now: the time of the change.
+        """
         self.ready.discard(task.id)
         task.reason = why
         self.move(task, S.PENDING, now, reason=why)
 
     def push_ready(self, task: Task, now: float) -> None:
-        """Offer a task that is ``ready`` (requeued, or restored) in the ready index, unless
-        ``hold`` holds it back (then it goes back to ``pending``)."""
+        """Offer a task that is already ``ready`` (requeued, or restored) in the ready index,
+        unless ``hold`` holds it back: then it goes back to ``pending`` (``hold_back``).
+
+        Args:
+            task: a task of status ``ready``.
+            now: the time of the change (if it is held back).
+        """
         why = self.held_back(task)
         if why is not None:
             self.hold_back(task, why, now)
         else:
-            self.ready.push(task.id, task.requires, task.priority, task.seq, task.type)
+            self.ready.push(task.id, task.requires, task.priority, task.seq, task_type=task.type)
 
     def doom(self, task: Task, root: str, reason: str, now: float, *, cancelled: bool = False) -> None:
         """Fail ``task`` as ``upstream_failed`` because task ``root`` failed for good

@@ -20,6 +20,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from omoi_ray.core.health import STATUS_OF, AgentHealth, AgentStatus
+from omoi_ray.core.ready import handles_type
 from omoi_ray.core.tasks import TaskStatus
 
 
@@ -238,7 +239,7 @@ class Agent:
     def can_run(self, requires: frozenset[str], task_type: str) -> bool:
         """Whether it is able to run a task requiring ``requires`` of type ``task_type``: it has
         every required capability and handles the type (the claiming rule, ``core.ready``)."""
-        return requires <= self.capabilities and (self.handles is None or task_type in self.handles)
+        return requires <= self.capabilities and handles_type(self.handles, task_type)
 
 
 _EVENT_PREFIX = secrets.token_hex(8)  # differs per process, so ids never repeat across restarts
@@ -338,13 +339,12 @@ class Thread:
     closed_at: float | None = None
 
 
-_MESSAGE_PREFIX = secrets.token_hex(8)
-_MESSAGE_COUNTER = itertools.count(1)
-
-
 def new_message_id() -> str:
-    """A unique message id: 16 random hex digits of this process, then a counter (32 chars at most)."""
-    return f"{_MESSAGE_PREFIX}{next(_MESSAGE_COUNTER):016x}"
+    """A fresh message id, 32 random lowercase hex digits: the one scheme for the id a client
+    picks for its post before the first try (``specs.messages.with_ids``) and the one the
+    scheduler gives a post sent without one. Random, not a per-process counter, so processes
+    forked after import never pick the same id (a repeat would be taken for the same post)."""
+    return secrets.token_hex(16)
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from omoi_ray.core.health import AgentHealth
 from omoi_ray.core.model import Agent
+from omoi_ray.core.ready import handles_type
 
 FREE_SLOT_BONUS = 0.2
 HEALTHY_BONUS = 0.2
@@ -97,7 +98,7 @@ def eligible(agent: Agent, query: Query) -> bool:
         return False
     if query.type is not None and agent.type != query.type:
         return False
-    if query.task_type is not None and agent.handles is not None and query.task_type not in agent.handles:
+    if query.task_type is not None and not handles_type(agent.handles, query.task_type):
         return False
     return query.tags <= agent.tags
 

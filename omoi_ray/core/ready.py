@@ -1,12 +1,14 @@
 """Ready tasks, indexed so that claiming a batch costs O(batch * log n), not a scan.
 
 Rules:
-- Tasks are grouped by (the set of capabilities they require, their type); each group is a heap
+- Tasks are grouped by (their type, the set of capabilities they require); each group is a heap
   ordered by (priority, highest first; then submission sequence, lowest first).
 - An agent may take a task when the task's required set is a subset of the agent's
   capabilities and the agent handles the task's type: ``handles`` None (a default handler)
   handles every type, else exactly the types named. The groups an agent may draw from are
-  computed once per distinct (capabilities, handles) and cached until a new group appears.
+  computed once per distinct (capabilities, handles) and cached until a group appears or goes.
+- A group is dropped as soon as it holds no task, so the groups visited are those holding
+  tasks now, not every (capabilities, type) ever seen.
 - ``pop_for`` merges the heads of the eligible groups, so it returns exactly the highest-priority,
   earliest-submitted tasks the agent is able to do.
 - Removal is lazy: ``discard`` forgets membership; stale heap entries are skipped when reached
@@ -19,19 +21,29 @@ import heapq
 from collections.abc import Iterable
 
 Key = tuple[int, int]  # (-priority, seq)
-#: a group of ready tasks: (required capabilities, task type)
-Group = tuple[frozenset[str], str]
+#: a group of ready tasks: (task type, required capabilities), the order ``unhandled`` reports
+#: at the edge too
+Group = tuple[str, frozenset[str]]
 #: what an agent offers: (capabilities, task types handled or None for every type)
 Profile = tuple[frozenset[str], frozenset[str] | None]
 
 
 def handles_type(handles: frozenset[str] | None, task_type: str) -> bool:
-    """Whether an agent handling ``handles`` (None: every type) runs tasks of ``task_type``."""
+    """Whether an agent handling ``handles`` runs tasks of ``task_type``: the one home of this
+    rule (claiming here, ``Agent.can_run``, ``ranking.eligible``).
+
+    Args:
+        handles: the task types the agent handles, or None (a default handler: every type).
+        task_type: the task's type.
+
+    Returns:
+        True if ``handles`` is None or names ``task_type``.
+    """
     return handles is None or task_type in handles
 
 
 class ReadyIndex:
-    """The ready tasks, grouped by (required capability set, type), each group a priority heap
+    """The ready tasks, grouped by (type, required capability set), each group a priority heap
     (see Rules)."""
 
     def __init__(self) -> None:
@@ -50,7 +62,7 @@ class ReadyIndex:
         """True if ``task_id`` is held (pushed, not yet popped or discarded)."""
         return task_id in self._members
 
-    def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int, task_type: str = "") -> None:
+    def push(self, task_id: str, requires: frozenset[str], priority: int, seq: int, *, task_type: str) -> None:
         """Add a ready task; a task already present is left as it is.
 
         Args:
@@ -62,7 +74,7 @@ class ReadyIndex:
         """
         if task_id in self._members:
             return
-        group = (requires, task_type)
+        group = (task_type, requires)
         heap = self._heaps.get(group)
         if heap is None:
             heap = self._heaps[group] = []
@@ -80,11 +92,12 @@ class ReadyIndex:
             return False
         self._sizes[member[0]] -= 1
         self._stale += 1
+        self._drop_if_empty(member[0])
         if self._stale > 1024 and self._stale > len(self._members):
             self._compact()
         return True
 
-    def pop_for(self, capabilities: frozenset[str], limit: int, handles: frozenset[str] | None = None) -> list[str]:
+    def pop_for(self, capabilities: frozenset[str], limit: int, *, handles: frozenset[str] | None) -> list[str]:
         """Remove and return up to ``limit`` task ids an agent with this profile may run, best first.
 
         Args:
@@ -114,13 +127,15 @@ class ReadyIndex:
             if self._sizes[group] and self._clean_head(group):
                 top = heap[0]
                 heapq.heappush(heads, (top[0], top[1], top[2], group))
+            else:
+                self._drop_if_empty(group)
         return taken
 
     def counts_by_requirement(self) -> dict[frozenset[str], int]:
         """Return the number of ready tasks per required capability set, whatever their type
         (empty groups left out)."""
         counts: dict[frozenset[str], int] = {}
-        for (requires, _), size in self._sizes.items():
+        for (_, requires), size in self._sizes.items():
             if size:
                 counts[requires] = counts.get(requires, 0) + size
         return counts
@@ -139,27 +154,47 @@ class ReadyIndex:
     def unclaimable(
         self, capability_sets: Iterable[frozenset[str]], only: Iterable[str] | None = None
     ) -> dict[frozenset[str], int]:
-        """Ready tasks (all, or those among the ids ``only``), by required capability set, that no
-        agent with one of ``capability_sets`` has the capabilities for (whatever their type)."""
+        """Ready tasks that no agent with one of ``capability_sets`` has the capabilities for
+        (whatever their type).
+
+        Args:
+            capability_sets: the capability sets of the agents alive.
+            only: count only these task ids (those not held here are ignored); None counts
+                every ready task.
+
+        Returns:
+            dict[frozenset[str], int]: required capability set -> how many such tasks (sets
+            with none left out).
+        """
         sets = set(capability_sets)
         counts: dict[frozenset[str], int] = {}
-        for (requires, _), size in self._group_sizes(only).items():
+        for (_, requires), size in self._group_sizes(only).items():
             if size and not any(requires <= caps for caps in sets):
                 counts[requires] = counts.get(requires, 0) + size
         return counts
 
     def unhandled(self, profiles: Iterable[Profile], only: Iterable[str] | None = None) -> dict[Group, int]:
-        """Ready tasks (all, or those among the ids ``only``), by (required capability set, type),
-        that some agent of ``profiles`` has the capabilities for but none of those handles the
-        type (the rest are ``unclaimable``)."""
+        """Ready tasks that some agent of ``profiles`` has the capabilities for but none of those
+        handles the type of (tasks no agent has the capabilities for are ``unclaimable``).
+
+        Args:
+            profiles: ``(capabilities, handles)`` of the agents alive (``handles`` None: every
+                type).
+            only: count only these task ids (those not held here are ignored); None counts
+                every ready task.
+
+        Returns:
+            dict[Group, int]: ``(task type, required capability set)`` -> how many such tasks
+            (groups with none left out).
+        """
         offered = set(profiles)
         counts: dict[Group, int] = {}
-        for (requires, task_type), size in self._group_sizes(only).items():
+        for (task_type, requires), size in self._group_sizes(only).items():
             if not size:
                 continue
             able = [handles for caps, handles in offered if requires <= caps]
             if able and not any(handles_type(h, task_type) for h in able):
-                counts[(requires, task_type)] = size
+                counts[(task_type, requires)] = size
         return counts
 
     # -- internals ---------------------------------------------------------------------------
@@ -168,9 +203,18 @@ class ReadyIndex:
         profile = (capabilities, handles)
         groups = self._eligible.get(profile)
         if groups is None:
-            groups = tuple(g for g in self._heaps if g[0] <= capabilities and handles_type(handles, g[1]))
+            groups = tuple(g for g in self._heaps if g[1] <= capabilities and handles_type(handles, g[0]))
             self._eligible[profile] = groups
         return groups
+
+    def _drop_if_empty(self, group: Group) -> None:
+        """Forget ``group`` once it holds no task, so the groups ``pop_for`` visits are those
+        holding tasks now, not every group ever seen; its leftover heap entries were all stale."""
+        if self._sizes[group]:
+            return
+        self._stale = max(0, self._stale - len(self._heaps.pop(group)))
+        del self._sizes[group]
+        self._eligible.clear()  # cached profiles may list the group
 
     def _clean_head(self, group: Group) -> bool:
         """Drop stale entries from the top of a group's heap; True if a live head remains."""

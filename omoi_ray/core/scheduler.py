@@ -177,9 +177,9 @@ class TaskGraph:
             handoffs: open offers, and accepted ones whose new attempt is still claimed.
             tickets, artifacts, history_seq: the stored tickets, their artifacts, and each
                 ticket's last phase-history ``seq`` (held tasks are held again on restore).
-            stored_results: the results of completed tasks a live node (a loop's check) depends
-                on but that are no longer live: a pending loop whose check already ended is
-                judged here (``Coordination.restored``).
+            stored_results: the stored results of pending loops' current checks that completed
+                (``coordination.pending_loop_checks``; others may be left out): a pending loop
+                whose check already ended is judged here (``Coordination.restored``).
 
         Whatever the stored rows leave unfinished (an attempt of an agent that is gone, a pending
         task whose dependencies are all done) is settled here, in the change log.
@@ -500,9 +500,17 @@ class TaskGraph:
         required capabilities -> count."""
         return self.ready.unclaimable(self.registry.alive_capabilities(), only)
 
-    def unhandled(self, only: Iterable[str] | None = None) -> dict[tuple[frozenset[str], str], int]:
-        """Ready tasks (all, or those among the ids ``only``) some alive agent has the
-        capabilities for but none of those handles the type: (required capabilities, type) -> count."""
+    def unhandled(self, only: Iterable[str] | None = None) -> dict[tuple[str, frozenset[str]], int]:
+        """Ready tasks some alive agent has the capabilities for but none of those handles the
+        type of (``ReadyIndex.unhandled`` over the alive agents' profiles).
+
+        Args:
+            only: count only these task ids (those not ready are ignored); None counts every
+                ready task.
+
+        Returns:
+            ``{(task type, required capabilities): count}``, groups with none left out.
+        """
         return self.ready.unhandled(self.registry.alive_profiles(), only)
 
     # ---------------------------------------------------------------- change log

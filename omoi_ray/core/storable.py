@@ -205,8 +205,19 @@ def check_seconds(value: Any, field: str, *, maximum: float, allow_zero: bool = 
 
 
 def check_flag(value: Any, field: str) -> bool:
-    """Return ``value`` if it is ``True`` or ``False``; ``ValueError`` naming ``field`` otherwise
-    (``"no"``, ``0`` or ``None`` are not flags: a truthy string would silently mean True)."""
+    """Return ``value`` if it is a flag: ``True`` or ``False``.
+
+    Args:
+        value: what was given.
+        field: the field, for the message.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        ValueError: anything else, naming ``field`` (``"no"``, ``0`` or ``None`` are not flags:
+            a truthy string would silently mean True).
+    """
     if not isinstance(value, bool):
         raise ValueError(f"{field} must be True or False, not {_short_repr(value)}")  # noqa: TRY004 - callers type it
     return value
@@ -222,9 +233,17 @@ def _short_repr(value: Any, limit: int = 60) -> str:
 
 
 def same_json(a: Any, b: Any) -> bool:
-    """Whether two JSON values are the same document once stored: numbers compare by value (a
-    store may give ``1e20`` back as ``100000000000000000000``), a boolean is never a number, a
-    tuple is a list and dicts compare by keys whatever their order. Iterative: any depth is safe."""
+    """Whether two JSON values are the same document once stored. Iterative: any depth is safe.
+
+    Args:
+        a: a JSON value (as given, or as a store gave it back).
+        b: another.
+
+    Returns:
+        True if they are the same document: numbers compare by value (a store may give
+        ``1e20`` back as ``100000000000000000000``), a boolean is never a number, a tuple is a
+        list and dicts compare by keys whatever their order; False otherwise.
+    """
     stack = [(a, b)]
     while stack:
         x, y = stack.pop()

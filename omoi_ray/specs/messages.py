@@ -11,7 +11,7 @@ Rules:
 - A list is a list: a bare string where participants or posts belong is an error.
 - Limits are integers from 1 to ``MAX_PAGE``; cursors are the opaque strings a page returned.
 - A post's optional ``id`` is a message id: 32 lowercase hex digits (``MESSAGE_ID_PATTERN``,
-  ``new_message_id``), unique within its batch. Clients choose one per post before the first
+  ``core.model.new_message_id``), unique within its batch. Clients choose one per post before the first
   try, so the scheduler answers a post made again after its restart with the stored message.
 - Every problem raises ``InvalidMessageError`` (or its subclass ``MessageTooLargeError``)
   naming the field; nothing was stored.
@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from omoi_ray.core.model import Message, Thread
+from omoi_ray.core.model import Message, Thread, new_message_id
 from omoi_ray.core.storable import check_json, storable_json
 from omoi_ray.core.threads import Post
 from omoi_ray.errors import InvalidMessageError, MessageTooLargeError
@@ -273,14 +273,17 @@ def new_thread_id() -> str:
     return f"th-{secrets.token_hex(8)}"
 
 
-def new_message_id() -> str:
-    """A fresh message id for a client to send with its post: 32 random hex digits."""
-    return secrets.token_hex(16)
-
-
 def with_ids(posts: Any) -> Any:
-    """``posts`` with a fresh ``id`` in each mapping that has none (a bad shape is returned as
-    is, for the scheduler to refuse); called once per call, before its first try."""
+    """Give each post an id before a call's first try, so its retries are known as repeats.
+
+    Args:
+        posts: the posts of one send call, as the caller passed them.
+
+    Returns:
+        A new list: each mapping without an ``id`` gets a fresh one (``new_message_id``), the
+        rest are kept as they are; ``posts`` itself if it is not a list or tuple (a bad shape
+        goes on as is, for the scheduler to refuse naming it).
+    """
     if not isinstance(posts, (list, tuple)):
         return posts
     return [{**p, "id": new_message_id()} if isinstance(p, Mapping) and "id" not in p else p for p in posts]

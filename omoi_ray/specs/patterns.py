@@ -47,7 +47,7 @@ from omoi_ray.core.merge import check_merge
 from omoi_ray.core.patterns import SPLIT_VARIABLES, Expansion, expand, item_count, substitute, variables_in
 from omoi_ray.errors import PatternError, PatternNotFoundError, UnknownVariableError
 from omoi_ray.specs.pattern_yaml import load_yaml
-from omoi_ray.specs.tasks import check_list, check_name
+from omoi_ray.specs.tasks import check_list, check_name, check_prefix
 
 #: a step or parameter name: it becomes part of task ids (``{prefix}.{step}.{i}``)
 STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -498,9 +498,7 @@ def parse_pattern(
     """``load_pattern`` on a file's contents (``source`` names it in messages)."""
     try:
         if prefix is not None:
-            check_name(prefix, "prefix")
-            if "." in prefix:  # "{prefix}." must name this pattern's ids only (rt.patterns.cancel)
-                raise ValueError(f"prefix may not contain '.', got {prefix!r}")
+            check_prefix(prefix)
         if ticket is not None:
             check_name(ticket, "ticket")
     except ValueError as exc:

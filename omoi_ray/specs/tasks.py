@@ -68,6 +68,27 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_prefix(value: Any, what: str = "prefix") -> str:
+    """Return ``value`` if it is a group prefix: a name (``check_name``) without ``"."``, so that
+    ``prefix + "."`` starts the ids of one applied pattern only (its items, its loops' rounds),
+    never those of another whose prefix extends it.
+
+    Args:
+        value: the prefix given (``rt.patterns.apply``, ``group_status``, ``cancel_group``).
+        what: the field, for the message.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        ValueError: not a name, or a name holding ``"."``; callers raise their own typed error.
+    """
+    check_name(value, what)
+    if "." in value:
+        raise ValueError(f"{what} must be a name without '.', not {value!r:.80}")
+    return value
+
+
 def check_list(value: Any, what: str) -> Any:
     """``value`` if it is a list, tuple or set; ``ValueError`` naming ``what`` otherwise (a bare
     string is refused with a hint, never split into characters or wrapped)."""

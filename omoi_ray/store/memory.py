@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 
-from omoi_ray.core.model import TASK_KIND, Agent, AgentStatus, Attempt, Event, Task
+from omoi_ray.core.coordination import pending_loop_checks
+from omoi_ray.core.model import Agent, AgentStatus, Attempt, Event, Task
 from omoi_ray.core.submission import StoredTask
 from omoi_ray.core.task_changes import TaskChanges
 from omoi_ray.core.tasks import TERMINAL, TaskStatus
@@ -53,7 +54,7 @@ class MemoryStore:
             A ``Snapshot`` of copies: tasks not in a terminal status, their dependency edges
             ``(task id, dependency id, dependency status)``, alive agents, attempts not yet
             released, ``next_seq`` (one past the highest task ``seq``, 1 when empty), and the
-            results of completed tasks live nodes depend on (``node_results``).
+            results of pending loops' completed current checks (``node_results``).
         """
         live = {tid: copy.copy(t) for tid, t in self.tasks.items() if t.status not in TERMINAL}
         return Snapshot(
@@ -65,8 +66,9 @@ class MemoryStore:
             open_attempts=[copy.copy(a) for a in self.attempts.values() if a.released_at is None],
             next_seq=max((t.seq for t in self.tasks.values()), default=0) + 1,
             node_results={
-                b: self.tasks[b].result for a, b in self.dependencies
-                if a in live and live[a].kind != TASK_KIND and self.tasks[b].status is TaskStatus.COMPLETED
+                check: self.tasks[check].result
+                for check in pending_loop_checks(live.values())
+                if check in self.tasks and self.tasks[check].status is TaskStatus.COMPLETED
             },
         )
 

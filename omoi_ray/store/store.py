@@ -24,10 +24,10 @@ from sqlalchemy.dialects import sqlite
 
 from omoi_ray.core import task_fields
 from omoi_ray.core.claims import OUTCOME_RULES
+from omoi_ray.core.coordination import pending_loop_checks
 from omoi_ray.core.handoff import REQUEST_PREFIX, Handoff, HandoffStatus
 from omoi_ray.core.locks import Grant, LockChanges, LockMode, Request
 from omoi_ray.core.model import (
-    TASK_KIND,
     Agent,
     AgentHealth,
     AgentStatus,
@@ -88,8 +88,8 @@ class Snapshot:
     handoffs: list[Handoff] = field(default_factory=list)
     #: managed tickets, their open ones' artifacts, and each ticket's last history seq
     tickets: TicketSnapshot = field(default_factory=TicketSnapshot)
-    #: results of completed tasks a live node (sync, loop) depends on: a loop whose check
-    #: already ended is judged on restore (``TaskGraph.restore``'s ``stored_results``)
+    #: results of the completed current checks of pending loops: a loop whose check already
+    #: ended is judged on restore (``TaskGraph.restore``'s ``stored_results``)
     node_results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -251,14 +251,17 @@ class Store:
             ]
             handoffs = self.handoff_rows(conn, handed)
             tickets = load_tickets(conn)
-            node_results = dict(conn.execute(
-                sa.select(upstream.c.id, upstream.c.result)
-                .select_from(dep)
-                .join(t.tasks, t.tasks.c.id == dep.c.task_id)
-                .join(upstream, upstream.c.id == dep.c.depends_on_id)
-                .where(t.tasks.c.status.in_(LIVE_STATUSES), t.tasks.c.kind != TASK_KIND,
-                       upstream.c.status == TaskStatus.COMPLETED.value)
-            ).all())
+            # only a pending loop's current check is judged on restore: not every completed
+            # dependency of every live node (a sync's members, a loop's earlier checks)
+            checks = sorted(pending_loop_checks(tasks))
+            node_results = {
+                tid: result
+                for chunk in _chunks(checks)
+                for tid, result in conn.execute(
+                    sa.select(t.tasks.c.id, t.tasks.c.result)
+                    .where(t.tasks.c.id.in_(chunk), t.tasks.c.status == TaskStatus.COMPLETED.value)
+                ).all()
+            }
         return Snapshot(
             tasks=tasks,
             dependencies=[(a, b, TaskStatus(s)) for a, b, s in edges],
@@ -418,9 +421,18 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
-    def group_statuses(self, prefix: str) -> dict[str, str]:
-        """``{task id: status value}`` of every stored task whose id starts with ``prefix + "."``
-        (an applied pattern's items and the rounds its loops created), by id."""
+    def group_status(self, prefix: str) -> dict[str, str]:
+        """The stored tasks of a group: an applied pattern's items and the rounds its loops
+        created (``SchedulerActor.group_status`` adds the live ones' fresher statuses).
+
+        Args:
+            prefix: the group's prefix, checked by the caller (``check_prefix``); ``%`` and
+                ``_`` in it are matched literally.
+
+        Returns:
+            ``{task id: status value}`` of every stored task whose id starts with
+            ``prefix + "."``, in id order.
+        """
         with self.engine.connect() as conn:
             query = (sa.select(t.tasks.c.id, t.tasks.c.status)
                      .where(t.tasks.c.id.startswith(prefix + ".", autoescape=True)).order_by(t.tasks.c.id))
@@ -496,7 +508,14 @@ class Store:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def message_rows_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored messages of the given ids that exist, ``{id: row dict}``."""
+        """Stored messages by id (a post made again is answered with its stored message).
+
+        Args:
+            ids: message ids; repeats are looked up once, unknown ones left out.
+
+        Returns:
+            ``{message id: row dict}`` (the ``messages`` table's columns) of those stored.
+        """
         m = t.messages
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
