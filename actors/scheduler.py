@@ -295,11 +295,17 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             ``WaitReply``: ``finished`` (``{id: status}`` of the tasks no longer live), ``live``
             (live tasks by status), ``unclaimable`` and ``unhandled`` (only ready tasks among
             ``task_ids`` and the prefix's, never other work of the runtime) and ``held`` (how
-            many of ``task_ids`` their ticket holds back).
+            many of those, ``task_ids`` and the prefix's, their ticket holds back).
 
         Raises:
             TaskNotFoundError: some ids are neither live nor stored (naming them).
+            InvalidArgumentError: a prefix that is not a name or holds ``"."``.
         """
+        if prefix is not None:
+            try:
+                check_prefix(prefix)
+            except ValueError as exc:
+                raise InvalidArgumentError(f"wait: {exc}") from None
         live = [tid for tid in task_ids if tid in self.graph.tasks]
         if live and timeout > 0:
             countdown = _Countdown(len(live))
@@ -317,15 +323,12 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
         await self.commit.sync()
         counts: dict[str, int] = {}
         gone = []
-        held = 0
-        holds = self.graph.tickets.held
         for tid in task_ids:
             task = self.graph.tasks.get(tid)
             if task is None:
                 gone.append(tid)
             else:
                 counts[task.status.value] = counts.get(task.status.value, 0) + 1
-                held += bool(task.ticket_id and tid in holds.get(task.ticket_id, ()))
         finished: dict[str, str] = {}
         if gone:
             rows = await self._db(self.store.lookup, gone)
@@ -335,8 +338,13 @@ class SchedulerActor(RegistryCalls, MessagingCalls, TicketCalls, HandoffCalls, J
             finished = {tid: rows[0][tid].status.value for tid in gone}
         scope: list[str] = list(task_ids)
         if prefix is not None:
-            head = str(prefix) + "."
+            head = prefix + "."
             scope.extend(tid for tid in self.graph.tasks if tid.startswith(head))
+        holds = self.graph.tickets.held
+        held = 0
+        for tid in set(scope):
+            task = self.graph.tasks.get(tid)
+            held += bool(task is not None and task.ticket_id and tid in holds.get(task.ticket_id, ()))
         return WaitReply(finished=finished, live=counts, unclaimable=self._unclaimable(scope),
                          unhandled=self._unhandled(scope), held=held)
 

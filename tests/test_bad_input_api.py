@@ -350,6 +350,13 @@ def test_a_group_prefix_is_a_name_without_a_dot(runtime, method, error, prefix):
         call(lambda: getattr(runtime.scheduler, method).remote(prefix))
 
 
+@pytest.mark.parametrize("prefix", ["p.q", "p\n", 7], ids=["dot", "newline", "int"])
+def test_a_wait_scoped_to_a_group_takes_the_same_prefix_rule(runtime, prefix):
+    # rt.patterns.progress waits with the pattern's prefix: a bad one is refused, never stringified
+    with pytest.raises(InvalidArgumentError, match="wait: prefix must be"):
+        call(lambda: runtime.scheduler.wait.remote([], 0.0, prefix))
+
+
 # ------------------------------------- errors raised in the scheduler's mixins arrive plain
 
 MIXIN_ERRORS = [

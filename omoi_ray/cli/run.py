@@ -184,7 +184,7 @@ def _follow(rt: Any, handle: Any, timeout: float | None, *, progress: bool) -> N
                     if s not in final:
                         live[s] = live.get(s, 0) + 1
                 done = {tid: s for tid, s in now.statuses.items() if s in final}
-                bar.update(done, live, now.unclaimable, now.unhandled, total=len(now.statuses))
+                bar.update(done, live, now.unclaimable, now.unhandled, total=len(now.statuses), held=now.held)
             if now.finished:
                 return
             if remaining is not None and remaining <= 0:

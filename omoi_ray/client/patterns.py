@@ -68,12 +68,14 @@ class PatternProgress:
     """Where an applied pattern stands: ``statuses`` maps every task under its prefix (its items
     and the rounds its loops created so far) to its status, by id; ``finished`` says whether its
     final steps are all final; ``unclaimable`` and ``unhandled`` are the pattern's ready tasks
-    nobody alive can run (as in ``rt.status()``)."""
+    nobody alive can run (as in ``rt.status()``); ``held`` counts its tasks their ticket holds
+    back until it reaches their phase (or leaves BLOCKED)."""
 
     statuses: Mapping[str, str]
     finished: bool
     unclaimable: list[tuple[list[str], int]]
     unhandled: list[tuple[str, list[str], int]]
+    held: int = 0
 
 
 class Patterns:
@@ -177,7 +179,8 @@ class Patterns:
         finals = [i for step in handle.finals for i in handle.ids[step]]
         reply = yield self._rt.tasks._on_scheduler("wait", finals, float(wait), handle.prefix)
         statuses = yield self._rt.tasks._on_scheduler("group_status", handle.prefix)
-        return PatternProgress(statuses, len(reply.finished) == len(set(finals)), reply.unclaimable, reply.unhandled)
+        return PatternProgress(statuses, len(reply.finished) == len(set(finals)), reply.unclaimable, reply.unhandled,
+                               reply.held)
 
     progress, progress_async = flavours(_progress)
 
