@@ -68,6 +68,16 @@ _INT_MAXIMA = {
     "events_batch": MAX_EVENTS_LIMIT,
 }
 
+#: the largest value of each setting in seconds, and what the bound keeps (README "Limits and bounds")
+_SECONDS_MAXIMA = {
+    # now + a lease, now - a retention: every time the runtime derives must stay one a store can hold
+    **dict.fromkeys(("lease_ttl", "long_poll", "agent_stale_after", "events_retention", "thread_retention"),
+                    (MAX_WAIT_S, "")),
+    "events_poll": (MAX_POLL_S, ""),
+    # every lock a task declares is asked for with this lease: it must be one the lock manager grants
+    "lock_ttl": (MAX_LOCK_S, " (the longest lock lease)"),
+}
+
 
 def _in_memory_sqlite(url: Any) -> bool:
     """Whether the SQLAlchemy ``url`` names an in-memory SQLite database (``sqlite://``,
@@ -237,27 +247,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number of seconds")
         return value
 
-    @field_validator("lease_ttl", "long_poll", "agent_stale_after", "events_retention", "thread_retention")
+    @field_validator(*_SECONDS_MAXIMA)
     @classmethod
-    def _at_most_max_wait(cls, value: float | None) -> float | None:
-        # now + a lease, now - a retention: every time the runtime derives must stay one a store can hold
-        if value is not None and value > MAX_WAIT_S:
-            raise ValueError(f"must be at most {MAX_WAIT_S:g} seconds")
-        return value
-
-    @field_validator("events_poll")
-    @classmethod
-    def _events_poll(cls, value: float) -> float:
-        if value > MAX_POLL_S:
-            raise ValueError(f"must be at most {MAX_POLL_S:g} seconds")
-        return value
-
-    @field_validator("lock_ttl")
-    @classmethod
-    def _lock_ttl(cls, value: float) -> float:
-        # every lock a task declares is asked for with this lease: it must be one the lock manager grants
-        if value > MAX_LOCK_S:
-            raise ValueError(f"must be at most {MAX_LOCK_S:g} seconds (the longest lock lease)")
+    def _seconds_at_most(cls, value: float | None, info: Any) -> float | None:
+        maximum, why = _SECONDS_MAXIMA[info.field_name]
+        if value is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum:g} seconds{why}")
         return value
 
     @field_validator("hard_timeout_grace", mode="before")
